@@ -1,0 +1,1 @@
+//! Liveline gateway.

@@ -1,0 +1,481 @@
+//! Versioned event and action contracts shared by the SDK and the gateway.
+//!
+//! Event names are `domain:name:vN`. Within a version fields are only added; a
+//! breaking change is a new version. Every server-to-client event carries one
+//! argument, an [`Envelope`], whose `data` is the contract's payload.
+//!
+//! [`decode_event`] turns a name and its argument into a typed [`ServerEvent`];
+//! an unknown name or version becomes [`ServerEvent::Unsupported`], never an error.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Event name of [`JobStatus`].
+pub const JOB_STATUS_V1: &str = "job:status:v1";
+/// Event name of [`JobChunk`].
+pub const JOB_CHUNK_V1: &str = "job:chunk:v1";
+/// Event name of [`JobResult`].
+pub const JOB_RESULT_V1: &str = "job:result:v1";
+/// Event name of [`JobError`].
+pub const JOB_ERROR_V1: &str = "job:error:v1";
+/// Event name of [`TradeOrder`].
+pub const TRADE_ORDER_V1: &str = "trade:order:v1";
+/// Event name of [`MarketTick`].
+pub const MARKET_TICK_V1: &str = "market:tick:v1";
+/// Event name of [`StreamRecovered`].
+pub const STREAM_RECOVERED_V1: &str = "stream:recovered:v1";
+
+/// Action name of [`JobStart`].
+pub const ACTION_JOB_START_V1: &str = "job:start:v1";
+/// Action name of [`JobCancel`].
+pub const ACTION_JOB_CANCEL_V1: &str = "job:cancel:v1";
+
+/// The wrapper of every server-to-client event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The stream the event belongs to, e.g. `job:42` or `market:BTC-USD`.
+    pub stream: String,
+    /// Changes whenever the stream's history was lost; positions from another
+    /// epoch cannot be resumed.
+    pub epoch: String,
+    /// Contiguous per stream: 1, 2, 3, ... with no holes.
+    pub seq: u64,
+    /// Publish time, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The contract's payload.
+    pub data: T,
+}
+
+impl<T> Envelope<T> {
+    /// The same envelope with its payload mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Envelope<U> {
+        Envelope {
+            stream: self.stream,
+            epoch: self.epoch,
+            seq: self.seq,
+            ts: self.ts,
+            data: f(self.data),
+        }
+    }
+}
+
+/// Lifecycle of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum JobState {
+    /// Accepted, waiting for a worker.
+    Queued,
+    /// A worker is on it.
+    Running,
+    /// Finished successfully; a `job:result:v1` carries the result.
+    Completed,
+    /// Finished with an error; a `job:error:v1` carries it.
+    Failed,
+    /// Cancelled by its owner.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether no further status can follow.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    /// The wire name (`queued`, `running`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// What kind of work a job does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum JobKind {
+    /// A research search: sources found, then a summary.
+    Research,
+    /// An LLM answer streamed token by token.
+    Llm,
+}
+
+/// `job:status:v1`: a job's status changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStatus {
+    /// The job.
+    pub job_id: String,
+    /// Its new status.
+    pub status: JobState,
+    /// 0.0 to 1.0.
+    #[serde(default)]
+    pub progress: f64,
+    /// A human-readable line about what is happening.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// `job:chunk:v1`: a piece of streamed text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobChunk {
+    /// The job.
+    pub job_id: String,
+    /// 0-based position of this chunk in the answer.
+    pub index: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// `job:result:v1`: the job's final result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    /// The job.
+    pub job_id: String,
+    /// Kind-specific result.
+    pub result: Value,
+}
+
+/// `job:error:v1`: the job failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobError {
+    /// The job.
+    pub job_id: String,
+    /// Stable machine-readable code.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Order lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum OrderState {
+    /// Accepted by the venue.
+    Accepted,
+    /// Some quantity filled.
+    PartiallyFilled,
+    /// Completely filled.
+    Filled,
+    /// Refused.
+    Rejected,
+    /// Cancelled by its owner.
+    Cancelled,
+}
+
+/// `trade:order:v1`: an order changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TradeOrder {
+    /// The order.
+    pub order_id: String,
+    /// e.g. `BTC-USD`.
+    pub symbol: String,
+    /// `buy` or `sell`.
+    pub side: String,
+    /// Ordered quantity.
+    pub qty: f64,
+    /// Filled so far.
+    #[serde(default)]
+    pub filled_qty: f64,
+    /// Limit or average fill price.
+    #[serde(default)]
+    pub price: f64,
+    /// New state.
+    pub status: OrderState,
+}
+
+/// `market:tick:v1`: a price on a public topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MarketTick {
+    /// e.g. `BTC-USD`.
+    pub symbol: String,
+    /// Last price.
+    pub price: f64,
+}
+
+/// `stream:recovered:v1`: the outcome of a resume for one stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRecovered {
+    /// The stream.
+    pub stream: String,
+    /// True when every missed event was replayed; false when the client must
+    /// reload a snapshot.
+    pub recovered: bool,
+    /// The stream's current epoch.
+    pub epoch: String,
+    /// The stream's head sequence number.
+    pub seq: u64,
+}
+
+/// `job:start:v1` action payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStart {
+    /// What to run.
+    pub kind: JobKind,
+    /// Kind-specific parameters (e.g. `{"query": "..."}`).
+    #[serde(default)]
+    pub params: Value,
+}
+
+/// `job:start:v1` ack payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobStarted {
+    /// The new job's id; its events come on stream `job:{jobId}`.
+    pub job_id: String,
+}
+
+/// `job:cancel:v1` action payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCancel {
+    /// The job to cancel.
+    pub job_id: String,
+}
+
+/// The reply to every action: `{"ok":true,"data":...}` or
+/// `{"ok":false,"error":{"code":...,"message":...}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AckReply {
+    /// The action was taken (or had been taken before under the same key).
+    Ok {
+        /// Always true.
+        ok: True,
+        /// Action-specific result.
+        data: Value,
+    },
+    /// The action was refused.
+    Err {
+        /// Always false.
+        ok: False,
+        /// Why.
+        error: AckError,
+    },
+}
+
+impl AckReply {
+    /// A successful reply.
+    pub fn ok(data: Value) -> Self {
+        Self::Ok { ok: True, data }
+    }
+
+    /// A refusal.
+    pub fn err(code: &str, message: impl Into<String>) -> Self {
+        Self::Err {
+            ok: False,
+            error: AckError {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// The error in a refused action's ack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckError {
+    /// Stable machine-readable code, e.g. `invalid_payload`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// Serializes as the JSON literal `true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct True;
+/// Serializes as the JSON literal `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct False;
+
+macro_rules! bool_literal {
+    ($ty:ident, $value:literal) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bool($value)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if bool::deserialize(d)? == $value {
+                    Ok($ty)
+                } else {
+                    Err(serde::de::Error::custom(concat!("expected ", $value)))
+                }
+            }
+        }
+    };
+}
+bool_literal!(True, true);
+bool_literal!(False, false);
+
+/// A decoded server-to-client event.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// `job:status:v1`
+    JobStatus(Envelope<JobStatus>),
+    /// `job:chunk:v1`
+    JobChunk(Envelope<JobChunk>),
+    /// `job:result:v1`
+    JobResult(Envelope<JobResult>),
+    /// `job:error:v1`
+    JobError(Envelope<JobError>),
+    /// `trade:order:v1`
+    TradeOrder(Envelope<TradeOrder>),
+    /// `market:tick:v1`
+    MarketTick(Envelope<MarketTick>),
+    /// `stream:recovered:v1` (not enveloped: it speaks about a stream).
+    StreamRecovered(StreamRecovered),
+    /// A name or version this SDK does not know. Kept whole so the app can
+    /// still look at it.
+    Unsupported {
+        /// The event name as received.
+        name: String,
+        /// The arguments as received.
+        args: Vec<Value>,
+    },
+}
+
+impl ServerEvent {
+    /// The contract name of this event.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::JobStatus(_) => JOB_STATUS_V1,
+            Self::JobChunk(_) => JOB_CHUNK_V1,
+            Self::JobResult(_) => JOB_RESULT_V1,
+            Self::JobError(_) => JOB_ERROR_V1,
+            Self::TradeOrder(_) => TRADE_ORDER_V1,
+            Self::MarketTick(_) => MARKET_TICK_V1,
+            Self::StreamRecovered(_) => STREAM_RECOVERED_V1,
+            Self::Unsupported { name, .. } => name,
+        }
+    }
+
+    /// `(stream, epoch, seq)` of an enveloped event.
+    pub fn position(&self) -> Option<(&str, &str, u64)> {
+        fn p<T>(e: &Envelope<T>) -> Option<(&str, &str, u64)> {
+            Some((&e.stream, &e.epoch, e.seq))
+        }
+        match self {
+            Self::JobStatus(e) => p(e),
+            Self::JobChunk(e) => p(e),
+            Self::JobResult(e) => p(e),
+            Self::JobError(e) => p(e),
+            Self::TradeOrder(e) => p(e),
+            Self::MarketTick(e) => p(e),
+            Self::StreamRecovered(_) | Self::Unsupported { .. } => None,
+        }
+    }
+}
+
+/// A known event whose payload does not match its contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {name} does not match its contract: {reason}")]
+pub struct DecodeError {
+    /// The event name.
+    pub name: String,
+    /// What did not match.
+    pub reason: String,
+}
+
+/// Decodes a Socket.IO EVENT (name and arguments) into a typed event.
+///
+/// Unknown names are not an error: they become [`ServerEvent::Unsupported`].
+/// A known name whose payload breaks its contract is a [`DecodeError`].
+pub fn decode_event(name: &str, mut args: Vec<Value>) -> Result<ServerEvent, DecodeError> {
+    fn one<T: serde::de::DeserializeOwned>(
+        name: &str,
+        args: &mut Vec<Value>,
+    ) -> Result<T, DecodeError> {
+        // A server with connection-state recovery appends an offset argument;
+        // the contract is always the first one.
+        if args.is_empty() {
+            return Err(DecodeError {
+                name: name.to_owned(),
+                reason: "missing argument".to_owned(),
+            });
+        }
+        serde_json::from_value(args.swap_remove(0)).map_err(|e| DecodeError {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+    Ok(match name {
+        JOB_STATUS_V1 => ServerEvent::JobStatus(one(name, &mut args)?),
+        JOB_CHUNK_V1 => ServerEvent::JobChunk(one(name, &mut args)?),
+        JOB_RESULT_V1 => ServerEvent::JobResult(one(name, &mut args)?),
+        JOB_ERROR_V1 => ServerEvent::JobError(one(name, &mut args)?),
+        TRADE_ORDER_V1 => ServerEvent::TradeOrder(one(name, &mut args)?),
+        MARKET_TICK_V1 => ServerEvent::MarketTick(one(name, &mut args)?),
+        STREAM_RECOVERED_V1 => ServerEvent::StreamRecovered(one(name, &mut args)?),
+        _ => ServerEvent::Unsupported {
+            name: name.to_owned(),
+            args,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn job_status_decodes_into_its_contract() {
+        let arg = json!({"stream":"job:1","epoch":"e1","seq":3,"ts":10,
+            "data":{"jobId":"1","status":"running","progress":0.5,"message":"searching"}});
+        let ev = decode_event(JOB_STATUS_V1, vec![arg]).expect("decodes");
+        let ServerEvent::JobStatus(env) = &ev else {
+            panic!("wrong variant: {ev:?}")
+        };
+        assert_eq!(env.data.status, JobState::Running);
+        assert_eq!(ev.position(), Some(("job:1", "e1", 3)));
+    }
+
+    #[test]
+    fn unknown_version_is_unsupported_not_an_error() {
+        let ev = decode_event("job:status:v9", vec![json!(1)]).expect("decodes");
+        assert!(matches!(ev, ServerEvent::Unsupported { ref name, .. } if name == "job:status:v9"));
+    }
+
+    #[test]
+    fn broken_payload_of_known_event_is_a_decode_error() {
+        let err = decode_event(JOB_STATUS_V1, vec![json!({"seq":"x"})]).expect_err("fails");
+        assert_eq!(err.name, JOB_STATUS_V1);
+        assert!(decode_event(JOB_CHUNK_V1, vec![]).is_err());
+    }
+
+    #[test]
+    fn trailing_recovery_offset_argument_is_ignored() {
+        let arg = json!({"symbol":"BTC-USD","price":1.5});
+        let env = json!({"stream":"market:BTC-USD","epoch":"e","seq":1,"ts":0,"data":arg});
+        let ev = decode_event(MARKET_TICK_V1, vec![env, json!("offset-1")]).expect("decodes");
+        assert!(matches!(ev, ServerEvent::MarketTick(_)));
+    }
+
+    #[test]
+    fn ack_reply_round_trips_both_shapes() {
+        let ok = AckReply::ok(json!({"jobId":"7"}));
+        let s = serde_json::to_string(&ok).expect("ser");
+        assert_eq!(s, r#"{"ok":true,"data":{"jobId":"7"}}"#);
+        assert_eq!(serde_json::from_str::<AckReply>(&s).expect("de"), ok);
+        let err = AckReply::err("invalid_payload", "kind is required");
+        let s = serde_json::to_string(&err).expect("ser");
+        assert_eq!(serde_json::from_str::<AckReply>(&s).expect("de"), err);
+    }
+}

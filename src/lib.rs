@@ -1,0 +1,12 @@
+//! Liveline SDK.
+//!
+//! A realtime client for apps that run long jobs. The core is sans-IO: it
+//! takes input (frames, socket events, timers, app calls) with the current
+//! time passed in, and yields output (frames to send, timers to set, state
+//! changes, events for the app) to be pulled by a driver. The browser driver
+//! (`wasm` module, wasm32 only) binds it to a `WebSocket` and JavaScript.
+//!
+//! The contract types in [`contract`] are shared with the gateway, so the
+//! client and the server can never disagree on a field.
+
+pub mod contract;
