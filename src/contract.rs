@@ -29,6 +29,9 @@ pub const STREAM_RECOVERED_V1: &str = "stream:recovered:v1";
 pub const ACTION_JOB_START_V1: &str = "job:start:v1";
 /// Action name of [`JobCancel`].
 pub const ACTION_JOB_CANCEL_V1: &str = "job:cancel:v1";
+/// Event the client sends when it sees a gap: `{stream, epoch, seq}` (the
+/// last seq it has); the gateway replays what follows.
+pub const ACTION_STREAM_REPLAY_V1: &str = "stream:replay:v1";
 
 /// The wrapper of every server-to-client event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -362,6 +365,26 @@ impl ServerEvent {
             Self::MarketTick(_) => MARKET_TICK_V1,
             Self::StreamRecovered(_) => STREAM_RECOVERED_V1,
             Self::Unsupported { name, .. } => name,
+        }
+    }
+
+    /// The event's argument as JSON: the envelope for enveloped events, the
+    /// notice for `stream:recovered:v1`, the first argument (or all of them
+    /// when there are several) for unsupported ones.
+    pub fn to_json(&self) -> Value {
+        fn v<T: Serialize>(t: &T) -> Value {
+            serde_json::to_value(t).unwrap_or(Value::Null)
+        }
+        match self {
+            Self::JobStatus(e) => v(e),
+            Self::JobChunk(e) => v(e),
+            Self::JobResult(e) => v(e),
+            Self::JobError(e) => v(e),
+            Self::TradeOrder(e) => v(e),
+            Self::MarketTick(e) => v(e),
+            Self::StreamRecovered(r) => v(r),
+            Self::Unsupported { args, .. } if args.len() == 1 => args[0].clone(),
+            Self::Unsupported { args, .. } => Value::Array(args.clone()),
         }
     }
 

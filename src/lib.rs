@@ -9,4 +9,13 @@
 //! The contract types in [`contract`] are shared with the gateway, so the
 //! client and the server can never disagree on a field.
 
+pub mod backoff;
+pub mod client;
 pub mod contract;
+pub mod outbox;
+pub mod protocol;
+
+pub use client::{Client, Config, ConnectionState, Output, StateChange};
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;

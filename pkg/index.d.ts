@@ -1,0 +1,120 @@
+/** The states an app can show. */
+export type ConnectionStateName =
+  | 'idle'
+  | 'connecting'
+  | 'connected'
+  | 'reconnecting'
+  | 'offline'
+  | 'suspended'
+  | 'closed'
+  | 'failed';
+
+/** A state snapshot: the same object until the state changes. */
+export interface ConnectionSnapshot {
+  readonly current: ConnectionStateName;
+  readonly previous: ConnectionStateName;
+  readonly reason: string;
+  /** Actions waiting in the outbox. */
+  readonly queued: number;
+  /** Reconnect attempt under way or next (reconnecting only, else 0). */
+  readonly attempt: number;
+  /** Milliseconds until the next attempt, when one is scheduled. */
+  readonly retryIn: number | null;
+  /** `Date.now()` of the next attempt, when one is scheduled. */
+  readonly retryAt: number | null;
+  /** The last error (reconnecting) or the reason (failed). */
+  readonly error: string | null;
+}
+
+export interface LivelineOptions {
+  /** The gateway's base URL, e.g. `https://rt.example.com` or `ws://localhost:8080`. */
+  url: string;
+  /** Called before every connect; returns a JWT. */
+  getToken: () => string | Promise<string>;
+  backoff?: { initialMs?: number; maxMs?: number };
+  ackTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  outboxCapacity?: number;
+}
+
+/** The wrapper of every server event. */
+export interface Envelope<T> {
+  stream: string;
+  epoch: string;
+  seq: number;
+  ts: number;
+  data: T;
+}
+
+export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+export interface JobStatus { jobId: string; status: JobState; progress: number; message: string }
+export interface JobChunk { jobId: string; index: number; text: string }
+export interface JobResult { jobId: string; result: unknown }
+export interface JobError { jobId: string; code: string; message: string }
+export type OrderState = 'accepted' | 'partially_filled' | 'filled' | 'rejected' | 'cancelled';
+export interface TradeOrder {
+  orderId: string; symbol: string; side: 'buy' | 'sell'; qty: number; filledQty: number; price: number; status: OrderState;
+}
+export interface MarketTick { symbol: string; price: number }
+export interface StreamRecovered { stream: string; recovered: boolean; epoch: string; seq: number }
+
+/** Server-to-client events by contract name. */
+export interface EventMap {
+  'job:status:v1': Envelope<JobStatus>;
+  'job:chunk:v1': Envelope<JobChunk>;
+  'job:result:v1': Envelope<JobResult>;
+  'job:error:v1': Envelope<JobError>;
+  'trade:order:v1': Envelope<TradeOrder>;
+  'market:tick:v1': Envelope<MarketTick>;
+  'stream:recovered:v1': StreamRecovered;
+}
+
+export type JobKind = 'research' | 'llm';
+/** Client-to-server actions by contract name: [payload, result]. */
+export interface ActionMap {
+  'job:start:v1': [{ kind: JobKind; params?: Record<string, unknown> }, { jobId: string }];
+  'job:cancel:v1': [{ jobId: string }, unknown];
+}
+
+/** Stable error codes on rejected promises and thrown errors. */
+export type LivelineErrorCode =
+  | 'not_initialized'
+  | 'invalid_argument'
+  | 'outbox_full'
+  | 'expired'
+  | 'invalid_payload'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'not_found'
+  | 'rate_limited'
+  | (string & {});
+
+export interface LivelineError extends Error {
+  code: LivelineErrorCode;
+}
+
+/** Loads the WebAssembly module; call once before `new Liveline()`. */
+export function init(input?: string | URL | Response | BufferSource | WebAssembly.Module): Promise<void>;
+
+export class Liveline {
+  constructor(options: LivelineOptions);
+  /** Starts connecting, and reconnecting until `close()`. */
+  connect(): void;
+  /** Closes the connection and releases listeners and timers; queued actions stay queued. */
+  close(): void;
+  /** Sends an action through the outbox; resolves with the gateway's result. */
+  send<K extends keyof ActionMap>(action: K, data: ActionMap[K][0]): Promise<ActionMap[K][1]>;
+  send(action: string, data: unknown): Promise<unknown>;
+  /** Listens to one event; returns a function that removes the listener. */
+  on<K extends keyof EventMap>(event: K, fn: (payload: EventMap[K]) => void): () => void;
+  on(event: '*', fn: (payload: unknown, name: string) => void): () => void;
+  on(event: string, fn: (payload: unknown) => void): () => void;
+  /** Every event whose `data.jobId` is this job. */
+  watchJob(jobId: string, fn: (payload: Envelope<{ jobId: string }>, name: string) => void): () => void;
+  /** For useSyncExternalStore: called on every state change. */
+  subscribe(fn: () => void): () => void;
+  /** For useSyncExternalStore: the same object until the state changes. */
+  getSnapshot(): ConnectionSnapshot;
+  /** Listener and timer counts, for leak checks. */
+  stats(): { listeners: number; subscribers: number; pending: number; timers: number; sockets: number; pageListeners: number };
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Runs every test of the project against real parts: native unit tests, the
+# gateway against the running Redis, the wasm SDK in headless Chromium against
+# a real gateway, and the React app end to end with Playwright.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy -q --workspace --all-targets -- -D warnings
+cargo clippy -q -p liveline --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+step "native tests (SDK core, gateway against Redis at 127.0.0.1:6379)"
+cargo test -q --workspace
+
+step "build: npm package (wasm) and the app"
+bash scripts/build-pkg.sh
+bash scripts/size.sh || echo "size: over budget (tracked in issue 5, not yet enforced)"
+npm run -s build:www
+
+step "start a gateway (embedded broker, demo worker)"
+cargo build -q -p liveline-gateway
+gw=target/debug/liveline-gateway
+port=${LIVELINE_TEST_PORT:-18080}
+mkdir -p .tmp test-results
+"$gw" serve --port "$port" --static-dir www/dist --demo-worker --dev-tokens \
+  >.tmp/gateway-test.log 2>&1 &
+gw_pid=$!
+trap 'kill $gw_pid 2>/dev/null || true; wait $gw_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  kill -0 $gw_pid 2>/dev/null || { cat .tmp/gateway-test.log; exit 1; }
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null
+
+step "browser tests: wasm SDK in headless Chromium against the gateway"
+LIVELINE_TEST_URL="http://127.0.0.1:$port" \
+LIVELINE_TEST_TOKEN="$("$gw" mint-token --sub browser-test)" \
+CHROMEDRIVER=/usr/bin/chromedriver \
+WASM_BINDGEN_TEST_TIMEOUT=60 \
+  cargo test -q -p liveline --target wasm32-unknown-unknown --test browser
+
+step "end to end: the React app with Playwright"
+LIVELINE_URL="http://127.0.0.1:$port" node --test tests/e2e/

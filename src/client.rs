@@ -1,0 +1,983 @@
+//! The sans-IO client: connection state machine, heartbeat, reconnect with
+//! backoff, the action outbox and the resume tracker.
+//!
+//! It owns no socket and reads no clock. A driver feeds it input through the
+//! `handle_*` methods and app calls ([`Client::connect`], [`Client::send`],
+//! [`Client::close`]), passing the current time in milliseconds, and pulls
+//! what to do from [`Client::poll_output`] and when to call
+//! [`Client::handle_timeout`] next from [`Client::poll_timeout`].
+//!
+//! Rules for a driver:
+//! - On [`Output::FetchToken`], get a token from the app and call
+//!   [`Client::handle_token`].
+//! - On [`Output::Open`], open a WebSocket to the URL and report
+//!   [`Client::handle_open`], [`Client::handle_text`], [`Client::handle_binary`]
+//!   and [`Client::handle_closed`] for it.
+//! - On [`Output::Close`], close that socket and report nothing more about it.
+
+use std::collections::{HashMap, VecDeque};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde_json::{Value, json};
+
+use crate::backoff::Backoff;
+use crate::contract::{self, AckReply, ServerEvent, StreamRecovered};
+use crate::outbox::{ActionError, Outbox, SendError};
+use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType};
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The gateway's base URL: `http(s)://host[:port]` or `ws(s)://...`.
+    pub url: String,
+    /// The Socket.IO path.
+    pub path: String,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// How long opening a socket through CONNECT may take, in ms.
+    pub connect_timeout_ms: u64,
+    /// After this long disconnected, the state becomes `suspended`.
+    pub suspend_after_ms: u64,
+    /// Retry window while suspended, in ms.
+    pub suspended_retry_ms: u64,
+    /// A connection that lived this long resets the attempt counter.
+    pub stable_after_ms: u64,
+    /// How long to wait for an action's ack before sending it again.
+    pub ack_timeout_ms: u64,
+    /// How long an action may wait in the outbox before it fails.
+    pub action_ttl_ms: u64,
+    /// How many actions the outbox holds.
+    pub outbox_capacity: usize,
+    /// Used before the server's handshake says otherwise, in ms.
+    pub default_heartbeat_ms: u64,
+}
+
+impl Config {
+    /// Defaults for a gateway at `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            path: "/socket.io/".to_owned(),
+            backoff: Backoff::default(),
+            connect_timeout_ms: 10_000,
+            suspend_after_ms: 120_000,
+            suspended_retry_ms: 30_000,
+            stable_after_ms: 10_000,
+            ack_timeout_ms: 10_000,
+            action_ttl_ms: 5 * 60_000,
+            outbox_capacity: 256,
+            default_heartbeat_ms: 45_000,
+        }
+    }
+
+    /// The WebSocket URL of the Engine.IO endpoint.
+    pub fn socket_url(&self) -> String {
+        let base = self.url.trim_end_matches('/');
+        let base = if let Some(rest) = base.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = base.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            base.to_owned()
+        };
+        let path = self.path.trim_start_matches('/');
+        format!("{base}/{path}?EIO=4&transport=websocket")
+    }
+}
+
+/// The connection state an app shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Not started.
+    Idle,
+    /// The first connection attempt is under way.
+    Connecting,
+    /// Live: events flow, actions drain.
+    Connected,
+    /// Lost the connection; retrying.
+    Reconnecting {
+        /// 1-based number of the attempt under way or next.
+        attempt: u32,
+        /// Milliseconds until the next attempt (0 while one is under way).
+        retry_in_ms: u64,
+        /// Why the last attempt or connection ended.
+        last_error: String,
+    },
+    /// The browser reports no network; waiting for `online`.
+    Offline,
+    /// Disconnected for long; retrying slowly.
+    Suspended {
+        /// Milliseconds until the next attempt.
+        retry_in_ms: u64,
+    },
+    /// Closed by the app.
+    Closed,
+    /// Gave up; the reason says why.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConnectionState {
+    /// The state's name as the JS API shows it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Idle => "idle",
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Reconnecting { .. } => "reconnecting",
+            Self::Offline => "offline",
+            Self::Suspended { .. } => "suspended",
+            Self::Closed => "closed",
+            Self::Failed { .. } => "failed",
+        }
+    }
+
+    /// Whether events flow.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, Self::Connected)
+    }
+}
+
+/// A state change, as the app sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// The new state.
+    pub current: ConnectionState,
+    /// The name of the state before.
+    pub previous: &'static str,
+    /// Why it changed.
+    pub reason: String,
+    /// Actions waiting in the outbox.
+    pub queued: usize,
+}
+
+/// What the driver must do or tell the app.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Ask the app for a token, then call [`Client::handle_token`].
+    FetchToken,
+    /// Open a WebSocket to this URL.
+    Open(String),
+    /// Send a text frame.
+    SendText(String),
+    /// Send a binary frame.
+    SendBinary(Vec<u8>),
+    /// Close the socket; report nothing more about it.
+    Close,
+    /// The connection state changed.
+    State(StateChange),
+    /// An event for the app. When the server asked for an ack, its id is
+    /// here; answer with [`Client::reply`].
+    Event(ServerEvent, Option<u64>),
+    /// A known event broke its contract; it was dropped.
+    Invalid(contract::DecodeError),
+    /// An action ended: acked with a result, refused or failed.
+    Ack(u64, Result<Value, ActionError>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Idle,
+    AwaitToken,
+    /// Socket requested; `handshake` once Engine.IO opened.
+    Opening {
+        deadline: u64,
+        handshake: bool,
+    },
+    Live {
+        since: u64,
+        heartbeat_deadline: u64,
+    },
+    Waiting {
+        at: u64,
+    },
+    Offline,
+    Closed,
+    Failed(String),
+}
+
+/// The sans-IO client.
+#[derive(Debug)]
+pub struct Client {
+    config: Config,
+    rng: StdRng,
+    phase: Phase,
+    state: ConnectionState,
+    /// Consecutive failed attempts.
+    attempt: u32,
+    last_error: String,
+    disconnected_since: Option<u64>,
+    auth_retried: bool,
+    token: Option<String>,
+    heartbeat_ms: u64,
+    last_rx: u64,
+    decoder: Decoder,
+    outbox: Outbox,
+    positions: HashMap<String, (String, u64)>,
+    replays_pending: HashMap<String, u64>,
+    next_ack_id: u64,
+    out: VecDeque<Output>,
+}
+
+impl Client {
+    /// A client with an RNG seeded from `seed` (tests pass a fixed seed,
+    /// drivers a random one).
+    pub fn new(config: Config, seed: u64) -> Self {
+        let outbox = Outbox::new(config.outbox_capacity);
+        Self {
+            heartbeat_ms: config.default_heartbeat_ms,
+            config,
+            rng: StdRng::seed_from_u64(seed),
+            phase: Phase::Idle,
+            state: ConnectionState::Idle,
+            attempt: 0,
+            last_error: String::new(),
+            disconnected_since: None,
+            auth_retried: false,
+            token: None,
+            last_rx: 0,
+            decoder: Decoder::default(),
+            outbox,
+            positions: HashMap::new(),
+            replays_pending: HashMap::new(),
+            next_ack_id: 0,
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &ConnectionState {
+        &self.state
+    }
+
+    /// Actions waiting in the outbox.
+    pub fn queued(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The last `(epoch, seq)` delivered for a stream.
+    pub fn position(&self, stream: &str) -> Option<(&str, u64)> {
+        self.positions.get(stream).map(|(e, s)| (e.as_str(), *s))
+    }
+
+    /// Restores a stream position saved earlier (e.g. across a reload), so
+    /// the next CONNECT resumes from it.
+    pub fn restore_position(&mut self, stream: &str, epoch: &str, seq: u64) {
+        self.positions
+            .insert(stream.to_owned(), (epoch.to_owned(), seq));
+    }
+
+    /// The app starts the client. Does nothing unless idle, closed or failed.
+    pub fn connect(&mut self, now: u64) {
+        if !matches!(self.phase, Phase::Idle | Phase::Closed | Phase::Failed(_)) {
+            return;
+        }
+        self.attempt = 0;
+        self.auth_retried = false;
+        self.disconnected_since = None;
+        self.start_attempt(now, "connect called");
+    }
+
+    /// The app closes the client. Queued actions stay queued.
+    pub fn close(&mut self, now: u64) {
+        if self.has_socket() {
+            self.out.push_back(Output::Close);
+        }
+        self.decoder.reset();
+        self.outbox.unsend_all();
+        self.phase = Phase::Closed;
+        self.set_state(ConnectionState::Closed, "closed by the app", now);
+    }
+
+    /// The app sends an action. It is queued, sent when connected, retried
+    /// with the same idempotency key until acked, and ends in an
+    /// [`Output::Ack`] with the returned id.
+    pub fn send(&mut self, name: &str, data: Value, now: u64) -> Result<u64, SendError> {
+        let key = self.random_key();
+        let ttl = self.config.action_ttl_ms;
+        let id = self.outbox.push(name, data, key, now + ttl)?;
+        if matches!(self.phase, Phase::Live { .. }) {
+            self.flush_outbox(now);
+        }
+        Ok(id)
+    }
+
+    /// Answers a server event that asked for an ack.
+    pub fn reply(&mut self, ack_id: u64, args: Vec<Value>) {
+        if matches!(self.phase, Phase::Live { .. }) {
+            let p = Packet::new(PacketType::Ack, Some(ack_id), Some(Value::Array(args)));
+            self.out
+                .push_back(Output::SendText(EioPacket::Message(p.encode()).encode()));
+        }
+    }
+
+    /// The app's token arrived (`Err` when `getToken` failed).
+    pub fn handle_token(&mut self, token: Result<String, String>, now: u64) {
+        if self.phase != Phase::AwaitToken {
+            return;
+        }
+        match token {
+            Ok(token) => {
+                self.token = Some(token);
+                self.phase = Phase::Opening {
+                    deadline: now + self.config.connect_timeout_ms,
+                    handshake: false,
+                };
+                self.out.push_back(Output::Open(self.config.socket_url()));
+            }
+            Err(e) => self.fail(&format!("getToken failed: {e}"), now),
+        }
+    }
+
+    /// The socket opened.
+    pub fn handle_open(&mut self, now: u64) {
+        self.last_rx = now;
+    }
+
+    /// A text frame arrived.
+    pub fn handle_text(&mut self, frame: &str, now: u64) {
+        if !self.has_socket() {
+            return;
+        }
+        self.last_rx = now;
+        match self.decoder.text(frame) {
+            Ok(decoded) => self.on_decoded(decoded, now),
+            Err(e) => self.drop_socket(&format!("protocol error: {e}"), now),
+        }
+    }
+
+    /// A binary frame arrived.
+    pub fn handle_binary(&mut self, frame: &[u8], now: u64) {
+        if !self.has_socket() {
+            return;
+        }
+        self.last_rx = now;
+        match self.decoder.binary(frame) {
+            Ok(decoded) => self.on_decoded(decoded, now),
+            Err(e) => self.drop_socket(&format!("protocol error: {e}"), now),
+        }
+    }
+
+    /// The socket closed or failed by itself.
+    pub fn handle_closed(&mut self, reason: &str, now: u64) {
+        if !self.has_socket() {
+            return;
+        }
+        self.lost(reason, now);
+    }
+
+    /// The browser reports the network going away or coming back.
+    pub fn handle_network(&mut self, online: bool, now: u64) {
+        if online {
+            match self.phase {
+                Phase::Offline => self.start_attempt(now, "network online"),
+                Phase::Waiting { .. } => self.start_attempt(now, "network online"),
+                Phase::Live { .. } => self.check_liveness(now, "network online"),
+                _ => {}
+            }
+        } else if self.is_running() {
+            if self.has_socket() {
+                self.out.push_back(Output::Close);
+            }
+            self.decoder.reset();
+            self.outbox.unsend_all();
+            self.disconnected_since.get_or_insert(now);
+            self.phase = Phase::Offline;
+            self.set_state(ConnectionState::Offline, "network offline", now);
+        }
+    }
+
+    /// The page became visible or hidden.
+    pub fn handle_visibility(&mut self, visible: bool, now: u64) {
+        if !visible {
+            return;
+        }
+        match self.phase {
+            Phase::Waiting { .. } => self.start_attempt(now, "page visible"),
+            Phase::Live { .. } => self.check_liveness(now, "page visible"),
+            _ => {}
+        }
+    }
+
+    /// When to call [`Client::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let phase = match self.phase {
+            Phase::Opening { deadline, .. } => Some(deadline),
+            Phase::Live {
+                heartbeat_deadline, ..
+            } => Some(heartbeat_deadline),
+            Phase::Waiting { at } => Some(at),
+            _ => None,
+        };
+        let outbox = if matches!(self.phase, Phase::Live { .. }) {
+            self.outbox.next_deadline()
+        } else {
+            self.outbox.next_expiry()
+        };
+        match (phase, outbox) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for (id, err) in self.outbox.expire(now) {
+            self.out.push_back(Output::Ack(id, Err(err)));
+        }
+        match self.phase {
+            Phase::Opening { deadline, .. } if now >= deadline => {
+                self.drop_socket("connect timeout", now);
+            }
+            Phase::Live {
+                heartbeat_deadline, ..
+            } if now >= heartbeat_deadline => {
+                self.drop_socket("heartbeat timeout", now);
+            }
+            Phase::Waiting { at } if now >= at => self.start_attempt(now, "retry"),
+            Phase::Live { .. } if self.outbox.time_out_acks(now) => self.flush_outbox(now),
+            _ => {}
+        }
+        if let Phase::Waiting { at } = self.phase {
+            self.refresh_waiting_state(at, now);
+        }
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    // ---- internals ----
+
+    fn is_running(&self) -> bool {
+        !matches!(
+            self.phase,
+            Phase::Idle | Phase::Closed | Phase::Failed(_) | Phase::Offline
+        )
+    }
+
+    fn has_socket(&self) -> bool {
+        matches!(self.phase, Phase::Opening { .. } | Phase::Live { .. })
+    }
+
+    fn random_key(&mut self) -> String {
+        let v: u128 = self.rng.random();
+        format!("{v:032x}")
+    }
+
+    fn start_attempt(&mut self, now: u64, reason: &str) {
+        self.phase = Phase::AwaitToken;
+        self.out.push_back(Output::FetchToken);
+        let state = if self.disconnected_since.is_none() && self.attempt == 0 {
+            ConnectionState::Connecting
+        } else {
+            ConnectionState::Reconnecting {
+                attempt: self.attempt.max(1),
+                retry_in_ms: 0,
+                last_error: self.last_error.clone(),
+            }
+        };
+        self.set_state(state, reason, now);
+    }
+
+    fn on_decoded(&mut self, decoded: Decoded, now: u64) {
+        match decoded {
+            Decoded::Pending => {}
+            Decoded::Engine(EioPacket::Open(h)) => {
+                self.heartbeat_ms = h.ping_interval + h.ping_timeout;
+                if let Phase::Opening { handshake, .. } = &mut self.phase {
+                    *handshake = true;
+                }
+                let mut auth = json!({ "token": self.token.clone().unwrap_or_default() });
+                if !self.positions.is_empty() {
+                    let resume: serde_json::Map<String, Value> = self
+                        .positions
+                        .iter()
+                        .map(|(s, (e, q))| (s.clone(), json!({"epoch": e, "seq": q})))
+                        .collect();
+                    auth["resume"] = Value::Object(resume);
+                }
+                let p = Packet::new(PacketType::Connect, None, Some(auth));
+                self.send_packet(&p);
+            }
+            Decoded::Engine(EioPacket::Ping(data)) => {
+                if let Phase::Live {
+                    heartbeat_deadline, ..
+                } = &mut self.phase
+                {
+                    *heartbeat_deadline = now + self.heartbeat_ms;
+                }
+                self.out
+                    .push_back(Output::SendText(EioPacket::Pong(data).encode()));
+            }
+            Decoded::Engine(EioPacket::Close) => self.lost("server closed the transport", now),
+            Decoded::Engine(_) => {}
+            Decoded::Socket(p) if p.nsp != "/" => {}
+            Decoded::Socket(p) => self.on_packet(p, now),
+        }
+    }
+
+    fn on_packet(&mut self, p: Packet, now: u64) {
+        match p.kind {
+            PacketType::Connect => {
+                if !matches!(self.phase, Phase::Opening { .. }) {
+                    return;
+                }
+                self.phase = Phase::Live {
+                    since: now,
+                    heartbeat_deadline: now + self.heartbeat_ms,
+                };
+                self.auth_retried = false;
+                self.disconnected_since = None;
+                self.last_error.clear();
+                self.set_state(ConnectionState::Connected, "connected", now);
+                self.flush_outbox(now);
+            }
+            PacketType::ConnectError => {
+                let message = match &p.data {
+                    Some(Value::Object(m)) => m
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("connection refused")
+                        .to_owned(),
+                    Some(Value::String(s)) => s.clone(),
+                    _ => "connection refused".to_owned(),
+                };
+                self.out.push_back(Output::Close);
+                self.decoder.reset();
+                if self.auth_retried {
+                    self.fail(&format!("connection refused: {message}"), now);
+                } else {
+                    // Maybe the token expired: ask for a fresh one, once.
+                    self.auth_retried = true;
+                    self.last_error = format!("connection refused: {message}");
+                    self.disconnected_since.get_or_insert(now);
+                    self.attempt += 1;
+                    self.start_attempt(now, "connection refused; retrying with a fresh token");
+                }
+            }
+            PacketType::Disconnect => self.lost("server disconnected the socket", now),
+            PacketType::Ack | PacketType::BinaryAck => {
+                let Some(ack_id) = p.id else { return };
+                let Some(args) = p.into_ack_args() else {
+                    return;
+                };
+                let result = match args.first() {
+                    None => Ok(Value::Null),
+                    Some(first) => match serde_json::from_value::<AckReply>(first.clone()) {
+                        Ok(AckReply::Ok { data, .. }) => Ok(data),
+                        Ok(AckReply::Err { error, .. }) => Err(ActionError::Rejected {
+                            code: error.code,
+                            message: error.message,
+                        }),
+                        Err(_) => Ok(first.clone()),
+                    },
+                };
+                if let Some(id) = self.outbox.acked(ack_id) {
+                    self.out.push_back(Output::Ack(id, result));
+                    self.set_queued_state(now);
+                }
+            }
+            PacketType::Event | PacketType::BinaryEvent => {
+                let ack = p.id;
+                let Some((name, args)) = p.into_event() else {
+                    return;
+                };
+                match contract::decode_event(&name, args) {
+                    Ok(ev) => self.deliver(ev, ack),
+                    Err(e) => self.out.push_back(Output::Invalid(e)),
+                }
+            }
+        }
+    }
+
+    /// Applies the resume tracker: drops duplicates, asks for a replay on a
+    /// gap, advances the position before the app sees the event.
+    fn deliver(&mut self, ev: ServerEvent, ack: Option<u64>) {
+        if let ServerEvent::StreamRecovered(r) = &ev {
+            self.replays_pending.remove(&r.stream);
+            if !r.recovered {
+                // History is gone: continue from the head; the app reloads a snapshot.
+                self.positions
+                    .insert(r.stream.clone(), (r.epoch.clone(), r.seq));
+            }
+            self.out.push_back(Output::Event(ev, ack));
+            return;
+        }
+        let Some((stream, epoch, seq)) = ev.position() else {
+            self.out.push_back(Output::Event(ev, ack));
+            return;
+        };
+        match self.positions.get(stream) {
+            Some((known_epoch, last)) if known_epoch == epoch => {
+                let last = *last;
+                if seq <= last {
+                    return; // duplicate
+                }
+                if seq > last + 1 {
+                    // A hole: ask for the missing range once; it comes back in order.
+                    if self.replays_pending.get(stream) != Some(&last) {
+                        self.replays_pending.insert(stream.to_owned(), last);
+                        let req = json!({"stream": stream, "epoch": epoch, "seq": last});
+                        let p = Packet::new(
+                            PacketType::Event,
+                            None,
+                            Some(json!([contract::ACTION_STREAM_REPLAY_V1, req])),
+                        );
+                        self.send_packet(&p);
+                    }
+                    return;
+                }
+            }
+            Some((_, last)) => {
+                // A new epoch: the history we knew is gone. Say so, then adopt it.
+                let notice = StreamRecovered {
+                    stream: stream.to_owned(),
+                    recovered: false,
+                    epoch: epoch.to_owned(),
+                    seq: *last.max(&seq),
+                };
+                self.out
+                    .push_back(Output::Event(ServerEvent::StreamRecovered(notice), None));
+            }
+            None => {}
+        }
+        let stream = stream.to_owned();
+        let epoch = epoch.to_owned();
+        self.replays_pending.remove(&stream);
+        self.positions.insert(stream, (epoch, seq));
+        self.out.push_back(Output::Event(ev, ack));
+    }
+
+    fn flush_outbox(&mut self, now: u64) {
+        let timeout = self.config.ack_timeout_ms;
+        let mut packets = Vec::new();
+        while let Some(action) = self.outbox.next_unsent() {
+            self.next_ack_id += 1;
+            let ack_id = self.next_ack_id;
+            let payload = json!([action.name, {"key": action.key, "data": action.data}]);
+            let id = action.id;
+            packets.push(Packet::new(PacketType::Event, Some(ack_id), Some(payload)));
+            self.outbox.mark_sent(id, ack_id, now + timeout);
+        }
+        for p in packets {
+            self.send_packet(&p);
+        }
+    }
+
+    fn send_packet(&mut self, p: &Packet) {
+        self.out
+            .push_back(Output::SendText(EioPacket::Message(p.encode()).encode()));
+    }
+
+    fn check_liveness(&mut self, now: u64, reason: &str) {
+        // Pings stopped while the page slept: the link is probably dead.
+        let ping_interval = self.heartbeat_ms.saturating_sub(self.heartbeat_ms / 3);
+        if now.saturating_sub(self.last_rx) > ping_interval {
+            self.drop_socket(
+                &format!("{reason}: no ping for {} ms", now - self.last_rx),
+                now,
+            );
+        }
+    }
+
+    /// We end the socket ourselves (timeout, protocol error).
+    fn drop_socket(&mut self, reason: &str, now: u64) {
+        self.out.push_back(Output::Close);
+        self.lost(reason, now);
+    }
+
+    /// The socket is gone: schedule a retry.
+    fn lost(&mut self, reason: &str, now: u64) {
+        if let Phase::Live { since, .. } = self.phase {
+            if now.saturating_sub(since) >= self.config.stable_after_ms {
+                self.attempt = 0;
+            }
+        }
+        self.decoder.reset();
+        self.outbox.unsend_all();
+        self.last_error = reason.to_owned();
+        self.disconnected_since.get_or_insert(now);
+        self.attempt += 1;
+        let suspended = self.is_suspended(now);
+        let delay = if suspended {
+            self.rng
+                .random_range(self.config.suspended_retry_ms / 2..=self.config.suspended_retry_ms)
+        } else {
+            self.config.backoff.delay(self.attempt - 1, &mut self.rng)
+        };
+        self.phase = Phase::Waiting { at: now + delay };
+        self.refresh_waiting_state(now + delay, now);
+    }
+
+    fn is_suspended(&self, now: u64) -> bool {
+        self.disconnected_since
+            .is_some_and(|t| now.saturating_sub(t) >= self.config.suspend_after_ms)
+    }
+
+    fn refresh_waiting_state(&mut self, at: u64, now: u64) {
+        let retry_in_ms = at.saturating_sub(now);
+        let state = if self.is_suspended(now) {
+            ConnectionState::Suspended { retry_in_ms }
+        } else {
+            ConnectionState::Reconnecting {
+                attempt: self.attempt,
+                retry_in_ms,
+                last_error: self.last_error.clone(),
+            }
+        };
+        // A countdown that only ticked is no change worth a notice; a new
+        // state or a new attempt is.
+        let same = matches!(
+            (&self.state, &state),
+            (ConnectionState::Reconnecting { attempt: a, .. }, ConnectionState::Reconnecting { attempt: b, .. }) if a == b
+        );
+        if same {
+            self.state = state;
+        } else {
+            let reason = self.last_error.clone();
+            self.set_state(state, &reason, now);
+        }
+    }
+
+    fn set_queued_state(&mut self, now: u64) {
+        let state = self.state.clone();
+        self.set_state(state, "queue changed", now);
+    }
+
+    fn fail(&mut self, reason: &str, now: u64) {
+        self.outbox.unsend_all();
+        self.phase = Phase::Failed(reason.to_owned());
+        self.set_state(
+            ConnectionState::Failed {
+                reason: reason.to_owned(),
+            },
+            reason,
+            now,
+        );
+    }
+
+    fn set_state(&mut self, state: ConnectionState, reason: &str, _now: u64) {
+        let previous = self.state.name();
+        self.state = state.clone();
+        self.out.push_back(Output::State(StateChange {
+            current: state,
+            previous,
+            reason: reason.to_owned(),
+            queued: self.outbox.len(),
+        }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const HANDSHAKE: &str =
+        r#"0{"sid":"s","upgrades":[],"pingInterval":1000,"pingTimeout":500,"maxPayload":100000}"#;
+
+    fn drain(c: &mut Client) -> Vec<Output> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn sent(outs: &[Output]) -> Vec<String> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::SendText(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Drives a client from idle to connected; returns the output.
+    fn connected(now: u64) -> (Client, Vec<Output>) {
+        let mut c = Client::new(Config::new("http://gw:8080"), 1);
+        c.connect(now);
+        c.handle_token(Ok("t".into()), now);
+        c.handle_open(now);
+        c.handle_text(HANDSHAKE, now);
+        c.handle_text("40{\"sid\":\"x\"}", now);
+        let out = drain(&mut c);
+        (c, out)
+    }
+
+    fn status_event(seq: u64, epoch: &str) -> String {
+        let env = json!({"stream":"job:1","epoch":epoch,"seq":seq,"ts":0,
+            "data":{"jobId":"1","status":"running","progress":0.1,"message":""}});
+        format!("42{}", json!(["job:status:v1", env]))
+    }
+
+    fn delivered_seqs(outs: &[Output]) -> Vec<u64> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Event(ServerEvent::JobStatus(e), _) => Some(e.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connect_fetches_a_token_opens_the_socket_and_sends_auth() {
+        let (c, out) = connected(0);
+        assert_eq!(out[0], Output::FetchToken);
+        assert_eq!(
+            out[2],
+            Output::Open("ws://gw:8080/socket.io/?EIO=4&transport=websocket".into())
+        );
+        assert_eq!(sent(&out), vec![r#"40{"token":"t"}"#.to_owned()]);
+        assert!(c.state().is_connected());
+        let names: Vec<_> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::State(s) => Some(s.current.name()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, vec!["connecting", "connected"]);
+    }
+
+    #[test]
+    fn pings_are_answered_and_push_the_heartbeat_deadline() {
+        let (mut c, _) = connected(0);
+        assert_eq!(c.poll_timeout(), Some(1_500));
+        c.handle_text("2", 1_000);
+        assert_eq!(sent(&drain(&mut c)), vec!["3".to_owned()]);
+        assert_eq!(c.poll_timeout(), Some(2_500));
+    }
+
+    #[test]
+    fn a_silent_link_is_dropped_after_interval_plus_timeout_and_retried() {
+        let (mut c, _) = connected(0);
+        c.handle_timeout(1_500);
+        let out = drain(&mut c);
+        assert!(out.contains(&Output::Close));
+        let ConnectionState::Reconnecting {
+            attempt,
+            retry_in_ms,
+            last_error,
+        } = c.state().clone()
+        else {
+            panic!("not reconnecting: {:?}", c.state())
+        };
+        assert_eq!((attempt, last_error.as_str()), (1, "heartbeat timeout"));
+        assert!(retry_in_ms <= Backoff::default().window(0));
+        c.handle_timeout(1_500 + retry_in_ms);
+        assert_eq!(drain(&mut c).first(), Some(&Output::FetchToken));
+    }
+
+    #[test]
+    fn a_second_refusal_in_a_row_fails_with_the_reason() {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        c.connect(0);
+        for _ in 0..2 {
+            c.handle_token(Ok("bad".into()), 0);
+            c.handle_open(0);
+            c.handle_text(HANDSHAKE, 0);
+            c.handle_text(r#"44{"message":"unauthorized"}"#, 0);
+        }
+        assert_eq!(
+            c.state(),
+            &ConnectionState::Failed {
+                reason: "connection refused: unauthorized".into()
+            }
+        );
+        assert_eq!(c.poll_timeout(), None, "a failed client does not retry");
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_a_gap_asks_for_a_replay() {
+        let (mut c, _) = connected(0);
+        for seq in [1, 2, 2, 1, 4] {
+            c.handle_text(&status_event(seq, "e"), 1);
+        }
+        let out = drain(&mut c);
+        assert_eq!(delivered_seqs(&out), vec![1, 2]);
+        assert_eq!(
+            sent(&out),
+            vec![r#"42["stream:replay:v1",{"epoch":"e","seq":2,"stream":"job:1"}]"#.to_owned()]
+        );
+        c.handle_text(&status_event(3, "e"), 2);
+        c.handle_text(&status_event(4, "e"), 2);
+        assert_eq!(delivered_seqs(&drain(&mut c)), vec![3, 4]);
+        assert_eq!(c.position("job:1"), Some(("e", 4)));
+    }
+
+    #[test]
+    fn reconnect_carries_the_resume_position_in_connect() {
+        let (mut c, _) = connected(0);
+        c.handle_text(&status_event(1, "e"), 1);
+        c.handle_closed("reset", 2);
+        let _ = drain(&mut c);
+        c.handle_timeout(60_000);
+        c.handle_token(Ok("t".into()), 60_000);
+        c.handle_open(60_000);
+        c.handle_text(HANDSHAKE, 60_000);
+        assert_eq!(
+            sent(&drain(&mut c)),
+            vec![r#"40{"resume":{"job:1":{"epoch":"e","seq":1}},"token":"t"}"#.to_owned()]
+        );
+    }
+
+    #[test]
+    fn actions_wait_offline_and_go_out_once_connected_with_their_key() {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        let id = c
+            .send("job:start:v1", json!({"kind":"llm"}), 0)
+            .expect("queued");
+        assert_eq!(c.queued(), 1);
+        c.connect(0);
+        c.handle_token(Ok("t".into()), 0);
+        c.handle_text(HANDSHAKE, 0);
+        c.handle_text("40{}", 0);
+        let frames = sent(&drain(&mut c));
+        let last = frames.last().expect("action sent");
+        assert!(
+            last.starts_with(r#"421["job:start:v1",{"data":{"kind":"llm"},"key":""#),
+            "{last}"
+        );
+        c.handle_text(r#"431[{"ok":true,"data":{"jobId":"9"}}]"#, 5);
+        let out = drain(&mut c);
+        assert!(out.contains(&Output::Ack(id, Ok(json!({"jobId":"9"})))));
+        assert_eq!(c.queued(), 0);
+    }
+
+    #[test]
+    fn offline_stops_retrying_and_online_reconnects_at_once() {
+        let (mut c, _) = connected(0);
+        c.handle_network(false, 10);
+        assert_eq!(c.state(), &ConnectionState::Offline);
+        assert!(drain(&mut c).contains(&Output::Close));
+        assert_eq!(c.poll_timeout(), None);
+        c.handle_network(true, 20);
+        assert_eq!(drain(&mut c).first(), Some(&Output::FetchToken));
+        assert_eq!(c.state().name(), "reconnecting");
+    }
+
+    #[test]
+    fn a_long_outage_becomes_suspended() {
+        let (mut c, _) = connected(0);
+        c.handle_closed("reset", 0);
+        let mut now = 0;
+        for _ in 0..200 {
+            let Some(at) = c.poll_timeout() else { break };
+            now = at;
+            c.handle_timeout(now);
+            if c.state().name() == "suspended" {
+                break;
+            }
+            // Each attempt fails to open.
+            c.handle_token(Ok("t".into()), now);
+            c.handle_closed("refused", now);
+        }
+        assert_eq!(c.state().name(), "suspended", "after {now} ms");
+        assert!(now >= Config::new("x").suspend_after_ms);
+    }
+}

@@ -1,0 +1,253 @@
+//! The action outbox: bounded, ordered, one idempotency key per action, a
+//! per-action expiry, and ack timeouts that send the action again under the
+//! same key (the gateway applies a key once, however often it arrives).
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Why an action could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The outbox holds as many actions as it may; wait for acks or raise
+    /// `outbox_capacity`.
+    #[error("outbox full: {0} actions are waiting")]
+    OutboxFull(usize),
+}
+
+/// How an action ended without a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ActionError {
+    /// The gateway refused the action; `code` is stable.
+    #[error("{code}: {message}")]
+    Rejected {
+        /// Stable machine-readable code.
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+    /// The action was not acked before its expiry.
+    #[error("action expired before the gateway acknowledged it")]
+    Expired,
+}
+
+/// One queued action, as persisted across reloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Local id, returned by `send`.
+    pub id: u64,
+    /// Action name, e.g. `job:start:v1`.
+    pub name: String,
+    /// Payload.
+    pub data: Value,
+    /// Idempotency key.
+    pub key: String,
+    /// Expiry, ms since the Unix epoch.
+    pub expires_at: u64,
+    /// `(ack id, deadline)` while sent and unacked.
+    #[serde(skip)]
+    pub in_flight: Option<(u64, u64)>,
+}
+
+/// The outbox.
+#[derive(Debug)]
+pub struct Outbox {
+    capacity: usize,
+    items: VecDeque<Action>,
+    next_id: u64,
+}
+
+impl Outbox {
+    /// An empty outbox holding at most `capacity` actions.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            items: VecDeque::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Actions waiting for an ack.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Queues an action; returns its local id.
+    pub fn push(
+        &mut self,
+        name: &str,
+        data: Value,
+        key: String,
+        expires_at: u64,
+    ) -> Result<u64, SendError> {
+        if self.items.len() >= self.capacity {
+            return Err(SendError::OutboxFull(self.items.len()));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.items.push_back(Action {
+            id,
+            name: name.to_owned(),
+            data,
+            key,
+            expires_at,
+            in_flight: None,
+        });
+        Ok(id)
+    }
+
+    /// Puts back actions restored from storage (e.g. after a reload),
+    /// keeping their keys and order. Returns how many fit.
+    pub fn restore(&mut self, actions: Vec<Action>) -> usize {
+        let mut n = 0;
+        for mut a in actions {
+            if self.items.len() >= self.capacity {
+                break;
+            }
+            a.in_flight = None;
+            self.next_id = self.next_id.max(a.id + 1);
+            self.items.push_back(a);
+            n += 1;
+        }
+        n
+    }
+
+    /// What to persist.
+    pub fn snapshot(&self) -> Vec<Action> {
+        self.items.iter().cloned().collect()
+    }
+
+    /// The oldest action not yet sent on this connection.
+    pub fn next_unsent(&self) -> Option<&Action> {
+        self.items.iter().find(|a| a.in_flight.is_none())
+    }
+
+    /// Records that an action went out with an ack id.
+    pub fn mark_sent(&mut self, id: u64, ack_id: u64, deadline: u64) {
+        if let Some(a) = self.items.iter_mut().find(|a| a.id == id) {
+            a.in_flight = Some((ack_id, deadline));
+        }
+    }
+
+    /// An ack arrived: removes and returns the action's local id.
+    pub fn acked(&mut self, ack_id: u64) -> Option<u64> {
+        let pos = self
+            .items
+            .iter()
+            .position(|a| a.in_flight.is_some_and(|(id, _)| id == ack_id))?;
+        self.items.remove(pos).map(|a| a.id)
+    }
+
+    /// The connection is gone: everything in flight goes out again later.
+    pub fn unsend_all(&mut self) {
+        for a in &mut self.items {
+            a.in_flight = None;
+        }
+    }
+
+    /// Marks actions whose ack is overdue as unsent; true if any.
+    pub fn time_out_acks(&mut self, now: u64) -> bool {
+        let mut any = false;
+        for a in &mut self.items {
+            if a.in_flight.is_some_and(|(_, deadline)| now >= deadline) {
+                a.in_flight = None;
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Removes expired actions.
+    pub fn expire(&mut self, now: u64) -> Vec<(u64, ActionError)> {
+        let mut gone = Vec::new();
+        self.items.retain(|a| {
+            let keep = a.expires_at > now;
+            if !keep {
+                gone.push((a.id, ActionError::Expired));
+            }
+            keep
+        });
+        gone
+    }
+
+    /// The earliest ack deadline or expiry.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.items
+            .iter()
+            .map(|a| {
+                a.in_flight
+                    .map_or(a.expires_at, |(_, d)| d.min(a.expires_at))
+            })
+            .min()
+    }
+
+    /// The earliest expiry.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.items.iter().map(|a| a.expires_at).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn full_outbox_refuses_with_a_clear_error() {
+        let mut o = Outbox::new(2);
+        o.push("a", json!(1), "k1".into(), 100).expect("fits");
+        o.push("a", json!(2), "k2".into(), 100).expect("fits");
+        let err = o.push("a", json!(3), "k3".into(), 100).expect_err("full");
+        assert_eq!(err, SendError::OutboxFull(2));
+        assert_eq!(err.to_string(), "outbox full: 2 actions are waiting");
+    }
+
+    #[test]
+    fn overdue_ack_makes_the_action_go_out_again_with_the_same_key() {
+        let mut o = Outbox::new(8);
+        let id = o.push("a", json!(1), "k1".into(), 1_000).expect("fits");
+        o.mark_sent(id, 7, 50);
+        assert!(o.next_unsent().is_none());
+        assert!(!o.time_out_acks(49));
+        assert!(o.time_out_acks(50));
+        let again = o.next_unsent().expect("unsent again");
+        assert_eq!(again.key, "k1");
+        o.mark_sent(id, 8, 100);
+        assert_eq!(o.acked(7), None, "a stale ack id matches nothing");
+        assert_eq!(o.acked(8), Some(id));
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn expired_actions_leave_in_order_and_report_expired() {
+        let mut o = Outbox::new(8);
+        let a = o.push("a", json!(1), "k1".into(), 10).expect("fits");
+        let b = o.push("a", json!(2), "k2".into(), 20).expect("fits");
+        assert_eq!(o.expire(15), vec![(a, ActionError::Expired)]);
+        assert_eq!(o.next_unsent().map(|x| x.id), Some(b));
+    }
+
+    #[test]
+    fn restored_actions_keep_keys_and_order() {
+        let mut o = Outbox::new(8);
+        o.push("a", json!(1), "k1".into(), 10).expect("fits");
+        o.push("b", json!(2), "k2".into(), 10).expect("fits");
+        let saved = serde_json::to_string(&o.snapshot()).expect("ser");
+        let mut fresh = Outbox::new(8);
+        let n = fresh.restore(serde_json::from_str(&saved).expect("de"));
+        assert_eq!(n, 2);
+        let keys: Vec<_> = fresh.snapshot().into_iter().map(|a| a.key).collect();
+        assert_eq!(keys, vec!["k1", "k2"]);
+        let id = fresh.push("c", json!(3), "k3".into(), 10).expect("fits");
+        assert_eq!(id, 3);
+    }
+}

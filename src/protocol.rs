@@ -1,0 +1,522 @@
+//! Engine.IO v4 and Socket.IO v5 codec, client side, WebSocket transport.
+//!
+//! Text frames carry an Engine.IO packet (`0` open, `1` close, `2` ping,
+//! `3` pong, `4` message, `5` upgrade, `6` noop); a `4` message carries a
+//! Socket.IO packet `<type>[<attachments>-][<nsp>,][<ack id>][<json>]`.
+//! Binary frames carry the attachments of a binary event or ack, in order,
+//! right after the text frame that announced them.
+//!
+//! Malformed input is a [`ProtocolError`], never a panic.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Why a frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// An empty text frame.
+    #[error("empty frame")]
+    Empty,
+    /// The first character is not a known Engine.IO packet type.
+    #[error("unknown engine.io packet type {0:?}")]
+    UnknownEioType(char),
+    /// The first character of a message is not a known Socket.IO packet type.
+    #[error("unknown socket.io packet type {0:?}")]
+    UnknownSioType(char),
+    /// The open packet's handshake is not the expected JSON.
+    #[error("bad handshake: {0}")]
+    BadHandshake(String),
+    /// The attachment count of a binary packet is missing or not a number.
+    #[error("bad attachment count")]
+    BadAttachments,
+    /// The ack id is not a number that fits in 64 bits.
+    #[error("bad ack id")]
+    BadAckId,
+    /// The payload is not valid JSON.
+    #[error("bad json payload: {0}")]
+    BadJson(String),
+    /// The payload is valid JSON but not the shape this packet type needs.
+    #[error("bad payload for {0}")]
+    BadPayload(&'static str),
+    /// A binary frame arrived while no binary packet was waiting for one.
+    #[error("unexpected binary frame")]
+    UnexpectedBinary,
+}
+
+/// The Engine.IO handshake, sent by the server in the open packet.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Handshake {
+    /// Engine.IO session id.
+    pub sid: String,
+    /// Transports the server offers to upgrade to (empty over WebSocket).
+    #[serde(default)]
+    pub upgrades: Vec<String>,
+    /// Milliseconds between the server's pings.
+    pub ping_interval: u64,
+    /// Milliseconds the server waits for a pong.
+    pub ping_timeout: u64,
+    /// Largest payload the server accepts, in bytes.
+    #[serde(default)]
+    pub max_payload: u64,
+}
+
+/// An Engine.IO v4 packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EioPacket {
+    /// `0`: the handshake.
+    Open(Handshake),
+    /// `1`: the transport closes.
+    Close,
+    /// `2`: heartbeat (the server pings in v4); `2probe` during upgrades.
+    Ping(String),
+    /// `3`: the answer to a ping.
+    Pong(String),
+    /// `4`: a Socket.IO packet.
+    Message(String),
+    /// `5`: upgrade (not used over WebSocket).
+    Upgrade,
+    /// `6`: noop.
+    Noop,
+}
+
+impl EioPacket {
+    /// Decodes a text frame.
+    pub fn decode(frame: &str) -> Result<Self, ProtocolError> {
+        let mut chars = frame.chars();
+        let kind = chars.next().ok_or(ProtocolError::Empty)?;
+        let rest = chars.as_str();
+        Ok(match kind {
+            '0' => Self::Open(
+                serde_json::from_str(rest)
+                    .map_err(|e| ProtocolError::BadHandshake(e.to_string()))?,
+            ),
+            '1' => Self::Close,
+            '2' => Self::Ping(rest.to_owned()),
+            '3' => Self::Pong(rest.to_owned()),
+            '4' => Self::Message(rest.to_owned()),
+            '5' => Self::Upgrade,
+            '6' => Self::Noop,
+            other => return Err(ProtocolError::UnknownEioType(other)),
+        })
+    }
+
+    /// Encodes a packet as a text frame. `Open` is server-only and is
+    /// encoded with the fields a server sends.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Open(h) => format!(
+                "0{}",
+                serde_json::json!({"sid": h.sid, "upgrades": h.upgrades,
+                    "pingInterval": h.ping_interval, "pingTimeout": h.ping_timeout,
+                    "maxPayload": h.max_payload})
+            ),
+            Self::Close => "1".to_owned(),
+            Self::Ping(d) => format!("2{d}"),
+            Self::Pong(d) => format!("3{d}"),
+            Self::Message(d) => format!("4{d}"),
+            Self::Upgrade => "5".to_owned(),
+            Self::Noop => "6".to_owned(),
+        }
+    }
+}
+
+/// Socket.IO v5 packet types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketType {
+    /// `0`: connect to a namespace (client: auth payload; server: `{sid, pid?}`).
+    Connect,
+    /// `1`: leave a namespace.
+    Disconnect,
+    /// `2`: an event `[name, ...args]`.
+    Event,
+    /// `3`: an acknowledgement `[...args]`.
+    Ack,
+    /// `4`: the server refused the connection (`{message, data?}`).
+    ConnectError,
+    /// `5`: an event with binary attachments.
+    BinaryEvent,
+    /// `6`: an ack with binary attachments.
+    BinaryAck,
+}
+
+impl PacketType {
+    fn from_char(c: char) -> Result<Self, ProtocolError> {
+        Ok(match c {
+            '0' => Self::Connect,
+            '1' => Self::Disconnect,
+            '2' => Self::Event,
+            '3' => Self::Ack,
+            '4' => Self::ConnectError,
+            '5' => Self::BinaryEvent,
+            '6' => Self::BinaryAck,
+            other => return Err(ProtocolError::UnknownSioType(other)),
+        })
+    }
+
+    fn as_char(self) -> char {
+        match self {
+            Self::Connect => '0',
+            Self::Disconnect => '1',
+            Self::Event => '2',
+            Self::Ack => '3',
+            Self::ConnectError => '4',
+            Self::BinaryEvent => '5',
+            Self::BinaryAck => '6',
+        }
+    }
+
+    fn is_binary(self) -> bool {
+        matches!(self, Self::BinaryEvent | Self::BinaryAck)
+    }
+}
+
+/// A Socket.IO v5 packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet {
+    /// The packet type.
+    pub kind: PacketType,
+    /// The namespace, `/` by default.
+    pub nsp: String,
+    /// The ack id, for events that want an ack and for acks.
+    pub id: Option<u64>,
+    /// The JSON payload. In binary packets, attachments stand in it as
+    /// `{"_placeholder":true,"num":N}`.
+    pub data: Option<Value>,
+    /// Binary attachments, in order (binary packets only).
+    pub attachments: Vec<Vec<u8>>,
+}
+
+impl Packet {
+    /// A packet on the default namespace.
+    pub fn new(kind: PacketType, id: Option<u64>, data: Option<Value>) -> Self {
+        Self {
+            kind,
+            nsp: "/".to_owned(),
+            id,
+            data,
+            attachments: Vec::new(),
+        }
+    }
+
+    /// Decodes the text of a Socket.IO packet (the part after the Engine.IO
+    /// `4`). A binary packet comes back with an attachment count to wait for;
+    /// see [`Decoder`].
+    pub fn decode(text: &str) -> Result<(Self, usize), ProtocolError> {
+        let mut chars = text.char_indices();
+        let (_, first) = chars.next().ok_or(ProtocolError::Empty)?;
+        let kind = PacketType::from_char(first)?;
+        let mut rest = &text[1..];
+
+        let mut attachments = 0;
+        if kind.is_binary() {
+            let dash = rest.find('-').ok_or(ProtocolError::BadAttachments)?;
+            attachments = rest[..dash]
+                .parse::<usize>()
+                .map_err(|_| ProtocolError::BadAttachments)?;
+            rest = &rest[dash + 1..];
+        }
+
+        let mut nsp = "/".to_owned();
+        if rest.starts_with('/') {
+            match rest.find(',') {
+                Some(comma) => {
+                    nsp = rest[..comma].to_owned();
+                    rest = &rest[comma + 1..];
+                }
+                None => {
+                    nsp = rest.to_owned();
+                    rest = "";
+                }
+            }
+        }
+
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let id = if digits > 0 {
+            let id = rest[..digits]
+                .parse::<u64>()
+                .map_err(|_| ProtocolError::BadAckId)?;
+            rest = &rest[digits..];
+            Some(id)
+        } else {
+            None
+        };
+
+        let data = if rest.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::from_str::<Value>(rest)
+                    .map_err(|e| ProtocolError::BadJson(e.to_string()))?,
+            )
+        };
+
+        let packet = Self {
+            kind,
+            nsp,
+            id,
+            data,
+            attachments: Vec::new(),
+        };
+        packet.check_shape()?;
+        Ok((packet, attachments))
+    }
+
+    fn check_shape(&self) -> Result<(), ProtocolError> {
+        match (self.kind, &self.data) {
+            (PacketType::Event | PacketType::BinaryEvent, Some(Value::Array(a)))
+                if a.first().is_some_and(Value::is_string) =>
+            {
+                Ok(())
+            }
+            (PacketType::Event | PacketType::BinaryEvent, _) => {
+                Err(ProtocolError::BadPayload("event"))
+            }
+            (PacketType::Ack | PacketType::BinaryAck, Some(Value::Array(_)))
+                if self.id.is_some() =>
+            {
+                Ok(())
+            }
+            (PacketType::Ack | PacketType::BinaryAck, _) => Err(ProtocolError::BadPayload("ack")),
+            (PacketType::Connect, None | Some(Value::Object(_))) => Ok(()),
+            (PacketType::Connect, _) => Err(ProtocolError::BadPayload("connect")),
+            (PacketType::ConnectError, Some(Value::Object(_) | Value::String(_)) | None) => Ok(()),
+            (PacketType::ConnectError, _) => Err(ProtocolError::BadPayload("connect_error")),
+            (PacketType::Disconnect, _) => Ok(()),
+        }
+    }
+
+    /// Encodes the packet's text (without the Engine.IO `4`). A binary
+    /// packet's attachments go out as separate binary frames after it.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        out.push(self.kind.as_char());
+        if self.kind.is_binary() {
+            out.push_str(&self.attachments.len().to_string());
+            out.push('-');
+        }
+        if self.nsp != "/" {
+            out.push_str(&self.nsp);
+            out.push(',');
+        }
+        if let Some(id) = self.id {
+            out.push_str(&id.to_string());
+        }
+        if let Some(data) = &self.data {
+            out.push_str(&data.to_string());
+        }
+        out
+    }
+
+    /// The event name and arguments of an event packet, with binary
+    /// placeholders replaced by arrays of byte values.
+    pub fn into_event(self) -> Option<(String, Vec<Value>)> {
+        if !matches!(self.kind, PacketType::Event | PacketType::BinaryEvent) {
+            return None;
+        }
+        let attachments = self.attachments;
+        let Some(Value::Array(mut items)) = self.data else {
+            return None;
+        };
+        if items.is_empty() {
+            return None;
+        }
+        let Value::String(name) = items.remove(0) else {
+            return None;
+        };
+        let args = items
+            .into_iter()
+            .map(|v| fill_placeholders(v, &attachments))
+            .collect();
+        Some((name, args))
+    }
+
+    /// The arguments of an ack packet, with binary placeholders filled.
+    pub fn into_ack_args(self) -> Option<Vec<Value>> {
+        let attachments = self.attachments;
+        match (self.kind, self.data) {
+            (PacketType::Ack | PacketType::BinaryAck, Some(Value::Array(items))) => Some(
+                items
+                    .into_iter()
+                    .map(|v| fill_placeholders(v, &attachments))
+                    .collect(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Replaces `{"_placeholder":true,"num":N}` with the bytes of attachment N,
+/// as an array of numbers (the wasm layer turns it into a `Uint8Array`).
+fn fill_placeholders(v: Value, attachments: &[Vec<u8>]) -> Value {
+    match v {
+        Value::Object(map) => {
+            let is_placeholder = map.get("_placeholder") == Some(&Value::Bool(true));
+            if is_placeholder {
+                if let Some(bytes) = map
+                    .get("num")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| attachments.get(usize::try_from(n).ok()?))
+                {
+                    return Value::Array(bytes.iter().map(|b| Value::from(*b)).collect());
+                }
+                return Value::Object(map);
+            }
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, fill_placeholders(v, attachments)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| fill_placeholders(v, attachments))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// What one frame produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// An Engine.IO packet other than a message.
+    Engine(EioPacket),
+    /// A complete Socket.IO packet.
+    Socket(Packet),
+    /// A binary packet that still waits for attachments.
+    Pending,
+}
+
+/// Reassembles binary packets from a text frame and the binary frames that
+/// follow it.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    pending: Option<(Packet, usize)>,
+}
+
+impl Decoder {
+    /// Decodes a text frame.
+    pub fn text(&mut self, frame: &str) -> Result<Decoded, ProtocolError> {
+        match EioPacket::decode(frame)? {
+            EioPacket::Message(body) => {
+                let (packet, attachments) = Packet::decode(&body)?;
+                if attachments == 0 {
+                    Ok(Decoded::Socket(packet))
+                } else {
+                    self.pending = Some((packet, attachments));
+                    Ok(Decoded::Pending)
+                }
+            }
+            other => Ok(Decoded::Engine(other)),
+        }
+    }
+
+    /// Decodes a binary frame: the next attachment of the pending packet.
+    pub fn binary(&mut self, frame: &[u8]) -> Result<Decoded, ProtocolError> {
+        let (mut packet, wanted) = self.pending.take().ok_or(ProtocolError::UnexpectedBinary)?;
+        packet.attachments.push(frame.to_vec());
+        if packet.attachments.len() == wanted {
+            Ok(Decoded::Socket(packet))
+        } else {
+            self.pending = Some((packet, wanted));
+            Ok(Decoded::Pending)
+        }
+    }
+
+    /// Forgets a half-received packet (the socket closed).
+    pub fn reset(&mut self) {
+        self.pending = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn open_packet_parses_the_handshake() {
+        let p = EioPacket::decode(
+            r#"0{"sid":"abc","upgrades":[],"pingInterval":10000,"pingTimeout":5000,"maxPayload":1000000}"#,
+        )
+        .expect("decodes");
+        let EioPacket::Open(h) = p else {
+            panic!("not open")
+        };
+        assert_eq!(
+            (h.sid.as_str(), h.ping_interval, h.ping_timeout),
+            ("abc", 10000, 5000)
+        );
+    }
+
+    #[test]
+    fn every_engine_packet_type_round_trips() {
+        for text in ["1", "2", "2probe", "3", "3probe", "4hello", "5", "6"] {
+            assert_eq!(EioPacket::decode(text).expect("decodes").encode(), text);
+        }
+        assert_eq!(
+            EioPacket::decode("9"),
+            Err(ProtocolError::UnknownEioType('9'))
+        );
+        assert_eq!(EioPacket::decode(""), Err(ProtocolError::Empty));
+    }
+
+    #[test]
+    fn event_with_namespace_and_ack_id_decodes() {
+        let (p, n) = Packet::decode(r#"2/admin,12["hello",{"a":1}]"#).expect("decodes");
+        assert_eq!(
+            (p.kind, p.nsp.as_str(), p.id, n),
+            (PacketType::Event, "/admin", Some(12), 0)
+        );
+        assert_eq!(p.encode(), r#"2/admin,12["hello",{"a":1}]"#);
+        let (name, args) = p.into_event().expect("event");
+        assert_eq!(name, "hello");
+        assert_eq!(args, vec![json!({"a":1})]);
+    }
+
+    #[test]
+    fn connect_reply_with_pid_from_a_recovery_server_decodes() {
+        let (p, _) = Packet::decode(r#"0{"sid":"s1","pid":"p1"}"#).expect("decodes");
+        assert_eq!(p.kind, PacketType::Connect);
+        assert_eq!(p.data, Some(json!({"sid":"s1","pid":"p1"})));
+    }
+
+    #[test]
+    fn binary_event_is_reassembled_from_its_attachments() {
+        let mut d = Decoder::default();
+        let first = d
+            .text(r#"452-["upload",{"_placeholder":true,"num":0},{"x":{"_placeholder":true,"num":1}}]"#)
+            .expect("decodes");
+        assert_eq!(first, Decoded::Pending);
+        assert_eq!(d.binary(&[1, 2]).expect("first"), Decoded::Pending);
+        let Decoded::Socket(p) = d.binary(&[3]).expect("second") else {
+            panic!("not complete")
+        };
+        let (name, args) = p.into_event().expect("event");
+        assert_eq!(name, "upload");
+        assert_eq!(args, vec![json!([1, 2]), json!({"x":[3]})]);
+        assert_eq!(d.binary(&[0]), Err(ProtocolError::UnexpectedBinary));
+    }
+
+    #[test]
+    fn malformed_packets_are_errors_not_panics() {
+        for bad in [
+            "",
+            "7",
+            "2",
+            "2{}",
+            "3[1]",
+            "5[\"a\"]",
+            "5x-[\"a\"]",
+            "2[\"a\"",
+            "0[1]",
+            "299999999999999999999999[\"a\"]",
+        ] {
+            assert!(Packet::decode(bad).is_err(), "{bad:?} should fail");
+        }
+    }
+}
