@@ -22,8 +22,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# 1. Debian packages: browser + driver for tests, wasm-opt, Redis, Node.
-apt_install chromium chromium-driver binaryen redis-server redis-tools curl
+# 1. Debian packages: browser + driver for tests, Redis, Node. (wasm-opt comes
+# from npm's binaryen: Debian's is too old for wasm-bindgen's output.)
+apt_install chromium chromium-driver redis-server redis-tools curl
 command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
 
 # 2. Rust: the wasm target and wasm-bindgen-cli at the crate's exact version.

@@ -45,7 +45,7 @@ LIVELINE_TEST_URL="http://127.0.0.1:$port" \
 LIVELINE_TEST_TOKEN="$("$gw" mint-token --sub browser-test)" \
 CHROMEDRIVER=/usr/bin/chromedriver \
 WASM_BINDGEN_TEST_TIMEOUT=60 \
-  cargo test -q -p liveline --target wasm32-unknown-unknown --test browser
+  cargo test -p liveline --target wasm32-unknown-unknown --test browser
 
 step "end to end: the React app with Playwright"
 LIVELINE_URL="http://127.0.0.1:$port" node --test tests/e2e/

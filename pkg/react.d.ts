@@ -1,0 +1,45 @@
+import type { ReactNode, JSX } from 'react';
+import type { ConnectionSnapshot, EventMap, JobState, Liveline } from './index.js';
+
+/** What `useJob(jobId)` returns, built from job events only. */
+export interface UseJobResult {
+  jobId: string | null;
+  /** null until the first `job:status:v1` event for this job. */
+  status: JobState | null;
+  /** 0..1; 1 once the job completed. */
+  progress: number;
+  message: string | null;
+  /** Streamed `job:chunk:v1` texts joined in index order. */
+  text: string;
+  /** The `job:result:v1` payload, or null. */
+  result: unknown;
+  /** The `job:error:v1` payload, or null. */
+  error: { code: string; message: string } | null;
+}
+
+export interface LivelineProviderProps {
+  client: Liveline;
+  children?: ReactNode;
+}
+
+/** Makes `client` available to the hooks; records job events while mounted. */
+export function LivelineProvider(props: LivelineProviderProps): JSX.Element;
+
+/** The client given to the nearest provider; throws (code `no_provider`) outside one. */
+export function useLiveline(): Liveline;
+
+/** The connection state; re-renders on every state change. */
+export function useConnectionState(): ConnectionSnapshot;
+
+/** A stable function bound to `client.send`. */
+export function useSend(): Liveline['send'];
+
+/** Calls `handler` for every payload of `event`; a null/undefined event pauses. */
+export function useEvent<K extends keyof EventMap>(
+  event: K | null | undefined,
+  handler: (payload: EventMap[K]) => void,
+): void;
+export function useEvent(event: string | null | undefined, handler: (payload: unknown) => void): void;
+
+/** Live state of one job from job events only; `jobId` null gives an empty state. */
+export function useJob(jobId: string | null | undefined): UseJobResult;
