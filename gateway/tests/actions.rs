@@ -1,0 +1,68 @@
+//! Actions are validated, and a repeated idempotency key takes effect once.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Backend, Gateway};
+use serde_json::json;
+
+async fn repeated_idempotency_key_returns_the_same_job_id(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let mut alice = gw.connect("alice").await;
+    let start = json!({"key": "same-key", "data": {"kind": "research", "params": {"query": "q"}}});
+    let first = alice.call("job:start:v1", start.clone()).await;
+    let second = alice.call("job:start:v1", start.clone()).await;
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first, second);
+    // Another user with the same key gets a job of their own.
+    let mut bob = gw.connect("bob").await;
+    let bobs = bob.call("job:start:v1", start).await;
+    assert_ne!(bobs["data"]["jobId"], first["data"]["jobId"]);
+    // Only one job was started: one `queued` event, nothing more.
+    let (_, env) = alice.event().await;
+    assert_eq!(env["seq"], 1);
+    assert!(
+        alice
+            .maybe_event(std::time::Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    alice.close().await;
+    bob.close().await;
+    gw.stop().await;
+}
+
+async fn malformed_actions_get_invalid_payload_in_the_ack(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let mut alice = gw.connect("alice").await;
+    for bad in [
+        json!("nope"),
+        json!({"data": {"kind": "research"}}),
+        json!({"key": "", "data": {"kind": "research"}}),
+        json!({"key": "k", "data": {"kind": "poetry"}}),
+        json!({"key": "k", "data": {"kind": "llm", "params": [1, 2]}}),
+        json!({"key": "k".repeat(200), "data": {"kind": "llm"}}),
+    ] {
+        let ack = alice.call("job:start:v1", bad.clone()).await;
+        assert_eq!(ack["ok"], false, "{bad} -> {ack}");
+        assert_eq!(ack["error"]["code"], "invalid_payload", "{bad} -> {ack}");
+    }
+    let ack = alice
+        .call("job:cancel:v1", json!({"key": "k", "data": {}}))
+        .await;
+    assert_eq!(ack["error"]["code"], "invalid_payload");
+    let ack = alice
+        .call(
+            "job:cancel:v1",
+            json!({"key": "k", "data": {"jobId": "nope"}}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "not_found");
+    alice.close().await;
+    gw.stop().await;
+}
+
+on_both_brokers!(
+    repeated_idempotency_key_returns_the_same_job_id,
+    malformed_actions_get_invalid_payload_in_the_ack,
+);

@@ -1,0 +1,274 @@
+//! Shared test harness: a real gateway on 127.0.0.1:0 (memory or Redis broker)
+//! and a raw Engine.IO/Socket.IO client over tokio-tungstenite.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use liveline_gateway::Config;
+use liveline_gateway::auth::JwtAuth;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Runs one async scenario on the memory broker and on the Redis broker.
+#[macro_export]
+macro_rules! on_both_brokers {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(#[tokio::test]
+            async fn $name() { super::$name($crate::common::Backend::Memory).await }) *
+        }
+        mod on_redis {
+            $(#[tokio::test]
+            async fn $name() { super::$name($crate::common::Backend::Redis).await }) *
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub handle: liveline_gateway::Handle,
+    /// The same app the server runs, for `oneshot` requests.
+    pub router: axum::Router,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            demo_worker: true,
+            demo_step: Duration::from_millis(60),
+            ..Config::default()
+        };
+        if backend == Backend::Redis {
+            config.redis_url = Some(REDIS_URL.to_owned());
+            config.key_prefix = format!("lltest:{}:", liveline_gateway::broker::random_hex());
+        }
+        tweak(&mut config);
+        let (router, handle) = liveline_gateway::build(config.clone()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = router.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, served).await.unwrap();
+        });
+        Self {
+            addr,
+            config,
+            handle,
+            router,
+            server,
+        }
+    }
+
+    pub fn token(&self, sub: &str) -> String {
+        self.config.jwt().mint(sub, 600).unwrap()
+    }
+
+    pub fn jwt(&self) -> JwtAuth {
+        self.config.jwt()
+    }
+
+    pub async fn connect(&self, sub: &str) -> Client {
+        Client::connect(self.addr, json!({ "token": self.token(sub) }))
+            .await
+            .unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the server and deletes this test's Redis keys.
+    pub async fn stop(self) {
+        self.server.abort();
+        if self.config.redis_url.is_some() {
+            let client = redis::Client::open(REDIS_URL).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let pattern = format!("{}*", self.config.key_prefix);
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if !keys.is_empty() {
+                let _: () = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A Socket.IO v5 client speaking raw frames.
+pub struct Client {
+    ws: Ws,
+    next_ack: u64,
+    events: VecDeque<(String, Value)>,
+    pub sid: String,
+}
+
+impl Client {
+    /// Opens the WebSocket, reads the Engine.IO open packet, sends CONNECT with
+    /// `auth`. `Err` carries the connect_error payload.
+    pub async fn connect(addr: SocketAddr, auth: Value) -> Result<Client, Value> {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = connect_async(url).await.unwrap();
+        let open = next_text(&mut ws).await;
+        assert!(open.starts_with('0'), "expected an open packet, got {open}");
+        let open: Value = serde_json::from_str(&open[1..]).unwrap();
+        assert!(open["pingInterval"].as_u64().unwrap() <= 10_000);
+        ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+        loop {
+            let frame = next_text(&mut ws).await;
+            if frame == "2" {
+                ws.send(Message::text("3")).await.unwrap();
+                continue;
+            }
+            if let Some(rest) = frame.strip_prefix("40") {
+                let v: Value = serde_json::from_str(rest).unwrap();
+                return Ok(Client {
+                    ws,
+                    next_ack: 0,
+                    events: VecDeque::new(),
+                    sid: v["sid"].as_str().unwrap().to_owned(),
+                });
+            }
+            if let Some(rest) = frame.strip_prefix("44") {
+                return Err(serde_json::from_str(rest).unwrap());
+            }
+            panic!("unexpected frame during connect: {frame}");
+        }
+    }
+
+    /// Emits `event` with `data` and waits for its ack's single argument.
+    pub async fn call(&mut self, event: &str, data: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let frame = format!("42{id}{}", json!([event, data]));
+        self.ws.send(Message::text(frame)).await.unwrap();
+        let prefix = format!("43{id}");
+        loop {
+            let frame = self.frame().await;
+            if let Some(rest) = frame.strip_prefix(&prefix) {
+                let args: Vec<Value> = serde_json::from_str(rest).unwrap();
+                return args.into_iter().next().unwrap();
+            }
+            self.queue(&frame);
+        }
+    }
+
+    /// The next server event `(name, first argument)`.
+    pub async fn event(&mut self) -> (String, Value) {
+        if let Some(ev) = self.events.pop_front() {
+            return ev;
+        }
+        loop {
+            let frame = self.frame().await;
+            self.queue(&frame);
+            if let Some(ev) = self.events.pop_front() {
+                return ev;
+            }
+        }
+    }
+
+    /// The next server event, or `None` if none comes within `within`.
+    pub async fn maybe_event(&mut self, within: Duration) -> Option<(String, Value)> {
+        tokio::time::timeout(within, self.event()).await.ok()
+    }
+
+    /// Events until (and including) the first one `stop` accepts.
+    pub async fn events_until(
+        &mut self,
+        stop: impl Fn(&str, &Value) -> bool,
+    ) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        loop {
+            let (name, arg) = self.event().await;
+            let done = stop(&name, &arg);
+            out.push((name, arg));
+            if done {
+                return out;
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+
+    fn queue(&mut self, frame: &str) {
+        if let Some(rest) = frame.strip_prefix("42") {
+            let args: Vec<Value> = serde_json::from_str(rest).unwrap();
+            let mut args = args.into_iter();
+            let name = args.next().unwrap().as_str().unwrap().to_owned();
+            self.events
+                .push_back((name, args.next().unwrap_or(Value::Null)));
+        }
+    }
+
+    /// The next text frame that is not a ping (pings are answered).
+    async fn frame(&mut self) -> String {
+        loop {
+            let frame = tokio::time::timeout(WAIT, next_text(&mut self.ws))
+                .await
+                .expect("no frame within the wait");
+            if frame == "2" {
+                self.ws.send(Message::text("3")).await.unwrap();
+                continue;
+            }
+            return frame;
+        }
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return t.to_string(),
+            Some(Ok(Message::Close(c))) => panic!("socket closed: {c:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error: {e}"),
+            None => panic!("socket ended"),
+        }
+    }
+}
+
+/// Starts a job of `kind` and returns its id.
+pub async fn start_job(client: &mut Client, key: &str, kind: &str) -> String {
+    let ack = client
+        .call(
+            "job:start:v1",
+            json!({"key": key, "data": {"kind": kind, "params": {"query": "rust"}}}),
+        )
+        .await;
+    assert_eq!(ack["ok"], json!(true), "ack: {ack}");
+    ack["data"]["jobId"].as_str().unwrap().to_owned()
+}
+
+/// Whether an event is the `completed` status of job stream `stream`.
+pub fn is_completed(name: &str, arg: &Value) -> bool {
+    name == "job:status:v1" && arg["data"]["status"] == "completed"
+}

@@ -1,0 +1,156 @@
+//! HTTP routes: health, readiness, job snapshots, dev tokens, static files,
+//! the Origin check and the refusal of polling.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{Backend, Gateway, is_completed, start_job};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tower::ServiceExt;
+
+async fn send(router: &axum::Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, body.to_vec())
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+async fn health_and_readiness_answer_ok(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let router = gw.router.clone();
+    assert_eq!(send(&router, get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(send(&router, get("/readyz")).await.0, StatusCode::OK);
+    gw.stop().await;
+}
+
+async fn job_snapshot_is_served_to_its_owner_only_with_seq_and_epoch(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let mut alice = gw.connect("alice").await;
+    let id = start_job(&mut alice, "k-h", "research").await;
+    let events = alice.events_until(is_completed).await;
+    let router = gw.router.clone();
+    let uri = format!("/api/v1/jobs/{id}");
+    let authed = |sub: &str| {
+        Request::get(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", gw.token(sub)))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, body) = send(&router, authed("alice")).await;
+    assert_eq!(status, StatusCode::OK);
+    let job: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(job["id"], id.as_str());
+    assert_eq!(job["owner"], "alice");
+    assert_eq!(job["kind"], "research");
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["progress"], 1.0);
+    assert_eq!(job["seq"], events.len() as u64);
+    assert_eq!(job["epoch"], events[0].1["epoch"]);
+    assert_eq!(send(&router, authed("bob")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(send(&router, get(&uri)).await.0, StatusCode::UNAUTHORIZED);
+    alice.close().await;
+    gw.stop().await;
+}
+
+on_both_brokers!(
+    health_and_readiness_answer_ok,
+    job_snapshot_is_served_to_its_owner_only_with_seq_and_epoch,
+);
+
+fn token_request() -> Request<Body> {
+    Request::post("/api/v1/dev/token")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json!({"sub": "carol"}).to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dev_token_route_exists_only_when_enabled() {
+    let (off, _) = liveline_gateway::build(liveline_gateway::Config::default())
+        .await
+        .unwrap();
+    assert_eq!(send(&off, token_request()).await.0, StatusCode::NOT_FOUND);
+    let config = liveline_gateway::Config {
+        dev_tokens: true,
+        ..Default::default()
+    };
+    let (on, _) = liveline_gateway::build(config.clone()).await.unwrap();
+    let (status, body) = send(&on, token_request()).await;
+    assert_eq!(status, StatusCode::OK);
+    let token: Value = serde_json::from_slice(&body).unwrap();
+    let claims = config
+        .jwt()
+        .verify(token["token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(claims.sub, "carol");
+}
+
+#[tokio::test]
+async fn static_dir_is_served_with_index_html_for_spa_routes() {
+    let dir = std::env::temp_dir().join(format!(
+        "ll-static-{}",
+        liveline_gateway::broker::random_hex()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<h1>app</h1>").unwrap();
+    std::fs::write(dir.join("app.js"), "console.log(1)").unwrap();
+    let config = liveline_gateway::Config {
+        static_dir: Some(dir.clone()),
+        ..Default::default()
+    };
+    let (router, _) = liveline_gateway::build(config).await.unwrap();
+    assert_eq!(
+        send(&router, get("/app.js")).await,
+        (StatusCode::OK, b"console.log(1)".to_vec())
+    );
+    assert_eq!(
+        send(&router, get("/jobs/42")).await.1,
+        b"<h1>app</h1>".to_vec()
+    );
+    assert_eq!(send(&router, get("/healthz")).await.0, StatusCode::OK);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn polling_transport_is_refused() {
+    let (router, _) = liveline_gateway::build(liveline_gateway::Config::default())
+        .await
+        .unwrap();
+    let (status, _) = send(&router, get("/socket.io/?EIO=4&transport=polling")).await;
+    assert!(
+        status.is_client_error(),
+        "polling must be refused, got {status}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_from_a_foreign_origin_is_refused_with_403() {
+    let gw = Gateway::start_with(Backend::Memory, |c| {
+        c.allowed_origins = vec!["https://app.example".to_owned()];
+    })
+    .await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", gw.addr);
+    let mut req = url.clone().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://evil.example".parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), StatusCode::FORBIDDEN)
+        }
+        other => panic!("expected 403, got {:?}", other.map(|_| ())),
+    }
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Origin", "https://app.example".parse().unwrap());
+    assert!(tokio_tungstenite::connect_async(req).await.is_ok());
+    gw.stop().await;
+}
