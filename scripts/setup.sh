@@ -55,4 +55,10 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   log "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+# 5. The official Node socket.io server of the interop tests: its own npm project.
+if [ ! -d tests/interop/node_modules ] ||
+  [ tests/interop/package-lock.json -nt tests/interop/node_modules/.package-lock.json ]; then
+  log "npm ci (tests/interop)"
+  (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
+fi
 log "ready"

@@ -4,7 +4,8 @@
 //! takes input (frames, socket events, timers, app calls) with the current
 //! time passed in, and yields output (frames to send, timers to set, state
 //! changes, events for the app) to be pulled by a driver. The browser driver
-//! (`wasm` module, wasm32 only) binds it to a `WebSocket` and JavaScript.
+//! (`wasm` module, wasm32 only) binds it to a `WebSocket` and JavaScript;
+//! the native driver (`native` module, everywhere else) binds it to tokio.
 //!
 //! The contract types in [`contract`] are shared with the gateway, so the
 //! client and the server can never disagree on a field.
@@ -17,5 +18,7 @@ pub mod protocol;
 
 pub use client::{Client, Config, ConnectionState, Output, StateChange};
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
