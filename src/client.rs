@@ -22,7 +22,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
-use crate::contract::{self, AckReply, ServerEvent, StreamRecovered};
+use crate::contract::{self, AckReply, ServerEvent};
 use crate::outbox::{ActionError, Outbox, SendError};
 use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType};
 
@@ -219,7 +219,8 @@ pub struct Client {
     decoder: Decoder,
     outbox: Outbox,
     positions: HashMap<String, (String, u64)>,
-    replays_pending: HashMap<String, u64>,
+    /// Replays asked for on this socket: stream -> (epoch, seq, deadline).
+    replays_pending: HashMap<String, (String, u64, u64)>,
     next_ack_id: u64,
     out: VecDeque<Output>,
 }
@@ -285,11 +286,13 @@ impl Client {
 
     /// The app closes the client. Queued actions stay queued.
     pub fn close(&mut self, now: u64) {
+        if self.phase == Phase::Closed {
+            return;
+        }
         if self.has_socket() {
             self.out.push_back(Output::Close);
         }
-        self.decoder.reset();
-        self.outbox.unsend_all();
+        self.socket_gone();
         self.phase = Phase::Closed;
         self.set_state(ConnectionState::Closed, "closed by the app", now);
     }
@@ -384,8 +387,7 @@ impl Client {
             if self.has_socket() {
                 self.out.push_back(Output::Close);
             }
-            self.decoder.reset();
-            self.outbox.unsend_all();
+            self.socket_gone();
             self.disconnected_since.get_or_insert(now);
             self.phase = Phase::Offline;
             self.set_state(ConnectionState::Offline, "network offline", now);
@@ -415,7 +417,11 @@ impl Client {
             _ => None,
         };
         let outbox = if matches!(self.phase, Phase::Live { .. }) {
-            self.outbox.next_deadline()
+            let replay = self.replays_pending.values().map(|(_, _, d)| *d).min();
+            match (self.outbox.next_deadline(), replay) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         } else {
             self.outbox.next_expiry()
         };
@@ -440,6 +446,15 @@ impl Client {
                 self.drop_socket("heartbeat timeout", now);
             }
             Phase::Waiting { at } if now >= at => self.start_attempt(now, "retry"),
+            Phase::Live { .. }
+                if self
+                    .replays_pending
+                    .values()
+                    .any(|(_, _, deadline)| now >= *deadline) =>
+            {
+                // The server does not answer replays: resume by reconnecting.
+                self.drop_socket("replay request timed out", now);
+            }
             Phase::Live { .. } if self.outbox.time_out_acks(now) => self.flush_outbox(now),
             _ => {}
         }
@@ -516,7 +531,9 @@ impl Client {
                 self.out
                     .push_back(Output::SendText(EioPacket::Pong(data).encode()));
             }
-            Decoded::Engine(EioPacket::Close) => self.lost("server closed the transport", now),
+            Decoded::Engine(EioPacket::Close) => {
+                self.drop_socket("server closed the transport", now);
+            }
             Decoded::Engine(_) => {}
             Decoded::Socket(p) if p.nsp != "/" => {}
             Decoded::Socket(p) => self.on_packet(p, now),
@@ -550,7 +567,7 @@ impl Client {
                     _ => "connection refused".to_owned(),
                 };
                 self.out.push_back(Output::Close);
-                self.decoder.reset();
+                self.socket_gone();
                 if self.auth_retried {
                     self.fail(&format!("connection refused: {message}"), now);
                 } else {
@@ -562,7 +579,7 @@ impl Client {
                     self.start_attempt(now, "connection refused; retrying with a fresh token");
                 }
             }
-            PacketType::Disconnect => self.lost("server disconnected the socket", now),
+            PacketType::Disconnect => self.drop_socket("server disconnected the socket", now),
             PacketType::Ack | PacketType::BinaryAck => {
                 let Some(ack_id) = p.id else { return };
                 let Some(args) = p.into_ack_args() else {
@@ -590,7 +607,7 @@ impl Client {
                     return;
                 };
                 match contract::decode_event(&name, args) {
-                    Ok(ev) => self.deliver(ev, ack),
+                    Ok(ev) => self.deliver(ev, ack, now),
                     Err(e) => self.out.push_back(Output::Invalid(e)),
                 }
             }
@@ -598,11 +615,20 @@ impl Client {
     }
 
     /// Applies the resume tracker: drops duplicates, asks for a replay on a
-    /// gap, advances the position before the app sees the event.
-    fn deliver(&mut self, ev: ServerEvent, ack: Option<u64>) {
+    /// gap or an event from another epoch, advances the position before the
+    /// app sees the event.
+    fn deliver(&mut self, ev: ServerEvent, ack: Option<u64>, now: u64) {
         if let ServerEvent::StreamRecovered(r) = &ev {
             self.replays_pending.remove(&r.stream);
             if !r.recovered {
+                let known = self
+                    .positions
+                    .get(&r.stream)
+                    .is_some_and(|(e, s)| *e == r.epoch && *s >= r.seq);
+                if known {
+                    // A stale notice: we already hold everything it speaks of.
+                    return;
+                }
                 // History is gone: continue from the head; the app reloads a snapshot.
                 self.positions
                     .insert(r.stream.clone(), (r.epoch.clone(), r.seq));
@@ -614,45 +640,49 @@ impl Client {
             self.out.push_back(Output::Event(ev, ack));
             return;
         };
-        match self.positions.get(stream) {
-            Some((known_epoch, last)) if known_epoch == epoch => {
-                let last = *last;
-                if seq <= last {
-                    return; // duplicate
-                }
-                if seq > last + 1 {
-                    // A hole: ask for the missing range once; it comes back in order.
-                    if self.replays_pending.get(stream) != Some(&last) {
-                        self.replays_pending.insert(stream.to_owned(), last);
-                        let req = json!({"stream": stream, "epoch": epoch, "seq": last});
-                        let p = Packet::new(
-                            PacketType::Event,
-                            None,
-                            Some(json!([contract::ACTION_STREAM_REPLAY_V1, req])),
-                        );
-                        self.send_packet(&p);
-                    }
-                    return;
-                }
+        if let Some((known_epoch, last)) = self.positions.get(stream) {
+            if known_epoch == epoch && seq <= *last {
+                return; // duplicate
             }
-            Some((_, last)) => {
-                // A new epoch: the history we knew is gone. Say so, then adopt it.
-                let notice = StreamRecovered {
-                    stream: stream.to_owned(),
-                    recovered: false,
-                    epoch: epoch.to_owned(),
-                    seq: *last.max(&seq),
-                };
-                self.out
-                    .push_back(Output::Event(ServerEvent::StreamRecovered(notice), None));
+            if known_epoch != epoch || seq > last + 1 {
+                // A hole, or an epoch we do not hold (a newer one after lost
+                // history, or a stale resend of an older one: epochs do not
+                // order). The server answers from our position with the
+                // missing events in order, or with `recovered: false`.
+                let stream = stream.to_owned();
+                self.request_replay(&stream, now);
+                return;
             }
-            None => {}
         }
         let stream = stream.to_owned();
         let epoch = epoch.to_owned();
         self.replays_pending.remove(&stream);
         self.positions.insert(stream, (epoch, seq));
         self.out.push_back(Output::Event(ev, ack));
+    }
+
+    /// Asks once per position for what follows it on `stream`.
+    fn request_replay(&mut self, stream: &str, now: u64) {
+        let Some((epoch, seq)) = self.positions.get(stream).cloned() else {
+            return;
+        };
+        let asked = self
+            .replays_pending
+            .get(stream)
+            .is_some_and(|(e, s, _)| *e == epoch && *s == seq);
+        if asked {
+            return;
+        }
+        let req = json!({"stream": stream, "epoch": epoch, "seq": seq});
+        let deadline = now + self.config.ack_timeout_ms;
+        self.replays_pending
+            .insert(stream.to_owned(), (epoch, seq, deadline));
+        let p = Packet::new(
+            PacketType::Event,
+            None,
+            Some(json!([contract::ACTION_STREAM_REPLAY_V1, req])),
+        );
+        self.send_packet(&p);
     }
 
     fn flush_outbox(&mut self, now: u64) {
@@ -700,8 +730,7 @@ impl Client {
                 self.attempt = 0;
             }
         }
-        self.decoder.reset();
-        self.outbox.unsend_all();
+        self.socket_gone();
         self.last_error = reason.to_owned();
         self.disconnected_since.get_or_insert(now);
         self.attempt += 1;
@@ -714,6 +743,14 @@ impl Client {
         };
         self.phase = Phase::Waiting { at: now + delay };
         self.refresh_waiting_state(now + delay, now);
+    }
+
+    /// Forgets what belonged to the socket: a half-received packet, acks and
+    /// replays it was waiting for.
+    fn socket_gone(&mut self) {
+        self.decoder.reset();
+        self.outbox.unsend_all();
+        self.replays_pending.clear();
     }
 
     fn is_suspended(&self, now: u64) -> bool {
@@ -737,6 +774,12 @@ impl Client {
         let same = matches!(
             (&self.state, &state),
             (ConnectionState::Reconnecting { attempt: a, .. }, ConnectionState::Reconnecting { attempt: b, .. }) if a == b
+        ) || matches!(
+            (&self.state, &state),
+            (
+                ConnectionState::Suspended { .. },
+                ConnectionState::Suspended { .. }
+            )
         );
         if same {
             self.state = state;
@@ -752,7 +795,7 @@ impl Client {
     }
 
     fn fail(&mut self, reason: &str, now: u64) {
-        self.outbox.unsend_all();
+        self.socket_gone();
         self.phase = Phase::Failed(reason.to_owned());
         self.set_state(
             ConnectionState::Failed {
@@ -908,6 +951,69 @@ mod tests {
         c.handle_text(&status_event(4, "e"), 2);
         assert_eq!(delivered_seqs(&drain(&mut c)), vec![3, 4]);
         assert_eq!(c.position("job:1"), Some(("e", 4)));
+    }
+
+    #[test]
+    fn an_event_from_another_epoch_asks_for_a_replay_instead_of_moving_back() {
+        let (mut c, _) = connected(0);
+        c.handle_text(&status_event(1, "e1"), 1);
+        c.handle_text(&status_event(2, "e1"), 1);
+        let _ = drain(&mut c);
+        // A stale resend from an older epoch must not rewind the position.
+        c.handle_text(&status_event(1, "e0"), 2);
+        let out = drain(&mut c);
+        assert_eq!(delivered_seqs(&out), Vec::<u64>::new());
+        assert_eq!(
+            sent(&out),
+            vec![r#"42["stream:replay:v1",{"epoch":"e1","seq":2,"stream":"job:1"}]"#.to_owned()]
+        );
+        assert_eq!(c.position("job:1"), Some(("e1", 2)));
+        // The server answers: history is gone, the head is (e2, 5).
+        let notice = r#"42["stream:recovered:v1",{"stream":"job:1","recovered":false,"epoch":"e2","seq":5}]"#;
+        c.handle_text(notice, 3);
+        c.handle_text(&status_event(6, "e2"), 3);
+        assert_eq!(delivered_seqs(&drain(&mut c)), vec![6]);
+        assert_eq!(c.position("job:1"), Some(("e2", 6)));
+    }
+
+    #[test]
+    fn an_unanswered_replay_resumes_by_reconnecting() {
+        let (mut c, _) = connected(0);
+        c.handle_text(&status_event(1, "e"), 1);
+        c.handle_text(&status_event(3, "e"), 1);
+        let _ = drain(&mut c);
+        let deadline = 1 + Config::new("x").ack_timeout_ms;
+        assert_eq!(c.poll_timeout(), Some(1_500), "heartbeat first");
+        c.handle_text("2", 1_000);
+        c.handle_text("2", 2_000);
+        c.handle_text("2", 3_000);
+        for t in (4_000..deadline).step_by(1_000) {
+            c.handle_text("2", t);
+        }
+        c.handle_timeout(deadline);
+        let out = drain(&mut c);
+        assert!(out.contains(&Output::Close), "{out:?}");
+        assert_eq!(c.state().name(), "reconnecting");
+    }
+
+    #[test]
+    fn a_server_disconnect_closes_the_socket() {
+        let (mut c, _) = connected(0);
+        c.handle_text("41", 5);
+        assert!(drain(&mut c).contains(&Output::Close));
+        assert_eq!(c.state().name(), "reconnecting");
+    }
+
+    #[test]
+    fn closing_twice_reports_one_change() {
+        let (mut c, _) = connected(0);
+        c.close(1);
+        c.close(2);
+        let changes = drain(&mut c)
+            .into_iter()
+            .filter(|o| matches!(o, Output::State(_)))
+            .count();
+        assert_eq!(changes, 1);
     }
 
     #[test]

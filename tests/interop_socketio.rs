@@ -415,18 +415,10 @@ async fn reconnects_after_the_server_drops_the_socket() {
     events.state("closed").await;
 }
 
-/// Core gap (src/client.rs, owned elsewhere): a DISCONNECT packet from the
-/// server (`41`) or an Engine.IO close (`1`) ends the session in the core
-/// (`lost`), but no [`Output::Close`] tells the driver to close the socket,
-/// and once the core has left `Live` neither `close()` nor
-/// `handle_network(false)` emits one either. A driver that follows the module
-/// doc's rules keeps the socket open until the next [`Output::Open`] (both
-/// drivers replace their socket there), or until the server's heartbeat
-/// gives up on it when the app closes or goes offline first; after `41`
-/// socket.io keeps the transport open. Compare `Decoded::Engine(Close)` and
-/// `PacketType::Disconnect` in `on_decoded`/`on_packet` with `drop_socket`.
+/// A DISCONNECT packet from the server (`41`) or an Engine.IO close (`1`)
+/// must tell the driver to close the socket: socket.io keeps the transport
+/// open after `41`, and a driver must not hold two sockets.
 #[test]
-#[ignore = "core bug in src/client.rs: no Output::Close after a server DISCONNECT; see the doc comment"]
 fn a_server_disconnect_tells_the_driver_to_close_the_socket() {
     for frame in ["41", "1"] {
         let mut c = Client::new(Config::new("http://x"), 1);

@@ -1,0 +1,51 @@
+//! Arbitrary bytes into the decoder: as a text frame when they are UTF-8,
+//! as binary frames, and as an event name and arguments for the contract
+//! decoder. Nothing may panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use liveline::contract;
+use liveline::protocol::{Decoded, Decoder, EioPacket, Packet};
+
+fuzz_target!(|data: &[u8]| {
+    let mut decoder = Decoder::default();
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = EioPacket::decode(text);
+        let _ = Packet::decode(text);
+        // As a whole frame, then split at each newline into a frame sequence.
+        for frame in std::iter::once(text).chain(text.split('\n')) {
+            if let Ok(Decoded::Socket(p)) = decoder.text(frame) {
+                if let Some((name, args)) = p.clone().into_event() {
+                    let _ = contract::decode_event(&name, args);
+                }
+                let _ = p.into_ack_args();
+            }
+        }
+        if let Ok(serde_json::Value::Array(mut items)) = serde_json::from_str(text) {
+            if let Some(serde_json::Value::String(name)) = items.first().cloned() {
+                items.remove(0);
+                let _ = contract::decode_event(&name, items);
+            }
+        }
+    }
+    // The same bytes as attachments of whatever is pending, then alone.
+    for chunk in data.chunks(7) {
+        let _ = decoder.binary(chunk);
+    }
+    let _ = Decoder::default().binary(data);
+    // Every known event name with the bytes' JSON, if any, as its argument.
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        for name in [
+            contract::JOB_STATUS_V1,
+            contract::JOB_CHUNK_V1,
+            contract::JOB_RESULT_V1,
+            contract::JOB_ERROR_V1,
+            contract::TRADE_ORDER_V1,
+            contract::MARKET_TICK_V1,
+            contract::STREAM_RECOVERED_V1,
+            "x:y:v9",
+        ] {
+            let _ = contract::decode_event(name, vec![v.clone()]);
+        }
+    }
+});
