@@ -35,6 +35,27 @@ export interface LivelineOptions {
   ackTimeoutMs?: number;
   connectTimeoutMs?: number;
   outboxCapacity?: number;
+  /**
+   * Where queued actions survive a reload. `'auto'` (default) picks IndexedDB, then
+   * localStorage, then memory (lost on reload); an object supplies your own.
+   */
+  storage?: 'auto' | 'indexeddb' | 'localstorage' | 'memory' | OutboxStorage;
+  /** The storage key of the outbox; default `liveline:outbox:<url>`. Use one per user. */
+  storageKey?: string;
+}
+
+/** A place for the outbox: `load` returns what `save` stored last (or null). */
+export interface OutboxStorage {
+  load(): Promise<string | null>;
+  save(text: string): void | Promise<void>;
+}
+
+/** An action restored after a reload ended (its promise died with the old page). */
+export interface ActionSettled {
+  action: string;
+  ok: boolean;
+  data?: unknown;
+  error?: LivelineError;
 }
 
 /** The wrapper of every server event. */
@@ -67,6 +88,8 @@ export interface EventMap {
   'trade:order:v1': Envelope<TradeOrder>;
   'market:tick:v1': Envelope<MarketTick>;
   'stream:recovered:v1': StreamRecovered;
+  /** Local: an action restored from storage after a reload was acked, refused or expired. */
+  'action:settled': ActionSettled;
 }
 
 export type JobKind = 'research' | 'llm';
@@ -98,6 +121,8 @@ export function init(input?: string | URL | Response | BufferSource | WebAssembl
 
 export class Liveline {
   constructor(options: LivelineOptions);
+  /** Where queued actions survive a reload. */
+  readonly storage: 'indexeddb' | 'localstorage' | 'memory' | 'custom';
   /** Starts connecting, and reconnecting until `close()`. */
   connect(): void;
   /** Closes the connection and releases listeners and timers; queued actions stay queued. */

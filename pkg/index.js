@@ -26,13 +26,88 @@ export function init(input) {
   return ready;
 }
 
+const DB_NAME = 'liveline';
+const DB_STORE = 'outbox';
+
+/** The outbox in IndexedDB: survives reloads, holds a lot, async. */
+function indexedDbStorage(key) {
+  let db = null;
+  const open = () =>
+    (db ??= new Promise((resolve, reject) => {
+      const req = indexedDB.open(DB_NAME, 1);
+      req.onupgradeneeded = () => req.result.createObjectStore(DB_STORE);
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    }));
+  const run = (mode, op) =>
+    open().then(
+      (d) =>
+        new Promise((resolve, reject) => {
+          const tx = d.transaction(DB_STORE, mode);
+          const req = op(tx.objectStore(DB_STORE));
+          tx.oncomplete = () => resolve(req.result);
+          tx.onerror = tx.onabort = () => reject(tx.error);
+        }),
+    );
+  // Writes are chained so the last snapshot is the one that stays.
+  let last = Promise.resolve();
+  return {
+    kind: 'indexeddb',
+    load: () => run('readonly', (s) => s.get(key)).then((v) => (typeof v === 'string' ? v : null)),
+    save: (text) => (last = last.then(() => run('readwrite', (s) => s.put(text, key))).catch(() => {})),
+  };
+}
+
+/** The outbox in localStorage: synchronous, small, everywhere. */
+function localStorageStorage(key) {
+  return {
+    kind: 'localstorage',
+    load: () => Promise.resolve(localStorage.getItem(key)),
+    save: (text) => {
+      try {
+        localStorage.setItem(key, text);
+      } catch {
+        // Quota exceeded: the outbox still works in memory.
+      }
+    },
+  };
+}
+
+function localStorageWorks() {
+  try {
+    const k = '__liveline_probe__';
+    localStorage.setItem(k, '1');
+    localStorage.removeItem(k);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Chooses where the outbox lives: IndexedDB, then localStorage, then memory. */
+function pickStorage(choice, key) {
+  if (choice && typeof choice === 'object') return { kind: 'custom', ...choice };
+  const want = choice || 'auto';
+  if ((want === 'auto' || want === 'indexeddb') && typeof indexedDB !== 'undefined') {
+    return indexedDbStorage(key);
+  }
+  if ((want === 'auto' || want === 'localstorage') && typeof localStorage !== 'undefined' && localStorageWorks()) {
+    return localStorageStorage(key);
+  }
+  return { kind: 'memory' };
+}
+
 /** The Liveline client. See index.d.ts for the API. */
 export class Liveline {
   constructor(options) {
     if (!initialized) {
       throw livelineError('not_initialized', 'liveline: call `await init()` before `new Liveline()`');
     }
-    this._core = new LivelineCore(options);
+    const opts = options ?? {};
+    const storage = pickStorage(opts.storage, opts.storageKey ?? `liveline:outbox:${opts.url}`);
+    /** Where queued actions survive a reload: 'indexeddb', 'localstorage', 'memory' or 'custom'. */
+    this.storage = storage.kind;
+    this._core = new LivelineCore({ ...opts, storage: storage.load ? storage : undefined });
     // Bound so they can be passed straight to useSyncExternalStore.
     this.subscribe = this.subscribe.bind(this);
     this.getSnapshot = this.getSnapshot.bind(this);

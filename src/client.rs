@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
 use crate::contract::{self, AckReply, ServerEvent};
-use crate::outbox::{ActionError, Outbox, SendError};
+use crate::outbox::{Action, ActionError, Outbox, SendError};
 use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType};
 
 /// Client settings.
@@ -178,6 +178,10 @@ pub enum Output {
     Invalid(contract::DecodeError),
     /// An action ended: acked with a result, refused or failed.
     Ack(u64, Result<Value, ActionError>),
+    /// The outbox changed (an action was queued, restored, acked or
+    /// expired); it now holds this many. A driver that keeps actions across
+    /// reloads saves [`Client::outbox_snapshot`] now.
+    Queue(usize),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -304,10 +308,31 @@ impl Client {
         let key = self.random_key();
         let ttl = self.config.action_ttl_ms;
         let id = self.outbox.push(name, data, key, now + ttl)?;
+        self.queue_changed();
         if matches!(self.phase, Phase::Live { .. }) {
             self.flush_outbox(now);
         }
         Ok(id)
+    }
+
+    /// The queued actions, to persist (see [`Output::Queue`]).
+    pub fn outbox_snapshot(&self) -> Vec<Action> {
+        self.outbox.snapshot()
+    }
+
+    /// Puts back actions saved by an earlier page or process, ahead of
+    /// anything queued since, with their idempotency keys: the gateway
+    /// applies each key once, so an action that had gone out before the
+    /// reload is not applied twice. Returns the local ids they got, in order.
+    pub fn restore_outbox(&mut self, actions: Vec<Action>, now: u64) -> Vec<u64> {
+        let ids = self.outbox.restore(actions);
+        if !ids.is_empty() {
+            self.queue_changed();
+            if matches!(self.phase, Phase::Live { .. }) {
+                self.flush_outbox(now);
+            }
+        }
+        ids
     }
 
     /// Answers a server event that asked for an ack.
@@ -433,8 +458,12 @@ impl Client {
 
     /// Time passed.
     pub fn handle_timeout(&mut self, now: u64) {
-        for (id, err) in self.outbox.expire(now) {
-            self.out.push_back(Output::Ack(id, Err(err)));
+        let expired = self.outbox.expire(now);
+        if !expired.is_empty() {
+            for (id, err) in expired {
+                self.out.push_back(Output::Ack(id, Err(err)));
+            }
+            self.queue_changed();
         }
         match self.phase {
             Phase::Opening { deadline, .. } if now >= deadline => {
@@ -598,7 +627,7 @@ impl Client {
                 };
                 if let Some(id) = self.outbox.acked(ack_id) {
                     self.out.push_back(Output::Ack(id, result));
-                    self.set_queued_state(now);
+                    self.queue_changed();
                 }
             }
             PacketType::Event | PacketType::BinaryEvent => {
@@ -789,9 +818,8 @@ impl Client {
         }
     }
 
-    fn set_queued_state(&mut self, now: u64) {
-        let state = self.state.clone();
-        self.set_state(state, "queue changed", now);
+    fn queue_changed(&mut self) {
+        self.out.push_back(Output::Queue(self.outbox.len()));
     }
 
     fn fail(&mut self, reason: &str, now: u64) {

@@ -64,6 +64,8 @@ pub enum Event {
     Server(ServerEvent, Option<u64>),
     /// A known event broke its contract and was dropped.
     Invalid(DecodeError),
+    /// The outbox now holds this many actions.
+    Queue(usize),
 }
 
 /// Why an action sent with [`NativeClient::send`] has no result.
@@ -278,6 +280,9 @@ impl Driver {
                         if let Some(done) = self.waiting.remove(&id) {
                             let _ = done.send(result.map_err(ActionFailed::from));
                         }
+                    }
+                    Output::Queue(n) => {
+                        let _ = self.events.send(Event::Queue(n));
                     }
                 }
             }

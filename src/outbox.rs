@@ -104,20 +104,28 @@ impl Outbox {
         Ok(id)
     }
 
-    /// Puts back actions restored from storage (e.g. after a reload),
-    /// keeping their keys and order. Returns how many fit.
-    pub fn restore(&mut self, actions: Vec<Action>) -> usize {
-        let mut n = 0;
-        for mut a in actions {
-            if self.items.len() >= self.capacity {
-                break;
-            }
+    /// Puts back actions restored from storage (e.g. after a reload) ahead
+    /// of anything queued since, keeping their keys and order. They get
+    /// fresh local ids, returned in order; what does not fit is dropped
+    /// (the newest first) and not returned. An action already queued under
+    /// the same key is not restored twice.
+    pub fn restore(&mut self, actions: Vec<Action>) -> Vec<u64> {
+        let room = self.capacity.saturating_sub(self.items.len());
+        let mut restored: Vec<Action> = actions
+            .into_iter()
+            .filter(|a| !self.items.iter().any(|b| b.key == a.key))
+            .take(room)
+            .collect();
+        for a in &mut restored {
             a.in_flight = None;
-            self.next_id = self.next_id.max(a.id + 1);
-            self.items.push_back(a);
-            n += 1;
+            a.id = self.next_id;
+            self.next_id += 1;
         }
-        n
+        let ids = restored.iter().map(|a| a.id).collect();
+        for a in restored.into_iter().rev() {
+            self.items.push_front(a);
+        }
+        ids
     }
 
     /// What to persist.
@@ -243,11 +251,13 @@ mod tests {
         o.push("b", json!(2), "k2".into(), 10).expect("fits");
         let saved = serde_json::to_string(&o.snapshot()).expect("ser");
         let mut fresh = Outbox::new(8);
-        let n = fresh.restore(serde_json::from_str(&saved).expect("de"));
-        assert_eq!(n, 2);
+        let newer = fresh.push("c", json!(3), "k3".into(), 10).expect("fits");
+        let ids = fresh.restore(serde_json::from_str(&saved).expect("de"));
+        assert_eq!(ids.len(), 2);
+        assert!(!ids.contains(&newer), "restored actions get fresh ids");
         let keys: Vec<_> = fresh.snapshot().into_iter().map(|a| a.key).collect();
-        assert_eq!(keys, vec!["k1", "k2"]);
-        let id = fresh.push("c", json!(3), "k3".into(), 10).expect("fits");
-        assert_eq!(id, 3);
+        assert_eq!(keys, vec!["k1", "k2", "k3"], "restored ones go first");
+        let again = fresh.restore(serde_json::from_str(&saved).expect("de"));
+        assert!(again.is_empty(), "a key is never queued twice");
     }
 }

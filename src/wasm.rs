@@ -16,7 +16,7 @@ use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
 
 use crate::client::{Client, Config, ConnectionState, Output, StateChange};
-use crate::outbox::{ActionError, SendError};
+use crate::outbox::{Action, ActionError, SendError};
 
 type Listener = (u32, Function);
 
@@ -55,8 +55,23 @@ struct Inner {
     subscribers: Vec<Listener>,
     next_listener: u32,
     snapshot: JsValue,
+    last_change: StateChange,
     pending: HashMap<u64, (Function, Function)>,
     page: Option<PageListeners>,
+    storage: Option<Storage>,
+    /// Whether the saved outbox has been read (or there is none to read).
+    loaded: bool,
+    /// `connect()` was called before the saved outbox was read.
+    want_connect: bool,
+    /// Actions restored from storage: their promises died with the old page.
+    restored: HashMap<u64, String>,
+}
+
+/// Where the outbox survives a reload: `{load(): Promise<string|null>, save(text)}`,
+/// supplied by the package entry (IndexedDB, localStorage or memory).
+struct Storage {
+    load: Function,
+    save: Function,
 }
 
 /// The raw browser client. Use `Liveline` from the package entry instead.
@@ -165,13 +180,29 @@ impl LivelineCore {
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|_| js_error("internal", "no randomness source"))?;
         let core = Client::new(config, u64::from_le_bytes(seed));
-        let initial = snapshot_of(&StateChange {
+        let storage = Reflect::get(&options, &"storage".into())
+            .ok()
+            .filter(|v| v.is_object())
+            .and_then(|s| {
+                let f = |k: &str| {
+                    Reflect::get(&s, &k.into())
+                        .ok()?
+                        .dyn_into::<Function>()
+                        .ok()
+                };
+                Some(Storage {
+                    load: f("load")?,
+                    save: f("save")?,
+                })
+            });
+        let last_change = StateChange {
             current: ConnectionState::Idle,
             previous: "idle",
             reason: String::new(),
             queued: 0,
-        });
-        Ok(LivelineCore {
+        };
+        let initial = snapshot_of(&last_change);
+        let client = LivelineCore {
             inner: Rc::new(RefCell::new(Inner {
                 core,
                 get_token,
@@ -181,23 +212,85 @@ impl LivelineCore {
                 subscribers: Vec::new(),
                 next_listener: 0,
                 snapshot: initial,
+                last_change,
                 pending: HashMap::new(),
                 page: None,
+                loaded: storage.is_none(),
+                storage,
+                want_connect: false,
+                restored: HashMap::new(),
             })),
-        })
+        };
+        client.load_outbox();
+        Ok(client)
+    }
+
+    /// Reads the outbox a previous page saved and puts it back in front.
+    fn load_outbox(&self) {
+        let load = match &self.inner.borrow().storage {
+            Some(s) => s.load.clone(),
+            None => return,
+        };
+        let weak = Rc::downgrade(&self.inner);
+        wasm_bindgen_futures::spawn_local(async move {
+            let text = match load.call0(&JsValue::NULL) {
+                Ok(v) => match v.dyn_into::<Promise>() {
+                    Ok(p) => wasm_bindgen_futures::JsFuture::from(p).await.ok(),
+                    Err(v) => Some(v),
+                },
+                Err(_) => None,
+            }
+            .and_then(|v| v.as_string());
+            let Some(rc) = weak.upgrade() else { return };
+            {
+                let mut inner = rc.borrow_mut();
+                let saved: Vec<Action> = match text.as_deref().map(serde_json::from_str) {
+                    Some(Ok(actions)) => actions,
+                    Some(Err(e)) => {
+                        web_sys::console::warn_1(
+                            &format!("liveline: saved outbox unreadable, ignored: {e}").into(),
+                        );
+                        Vec::new()
+                    }
+                    None => Vec::new(),
+                };
+                let names: Vec<String> = saved.iter().map(|a| a.name.clone()).collect();
+                let ids = inner.core.restore_outbox(saved, now());
+                for (id, name) in ids.into_iter().zip(names) {
+                    inner.restored.insert(id, name);
+                }
+                inner.loaded = true;
+                if std::mem::take(&mut inner.want_connect) {
+                    inner.core.connect(now());
+                }
+            }
+            save_outbox(&rc);
+            pump(&rc);
+        });
     }
 
     /// Starts connecting (and reconnecting until `close()`).
     pub fn connect(&self) {
         attach_page_listeners(&self.inner);
-        self.inner.borrow_mut().core.connect(now());
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.loaded {
+                inner.core.connect(now());
+            } else {
+                inner.want_connect = true;
+            }
+        }
         pump(&self.inner);
     }
 
     /// Closes the connection and releases every listener and timer.
     /// Queued actions stay queued.
     pub fn close(&self) {
-        self.inner.borrow_mut().core.close(now());
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.want_connect = false;
+            inner.core.close(now());
+        }
         pump(&self.inner);
         let mut inner = self.inner.borrow_mut();
         inner.timer = None;
@@ -374,16 +467,12 @@ fn pump(rc: &Rc<RefCell<Inner>>) {
                     s.close();
                 }
             }
-            Output::State(change) => {
-                let snap = snapshot_of(&change);
-                let subs: Vec<Function> = {
-                    let mut inner = rc.borrow_mut();
-                    inner.snapshot = snap;
-                    inner.subscribers.iter().map(|(_, f)| f.clone()).collect()
-                };
-                for f in subs {
-                    let _ = f.call0(&JsValue::NULL);
-                }
+            Output::State(change) => publish_state(rc, change),
+            Output::Queue(n) => {
+                save_outbox(rc);
+                let mut change = rc.borrow().last_change.clone();
+                change.queued = n;
+                publish_state(rc, change);
             }
             Output::Event(ev, _ack) => {
                 let name = ev.name().to_owned();
@@ -411,7 +500,10 @@ fn pump(rc: &Rc<RefCell<Inner>>) {
             }
             Output::Ack(id, result) => {
                 let pending = rc.borrow_mut().pending.remove(&id);
-                if let Some((resolve, reject)) = pending {
+                let restored = rc.borrow_mut().restored.remove(&id);
+                if let Some(name) = restored {
+                    settled_restored(rc, &name, result);
+                } else if let Some((resolve, reject)) = pending {
                     let _ = match result {
                         Ok(v) => resolve.call1(&JsValue::NULL, &to_js(&v)),
                         Err(ActionError::Rejected { code, message }) => {
@@ -426,6 +518,59 @@ fn pump(rc: &Rc<RefCell<Inner>>) {
         }
     }
     arm_timer(rc);
+}
+
+fn publish_state(rc: &Rc<RefCell<Inner>>, change: StateChange) {
+    let snap = snapshot_of(&change);
+    let subs: Vec<Function> = {
+        let mut inner = rc.borrow_mut();
+        inner.snapshot = snap;
+        inner.last_change = change;
+        inner.subscribers.iter().map(|(_, f)| f.clone()).collect()
+    };
+    for f in subs {
+        let _ = f.call0(&JsValue::NULL);
+    }
+}
+
+/// Writes the outbox to storage (once the saved one has been read, so an
+/// early save never overwrites what the last page left).
+fn save_outbox(rc: &Rc<RefCell<Inner>>) {
+    let (save, text) = {
+        let inner = rc.borrow();
+        let Some(storage) = inner.storage.as_ref().filter(|_| inner.loaded) else {
+            return;
+        };
+        let text = serde_json::to_string(&inner.core.outbox_snapshot()).unwrap_or_default();
+        (storage.save.clone(), text)
+    };
+    let _ = save.call1(&JsValue::NULL, &text.into());
+}
+
+/// An action restored after a reload ended: its promise is gone with the old
+/// page, so tell `on('action:settled')` listeners instead.
+fn settled_restored(rc: &Rc<RefCell<Inner>>, name: &str, result: Result<Value, ActionError>) {
+    let o = Object::new();
+    let set = |k: &str, v: &JsValue| {
+        let _ = Reflect::set(&o, &k.into(), v);
+    };
+    set("action", &name.into());
+    set("ok", &result.is_ok().into());
+    match result {
+        Ok(v) => set("data", &to_js(&v)),
+        Err(ActionError::Rejected { code, message }) => set("error", &js_error(&code, &message)),
+        Err(e) => set("error", &js_error("expired", &e.to_string())),
+    }
+    let listeners: Vec<Function> = rc
+        .borrow()
+        .listeners
+        .get("action:settled")
+        .map(|l| l.iter().map(|(_, f)| f.clone()).collect())
+        .unwrap_or_default();
+    let payload: JsValue = o.into();
+    for f in listeners {
+        let _ = f.call1(&JsValue::NULL, &payload);
+    }
 }
 
 fn arm_timer(rc: &Rc<RefCell<Inner>>) {

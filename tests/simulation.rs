@@ -568,6 +568,7 @@ impl Sim {
                 Output::Event(ev, _) => self.on_event(ev),
                 Output::Invalid(e) => self.violate(format!("invalid event: {e}")),
                 Output::Ack(id, result) => self.on_ack(id, result),
+                Output::Queue(_) => {}
                 other => self.violate(format!("unknown output {other:?}")),
             }
         }

@@ -1,0 +1,55 @@
+// The package as a Node ESM user gets it: imported by name through the npm
+// workspace (node_modules/liveline -> pkg/), never by a path into target/.
+// Node 20 has no global WebSocket, so this checks loading, the API surface
+// and its errors; the browser tests cover the connection itself.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+test('the package resolves by name to the workspace pkg/', () => {
+  const manifest = require.resolve('liveline/package.json');
+  assert.match(manifest, /\/pkg\/package\.json$/);
+  const pkg = require('liveline/package.json');
+  assert.equal(pkg.name, 'liveline');
+  assert.ok(pkg.exports['.'].types && pkg.exports['./react'].default, 'exports . and ./react with types');
+});
+
+test('using the API before init() throws not_initialized', async () => {
+  const { Liveline } = await import('liveline');
+  assert.throws(
+    () => new Liveline({ url: 'ws://127.0.0.1:1', getToken: () => 't' }),
+    (err) => err instanceof Error && err.code === 'not_initialized',
+  );
+});
+
+test('after init() the client starts idle and rejects bad options with stable codes', async () => {
+  const { init, Liveline } = await import('liveline');
+  const wasm = await readFile(new URL(import.meta.resolve('liveline/wasm/liveline_bg.wasm')));
+  await init(wasm);
+  await init(wasm); // idempotent
+
+  const client = new Liveline({ url: 'ws://127.0.0.1:1', getToken: () => 't' });
+  const snap = client.getSnapshot();
+  assert.equal(snap.current, 'idle');
+  assert.equal(snap.queued, 0);
+  assert.equal(client.getSnapshot(), snap, 'the snapshot is the same object until the state changes');
+
+  assert.throws(() => new Liveline({ getToken: () => 't' }), (e) => e.code === 'invalid_argument');
+  assert.throws(() => new Liveline({ url: 'ws://x' }), (e) => e.code === 'invalid_argument');
+
+  // An action sent while not connected waits in the outbox.
+  const pending = client.send('job:start:v1', { kind: 'research', params: {} });
+  assert.equal(client.getSnapshot().queued, 1);
+  await assert.rejects(client.send('job:start:v1', { big: 1n }), (e) => e.code === 'invalid_argument');
+  pending.catch(() => {});
+});
+
+test('the react subpath exports the hooks', async () => {
+  const react = await import('liveline/react');
+  for (const name of ['LivelineProvider', 'useConnectionState', 'useJob', 'useSend']) {
+    assert.equal(typeof react[name], 'function', name);
+  }
+});
