@@ -45,7 +45,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use rand::SeedableRng;
-    use rand::rngs::StdRng;
+    use rand::rngs::SmallRng as StdRng;
 
     use super::*;
 
@@ -73,7 +73,7 @@ mod tests {
 mod props {
     use proptest::prelude::*;
     use rand::SeedableRng;
-    use rand::rngs::StdRng;
+    use rand::rngs::SmallRng as StdRng;
 
     use super::*;
 

@@ -15,16 +15,17 @@
 //!   and [`Client::handle_closed`] for it.
 //! - On [`Output::Close`], close that socket and report nothing more about it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use serde_json::{Value, json};
 
 use crate::backoff::Backoff;
-use crate::contract::{self, AckReply, ServerEvent};
+use crate::contract::{self, Incoming, Position};
+use crate::json;
 use crate::outbox::{Action, ActionError, Outbox, SendError};
 use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType};
+use crate::vec_map::VecMap;
 
 /// Client settings.
 #[derive(Debug, Clone)]
@@ -173,11 +174,11 @@ pub enum Output {
     State(StateChange),
     /// An event for the app. When the server asked for an ack, its id is
     /// here; answer with [`Client::reply`].
-    Event(ServerEvent, Option<u64>),
+    Event(Incoming, Option<u64>),
     /// A known event broke its contract; it was dropped.
     Invalid(contract::DecodeError),
     /// An action ended: acked with a result, refused or failed.
-    Ack(u64, Result<Value, ActionError>),
+    Ack(u64, Result<String, ActionError>),
     /// The outbox changed (an action was queued, restored, acked or
     /// expired); it now holds this many. A driver that keeps actions across
     /// reloads saves [`Client::outbox_snapshot`] now.
@@ -209,7 +210,7 @@ enum Phase {
 #[derive(Debug)]
 pub struct Client {
     config: Config,
-    rng: StdRng,
+    rng: SmallRng,
     phase: Phase,
     state: ConnectionState,
     /// Consecutive failed attempts.
@@ -222,9 +223,9 @@ pub struct Client {
     last_rx: u64,
     decoder: Decoder,
     outbox: Outbox,
-    positions: HashMap<String, (String, u64)>,
+    positions: VecMap<String, (String, u64)>,
     /// Replays asked for on this socket: stream -> (epoch, seq, deadline).
-    replays_pending: HashMap<String, (String, u64, u64)>,
+    replays_pending: VecMap<String, (String, u64, u64)>,
     next_ack_id: u64,
     out: VecDeque<Output>,
 }
@@ -237,7 +238,7 @@ impl Client {
         Self {
             heartbeat_ms: config.default_heartbeat_ms,
             config,
-            rng: StdRng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(seed),
             phase: Phase::Idle,
             state: ConnectionState::Idle,
             attempt: 0,
@@ -248,8 +249,8 @@ impl Client {
             last_rx: 0,
             decoder: Decoder::default(),
             outbox,
-            positions: HashMap::new(),
-            replays_pending: HashMap::new(),
+            positions: VecMap::default(),
+            replays_pending: VecMap::default(),
             next_ack_id: 0,
             out: VecDeque::new(),
         }
@@ -304,7 +305,9 @@ impl Client {
     /// The app sends an action. It is queued, sent when connected, retried
     /// with the same idempotency key until acked, and ends in an
     /// [`Output::Ack`] with the returned id.
-    pub fn send(&mut self, name: &str, data: Value, now: u64) -> Result<u64, SendError> {
+    pub fn send(&mut self, name: &str, data: &str, now: u64) -> Result<u64, SendError> {
+        json::validate(data).map_err(SendError::InvalidJson)?;
+        let data = data.trim().to_owned();
         let key = self.random_key();
         let ttl = self.config.action_ttl_ms;
         let id = self.outbox.push(name, data, key, now + ttl)?;
@@ -336,12 +339,20 @@ impl Client {
     }
 
     /// Answers a server event that asked for an ack.
-    pub fn reply(&mut self, ack_id: u64, args: Vec<Value>) {
+    pub fn reply(&mut self, ack_id: u64, args: &[&str]) -> Result<(), json::JsonError> {
+        for a in args {
+            json::validate(a)?;
+        }
         if matches!(self.phase, Phase::Live { .. }) {
-            let p = Packet::new(PacketType::Ack, Some(ack_id), Some(Value::Array(args)));
+            let p = Packet::new(
+                PacketType::Ack,
+                Some(ack_id),
+                Some(format!("[{}]", args.join(","))),
+            );
             self.out
                 .push_back(Output::SendText(EioPacket::Message(p.encode()).encode()));
         }
+        Ok(())
     }
 
     /// The app's token arrived (`Err` when `getToken` failed).
@@ -538,15 +549,24 @@ impl Client {
                 if let Phase::Opening { handshake, .. } = &mut self.phase {
                     *handshake = true;
                 }
-                let mut auth = json!({ "token": self.token.clone().unwrap_or_default() });
+                let mut auth = String::from("{\"token\":");
+                json::write_string(&mut auth, self.token.as_deref().unwrap_or_default());
                 if !self.positions.is_empty() {
-                    let resume: serde_json::Map<String, Value> = self
-                        .positions
-                        .iter()
-                        .map(|(s, (e, q))| (s.clone(), json!({"epoch": e, "seq": q})))
-                        .collect();
-                    auth["resume"] = Value::Object(resume);
+                    auth.push_str(",\"resume\":{");
+                    for (i, (stream, (epoch, seq))) in self.positions.iter().enumerate() {
+                        if i > 0 {
+                            auth.push(',');
+                        }
+                        json::write_string(&mut auth, stream);
+                        auth.push_str(":{\"epoch\":");
+                        json::write_string(&mut auth, epoch);
+                        auth.push_str(",\"seq\":");
+                        auth.push_str(&seq.to_string());
+                        auth.push('}');
+                    }
+                    auth.push('}');
                 }
+                auth.push('}');
                 let p = Packet::new(PacketType::Connect, None, Some(auth));
                 self.send_packet(&p);
             }
@@ -586,15 +606,13 @@ impl Client {
                 self.flush_outbox(now);
             }
             PacketType::ConnectError => {
-                let message = match &p.data {
-                    Some(Value::Object(m)) => m
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("connection refused")
-                        .to_owned(),
-                    Some(Value::String(s)) => s.clone(),
-                    _ => "connection refused".to_owned(),
-                };
+                let message = p
+                    .data
+                    .as_deref()
+                    .and_then(|d| {
+                        json::string(d).or_else(|| json::get(d, "message").and_then(json::string))
+                    })
+                    .unwrap_or_else(|| "connection refused".to_owned());
                 self.out.push_back(Output::Close);
                 self.socket_gone();
                 if self.auth_retried {
@@ -611,19 +629,12 @@ impl Client {
             PacketType::Disconnect => self.drop_socket("server disconnected the socket", now),
             PacketType::Ack | PacketType::BinaryAck => {
                 let Some(ack_id) = p.id else { return };
-                let Some(args) = p.into_ack_args() else {
+                let Some((args, _attachments)) = p.into_ack_args() else {
                     return;
                 };
                 let result = match args.first() {
-                    None => Ok(Value::Null),
-                    Some(first) => match serde_json::from_value::<AckReply>(first.clone()) {
-                        Ok(AckReply::Ok { data, .. }) => Ok(data),
-                        Ok(AckReply::Err { error, .. }) => Err(ActionError::Rejected {
-                            code: error.code,
-                            message: error.message,
-                        }),
-                        Err(_) => Ok(first.clone()),
-                    },
+                    None => Ok("null".to_owned()),
+                    Some(first) => ack_result(first),
                 };
                 if let Some(id) = self.outbox.acked(ack_id) {
                     self.out.push_back(Output::Ack(id, result));
@@ -632,13 +643,18 @@ impl Client {
             }
             PacketType::Event | PacketType::BinaryEvent => {
                 let ack = p.id;
-                let Some((name, args)) = p.into_event() else {
+                let Some((name, args, attachments)) = p.into_event() else {
                     return;
                 };
-                match contract::decode_event(&name, args) {
-                    Ok(ev) => self.deliver(ev, ack, now),
-                    Err(e) => self.out.push_back(Output::Invalid(e)),
-                }
+                self.deliver(
+                    Incoming {
+                        name,
+                        args,
+                        attachments,
+                    },
+                    ack,
+                    now,
+                );
             }
         }
     }
@@ -646,8 +662,12 @@ impl Client {
     /// Applies the resume tracker: drops duplicates, asks for a replay on a
     /// gap or an event from another epoch, advances the position before the
     /// app sees the event.
-    fn deliver(&mut self, ev: ServerEvent, ack: Option<u64>, now: u64) {
-        if let ServerEvent::StreamRecovered(r) = &ev {
+    fn deliver(&mut self, ev: Incoming, ack: Option<u64>, now: u64) {
+        if let Some(notice) = ev.recovered() {
+            let r = match notice {
+                Ok(r) => r,
+                Err(e) => return self.out.push_back(Output::Invalid(e)),
+            };
             self.replays_pending.remove(&r.stream);
             if !r.recovered {
                 let known = self
@@ -665,10 +685,13 @@ impl Client {
             self.out.push_back(Output::Event(ev, ack));
             return;
         }
-        let Some((stream, epoch, seq)) = ev.position() else {
-            self.out.push_back(Output::Event(ev, ack));
-            return;
+        let position = match ev.position() {
+            Ok(Some(p)) => p,
+            Ok(None) => return self.out.push_back(Output::Event(ev, ack)),
+            Err(e) => return self.out.push_back(Output::Invalid(e)),
         };
+        let Position { stream, epoch, seq } = &position;
+        let (stream, epoch, seq) = (stream.as_str(), epoch.as_str(), *seq);
         if let Some((known_epoch, last)) = self.positions.get(stream) {
             if known_epoch == epoch && seq <= *last {
                 return; // duplicate
@@ -702,15 +725,16 @@ impl Client {
         if asked {
             return;
         }
-        let req = json!({"stream": stream, "epoch": epoch, "seq": seq});
+        let req = format!(
+            "[{},{{\"stream\":{},\"epoch\":{},\"seq\":{seq}}}]",
+            json::quote(contract::ACTION_STREAM_REPLAY_V1),
+            json::quote(stream),
+            json::quote(&epoch),
+        );
         let deadline = now + self.config.ack_timeout_ms;
         self.replays_pending
             .insert(stream.to_owned(), (epoch, seq, deadline));
-        let p = Packet::new(
-            PacketType::Event,
-            None,
-            Some(json!([contract::ACTION_STREAM_REPLAY_V1, req])),
-        );
+        let p = Packet::new(PacketType::Event, None, Some(req));
         self.send_packet(&p);
     }
 
@@ -720,7 +744,12 @@ impl Client {
         while let Some(action) = self.outbox.next_unsent() {
             self.next_ack_id += 1;
             let ack_id = self.next_ack_id;
-            let payload = json!([action.name, {"key": action.key, "data": action.data}]);
+            let payload = format!(
+                "[{},{{\"key\":{},\"data\":{}}}]",
+                json::quote(&action.name),
+                json::quote(&action.key),
+                action.data
+            );
             let id = action.id;
             packets.push(Packet::new(PacketType::Event, Some(ack_id), Some(payload)));
             self.outbox.mark_sent(id, ack_id, now + timeout);
@@ -846,6 +875,28 @@ impl Client {
     }
 }
 
+/// Reads an ack's first argument: `{"ok":true,"data":..}` gives the data,
+/// `{"ok":false,"error":{code,message}}` a refusal; anything else (a plain
+/// Socket.IO server's ack) is the result as it is.
+fn ack_result(first: &str) -> Result<String, ActionError> {
+    match json::get(first, "ok").and_then(json::bool) {
+        Some(true) => Ok(json::get(first, "data").unwrap_or("null").trim().to_owned()),
+        Some(false) => {
+            let error = json::get(first, "error").unwrap_or("{}");
+            let text = |k: &str| {
+                json::get(error, k)
+                    .and_then(json::string)
+                    .unwrap_or_default()
+            };
+            Err(ActionError::Rejected {
+                code: text("code"),
+                message: text("message"),
+            })
+        }
+        None => Ok(first.trim().to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -889,7 +940,9 @@ mod tests {
     fn delivered_seqs(outs: &[Output]) -> Vec<u64> {
         outs.iter()
             .filter_map(|o| match o {
-                Output::Event(ServerEvent::JobStatus(e), _) => Some(e.seq),
+                Output::Event(ev, _) if ev.name == "job:status:v1" => {
+                    ev.position().ok().flatten().map(|p| p.seq)
+                }
                 _ => None,
             })
             .collect()
@@ -973,7 +1026,7 @@ mod tests {
         assert_eq!(delivered_seqs(&out), vec![1, 2]);
         assert_eq!(
             sent(&out),
-            vec![r#"42["stream:replay:v1",{"epoch":"e","seq":2,"stream":"job:1"}]"#.to_owned()]
+            vec![r#"42["stream:replay:v1",{"stream":"job:1","epoch":"e","seq":2}]"#.to_owned()]
         );
         c.handle_text(&status_event(3, "e"), 2);
         c.handle_text(&status_event(4, "e"), 2);
@@ -993,7 +1046,7 @@ mod tests {
         assert_eq!(delivered_seqs(&out), Vec::<u64>::new());
         assert_eq!(
             sent(&out),
-            vec![r#"42["stream:replay:v1",{"epoch":"e1","seq":2,"stream":"job:1"}]"#.to_owned()]
+            vec![r#"42["stream:replay:v1",{"stream":"job:1","epoch":"e1","seq":2}]"#.to_owned()]
         );
         assert_eq!(c.position("job:1"), Some(("e1", 2)));
         // The server answers: history is gone, the head is (e2, 5).
@@ -1056,7 +1109,7 @@ mod tests {
         c.handle_text(HANDSHAKE, 60_000);
         assert_eq!(
             sent(&drain(&mut c)),
-            vec![r#"40{"resume":{"job:1":{"epoch":"e","seq":1}},"token":"t"}"#.to_owned()]
+            vec![r#"40{"token":"t","resume":{"job:1":{"epoch":"e","seq":1}}}"#.to_owned()]
         );
     }
 
@@ -1064,7 +1117,7 @@ mod tests {
     fn actions_wait_offline_and_go_out_once_connected_with_their_key() {
         let mut c = Client::new(Config::new("http://gw"), 1);
         let id = c
-            .send("job:start:v1", json!({"kind":"llm"}), 0)
+            .send("job:start:v1", r#"{"kind":"llm"}"#, 0)
             .expect("queued");
         assert_eq!(c.queued(), 1);
         c.connect(0);
@@ -1074,12 +1127,13 @@ mod tests {
         let frames = sent(&drain(&mut c));
         let last = frames.last().expect("action sent");
         assert!(
-            last.starts_with(r#"421["job:start:v1",{"data":{"kind":"llm"},"key":""#),
+            last.starts_with(r#"421["job:start:v1",{"key":""#)
+                && last.ends_with(r#"","data":{"kind":"llm"}}]"#),
             "{last}"
         );
         c.handle_text(r#"431[{"ok":true,"data":{"jobId":"9"}}]"#, 5);
         let out = drain(&mut c);
-        assert!(out.contains(&Output::Ack(id, Ok(json!({"jobId":"9"})))));
+        assert!(out.contains(&Output::Ack(id, Ok(r#"{"jobId":"9"}"#.to_owned()))));
         assert_eq!(c.queued(), 0);
     }
 

@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::json;
+
 /// Event name of [`JobStatus`].
 pub const JOB_STATUS_V1: &str = "job:status:v1";
 /// Event name of [`JobChunk`].
@@ -402,6 +404,174 @@ impl ServerEvent {
             Self::MarketTick(e) => p(e),
             Self::StreamRecovered(_) | Self::Unsupported { .. } => None,
         }
+    }
+}
+
+/// An event as it came off the wire: its name, its arguments as raw JSON
+/// text, and any binary attachments (which stand in the arguments as
+/// `{"_placeholder":true,"num":N}`).
+///
+/// The core reads only what it needs from it ([`Incoming::position`],
+/// [`Incoming::recovered`]); the browser hands the raw arguments to
+/// `JSON.parse`, and Rust users call [`Incoming::decode`] for the typed
+/// contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The event name.
+    pub name: String,
+    /// The arguments, each a validated JSON text.
+    pub args: Vec<String>,
+    /// Binary attachments, in order.
+    pub attachments: Vec<Vec<u8>>,
+}
+
+/// Where an enveloped event stands in its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The stream.
+    pub stream: String,
+    /// The stream's epoch.
+    pub epoch: String,
+    /// The event's sequence number.
+    pub seq: u64,
+}
+
+impl Incoming {
+    /// Whether this is one of the v1 contracts that carry an envelope.
+    pub fn is_enveloped_contract(&self) -> bool {
+        matches!(
+            self.name.as_str(),
+            JOB_STATUS_V1
+                | JOB_CHUNK_V1
+                | JOB_RESULT_V1
+                | JOB_ERROR_V1
+                | TRADE_ORDER_V1
+                | MARKET_TICK_V1
+        )
+    }
+
+    /// The envelope's position: `Ok(None)` for an event without an envelope,
+    /// an error for a v1 contract whose envelope is broken. An event of a
+    /// name this SDK does not know still has its position tracked when its
+    /// first argument is an envelope, so a newer contract on the same stream
+    /// does not look like a gap.
+    pub fn position(&self) -> Result<Option<Position>, DecodeError> {
+        let broken = |reason: &str| DecodeError {
+            name: self.name.clone(),
+            reason: reason.to_owned(),
+        };
+        if self.name == STREAM_RECOVERED_V1 {
+            return Ok(None);
+        }
+        let first = self.args.first().map(String::as_str);
+        let field = |k: &str| first.and_then(|a| json::get(a, k));
+        let stream = field("stream").and_then(json::string);
+        let epoch = field("epoch").and_then(json::string);
+        let seq = field("seq").and_then(json::u64);
+        match (stream, epoch, seq) {
+            (Some(stream), Some(epoch), Some(seq)) => Ok(Some(Position { stream, epoch, seq })),
+            _ if self.is_enveloped_contract() => {
+                if first.is_none() {
+                    Err(broken("missing argument"))
+                } else {
+                    Err(broken(
+                        "the envelope needs stream and epoch (strings) and seq (an integer)",
+                    ))
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The notice of a `stream:recovered:v1` event.
+    pub fn recovered(&self) -> Option<Result<StreamRecovered, DecodeError>> {
+        if self.name != STREAM_RECOVERED_V1 {
+            return None;
+        }
+        let first = self.args.first().map(String::as_str);
+        let field = |k: &str| first.and_then(|a| json::get(a, k));
+        Some(
+            match (
+                field("stream").and_then(json::string),
+                field("recovered").and_then(json::bool),
+                field("epoch").and_then(json::string),
+                field("seq").and_then(json::u64),
+            ) {
+                (Some(stream), Some(recovered), Some(epoch), Some(seq)) => Ok(StreamRecovered {
+                    stream,
+                    recovered,
+                    epoch,
+                    seq,
+                }),
+                _ => Err(DecodeError {
+                    name: self.name.clone(),
+                    reason: "needs stream, recovered, epoch and seq".to_owned(),
+                }),
+            },
+        )
+    }
+
+    /// What an app's listener gets, as JSON text: the first argument (the
+    /// envelope) for a contract, every argument as an array for an unknown
+    /// event with several.
+    pub fn payload_json(&self) -> String {
+        match self.args.as_slice() {
+            [] => "null".to_owned(),
+            [one] => one.clone(),
+            [first, ..] if self.is_enveloped_contract() || self.name == STREAM_RECOVERED_V1 => {
+                first.clone()
+            }
+            many => format!("[{}]", many.join(",")),
+        }
+    }
+
+    /// Decodes into the typed contract (binary placeholders become arrays of
+    /// byte values).
+    pub fn decode(&self) -> Result<ServerEvent, DecodeError> {
+        let args = self
+            .args
+            .iter()
+            .map(|a| {
+                serde_json::from_str::<Value>(a)
+                    .map(|v| fill_placeholders(v, &self.attachments))
+                    .map_err(|e| DecodeError {
+                        name: self.name.clone(),
+                        reason: e.to_string(),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        decode_event(&self.name, args)
+    }
+}
+
+/// Replaces `{"_placeholder":true,"num":N}` with the bytes of attachment N,
+/// as an array of numbers.
+fn fill_placeholders(v: Value, attachments: &[Vec<u8>]) -> Value {
+    match v {
+        Value::Object(map) => {
+            if map.get("_placeholder") == Some(&Value::Bool(true)) {
+                if let Some(bytes) = map
+                    .get("num")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| attachments.get(usize::try_from(n).ok()?))
+                {
+                    return Value::Array(bytes.iter().map(|b| Value::from(*b)).collect());
+                }
+                return Value::Object(map);
+            }
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, fill_placeholders(v, attachments)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| fill_placeholders(v, attachments))
+                .collect(),
+        ),
+        other => other,
     }
 }
 

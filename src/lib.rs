@@ -13,8 +13,10 @@
 pub mod backoff;
 pub mod client;
 pub mod contract;
+pub mod json;
 pub mod outbox;
 pub mod protocol;
+mod vec_map;
 
 pub use client::{Client, Config, ConnectionState, Output, StateChange};
 

@@ -271,14 +271,20 @@ impl Driver {
                         let _ = self.events.send(Event::State(change));
                     }
                     Output::Event(ev, ack) => {
-                        let _ = self.events.send(Event::Server(ev, ack));
+                        let _ = self.events.send(match ev.decode() {
+                            Ok(ev) => Event::Server(ev, ack),
+                            Err(e) => Event::Invalid(e),
+                        });
                     }
                     Output::Invalid(e) => {
                         let _ = self.events.send(Event::Invalid(e));
                     }
                     Output::Ack(id, result) => {
                         if let Some(done) = self.waiting.remove(&id) {
-                            let _ = done.send(result.map_err(ActionFailed::from));
+                            let result = result
+                                .map(|raw| serde_json::from_str(&raw).unwrap_or(Value::Null))
+                                .map_err(ActionFailed::from);
+                            let _ = done.send(result);
                         }
                     }
                     Output::Queue(n) => {
@@ -329,22 +335,33 @@ impl Driver {
     async fn command(&mut self, command: Command) {
         let now = self.now();
         match command {
-            Command::Send { name, data, done } => match self.client.send(&name, data, now) {
-                Ok(id) => {
-                    self.waiting.insert(id, done);
+            Command::Send { name, data, done } => {
+                match self.client.send(&name, &data.to_string(), now) {
+                    Ok(id) => {
+                        self.waiting.insert(id, done);
+                    }
+                    Err(e) => {
+                        let _ = done.send(Err(e.into()));
+                    }
                 }
-                Err(e) => {
-                    let _ = done.send(Err(e.into()));
-                }
-            },
-            Command::Reply { ack_id, args } => self.client.reply(ack_id, args),
+            }
+            Command::Reply { ack_id, args } => {
+                let args: Vec<String> = args.iter().map(Value::to_string).collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                // Values always serialize to valid JSON.
+                let _ = self.client.reply(ack_id, &args);
+            }
             Command::Emit { name, args } => {
                 if self.client.state().is_connected() {
                     // The core has no plain emit; this is the frame it would build.
                     let mut items = Vec::with_capacity(args.len() + 1);
                     items.push(Value::String(name));
                     items.extend(args);
-                    let p = Packet::new(PacketType::Event, None, Some(Value::Array(items)));
+                    let p = Packet::new(
+                        PacketType::Event,
+                        None,
+                        Some(Value::Array(items).to_string()),
+                    );
                     let frame = EioPacket::Message(p.encode()).encode();
                     if self.feed(Message::text(frame)).await {
                         self.flush().await;

@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+
+use crate::json;
 
 /// Why an action could not be queued.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -15,6 +16,9 @@ pub enum SendError {
     /// `outbox_capacity`.
     #[error("outbox full: {0} actions are waiting")]
     OutboxFull(usize),
+    /// The action's data is not one JSON value.
+    #[error("action data is not valid json: {0}")]
+    InvalidJson(crate::json::JsonError),
 }
 
 /// How an action ended without a result.
@@ -41,8 +45,8 @@ pub struct Action {
     pub id: u64,
     /// Action name, e.g. `job:start:v1`.
     pub name: String,
-    /// Payload.
-    pub data: Value,
+    /// Payload, as JSON text.
+    pub data: String,
     /// Idempotency key.
     pub key: String,
     /// Expiry, ms since the Unix epoch.
@@ -50,6 +54,48 @@ pub struct Action {
     /// `(ack id, deadline)` while sent and unacked.
     #[serde(skip)]
     pub in_flight: Option<(u64, u64)>,
+}
+
+/// Encodes actions for storage: a JSON array of `{id, name, key, expiresAt, data}`.
+pub fn encode_actions(actions: &[Action]) -> String {
+    let mut out = String::from("[");
+    for (i, a) in actions.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"id\":");
+        out.push_str(&a.id.to_string());
+        out.push_str(",\"name\":");
+        json::write_string(&mut out, &a.name);
+        out.push_str(",\"key\":");
+        json::write_string(&mut out, &a.key);
+        out.push_str(",\"expiresAt\":");
+        out.push_str(&a.expires_at.to_string());
+        out.push_str(",\"data\":");
+        out.push_str(&a.data);
+        out.push('}');
+    }
+    out.push(']');
+    out
+}
+
+/// Decodes what [`encode_actions`] wrote. An entry that is not a valid
+/// action is skipped: a damaged store loses that entry, not the others.
+pub fn decode_actions(text: &str) -> Result<Vec<Action>, json::JsonError> {
+    Ok(json::array(text)?
+        .into_iter()
+        .filter_map(|item| {
+            let field = |k: &str| json::get(item, k);
+            Some(Action {
+                id: field("id").and_then(json::u64)?,
+                name: field("name").and_then(json::string)?,
+                key: field("key").and_then(json::string)?,
+                expires_at: field("expiresAt").and_then(json::u64)?,
+                data: field("data")?.trim().to_owned(),
+                in_flight: None,
+            })
+        })
+        .collect())
 }
 
 /// The outbox.
@@ -84,7 +130,7 @@ impl Outbox {
     pub fn push(
         &mut self,
         name: &str,
-        data: Value,
+        data: String,
         key: String,
         expires_at: u64,
     ) -> Result<u64, SendError> {
@@ -205,16 +251,14 @@ impl Outbox {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
     fn full_outbox_refuses_with_a_clear_error() {
         let mut o = Outbox::new(2);
-        o.push("a", json!(1), "k1".into(), 100).expect("fits");
-        o.push("a", json!(2), "k2".into(), 100).expect("fits");
-        let err = o.push("a", json!(3), "k3".into(), 100).expect_err("full");
+        o.push("a", "1".into(), "k1".into(), 100).expect("fits");
+        o.push("a", "2".into(), "k2".into(), 100).expect("fits");
+        let err = o.push("a", "3".into(), "k3".into(), 100).expect_err("full");
         assert_eq!(err, SendError::OutboxFull(2));
         assert_eq!(err.to_string(), "outbox full: 2 actions are waiting");
     }
@@ -222,7 +266,7 @@ mod tests {
     #[test]
     fn overdue_ack_makes_the_action_go_out_again_with_the_same_key() {
         let mut o = Outbox::new(8);
-        let id = o.push("a", json!(1), "k1".into(), 1_000).expect("fits");
+        let id = o.push("a", "1".into(), "k1".into(), 1_000).expect("fits");
         o.mark_sent(id, 7, 50);
         assert!(o.next_unsent().is_none());
         assert!(!o.time_out_acks(49));
@@ -238,8 +282,8 @@ mod tests {
     #[test]
     fn expired_actions_leave_in_order_and_report_expired() {
         let mut o = Outbox::new(8);
-        let a = o.push("a", json!(1), "k1".into(), 10).expect("fits");
-        let b = o.push("a", json!(2), "k2".into(), 20).expect("fits");
+        let a = o.push("a", "1".into(), "k1".into(), 10).expect("fits");
+        let b = o.push("a", "2".into(), "k2".into(), 20).expect("fits");
         assert_eq!(o.expire(15), vec![(a, ActionError::Expired)]);
         assert_eq!(o.next_unsent().map(|x| x.id), Some(b));
     }
@@ -247,17 +291,25 @@ mod tests {
     #[test]
     fn restored_actions_keep_keys_and_order() {
         let mut o = Outbox::new(8);
-        o.push("a", json!(1), "k1".into(), 10).expect("fits");
-        o.push("b", json!(2), "k2".into(), 10).expect("fits");
-        let saved = serde_json::to_string(&o.snapshot()).expect("ser");
+        o.push("a", "1".into(), "k1".into(), 10).expect("fits");
+        o.push("b", "2".into(), "k2".into(), 10).expect("fits");
+        let saved = encode_actions(&o.snapshot());
+        assert_eq!(decode_actions(&saved).expect("de"), o.snapshot());
+        assert_eq!(
+            decode_actions(r#"[{"id":1},{"id":2,"name":"a","key":"k","expiresAt":5,"data":[1]}]"#)
+                .expect("de")
+                .len(),
+            1,
+            "a damaged entry is skipped, the rest kept"
+        );
         let mut fresh = Outbox::new(8);
-        let newer = fresh.push("c", json!(3), "k3".into(), 10).expect("fits");
-        let ids = fresh.restore(serde_json::from_str(&saved).expect("de"));
+        let newer = fresh.push("c", "3".into(), "k3".into(), 10).expect("fits");
+        let ids = fresh.restore(decode_actions(&saved).expect("de"));
         assert_eq!(ids.len(), 2);
         assert!(!ids.contains(&newer), "restored actions get fresh ids");
         let keys: Vec<_> = fresh.snapshot().into_iter().map(|a| a.key).collect();
         assert_eq!(keys, vec!["k1", "k2", "k3"], "restored ones go first");
-        let again = fresh.restore(serde_json::from_str(&saved).expect("de"));
+        let again = fresh.restore(decode_actions(&saved).expect("de"));
         assert!(again.is_empty(), "a key is never queued twice");
     }
 }

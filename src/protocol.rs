@@ -8,8 +8,7 @@
 //!
 //! Malformed input is a [`ProtocolError`], never a panic.
 
-use serde::Deserialize;
-use serde_json::Value;
+use crate::json;
 
 /// Why a frame could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,21 +44,63 @@ pub enum ProtocolError {
 }
 
 /// The Engine.IO handshake, sent by the server in the open packet.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handshake {
     /// Engine.IO session id.
     pub sid: String,
     /// Transports the server offers to upgrade to (empty over WebSocket).
-    #[serde(default)]
     pub upgrades: Vec<String>,
     /// Milliseconds between the server's pings.
     pub ping_interval: u64,
     /// Milliseconds the server waits for a pong.
     pub ping_timeout: u64,
-    /// Largest payload the server accepts, in bytes.
-    #[serde(default)]
+    /// Largest payload the server accepts, in bytes (0 when not said).
     pub max_payload: u64,
+}
+
+impl Handshake {
+    /// Reads the open packet's JSON.
+    pub fn parse(text: &str) -> Result<Self, ProtocolError> {
+        let bad = |what: &str| ProtocolError::BadHandshake(what.to_owned());
+        json::validate(text).map_err(|e| ProtocolError::BadHandshake(e.to_string()))?;
+        let field = |k: &str| json::get(text, k);
+        let number = |k: &str| field(k).and_then(json::u64);
+        let upgrades = match field("upgrades") {
+            None => Vec::new(),
+            Some(raw) => json::array(raw)
+                .map_err(|_| bad("upgrades must be an array"))?
+                .into_iter()
+                .map(|u| json::string(u).ok_or_else(|| bad("upgrades must be strings")))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Self {
+            sid: field("sid")
+                .and_then(json::string)
+                .ok_or_else(|| bad("sid must be a string"))?,
+            upgrades,
+            ping_interval: number("pingInterval")
+                .ok_or_else(|| bad("pingInterval must be an integer"))?,
+            ping_timeout: number("pingTimeout")
+                .ok_or_else(|| bad("pingTimeout must be an integer"))?,
+            max_payload: match field("maxPayload") {
+                None => 0,
+                Some(raw) => json::u64(raw).ok_or_else(|| bad("maxPayload must be an integer"))?,
+            },
+        })
+    }
+
+    /// The open packet's JSON, as a server sends it.
+    pub fn to_json(&self) -> String {
+        let upgrades: Vec<String> = self.upgrades.iter().map(|u| json::quote(u)).collect();
+        format!(
+            "{{\"sid\":{},\"upgrades\":[{}],\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+            json::quote(&self.sid),
+            upgrades.join(","),
+            self.ping_interval,
+            self.ping_timeout,
+            self.max_payload
+        )
+    }
 }
 
 /// An Engine.IO v4 packet.
@@ -88,10 +129,7 @@ impl EioPacket {
         let kind = chars.next().ok_or(ProtocolError::Empty)?;
         let rest = chars.as_str();
         Ok(match kind {
-            '0' => Self::Open(
-                serde_json::from_str(rest)
-                    .map_err(|e| ProtocolError::BadHandshake(e.to_string()))?,
-            ),
+            '0' => Self::Open(Handshake::parse(rest)?),
             '1' => Self::Close,
             '2' => Self::Ping(rest.to_owned()),
             '3' => Self::Pong(rest.to_owned()),
@@ -106,12 +144,7 @@ impl EioPacket {
     /// encoded with the fields a server sends.
     pub fn encode(&self) -> String {
         match self {
-            Self::Open(h) => format!(
-                "0{}",
-                serde_json::json!({"sid": h.sid, "upgrades": h.upgrades,
-                    "pingInterval": h.ping_interval, "pingTimeout": h.ping_timeout,
-                    "maxPayload": h.max_payload})
-            ),
+            Self::Open(h) => format!("0{}", h.to_json()),
             Self::Close => "1".to_owned(),
             Self::Ping(d) => format!("2{d}"),
             Self::Pong(d) => format!("3{d}"),
@@ -181,16 +214,16 @@ pub struct Packet {
     pub nsp: String,
     /// The ack id, for events that want an ack and for acks.
     pub id: Option<u64>,
-    /// The JSON payload. In binary packets, attachments stand in it as
-    /// `{"_placeholder":true,"num":N}`.
-    pub data: Option<Value>,
+    /// The JSON payload as raw text, validated. In binary packets,
+    /// attachments stand in it as `{"_placeholder":true,"num":N}`.
+    pub data: Option<String>,
     /// Binary attachments, in order (binary packets only).
     pub attachments: Vec<Vec<u8>>,
 }
 
 impl Packet {
     /// A packet on the default namespace.
-    pub fn new(kind: PacketType, id: Option<u64>, data: Option<Value>) -> Self {
+    pub fn new(kind: PacketType, id: Option<u64>, data: Option<String>) -> Self {
         Self {
             kind,
             nsp: "/".to_owned(),
@@ -246,10 +279,8 @@ impl Packet {
         let data = if rest.is_empty() {
             None
         } else {
-            Some(
-                serde_json::from_str::<Value>(rest)
-                    .map_err(|e| ProtocolError::BadJson(e.to_string()))?,
-            )
+            json::validate(rest).map_err(|e| ProtocolError::BadJson(e.to_string()))?;
+            Some(rest.to_owned())
         };
 
         let packet = Self {
@@ -264,26 +295,30 @@ impl Packet {
     }
 
     fn check_shape(&self) -> Result<(), ProtocolError> {
-        match (self.kind, &self.data) {
-            (PacketType::Event | PacketType::BinaryEvent, Some(Value::Array(a)))
-                if a.first().is_some_and(Value::is_string) =>
-            {
-                Ok(())
+        let data = self.data.as_deref();
+        let is_object = |d: &str| d.trim_start().starts_with('{');
+        let is_string = |d: &str| d.trim_start().starts_with('"');
+        let ok = match self.kind {
+            PacketType::Event | PacketType::BinaryEvent => data
+                .and_then(|d| json::array(d).ok())
+                .is_some_and(|items| items.first().is_some_and(|n| is_string(n))),
+            PacketType::Ack | PacketType::BinaryAck => {
+                self.id.is_some() && data.is_some_and(|d| d.trim_start().starts_with('['))
             }
-            (PacketType::Event | PacketType::BinaryEvent, _) => {
-                Err(ProtocolError::BadPayload("event"))
-            }
-            (PacketType::Ack | PacketType::BinaryAck, Some(Value::Array(_)))
-                if self.id.is_some() =>
-            {
-                Ok(())
-            }
-            (PacketType::Ack | PacketType::BinaryAck, _) => Err(ProtocolError::BadPayload("ack")),
-            (PacketType::Connect, None | Some(Value::Object(_))) => Ok(()),
-            (PacketType::Connect, _) => Err(ProtocolError::BadPayload("connect")),
-            (PacketType::ConnectError, Some(Value::Object(_) | Value::String(_)) | None) => Ok(()),
-            (PacketType::ConnectError, _) => Err(ProtocolError::BadPayload("connect_error")),
-            (PacketType::Disconnect, _) => Ok(()),
+            PacketType::Connect => data.is_none_or(is_object),
+            PacketType::ConnectError => data.is_none_or(|d| is_object(d) || is_string(d)),
+            PacketType::Disconnect => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ProtocolError::BadPayload(match self.kind {
+                PacketType::Event | PacketType::BinaryEvent => "event",
+                PacketType::Ack | PacketType::BinaryAck => "ack",
+                PacketType::Connect => "connect",
+                PacketType::ConnectError => "connect_error",
+                PacketType::Disconnect => "disconnect",
+            }))
         }
     }
 
@@ -304,78 +339,39 @@ impl Packet {
             out.push_str(&id.to_string());
         }
         if let Some(data) = &self.data {
-            out.push_str(&data.to_string());
+            out.push_str(data);
         }
         out
     }
 
-    /// The event name and arguments of an event packet, with binary
-    /// placeholders replaced by arrays of byte values.
-    pub fn into_event(self) -> Option<(String, Vec<Value>)> {
+    /// The event name and raw arguments of an event packet, and its
+    /// attachments.
+    pub fn into_event(self) -> Option<(String, Vec<String>, Vec<Vec<u8>>)> {
         if !matches!(self.kind, PacketType::Event | PacketType::BinaryEvent) {
             return None;
         }
-        let attachments = self.attachments;
-        let Some(Value::Array(mut items)) = self.data else {
-            return None;
-        };
-        if items.is_empty() {
-            return None;
-        }
-        let Value::String(name) = items.remove(0) else {
-            return None;
-        };
-        let args = items
-            .into_iter()
-            .map(|v| fill_placeholders(v, &attachments))
-            .collect();
-        Some((name, args))
+        let data = self.data?;
+        let items = json::array(&data).ok()?;
+        let (name, args) = items.split_first()?;
+        let name = json::string(name)?;
+        Some((
+            name,
+            args.iter().map(|a| (*a).to_owned()).collect(),
+            self.attachments,
+        ))
     }
 
-    /// The arguments of an ack packet, with binary placeholders filled.
-    pub fn into_ack_args(self) -> Option<Vec<Value>> {
-        let attachments = self.attachments;
-        match (self.kind, self.data) {
-            (PacketType::Ack | PacketType::BinaryAck, Some(Value::Array(items))) => Some(
-                items
-                    .into_iter()
-                    .map(|v| fill_placeholders(v, &attachments))
-                    .collect(),
-            ),
-            _ => None,
+    /// The raw arguments of an ack packet, and its attachments.
+    pub fn into_ack_args(self) -> Option<(Vec<String>, Vec<Vec<u8>>)> {
+        if !matches!(self.kind, PacketType::Ack | PacketType::BinaryAck) {
+            return None;
         }
-    }
-}
-
-/// Replaces `{"_placeholder":true,"num":N}` with the bytes of attachment N,
-/// as an array of numbers (the wasm layer turns it into a `Uint8Array`).
-fn fill_placeholders(v: Value, attachments: &[Vec<u8>]) -> Value {
-    match v {
-        Value::Object(map) => {
-            let is_placeholder = map.get("_placeholder") == Some(&Value::Bool(true));
-            if is_placeholder {
-                if let Some(bytes) = map
-                    .get("num")
-                    .and_then(Value::as_u64)
-                    .and_then(|n| attachments.get(usize::try_from(n).ok()?))
-                {
-                    return Value::Array(bytes.iter().map(|b| Value::from(*b)).collect());
-                }
-                return Value::Object(map);
-            }
-            Value::Object(
-                map.into_iter()
-                    .map(|(k, v)| (k, fill_placeholders(v, attachments)))
-                    .collect(),
-            )
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|v| fill_placeholders(v, attachments))
-                .collect(),
-        ),
-        other => other,
+        let data = self.data?;
+        let items = json::array(&data).ok()?;
+        Some((
+            items.into_iter().map(str::to_owned).collect(),
+            self.attachments,
+        ))
     }
 }
 
@@ -434,8 +430,6 @@ impl Decoder {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -473,16 +467,16 @@ mod tests {
             (PacketType::Event, "/admin", Some(12), 0)
         );
         assert_eq!(p.encode(), r#"2/admin,12["hello",{"a":1}]"#);
-        let (name, args) = p.into_event().expect("event");
+        let (name, args, _) = p.into_event().expect("event");
         assert_eq!(name, "hello");
-        assert_eq!(args, vec![json!({"a":1})]);
+        assert_eq!(args, vec![r#"{"a":1}"#.to_owned()]);
     }
 
     #[test]
     fn connect_reply_with_pid_from_a_recovery_server_decodes() {
         let (p, _) = Packet::decode(r#"0{"sid":"s1","pid":"p1"}"#).expect("decodes");
         assert_eq!(p.kind, PacketType::Connect);
-        assert_eq!(p.data, Some(json!({"sid":"s1","pid":"p1"})));
+        assert_eq!(p.data.as_deref(), Some(r#"{"sid":"s1","pid":"p1"}"#));
     }
 
     #[test]
@@ -496,9 +490,10 @@ mod tests {
         let Decoded::Socket(p) = d.binary(&[3]).expect("second") else {
             panic!("not complete")
         };
-        let (name, args) = p.into_event().expect("event");
+        let (name, args, attachments) = p.into_event().expect("event");
         assert_eq!(name, "upload");
-        assert_eq!(args, vec![json!([1, 2]), json!({"x":[3]})]);
+        assert_eq!(args.len(), 2);
+        assert_eq!(attachments, vec![vec![1, 2], vec![3]]);
         assert_eq!(d.binary(&[0]), Err(ProtocolError::UnexpectedBinary));
     }
 
@@ -620,7 +615,7 @@ mod props {
                 kind,
                 nsp,
                 id,
-                data,
+                data: data.map(|d| d.to_string()),
                 attachments,
             })
     }

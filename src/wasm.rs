@@ -5,18 +5,18 @@
 //! public `Liveline` class.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use gloo_timers::callback::Timeout;
 use js_sys::{Function, JSON, Object, Promise, Reflect, Uint8Array};
-use serde_json::Value;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, Event, MessageEvent, WebSocket};
 
 use crate::client::{Client, Config, ConnectionState, Output, StateChange};
-use crate::outbox::{Action, ActionError, SendError};
+use crate::contract::Incoming;
+use crate::outbox::{self, ActionError, SendError};
+use crate::vec_map::VecMap;
 
 type Listener = (u32, Function);
 
@@ -51,12 +51,12 @@ struct Inner {
     get_token: Function,
     socket: Option<Socket>,
     timer: Option<Timeout>,
-    listeners: HashMap<String, Vec<Listener>>,
+    listeners: VecMap<String, Vec<Listener>>,
     subscribers: Vec<Listener>,
     next_listener: u32,
     snapshot: JsValue,
     last_change: StateChange,
-    pending: HashMap<u64, (Function, Function)>,
+    pending: VecMap<u64, (Function, Function)>,
     page: Option<PageListeners>,
     storage: Option<Storage>,
     /// Whether the saved outbox has been read (or there is none to read).
@@ -64,7 +64,7 @@ struct Inner {
     /// `connect()` was called before the saved outbox was read.
     want_connect: bool,
     /// Actions restored from storage: their promises died with the old page.
-    restored: HashMap<u64, String>,
+    restored: VecMap<u64, String>,
 }
 
 /// Where the outbox survives a reload: `{load(): Promise<string|null>, save(text)}`,
@@ -90,19 +90,59 @@ fn js_error(code: &str, message: &str) -> JsValue {
     err.into()
 }
 
-fn to_js(v: &Value) -> JsValue {
-    JSON::parse(&v.to_string()).unwrap_or(JsValue::NULL)
+/// Raw JSON text from the core to a JS value.
+fn to_js(raw: &str) -> JsValue {
+    JSON::parse(raw).unwrap_or(JsValue::NULL)
 }
 
-fn from_js(v: &JsValue) -> Result<Value, JsValue> {
+/// A JS value to JSON text for the core.
+fn from_js(v: &JsValue) -> Result<String, JsValue> {
+    let bad = || js_error("invalid_argument", "data must be JSON-serializable");
     if v.is_undefined() {
-        return Ok(Value::Null);
+        return Ok("null".to_owned());
     }
-    let text = JSON::stringify(v)
-        .map_err(|_| js_error("invalid_argument", "data must be JSON-serializable"))?;
-    let text = String::from(text);
-    serde_json::from_str(&text)
-        .map_err(|_| js_error("invalid_argument", "data must be JSON-serializable"))
+    JSON::stringify(v)
+        .ok()
+        .and_then(|t| t.as_string())
+        .ok_or_else(bad)
+}
+
+/// An event's payload as the app sees it: parsed by `JSON.parse`, with
+/// binary placeholders replaced by `Uint8Array`s.
+fn payload_of(ev: &Incoming) -> JsValue {
+    let payload = to_js(&ev.payload_json());
+    if ev.attachments.is_empty() {
+        payload
+    } else {
+        fill_placeholders(payload, &ev.attachments)
+    }
+}
+
+fn fill_placeholders(v: JsValue, attachments: &[Vec<u8>]) -> JsValue {
+    if let Some(array) = v.dyn_ref::<js_sys::Array>() {
+        for i in 0..array.length() {
+            array.set(i, fill_placeholders(array.get(i), attachments));
+        }
+        return v;
+    }
+    if !v.is_object() {
+        return v;
+    }
+    let field = |k: &str| Reflect::get(&v, &k.into()).unwrap_or(JsValue::UNDEFINED);
+    if field("_placeholder").as_bool() == Some(true) {
+        let bytes = field("num")
+            .as_f64()
+            .and_then(|n| attachments.get(n as usize));
+        if let Some(bytes) = bytes {
+            return Uint8Array::from(bytes.as_slice()).into();
+        }
+        return v;
+    }
+    for k in Object::keys(v.unchecked_ref::<Object>()).iter() {
+        let inner = Reflect::get(&v, &k).unwrap_or(JsValue::UNDEFINED);
+        let _ = Reflect::set(&v, &k, &fill_placeholders(inner, attachments));
+    }
+    v
 }
 
 fn opt_u64(options: &JsValue, key: &str) -> Option<u64> {
@@ -208,17 +248,17 @@ impl LivelineCore {
                 get_token,
                 socket: None,
                 timer: None,
-                listeners: HashMap::new(),
+                listeners: VecMap::default(),
                 subscribers: Vec::new(),
                 next_listener: 0,
                 snapshot: initial,
                 last_change,
-                pending: HashMap::new(),
+                pending: VecMap::default(),
                 page: None,
                 loaded: storage.is_none(),
                 storage,
                 want_connect: false,
-                restored: HashMap::new(),
+                restored: VecMap::default(),
             })),
         };
         client.load_outbox();
@@ -244,7 +284,7 @@ impl LivelineCore {
             let Some(rc) = weak.upgrade() else { return };
             {
                 let mut inner = rc.borrow_mut();
-                let saved: Vec<Action> = match text.as_deref().map(serde_json::from_str) {
+                let saved = match text.as_deref().map(outbox::decode_actions) {
                     Some(Ok(actions)) => actions,
                     Some(Err(e)) => {
                         web_sys::console::warn_1(
@@ -307,7 +347,7 @@ impl LivelineCore {
             Ok(d) => d,
             Err(e) => return Promise::reject(&e),
         };
-        let result = self.inner.borrow_mut().core.send(&name, data, now());
+        let result = self.inner.borrow_mut().core.send(&name, &data, now());
         let promise = match result {
             Ok(id) => {
                 let inner = self.inner.clone();
@@ -315,10 +355,10 @@ impl LivelineCore {
                     inner.borrow_mut().pending.insert(id, (resolve, reject));
                 })
             }
-            Err(SendError::OutboxFull(n)) => Promise::reject(&js_error(
-                "outbox_full",
-                &format!("outbox full: {n} actions are waiting"),
-            )),
+            Err(e @ SendError::OutboxFull(_)) => {
+                Promise::reject(&js_error("outbox_full", &e.to_string()))
+            }
+            Err(e) => Promise::reject(&js_error("invalid_argument", &e.to_string())),
         };
         pump(&self.inner);
         promise
@@ -330,11 +370,7 @@ impl LivelineCore {
         let mut inner = self.inner.borrow_mut();
         inner.next_listener += 1;
         let id = inner.next_listener;
-        inner
-            .listeners
-            .entry(name.clone())
-            .or_default()
-            .push((id, f));
+        inner.listeners.get_or_default(name.clone()).push((id, f));
         let weak = Rc::downgrade(&self.inner);
         Closure::once_into_js(move || {
             if let Some(rc) = weak.upgrade() {
@@ -475,8 +511,8 @@ fn pump(rc: &Rc<RefCell<Inner>>) {
                 publish_state(rc, change);
             }
             Output::Event(ev, _ack) => {
-                let name = ev.name().to_owned();
-                let payload = to_js(&ev.to_json());
+                let name = ev.name.clone();
+                let payload = payload_of(&ev);
                 let (named, all): (Vec<Function>, Vec<Function>) = {
                     let inner = rc.borrow();
                     let get = |n: &str| {
@@ -541,7 +577,7 @@ fn save_outbox(rc: &Rc<RefCell<Inner>>) {
         let Some(storage) = inner.storage.as_ref().filter(|_| inner.loaded) else {
             return;
         };
-        let text = serde_json::to_string(&inner.core.outbox_snapshot()).unwrap_or_default();
+        let text = outbox::encode_actions(&inner.core.outbox_snapshot());
         (storage.save.clone(), text)
     };
     let _ = save.call1(&JsValue::NULL, &text.into());
@@ -549,7 +585,7 @@ fn save_outbox(rc: &Rc<RefCell<Inner>>) {
 
 /// An action restored after a reload ended: its promise is gone with the old
 /// page, so tell `on('action:settled')` listeners instead.
-fn settled_restored(rc: &Rc<RefCell<Inner>>, name: &str, result: Result<Value, ActionError>) {
+fn settled_restored(rc: &Rc<RefCell<Inner>>, name: &str, result: Result<String, ActionError>) {
     let o = Object::new();
     let set = |k: &str, v: &JsValue| {
         let _ = Reflect::set(&o, &k.into(), v);

@@ -32,7 +32,7 @@ use liveline::contract::{self, ServerEvent};
 use liveline::outbox::ActionError;
 use liveline::protocol::{EioPacket, Packet, PacketType};
 use liveline::{Client, Config, ConnectionState, Output};
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng as StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
@@ -565,9 +565,16 @@ impl Sim {
                     &change.reason,
                     &change.current,
                 ),
-                Output::Event(ev, _) => self.on_event(ev),
+                Output::Event(ev, _) => match ev.decode() {
+                    Ok(ev) => self.on_event(ev),
+                    Err(e) => self.violate(format!("undecodable event: {e}")),
+                },
                 Output::Invalid(e) => self.violate(format!("invalid event: {e}")),
-                Output::Ack(id, result) => self.on_ack(id, result),
+                Output::Ack(id, result) => {
+                    let result =
+                        result.map(|raw| serde_json::from_str(&raw).unwrap_or(Value::Null));
+                    self.on_ack(id, result)
+                }
                 Output::Queue(_) => {}
                 other => self.violate(format!("unknown output {other:?}")),
             }
@@ -765,10 +772,11 @@ impl Sim {
     fn app_send(&mut self) {
         self.next_n += 1;
         let n = self.next_n;
-        match self
-            .client
-            .send(contract::ACTION_JOB_START_V1, json!({"n": n}), self.now)
-        {
+        match self.client.send(
+            contract::ACTION_JOB_START_V1,
+            &json!({"n": n}).to_string(),
+            self.now,
+        ) {
             Ok(id) => {
                 self.log(|| format!("app sends action {id} (n={n})"));
                 self.app_actions.insert(id, AppAction { n, ended: None });
@@ -1098,7 +1106,13 @@ impl Sim {
             }
         };
         match packet.kind {
-            PacketType::Connect => self.on_connect(id, packet.data.unwrap_or(Value::Null)),
+            PacketType::Connect => {
+                let auth = packet
+                    .data
+                    .and_then(|d| serde_json::from_str(&d).ok())
+                    .unwrap_or(Value::Null);
+                self.on_connect(id, auth)
+            }
             PacketType::Event => {
                 let connected = self.socks.get(&id).is_some_and(|s| s.connected);
                 if !connected {
@@ -1106,10 +1120,13 @@ impl Sim {
                     return;
                 }
                 let ack = packet.id;
-                let Some((name, args)) = packet.into_event() else {
+                let Some((name, args, _)) = packet.into_event() else {
                     return;
                 };
-                let arg = args.into_iter().next().unwrap_or(Value::Null);
+                let arg = args
+                    .first()
+                    .and_then(|a| serde_json::from_str(a).ok())
+                    .unwrap_or(Value::Null);
                 match (name.as_str(), ack) {
                     (contract::ACTION_STREAM_REPLAY_V1, _) => {
                         self.seen.insert("replay");
