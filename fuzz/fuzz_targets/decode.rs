@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use liveline::contract;
+use liveline::contract::{self, Incoming};
+use liveline::json;
 use liveline::protocol::{Decoded, Decoder, EioPacket, Packet};
 
 fuzz_target!(|data: &[u8]| {
@@ -15,12 +16,28 @@ fuzz_target!(|data: &[u8]| {
         // As a whole frame, then split at each newline into a frame sequence.
         for frame in std::iter::once(text).chain(text.split('\n')) {
             if let Ok(Decoded::Socket(p)) = decoder.text(frame) {
-                if let Some((name, args)) = p.clone().into_event() {
-                    let _ = contract::decode_event(&name, args);
+                if let Some((name, args, attachments)) = p.clone().into_event() {
+                    let ev = Incoming { name, args, attachments };
+                    let _ = ev.position();
+                    let _ = ev.recovered();
+                    let _ = ev.payload_json();
+                    let _ = ev.decode();
                 }
                 let _ = p.into_ack_args();
             }
         }
+        // The JSON reader on its own, against serde_json as the reference.
+        let ours = json::validate(text).is_ok();
+        let reference = serde_json::from_str::<serde_json::Value>(text).is_ok();
+        let deep = text.bytes().filter(|b| *b == b'[' || *b == b'{').count() >= json::MAX_DEPTH;
+        // serde_json refuses lone surrogate escapes, which JSON.parse (and we) accept.
+        let surrogates = text.contains("\\u");
+        assert!(ours || !reference || deep, "json::validate refuses valid json {text:?}");
+        assert!(!ours || reference || surrogates, "json::validate accepts invalid json {text:?}");
+        let _ = json::array(text);
+        let _ = json::object(text);
+        let _ = json::string(text);
+        let _ = json::u64(text);
         if let Ok(serde_json::Value::Array(mut items)) = serde_json::from_str(text) {
             if let Some(serde_json::Value::String(name)) = items.first().cloned() {
                 items.remove(0);
