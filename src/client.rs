@@ -369,7 +369,9 @@ impl Client {
                 };
                 self.out.push_back(Output::Open(self.config.socket_url()));
             }
-            Err(e) => self.fail(&format!("getToken failed: {e}"), now),
+            // The app's token source may be down for a moment: retry with
+            // backoff like any failed attempt; the state shows the error.
+            Err(e) => self.lost(&format!("getToken failed: {e}"), now),
         }
     }
 
@@ -613,6 +615,12 @@ impl Client {
                         json::string(d).or_else(|| json::get(d, "message").and_then(json::string))
                     })
                     .unwrap_or_else(|| "connection refused".to_owned());
+                if !is_auth_refusal(&message) {
+                    // Refused for another reason (a connection cap, a gateway
+                    // shutting down): an ordinary failed attempt, retried.
+                    self.drop_socket(&format!("connection refused: {message}"), now);
+                    return;
+                }
                 self.out.push_back(Output::Close);
                 self.socket_gone();
                 if self.auth_retried {
@@ -873,6 +881,15 @@ impl Client {
             queued: self.outbox.len(),
         }));
     }
+}
+
+/// Whether a CONNECT refusal is about the credentials (a fresh token may
+/// help once; a second in a row is final) rather than load or shutdown.
+fn is_auth_refusal(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["unauthorized", "forbidden", "token", "auth", "jwt"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 /// Reads an ack's first argument: `{"ok":true,"data":..}` gives the data,
@@ -1167,5 +1184,33 @@ mod tests {
         }
         assert_eq!(c.state().name(), "suspended", "after {now} ms");
         assert!(now >= Config::new("x").suspend_after_ms);
+    }
+
+    #[test]
+    fn a_refusal_that_is_not_about_the_token_is_retried_with_backoff() {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        c.connect(0);
+        for n in 0..3 {
+            let now = n * 20_000;
+            c.handle_timeout(now);
+            c.handle_token(Ok("t".into()), now);
+            c.handle_text(HANDSHAKE, now);
+            c.handle_text(r#"44{"message":"connection cap reached"}"#, now);
+            assert_eq!(c.state().name(), "reconnecting", "after refusal {n}");
+        }
+    }
+
+    #[test]
+    fn a_failing_token_source_is_retried_not_fatal() {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        c.connect(0);
+        c.handle_token(Err("503 from /token".into()), 0);
+        let ConnectionState::Reconnecting { last_error, .. } = c.state() else {
+            panic!("not reconnecting: {:?}", c.state())
+        };
+        assert_eq!(last_error, "getToken failed: 503 from /token");
+        let at = c.poll_timeout().expect("a retry is scheduled");
+        c.handle_timeout(at);
+        assert!(drain(&mut c).contains(&Output::FetchToken));
     }
 }
