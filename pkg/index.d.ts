@@ -102,6 +102,7 @@ export interface ActionMap {
 /** Stable error codes on rejected promises and thrown errors. */
 export type LivelineErrorCode =
   | 'not_initialized'
+  | 'disposed'
   | 'invalid_argument'
   | 'outbox_full'
   | 'expired'
@@ -127,6 +128,11 @@ export class Liveline {
   connect(): void;
   /** Closes the connection and releases listeners and timers; queued actions stay queued. */
   close(): void;
+  /**
+   * Closes and frees the client's WebAssembly memory at once; later calls throw `disposed`.
+   * A dropped client whose callbacks reach it is not garbage-collected: dispose it.
+   */
+  dispose(): void;
   /** Sends an action through the outbox; resolves with the gateway's result. */
   send<K extends keyof ActionMap>(action: K, data: ActionMap[K][0]): Promise<ActionMap[K][1]>;
   send(action: string, data: unknown): Promise<unknown>;

@@ -113,37 +113,66 @@ export class Liveline {
     this.getSnapshot = this.getSnapshot.bind(this);
   }
 
+  /** The wasm object, or a `disposed` error after `dispose()`. */
+  _live() {
+    if (!this._core) throw livelineError('disposed', 'liveline: this client was disposed');
+    return this._core;
+  }
+
   connect() {
-    this._core.connect();
+    this._live().connect();
   }
 
   close() {
-    this._core.close();
+    this._live().close();
+  }
+
+  /**
+   * Closes the client and frees its WebAssembly memory at once. The wasm side
+   * holds the app's callbacks (getToken, listeners), which often reach the
+   * client again, so a dropped client is not garbage-collected by itself:
+   * call dispose() when you are done with one. Queued actions stay stored.
+   */
+  dispose() {
+    if (!this._core) return;
+    const core = this._core;
+    this._core = null;
+    core.close();
+    core.free();
   }
 
   send(action, data) {
-    return this._core.send(action, data);
+    try {
+      return this._live().send(action, data);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /** A function that removes listener `id` (a no-op once disposed). */
+  _off(id) {
+    return () => this._core?.off(id);
   }
 
   on(event, fn) {
-    return this._core.on(event, fn);
+    return this._off(this._live().on(event, fn));
   }
 
   watchJob(jobId, fn) {
-    return this._core.on('*', (payload, name) => {
+    return this.on('*', (payload, name) => {
       if (payload && payload.data && payload.data.jobId === jobId) fn(payload, name);
     });
   }
 
   subscribe(fn) {
-    return this._core.subscribe(fn);
+    return this._off(this._live().subscribe(fn));
   }
 
   getSnapshot() {
-    return this._core.getSnapshot();
+    return this._live().getSnapshot();
   }
 
   stats() {
-    return this._core.stats();
+    return this._live().stats();
   }
 }

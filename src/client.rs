@@ -227,6 +227,8 @@ pub struct Client {
     /// Replays asked for on this socket: stream -> (epoch, seq, deadline).
     replays_pending: VecMap<String, (String, u64, u64)>,
     next_ack_id: u64,
+    /// The server appends a recovery offset to its events.
+    recovery_server: bool,
     out: VecDeque<Output>,
 }
 
@@ -252,6 +254,7 @@ impl Client {
             positions: VecMap::default(),
             replays_pending: VecMap::default(),
             next_ack_id: 0,
+            recovery_server: false,
             out: VecDeque::new(),
         }
     }
@@ -604,6 +607,13 @@ impl Client {
                 self.auth_retried = false;
                 self.disconnected_since = None;
                 self.last_error.clear();
+                // A server with connection-state recovery answers with a
+                // `pid` and appends an offset to every event it emits.
+                self.recovery_server = p
+                    .data
+                    .as_deref()
+                    .and_then(|d| json::get(d, "pid"))
+                    .is_some();
                 self.set_state(ConnectionState::Connected, "connected", now);
                 self.flush_outbox(now);
             }
@@ -651,9 +661,17 @@ impl Client {
             }
             PacketType::Event | PacketType::BinaryEvent => {
                 let ack = p.id;
-                let Some((name, args, attachments)) = p.into_event() else {
+                let Some((name, mut args, attachments)) = p.into_event() else {
                     return;
                 };
+                if self.recovery_server
+                    && ack.is_none()
+                    && args.last().is_some_and(|a| a.starts_with('"'))
+                {
+                    // The recovery offset is the server's business, not the app's:
+                    // our own resume rests on the envelopes' (epoch, seq).
+                    args.pop();
+                }
                 self.deliver(
                     Incoming {
                         name,
@@ -1212,5 +1230,30 @@ mod tests {
         let at = c.poll_timeout().expect("a retry is scheduled");
         c.handle_timeout(at);
         assert!(drain(&mut c).contains(&Output::FetchToken));
+    }
+
+    #[test]
+    fn a_recovery_servers_trailing_offset_is_not_the_apps_argument() {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        c.connect(0);
+        c.handle_token(Ok("t".into()), 0);
+        c.handle_text(HANDSHAKE, 0);
+        c.handle_text(r#"40{"sid":"s","pid":"p"}"#, 0);
+        c.handle_text(r#"42["welcome",{"hi":1},"off-1"]"#, 1);
+        c.handle_text(r#"425["ask",1,"not-an-offset"]"#, 1);
+        let events: Vec<_> = drain(&mut c)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Event(ev, _) => Some(ev.args),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                vec![r#"{"hi":1}"#.to_owned()],
+                vec!["1".to_owned(), r#""not-an-offset""#.to_owned()]
+            ]
+        );
     }
 }

@@ -35,13 +35,6 @@ impl<K: Eq, V> VecMap<K, V> {
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
-    pub(crate) fn get_mut<Q: Eq + ?Sized>(&mut self, key: &Q) -> Option<&mut V>
-    where
-        K: Borrow<Q>,
-    {
-        self.index(key).map(|i| &mut self.entries[i].1)
-    }
-
     /// Inserts or replaces; returns the value replaced.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         match self.index(&key) {
@@ -82,6 +75,11 @@ impl<K: Eq, V> VecMap<K, V> {
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, v)| v)
+    }
+
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
+    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|(_, v)| v)
     }
 
     #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's

@@ -365,36 +365,31 @@ impl LivelineCore {
     }
 
     /// Calls `fn(payload)` for every event with this name (`*` for all,
-    /// called as `fn(payload, name)`). Returns a function that removes it.
-    pub fn on(&self, name: String, f: Function) -> Function {
+    /// called as `fn(payload, name)`). Returns an id for `off`.
+    pub fn on(&self, name: String, f: Function) -> u32 {
         let mut inner = self.inner.borrow_mut();
         inner.next_listener += 1;
         let id = inner.next_listener;
-        inner.listeners.get_or_default(name.clone()).push((id, f));
-        let weak = Rc::downgrade(&self.inner);
-        Closure::once_into_js(move || {
-            if let Some(rc) = weak.upgrade() {
-                if let Some(list) = rc.borrow_mut().listeners.get_mut(&name) {
-                    list.retain(|(i, _)| *i != id);
-                }
-            }
-        })
-        .unchecked_into()
+        inner.listeners.get_or_default(name).push((id, f));
+        id
     }
 
-    /// Calls `fn()` on every state change. Returns a function that removes it.
-    pub fn subscribe(&self, f: Function) -> Function {
+    /// Removes the listener `on` returned this id for.
+    pub fn off(&self, id: u32) {
+        let mut inner = self.inner.borrow_mut();
+        for list in inner.listeners.values_mut() {
+            list.retain(|(i, _)| *i != id);
+        }
+        inner.subscribers.retain(|(i, _)| *i != id);
+    }
+
+    /// Calls `fn()` on every state change. Returns an id for `off`.
+    pub fn subscribe(&self, f: Function) -> u32 {
         let mut inner = self.inner.borrow_mut();
         inner.next_listener += 1;
         let id = inner.next_listener;
         inner.subscribers.push((id, f));
-        let weak = Rc::downgrade(&self.inner);
-        Closure::once_into_js(move || {
-            if let Some(rc) = weak.upgrade() {
-                rc.borrow_mut().subscribers.retain(|(i, _)| *i != id);
-            }
-        })
-        .unchecked_into()
+        id
     }
 
     /// The current state: the same object until the state changes.

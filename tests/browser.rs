@@ -77,7 +77,7 @@ async fn job_status_events_arrive_in_order_through_completed() {
             }
         }
     });
-    let off = client.on(
+    let listener_id = client.on(
         "job:status:v1".into(),
         listener.as_ref().unchecked_ref::<Function>().clone(),
     );
@@ -117,7 +117,7 @@ async fn job_status_events_arrive_in_order_through_completed() {
         assert!(pair[1].0 > pair[0].0, "seq must increase: {seen:?}");
     }
 
-    let _ = off.call0(&JsValue::NULL);
+    client.off(listener_id);
     client.close();
     let stats = client.stats();
     for key in ["listeners", "timers", "sockets", "pageListeners", "pending"] {

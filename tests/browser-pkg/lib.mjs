@@ -1,0 +1,287 @@
+// Shared helpers of the package's browser tests: a static server for the
+// harness and the package, gateway processes, tokens, publishing, Redis
+// clean-up, Chromium.
+import { spawn, execFile } from 'node:child_process';
+import { createServer } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { readFile, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { join, normalize, extname, sep } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+const run = promisify(execFile);
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const HARNESS_DIR = join(ROOT, 'tests/browser-pkg/harness');
+export const PKG_DIR = join(ROOT, 'pkg');
+export const GATEWAY = process.env.LIVELINE_GATEWAY_BIN || join(ROOT, 'target/debug/liveline-gateway');
+export const REDIS_URL = process.env.LIVELINE_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value; throws `what` (and the last value) after `timeout`. */
+export async function waitFor(what, fn, { timeout = 15_000, interval = 50 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last: ${JSON.stringify(last)}`);
+    }
+    await sleep(interval);
+  }
+}
+
+export function randomPrefix() {
+  return `llbrowser:${randomBytes(6).toString('hex')}:`;
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createNetServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.json': 'application/json',
+  '.wasm': 'application/wasm',
+  '.ts': 'text/plain; charset=utf-8',
+};
+
+/**
+ * Serves the harness at `/` and the package (pkg/: index.js, wasm/) at
+ * `/liveline/` on a free port. Returns {url, close}.
+ */
+export async function startStaticServer() {
+  const mounts = [
+    ['/liveline/', PKG_DIR],
+    ['/', HARNESS_DIR],
+  ];
+  const server = createServer(async (req, res) => {
+    try {
+      let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+      if (path === '/') path = '/index.html';
+      const [prefix, dir] = mounts.find(([p]) => path.startsWith(p));
+      const file = normalize(join(dir, path.slice(prefix.length)));
+      if (!file.startsWith(dir + sep) && file !== dir) throw Object.assign(new Error('outside'), { status: 403 });
+      const info = await stat(file);
+      if (!info.isFile()) throw Object.assign(new Error('not a file'), { status: 404 });
+      const body = await readFile(file);
+      res.writeHead(200, {
+        'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
+        'cache-control': 'no-store',
+      });
+      res.end(body);
+    } catch (err) {
+      res.writeHead(err.status ?? 404, { 'content-type': 'text/plain' });
+      res.end(String(err.message));
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${server.address().port}`;
+  return {
+    url,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Mints an HS256 token with the gateway binary (`mint-token`). */
+export async function mintToken(sub, ttl = 3600, extra = []) {
+  const { stdout } = await run(GATEWAY, ['mint-token', '--sub', sub, '--ttl', String(ttl), ...extra], { timeout: 10_000 });
+  return stdout.trim();
+}
+
+/** Publishes one event with the gateway binary (`publish`, straight to Redis). Returns the envelope. */
+export async function publish({ prefix, user, stream, event, data }) {
+  const { stdout } = await run(
+    GATEWAY,
+    ['publish', '--redis-url', REDIS_URL, '--key-prefix', prefix, '--user', user, '--stream', stream, '--event', event, '--data', JSON.stringify(data)],
+    { timeout: 10_000 },
+  );
+  return JSON.parse(stdout.trim());
+}
+
+/** Deletes every Redis key under `prefix`. */
+export async function cleanRedis(prefix) {
+  const { stdout } = await run('redis-cli', ['-u', REDIS_URL, '--scan', '--pattern', `${prefix}*`], { timeout: 10_000 });
+  const keys = stdout.split('\n').filter(Boolean);
+  for (let i = 0; i < keys.length; i += 200) {
+    await run('redis-cli', ['-u', REDIS_URL, 'DEL', ...keys.slice(i, i + 200)], { timeout: 10_000 });
+  }
+  return keys.length;
+}
+
+/**
+ * A gateway process on `port` (free by default). `opts.redis` with
+ * `opts.prefix` selects the Redis broker; `opts.args` adds flags.
+ * Returns {port, url, proc, log(), signal(sig), kill(signal), stop(), restart()}:
+ * kill() waits for the exit, signal() does not.
+ */
+export async function startGateway(opts = {}) {
+  const port = opts.port ?? (await freePort());
+  const args = ['serve', '--port', String(port), '--bind', '127.0.0.1', '--dev-tokens'];
+  if (opts.prefix) args.push('--redis-url', REDIS_URL, '--key-prefix', opts.prefix);
+  args.push(...(opts.args ?? []));
+  let out = '';
+  const gw = { port, url: `http://127.0.0.1:${port}`, proc: null };
+  const launch = async () => {
+    const proc = spawn(GATEWAY, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'info' } });
+    gw.proc = proc;
+    proc.stdout.on('data', (d) => (out += d));
+    proc.stderr.on('data', (d) => (out += d));
+    proc.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (proc.exitCode !== null || proc.signalCode !== null) {
+        throw new Error(`gateway exited during start (${proc.exitCode ?? proc.signalCode})\n${out}`);
+      }
+      try {
+        const res = await fetch(`${gw.url}/healthz`, { signal: AbortSignal.timeout(1000) });
+        if (res.ok) break;
+      } catch {
+        // not up yet
+      }
+      if (Date.now() > deadline) {
+        proc.kill('SIGKILL');
+        throw new Error(`gateway did not answer /healthz within 20 s\n${out}`);
+      }
+      await sleep(50);
+    }
+  };
+  gw.log = () => out;
+  /** Sends a signal that does not end the process (SIGSTOP, SIGCONT). */
+  gw.signal = (signal) => {
+    const p = gw.proc;
+    if (p && p.exitCode === null && p.signalCode === null) p.kill(signal);
+  };
+  gw.kill = async (signal = 'SIGKILL') => {
+    const p = gw.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    p.kill(signal);
+    await Promise.race([p.exited, sleep(10_000)]);
+  };
+  gw.stop = async () => {
+    const p = gw.proc;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
+    p.kill('SIGTERM');
+    const done = await Promise.race([p.exited.then(() => true), sleep(5_000).then(() => false)]);
+    if (!done) await gw.kill('SIGKILL');
+  };
+  gw.restart = launch;
+  await launch();
+  return gw;
+}
+
+/** A user's REST call to the gateway. */
+export async function api(gw, token, path, init = {}) {
+  const res = await fetch(`${gw.url}${path}`, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = text;
+  }
+  return { status: res.status, body };
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    timeout: 30_000,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+    ],
+  });
+}
+
+/**
+ * Opens the harness in a new context: exposes `__mintToken`, collects page
+ * errors, waits for `init()`. Returns {context, page, problems}.
+ */
+export async function openHarness(browser, staticUrl, { tokenLog } = {}) {
+  const context = await browser.newContext();
+  context.setDefaultTimeout(15_000);
+  const problems = [];
+  const cache = new Map();
+  await context.exposeFunction('__mintToken', async (sub, ttl) => {
+    // Long-lived tokens are minted once per user; short ones every time.
+    const key = `${sub}/${ttl}`;
+    if (ttl >= 3600 && cache.has(key)) return cache.get(key);
+    const t = await mintToken(sub, ttl);
+    tokenLog?.push({ sub, ttl, at: Date.now(), token: t });
+    if (ttl >= 3600) cache.set(key, t);
+    return t;
+  });
+  const page = await context.newPage();
+  page.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' || msg.type() === 'warning') problems.push(`console.${msg.type()}: ${msg.text()}`);
+  });
+  await gotoHarness(page, staticUrl);
+  return { context, page, problems };
+}
+
+export async function gotoHarness(page, staticUrl) {
+  await page.goto(`${staticUrl}/`, { waitUntil: 'load', timeout: 15_000 });
+  await page.waitForFunction(() => window.harness && (window.harness.ready || window.harness.error), null, { timeout: 15_000 });
+  const error = await page.evaluate(() => window.harness.error);
+  if (error) throw new Error(`init() failed in the page: ${error}`);
+}
+
+/** Waits until client `id`'s snapshot is `state`; returns the snapshot. */
+export async function waitState(page, id, state, timeout = 15_000) {
+  try {
+    await page.waitForFunction(([id, s]) => window.harness.snapshot(id).current === s, [id, state], { timeout, polling: 25 });
+  } catch (err) {
+    const states = await page.evaluate((id) => window.harness.states(id).map((s) => `${s.current}(${s.reason})`), id).catch(() => []);
+    throw new Error(`client ${id} never reached "${state}" within ${timeout} ms; states: ${states.join(' -> ')}`, { cause: err });
+  }
+  return page.evaluate((id) => window.harness.snapshot(id), id);
+}
+
+/** Enveloped events of client `id` on `stream` (in arrival order; `stream:recovered:v1` notices excluded). */
+export function streamEvents(page, id, stream) {
+  return page.evaluate(
+    ([id, stream]) => window.harness.events(id).filter((e) => e.stream === stream && e.name !== 'stream:recovered:v1'),
+    [id, stream],
+  );
+}
+
+/** Asserts seqs are exactly 1..n in order; returns a message or null. */
+export function checkContiguous(events, n) {
+  const seqs = events.map((e) => e.seq);
+  const want = Array.from({ length: n }, (_, i) => i + 1);
+  if (JSON.stringify(seqs) === JSON.stringify(want)) return null;
+  const seen = new Map();
+  for (const s of seqs) seen.set(s, (seen.get(s) ?? 0) + 1);
+  const dup = [...seen].filter(([, c]) => c > 1).map(([s]) => s);
+  const lost = want.filter((s) => !seen.has(s));
+  return `seqs ${JSON.stringify(seqs)}; duplicated ${JSON.stringify(dup)}; lost ${JSON.stringify(lost)}`;
+}
