@@ -97,6 +97,10 @@ export type JobKind = 'research' | 'llm';
 export interface ActionMap {
   'job:start:v1': [{ kind: JobKind; params?: Record<string, unknown> }, { jobId: string }];
   'job:cancel:v1': [{ jobId: string }, unknown];
+  'trade:place:v1': [{ symbol: string; side: 'buy' | 'sell'; qty: number; price?: number }, { orderId: string }];
+  'trade:cancel:v1': [{ orderId: string }, { orderId: string; status: OrderState }];
+  'topic:subscribe:v1': [{ topic: string }, { topic: string; epoch: string; seq: number }];
+  'topic:unsubscribe:v1': [{ topic: string }, { topic: string }];
 }
 
 /** Stable error codes on rejected promises and thrown errors. */

@@ -34,6 +34,14 @@ pub const ACTION_JOB_CANCEL_V1: &str = "job:cancel:v1";
 /// Event the client sends when it sees a gap: `{stream, epoch, seq}` (the
 /// last seq it has); the gateway replays what follows.
 pub const ACTION_STREAM_REPLAY_V1: &str = "stream:replay:v1";
+/// Action name of [`TradePlace`].
+pub const ACTION_TRADE_PLACE_V1: &str = "trade:place:v1";
+/// Action name of [`TradeCancel`].
+pub const ACTION_TRADE_CANCEL_V1: &str = "trade:cancel:v1";
+/// Action name of [`TopicSubscribe`] (subscribe).
+pub const ACTION_TOPIC_SUBSCRIBE_V1: &str = "topic:subscribe:v1";
+/// Action name of [`TopicSubscribe`] (unsubscribe).
+pub const ACTION_TOPIC_UNSUBSCRIBE_V1: &str = "topic:unsubscribe:v1";
 
 /// The wrapper of every server-to-client event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -249,6 +257,57 @@ pub struct JobStarted {
 pub struct JobCancel {
     /// The job to cancel.
     pub job_id: String,
+}
+
+/// Buy or sell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// Buy.
+    Buy,
+    /// Sell.
+    Sell,
+}
+
+/// `trade:place:v1` action payload. The order's events come on stream
+/// `order:{orderId}` as `trade:order:v1`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TradePlace {
+    /// e.g. `BTC-USD`.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Side,
+    /// Quantity, greater than 0.
+    pub qty: f64,
+    /// Limit price; absent for a market order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<f64>,
+}
+
+/// `trade:place:v1` ack payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TradePlaced {
+    /// The new order's id.
+    pub order_id: String,
+}
+
+/// `trade:cancel:v1` action payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TradeCancel {
+    /// The order to cancel.
+    pub order_id: String,
+}
+
+/// `topic:subscribe:v1` / `topic:unsubscribe:v1` payload: a public topic such
+/// as `market:BTC-USD`. Subscribing acks `{topic, epoch, seq}` (the head).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicSubscribe {
+    /// The topic, which is also its stream.
+    pub topic: String,
 }
 
 /// The reply to every action: `{"ok":true,"data":...}` or
