@@ -61,4 +61,10 @@ if [ ! -d tests/interop/node_modules ] ||
   log "npm ci (tests/interop)"
   (cd tests/interop && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# 6. The official socket.io-client of the gateway's interop test: its own npm project.
+if [ ! -d gateway/tests/node/node_modules ] ||
+  [ gateway/tests/node/package-lock.json -nt gateway/tests/node/node_modules/.package-lock.json ]; then
+  log "npm ci (gateway/tests/node)"
+  npm ci --prefix gateway/tests/node --no-audit --no-fund --loglevel=error
+fi
 log "ready"

@@ -2,6 +2,12 @@
 //! ownership. Each returns the [`AckReply`] sent back to the client.
 //!
 //! Wire shape of every action: `{"key": "<idempotency key>", "data": {...}}`.
+//!
+//! `job:start:v1` records the key with its result (the new job id) before
+//! anything else, then creates the job, publishes `queued` and forwards the
+//! action to workers through the broker's actions stream. A repeat answers
+//! the recorded result; if the first attempt died before the job existed, the
+//! repeat finishes creating it under the recorded id.
 
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, AckReply, JOB_STATUS_V1, JobCancel, JobKind,
@@ -12,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::unix_millis;
-use crate::broker::{JobRecord, StatusUpdate, random_hex};
+use crate::broker::{JobRecord, QueuedAction, StatusUpdate, random_hex, today};
 
 /// Longest accepted idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 128;
@@ -61,14 +67,27 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
     if !(start.params.is_object() || start.params.is_null()) {
         return AckReply::err("invalid_payload", "data.params must be an object");
     }
-    let id = random_hex();
-    let result = json!({ "jobId": id });
+    let mut id = random_hex();
+    let mut result = json!({ "jobId": id });
     match state
         .broker
         .remember(user, ACTION_JOB_START_V1, &key, &result)
         .await
     {
-        Ok(Some(earlier)) => return AckReply::ok(earlier),
+        Ok(Some(earlier)) => {
+            let Some(earlier_id) = earlier["jobId"].as_str().map(str::to_owned) else {
+                return AckReply::ok(earlier);
+            };
+            match state.broker.job(&earlier_id).await {
+                Ok(Some(_)) => return AckReply::ok(earlier),
+                // The first attempt stopped before the job existed: finish it.
+                Ok(None) => {
+                    id = earlier_id;
+                    result = earlier;
+                }
+                Err(e) => return internal(e),
+            }
+        }
         Ok(None) => {}
         Err(e) => return internal(e),
     }
@@ -105,8 +124,21 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
     {
         return internal(e);
     }
-    if let Some(tx) = &state.jobs {
-        let _ = tx.send(job);
+    let kind = kind_str(job.kind);
+    let queued = QueuedAction {
+        action: ACTION_JOB_START_V1.to_owned(),
+        user: user.to_owned(),
+        data: serde_json::to_value(&job).unwrap_or(Value::Null),
+    };
+    if let Err(e) = state.broker.enqueue_action(&queued).await {
+        return internal(e);
+    }
+    if let Err(e) = state
+        .broker
+        .record_job(&today(), kind, "started", 0.0)
+        .await
+    {
+        tracing::warn!(error = %e, "analytics: job start not recorded");
     }
     AckReply::ok(result)
 }
@@ -145,6 +177,22 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
         Err(e) => return internal(e),
     };
     let final_status = if published.is_some() {
+        let secs = unix_millis().saturating_sub(job.created_at) as f64 / 1000.0;
+        if let Err(e) = state
+            .broker
+            .record_job(&today(), kind_str(job.kind), "cancelled", secs)
+            .await
+        {
+            tracing::warn!(error = %e, "analytics: job cancel not recorded");
+        }
+        let forward = QueuedAction {
+            action: ACTION_JOB_CANCEL_V1.to_owned(),
+            user: user.to_owned(),
+            data: json!({ "jobId": job.id }),
+        };
+        if let Err(e) = state.broker.enqueue_action(&forward).await {
+            tracing::warn!(error = %e, "cancel not forwarded to workers");
+        }
         JobState::Cancelled
     } else {
         match state.broker.job(&job.id).await {

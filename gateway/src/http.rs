@@ -1,19 +1,27 @@
-//! HTTP routes: health, readiness, the job snapshot, dev tokens, static files,
-//! and the Origin check in front of the WebSocket upgrade.
+//! HTTP routes: health, readiness, metrics, jobs (list, snapshot, events),
+//! worker publishing, analytics, revocation, dev tokens, and the Origin check
+//! in front of the WebSocket upgrade.
+//!
+//! Errors are `{"error": {"code", "message"}}`. User routes answer only the
+//! owner (another user's job is `404`); `/api/v1/publish` and
+//! `/api/v1/analytics/summary` need a token whose `role` is `service` or
+//! `admin`; `/api/v1/admin/revoke` needs `admin`.
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use liveline::contract::{JOB_STATUS_V1, JobStatus};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Claims;
+use crate::broker::{ControlMessage, StatusUpdate, job_stream, today};
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
 pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
@@ -23,7 +31,13 @@ pub fn routes(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/api/v1/jobs/{id}", get(job));
+        .route("/metrics", get(metrics))
+        .route("/api/v1/jobs", get(jobs))
+        .route("/api/v1/jobs/{id}", get(job))
+        .route("/api/v1/jobs/{id}/events", get(job_events))
+        .route("/api/v1/publish", post(publish))
+        .route("/api/v1/analytics/summary", get(analytics_summary))
+        .route("/api/v1/admin/revoke", post(revoke));
     if state.config.dev_tokens {
         router = router.route("/api/v1/dev/token", post(dev_token));
     }
@@ -58,6 +72,296 @@ fn bearer(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
     state.auth.verify(token.trim()).ok()
 }
 
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid bearer token is required",
+    )
+}
+
+fn forbidden() -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this route needs a service or admin token",
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "broker call failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "retry later",
+    )
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/jobs?limit=N`: the caller's jobs, newest first (at most 100).
+async fn jobs(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let Some(claims) = bearer(&state, &headers) else {
+        return unauthorized();
+    };
+    let limit = q.limit.unwrap_or(50).min(100);
+    match state.broker.jobs_of(&claims.sub, limit).await {
+        Ok(jobs) => Json(json!({ "jobs": jobs })).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct EventsQuery {
+    after: Option<u64>,
+}
+
+/// `GET /api/v1/jobs/{id}/events?after=N`: the owner's events with seq > N
+/// still in history, with the stream's epoch and head seq. `complete` is
+/// false when history no longer reaches back to N+1 (reload the snapshot).
+async fn job_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let Some(claims) = bearer(&state, &headers) else {
+        return unauthorized();
+    };
+    match state.broker.job(&id).await {
+        Ok(Some(job)) if job.owner == claims.sub => {}
+        Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such job"),
+        Err(e) => return unavailable(e),
+    }
+    let stream = job_stream(&id);
+    let after = q.after.unwrap_or(0);
+    let (head, events) = match (
+        state.broker.head(&stream).await,
+        state.broker.history(&stream, after).await,
+    ) {
+        (Ok(h), Ok(ev)) => (h, ev),
+        (Err(e), _) | (_, Err(e)) => return unavailable(e),
+    };
+    let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
+    let complete = events
+        .first()
+        .map_or(after >= seq, |(_, e)| e.seq == after + 1);
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|(event, envelope)| json!({"event": event, "envelope": envelope}))
+        .collect();
+    Json(json!({
+        "stream": stream,
+        "epoch": epoch,
+        "seq": seq,
+        "complete": complete,
+        "events": events,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    /// The owner; the event goes to their sockets.
+    user: String,
+    /// `job:{id}` (the job must exist, be the user's, and not have ended) or
+    /// another stream name such as `market:BTC-USD`.
+    stream: String,
+    /// The contract name, `domain:name:vN`.
+    event: String,
+    data: Value,
+}
+
+fn valid_event_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split(':').collect();
+    parts.len() == 3
+        && parts[..2].iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        && parts[2]
+            .strip_prefix('v')
+            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `POST /api/v1/publish` (service token): publishes one event. A
+/// `job:status:v1` on a job stream also updates the job record.
+async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Some(claims) = bearer(&state, &headers) else {
+        return unauthorized();
+    };
+    if !claims.is_service() {
+        return forbidden();
+    }
+    let Ok(Json(req)) = body else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            "expected {user, stream, event, data}",
+        );
+    };
+    if req.user.is_empty() || req.stream.is_empty() || req.stream.len() > 256 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            "user and stream (at most 256 bytes) are required",
+        );
+    }
+    if !valid_event_name(&req.event) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            "event must be domain:name:vN",
+        );
+    }
+    let Some(job_id) = req.stream.strip_prefix("job:") else {
+        return match state
+            .broker
+            .publish(&req.user, &req.stream, &req.event, req.data)
+            .await
+        {
+            Ok(env) => Json(env).into_response(),
+            Err(e) => unavailable(e),
+        };
+    };
+    match state.broker.job(job_id).await {
+        Ok(Some(job)) if job.owner == req.user => {}
+        Ok(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such job for this user",
+            );
+        }
+        Err(e) => return unavailable(e),
+    }
+    let update = if req.event == JOB_STATUS_V1 {
+        match serde_json::from_value::<JobStatus>(req.data.clone()) {
+            Ok(st) => Some(StatusUpdate {
+                status: st.status,
+                progress: st.progress,
+                message: st.message,
+            }),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_payload",
+                    &format!("job:status:v1 data: {e}"),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    match state
+        .broker
+        .publish_job(&req.user, job_id, &req.event, req.data, update)
+        .await
+    {
+        Ok(Some(env)) => Json(env).into_response(),
+        Ok(None) => error(StatusCode::CONFLICT, "job_ended", "the job already ended"),
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct SummaryQuery {
+    day: Option<String>,
+}
+
+/// `GET /api/v1/analytics/summary?day=YYYY-MM-DD` (service token): DAU,
+/// sessions and jobs of the day (all nodes), plus this node's delivery
+/// latency quantiles.
+async fn analytics_summary(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<SummaryQuery>,
+) -> Response {
+    let Some(claims) = bearer(&state, &headers) else {
+        return unauthorized();
+    };
+    if !claims.is_service() {
+        return forbidden();
+    }
+    let day = q.day.unwrap_or_else(today);
+    let valid_day = day.len() == 10
+        && day.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if !valid_day {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            "day must be YYYY-MM-DD",
+        );
+    }
+    match state.broker.day_stats(&day).await {
+        Ok(stats) => {
+            let mut body = serde_json::to_value(&stats).unwrap_or_default();
+            if let Some(obj) = body.as_object_mut() {
+                obj.insert("latency".into(), state.metrics.latency_quantiles());
+                obj.insert("connections".into(), json!(state.metrics.connections()));
+            }
+            Json(body).into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RevokeRequest {
+    user: String,
+}
+
+/// `POST /api/v1/admin/revoke` `{user}` (admin token): closes the user's
+/// sockets on every node, each after a `session:revoked:v1` event.
+async fn revoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Json(req): Json<RevokeRequest>,
+) -> Response {
+    let Some(claims) = bearer(&state, &headers) else {
+        return unauthorized();
+    };
+    if !claims.is_admin() {
+        return forbidden();
+    }
+    match state
+        .broker
+        .broadcast_control(&ControlMessage::Revoke { user: req.user })
+        .await
+    {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({"ok": true}))).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
 /// `GET /api/v1/jobs/{id}`: the owner's snapshot of a job with its stream position.
 async fn job(
     State(state): State<Arc<AppState>>,
@@ -65,11 +369,7 @@ async fn job(
     Path(id): Path<String>,
 ) -> Response {
     let Some(claims) = bearer(&state, &headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid bearer token is required",
-        );
+        return unauthorized();
     };
     let job = match state.broker.job(&id).await {
         Ok(Some(job)) if job.owner == claims.sub => job,

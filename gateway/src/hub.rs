@@ -1,27 +1,58 @@
 //! Live fan-out on one node: a broker subscription per user with sockets here,
-//! reference-counted, and the seam between history replay and live delivery.
+//! tracked per socket id, and the seam between history replay and live delivery.
+//!
+//! Locking is per user: subscribing one user (a Redis round trip) never waits
+//! for another user's. The node-wide map is a plain mutex held only to find or
+//! insert a user's slot.
+//!
+//! Slow clients: every live event is emitted to each socket separately. When a
+//! socket's outgoing buffer (socketioxide's `max_buffer_size` packets) is full,
+//! the socket is cut off at once (it leaves its room, so nothing more is queued
+//! for it and memory stays bounded) and disconnected as soon as the DISCONNECT
+//! packet fits; socketioxide's own heartbeat closes it at the next ping if it
+//! never drains. The client resumes later from its last seq without loss.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
+use socketioxide::{SendError, SocketError};
 use tokio::sync::Mutex;
 
 use crate::broker::{Broker, BrokerError, LiveMessage};
+use crate::metrics::Metrics;
+
+/// Event sent to every socket of a revoked user just before it is closed.
+pub const SESSION_REVOKED_V1: &str = "session:revoked:v1";
 
 /// The room every socket of `user` joins.
 pub fn user_room(user: &str) -> String {
     format!("user:{user}")
 }
 
+/// Why a socket could not be counted in.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcquireError {
+    /// The user already has the maximum number of sockets on this node.
+    #[error("too many connections for this user")]
+    TooManyConnections,
+    /// The live subscription failed; retry later.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
 /// Per-node registry of user subscriptions.
 pub struct Hub {
     broker: Arc<dyn Broker>,
     io: SocketIo,
-    users: Mutex<HashMap<String, UserEntry>>,
+    metrics: Arc<Metrics>,
+    max_per_user: usize,
+    users: StdMutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -30,8 +61,20 @@ impl std::fmt::Debug for Hub {
     }
 }
 
-struct UserEntry {
-    sockets: usize,
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    /// Removed from the map; a waiter must look the user up again.
+    dead: bool,
+    sockets: HashSet<Sid>,
+    live: Option<Live>,
+}
+
+struct Live {
     shared: Arc<UserShared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -43,56 +86,76 @@ struct UserShared {
     resuming: Mutex<HashMap<Sid, Vec<LiveMessage>>>,
 }
 
+/// Marks a socket cut off for being too slow; it gets nothing more.
+#[derive(Debug, Clone, Copy)]
+struct Overflowed;
+
 impl Hub {
-    /// A hub emitting through `io` the live events `broker` delivers.
-    pub fn new(broker: Arc<dyn Broker>, io: SocketIo) -> Self {
+    /// A hub emitting through `io` the live events `broker` delivers, with at
+    /// most `max_per_user` sockets per user on this node.
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        io: SocketIo,
+        metrics: Arc<Metrics>,
+        max_per_user: usize,
+    ) -> Self {
         Self {
             broker,
             io,
-            users: Mutex::new(HashMap::new()),
+            metrics,
+            max_per_user: max_per_user.max(1),
+            users: StdMutex::new(HashMap::new()),
         }
     }
 
+    fn slot(&self, user: &str) -> Arc<Slot> {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        users.entry(user.to_owned()).or_default().clone()
+    }
+
     /// Counts socket `sid` of `user`, subscribing to the user's live events when
-    /// it is the first. With `resuming`, live events for this socket are buffered
+    /// none runs. With `resuming`, live events for this socket are buffered
     /// until [`Hub::finish_resume`]; otherwise the caller joins the room itself.
-    pub async fn acquire(&self, user: &str, sid: Sid, resuming: bool) -> Result<(), BrokerError> {
-        let mut users = self.users.lock().await;
-        if !users.contains_key(user) {
-            let rx = self.broker.subscribe(user).await?;
-            let shared = Arc::new(UserShared::default());
-            let task = tokio::spawn(dispatch(
-                rx,
-                shared.clone(),
-                self.io.clone(),
-                user_room(user),
-            ));
-            users.insert(
-                user.to_owned(),
-                UserEntry {
-                    sockets: 0,
-                    shared,
-                    task,
-                },
-            );
-        }
-        let Some(entry) = users.get_mut(user) else {
+    pub async fn acquire(&self, user: &str, sid: Sid, resuming: bool) -> Result<(), AcquireError> {
+        loop {
+            let slot = self.slot(user);
+            let mut state = slot.state.lock().await;
+            if state.dead {
+                continue;
+            }
+            if !state.sockets.contains(&sid) && state.sockets.len() >= self.max_per_user {
+                return Err(AcquireError::TooManyConnections);
+            }
+            if state.live.as_ref().is_none_or(|l| l.task.is_finished()) {
+                let rx = self.broker.subscribe(user).await?;
+                let shared = Arc::new(UserShared::default());
+                let task = tokio::spawn(dispatch(
+                    rx,
+                    shared.clone(),
+                    self.io.clone(),
+                    self.metrics.clone(),
+                    user.to_owned(),
+                ));
+                state.live = Some(Live { shared, task });
+            }
+            state.sockets.insert(sid);
+            if resuming {
+                if let Some(live) = &state.live {
+                    live.shared.resuming.lock().await.insert(sid, Vec::new());
+                }
+            }
             return Ok(());
-        };
-        entry.sockets += 1;
-        if resuming {
-            entry.shared.resuming.lock().await.insert(sid, Vec::new());
         }
-        Ok(())
     }
 
     /// Ends a resume: emits the live events buffered for `socket` whose seq is
     /// above `last[stream]` (streams not in `last` pass whole), then joins the
     /// socket to its user's room, all under the dispatcher's lock.
     pub async fn finish_resume(&self, user: &str, socket: &SocketRef, last: &HashMap<String, u64>) {
+        let slot = self.slot(user);
         let shared = {
-            let users = self.users.lock().await;
-            users.get(user).map(|e| e.shared.clone())
+            let state = slot.state.lock().await;
+            state.live.as_ref().map(|l| l.shared.clone())
         };
         let room = user_room(user);
         let Some(shared) = shared else {
@@ -106,33 +169,153 @@ impl Hub {
             if last.get(&env.stream).is_some_and(|&l| env.seq <= l) {
                 continue;
             }
-            let _ = socket.emit(&msg.event, env);
+            if !emit_paced(socket, &msg.event, env).await {
+                return;
+            }
         }
         socket.join(room);
     }
 
-    /// Uncounts socket `sid`; unsubscribes when it was the user's last here.
+    /// Uncounts socket `sid` (idempotent); unsubscribes when it was the user's
+    /// last socket here.
     pub async fn release(&self, user: &str, sid: Sid) {
-        let mut users = self.users.lock().await;
-        let Some(entry) = users.get_mut(user) else {
-            return;
+        let slot = {
+            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            match users.get(user) {
+                Some(s) => s.clone(),
+                None => return,
+            }
         };
-        entry.shared.resuming.lock().await.remove(&sid);
-        entry.sockets = entry.sockets.saturating_sub(1);
-        if entry.sockets > 0 {
+        let mut state = slot.state.lock().await;
+        if state.dead || !state.sockets.remove(&sid) {
             return;
         }
-        if let Some(entry) = users.remove(user) {
-            entry.task.abort();
+        if let Some(live) = &state.live {
+            live.shared.resuming.lock().await.remove(&sid);
         }
-        if let Err(e) = self.broker.unsubscribe(user).await {
-            tracing::warn!(error = %e, "unsubscribe failed");
+        if !state.sockets.is_empty() {
+            return;
         }
+        state.dead = true;
+        if let Some(live) = state.live.take() {
+            live.task.abort();
+            if let Err(e) = self.broker.unsubscribe(user).await {
+                tracing::warn!(error = %e, "unsubscribe failed");
+            }
+        }
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        if users.get(user).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            users.remove(user);
+        }
+    }
+
+    /// Emits `event` with `data` to every socket of `user` on this node, then
+    /// disconnects them. Returns how many were closed.
+    pub async fn close_user(&self, user: &str, event: &str, data: &Value) -> usize {
+        let sids: Vec<Sid> = {
+            let slot = {
+                let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+                users.get(user).cloned()
+            };
+            match slot {
+                Some(slot) => slot.state.lock().await.sockets.iter().copied().collect(),
+                None => Vec::new(),
+            }
+        };
+        let mut closed = 0;
+        for sid in sids {
+            if let Some(s) = self.io.get_socket(sid) {
+                let _ = s.emit(event, data);
+                close_socket(s);
+                closed += 1;
+            }
+        }
+        closed
+    }
+
+    /// Closes `user`'s sockets on this node with a [`SESSION_REVOKED_V1`] event.
+    pub async fn revoke_local(&self, user: &str) -> usize {
+        self.close_user(user, SESSION_REVOKED_V1, &json!({"reason": "revoked"}))
+            .await
     }
 
     /// How many users this node is subscribed for.
     pub async fn subscribed_users(&self) -> usize {
-        self.users.lock().await.len()
+        let slots: Vec<Arc<Slot>> = {
+            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            users.values().cloned().collect()
+        };
+        let mut n = 0;
+        for slot in slots {
+            if slot.state.lock().await.live.is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// How many sockets `user` has on this node.
+    pub async fn sockets_of(&self, user: &str) -> usize {
+        let slot = {
+            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            users.get(user).cloned()
+        };
+        match slot {
+            Some(slot) => slot.state.lock().await.sockets.len(),
+            None => 0,
+        }
+    }
+}
+
+/// How long a replay waits for room in a socket's outgoing buffer before it
+/// gives up and closes the socket (the client resumes later).
+pub const REPLAY_STALL: Duration = Duration::from_secs(5);
+
+/// Emits to `s`, waiting (up to [`REPLAY_STALL`]) while its outgoing buffer is
+/// full, so a long replay goes at the client's pace and never drops an event.
+/// On failure the socket is closed and `false` returned.
+pub async fn emit_paced<T: serde::Serialize + ?Sized>(
+    s: &SocketRef,
+    event: &str,
+    data: &T,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + REPLAY_STALL;
+    loop {
+        match s.emit(event, data) {
+            Ok(()) => return true,
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Err(_) => {
+                close_socket(s.clone());
+                return false;
+            }
+        }
+    }
+}
+
+/// Disconnects `s`; when its buffer is full, cuts it off (leaves every room)
+/// and retries until the DISCONNECT packet fits or the socket closes.
+pub fn close_socket(s: SocketRef) {
+    s.leave_all();
+    s.extensions.insert(Overflowed);
+    if let Err(SocketError::InternalChannelFull) = s.clone().disconnect() {
+        tokio::spawn(async move {
+            for _ in 0..600 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if !s.connected() {
+                    return;
+                }
+                if !matches!(
+                    s.clone().disconnect(),
+                    Err(SocketError::InternalChannelFull)
+                ) {
+                    return;
+                }
+            }
+        });
     }
 }
 
@@ -140,17 +323,47 @@ async fn dispatch(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<LiveMessage>,
     shared: Arc<UserShared>,
     io: SocketIo,
-    room: String,
+    metrics: Arc<Metrics>,
+    user: String,
 ) {
+    let room = user_room(&user);
     while let Some(msg) = rx.recv().await {
         let mut resuming = shared.resuming.lock().await;
         for buf in resuming.values_mut() {
             buf.push(msg.clone());
         }
         let env: &liveline::contract::Envelope<Value> = &msg.envelope;
-        if let Err(e) = io.to(room.clone()).emit(&msg.event, env).await {
-            tracing::debug!(error = %e, "live emit failed");
+        let mut delivered = 0u64;
+        for s in io.to(room.clone()).sockets() {
+            if s.extensions.get::<Overflowed>().is_some() {
+                continue;
+            }
+            match s.emit(&msg.event, env) {
+                Ok(()) => delivered += 1,
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    tracing::info!(sid = %s.id, "slow client cut off: outgoing buffer full");
+                    metrics.slow_client_disconnected();
+                    close_socket(s);
+                }
+                Err(e) => tracing::debug!(error = %e, "live emit failed"),
+            }
+        }
+        if delivered > 0 {
+            metrics.delivered(delivered, env.ts);
         }
         drop(resuming);
+    }
+    // The broker dropped the subscription (its connection was lost): live
+    // events may have been missed, so every socket of the user here is told
+    // to reconnect and resume from its position.
+    tracing::warn!("live subscription lost; asking this user's sockets to resume");
+    for s in io.to(room).sockets() {
+        close_socket(s);
+    }
+    let sids: Vec<Sid> = shared.resuming.lock().await.keys().copied().collect();
+    for sid in sids {
+        if let Some(s) = io.get_socket(sid) {
+            close_socket(s);
+        }
     }
 }

@@ -18,24 +18,59 @@ pub mod auth;
 pub mod broker;
 pub mod http;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
 pub mod socket;
 pub mod worker;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, header};
 use socketioxide::{SocketIo, TransportType};
-use tokio::sync::mpsc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::auth::JwtAuth;
-use crate::broker::{Broker, JobRecord, MemoryBroker, RedisBroker};
+use crate::auth::{AuthError, JwtAlgorithm, JwtAuth};
+use crate::broker::{Broker, BrokerError, ControlMessage, MemoryBroker, RedisBroker};
 use crate::hub::Hub;
+use crate::limits::RateLimiter;
+use crate::metrics::Metrics;
+
+/// Crates that log raw WebSocket frames or packets (and so the CONNECT auth
+/// payload with its token) at debug or trace level; [`log_filter`] caps them.
+pub const PAYLOAD_LOGGING_CRATES: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "engineioxide",
+    "socketioxide",
+    "socketioxide_core",
+    "socketioxide_parser_common",
+    "hyper",
+    "h2",
+];
+
+/// The log filter for `spec` (e.g. `RUST_LOG`), with the crates that log raw
+/// frames capped at `info` whatever `spec` says, so no token is ever logged.
+pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
+    let kept: Vec<&str> = spec
+        .split(',')
+        .filter(|d| {
+            let target = d.split(['=', '[']).next().unwrap_or("").trim();
+            !PAYLOAD_LOGGING_CRATES.contains(&target)
+        })
+        .collect();
+    let mut filter = tracing_subscriber::EnvFilter::new(kept.join(","));
+    for krate in PAYLOAD_LOGGING_CRATES {
+        if let Ok(d) = format!("{krate}=info").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    filter
+}
 
 /// The development HS256 secret. Production must set its own
 /// (`LIVELINE_JWT_SECRET`): anyone knowing this one can mint tokens.
@@ -52,9 +87,15 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel (default `ll:`).
     pub key_prefix: String,
+    /// The one accepted signature algorithm (default HS256, for development).
+    pub jwt_algorithm: JwtAlgorithm,
     /// HS256 secret. The default [`DEV_JWT_SECRET`] is for development only:
     /// production must set its own.
     pub jwt_secret: String,
+    /// RS256/EdDSA public keys as (`kid`, PEM bytes).
+    pub jwt_public_keys: Vec<(String, Vec<u8>)>,
+    /// Accepted clock skew on `exp`/`nbf` in seconds (at most 30, the default).
+    pub jwt_leeway_secs: u64,
     /// Required `iss` claim (default `liveline`).
     pub jwt_issuer: String,
     /// Required `aud` claim (default `liveline`).
@@ -75,6 +116,22 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// Events kept per stream for resume (approximate in Redis; default 1000).
     pub history_len: usize,
+    /// Largest incoming WebSocket message; a larger one closes the socket (default 64 KiB).
+    pub max_message_bytes: usize,
+    /// Packets queued per socket before it counts as slow and is cut off (default 128).
+    pub max_buffer_packets: usize,
+    /// Time a client has to send CONNECT after the WebSocket opens (default 10 s).
+    pub connect_timeout: Duration,
+    /// Sockets one user may hold on one node (default 16).
+    pub max_connections_per_user: usize,
+    /// Sustained actions per second per user (default 10).
+    pub action_rate_per_sec: f64,
+    /// Burst of actions per user above the rate (default 20).
+    pub action_burst: u32,
+    /// Rate-limited actions in a row after which the socket is closed (default 10).
+    pub rate_limit_strikes: u32,
+    /// This node's name (worker consumer name); random by default.
+    pub node_id: String,
 }
 
 impl Default for Config {
@@ -84,7 +141,10 @@ impl Default for Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             redis_url: None,
             key_prefix: "ll:".to_owned(),
+            jwt_algorithm: JwtAlgorithm::Hs256,
             jwt_secret: DEV_JWT_SECRET.to_owned(),
+            jwt_public_keys: Vec::new(),
+            jwt_leeway_secs: auth::LEEWAY_SECS,
             jwt_issuer: "liveline".to_owned(),
             jwt_audience: "liveline".to_owned(),
             static_dir: None,
@@ -95,18 +155,37 @@ impl Default for Config {
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(5),
             history_len: 1000,
+            max_message_bytes: 64 * 1024,
+            max_buffer_packets: 128,
+            connect_timeout: Duration::from_secs(10),
+            max_connections_per_user: 16,
+            action_rate_per_sec: 10.0,
+            action_burst: 20,
+            rate_limit_strikes: 10,
+            node_id: broker::random_hex(),
         }
     }
 }
 
 impl Config {
-    /// The token verifier and minter this configuration describes.
-    pub fn jwt(&self) -> JwtAuth {
-        JwtAuth::hs256(
-            self.jwt_secret.as_bytes(),
-            &self.jwt_issuer,
-            &self.jwt_audience,
-        )
+    /// The token verifier this configuration describes (a minter too for HS256).
+    pub fn jwt(&self) -> Result<JwtAuth, AuthError> {
+        let auth = match self.jwt_algorithm {
+            JwtAlgorithm::Hs256 => JwtAuth::hs256(
+                self.jwt_secret.as_bytes(),
+                &self.jwt_issuer,
+                &self.jwt_audience,
+            ),
+            alg => JwtAuth::public_keys(
+                alg,
+                self.jwt_public_keys
+                    .iter()
+                    .map(|(kid, pem)| (kid.as_str(), pem.as_slice())),
+                &self.jwt_issuer,
+                &self.jwt_audience,
+            )?,
+        };
+        Ok(auth.with_leeway(self.jwt_leeway_secs))
     }
 }
 
@@ -120,8 +199,11 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// Live fan-out on this node.
     pub hub: Hub,
-    /// Started jobs go to the demo worker, when it runs.
-    pub jobs: Option<mpsc::UnboundedSender<JobRecord>>,
+    /// Prometheus metrics of this node.
+    pub metrics: Arc<Metrics>,
+    /// Per-user action rate limits on this node.
+    pub limiter: RateLimiter,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -141,6 +223,29 @@ pub struct Handle {
     pub state: Arc<AppState>,
 }
 
+impl Handle {
+    /// Closes every socket of `user` on every node (each gets
+    /// [`hub::SESSION_REVOKED_V1`] first). Carried on the broker's control
+    /// channel (Redis pub/sub `{prefix}control`), not the socketioxide adapter.
+    pub async fn revoke(&self, user: &str) -> Result<(), BrokerError> {
+        self.state
+            .broker
+            .broadcast_control(&ControlMessage::Revoke {
+                user: user.to_owned(),
+            })
+            .await
+    }
+
+    /// Stops this node's background tasks (demo worker, control listener).
+    pub fn shutdown(&self) {
+        let tasks =
+            std::mem::take(&mut *self.state.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
 /// Connects the broker and builds the whole app.
 pub async fn build(config: Config) -> anyhow::Result<(Router, Handle)> {
     let broker: Arc<dyn Broker> = match &config.redis_url {
@@ -149,33 +254,62 @@ pub async fn build(config: Config) -> anyhow::Result<(Router, Handle)> {
         }
         None => Arc::new(MemoryBroker::new(config.history_len)),
     };
-    Ok(app(config, broker))
+    app(config, broker)
 }
 
 /// Builds the app on a given broker: Socket.IO at `/socket.io/` (WebSocket
 /// only), the HTTP routes, static files, CORS and the Origin check.
-pub fn app(config: Config, broker: Arc<dyn Broker>) -> (Router, Handle) {
+pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, Handle)> {
+    let max_message = config.max_message_bytes.max(1024);
     let (layer, io) = SocketIo::builder()
         .req_path("/socket.io/")
         .transports([TransportType::Websocket])
         .ping_interval(config.ping_interval)
         .ping_timeout(config.ping_timeout)
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(config.connect_timeout)
+        .max_buffer_size(config.max_buffer_packets.max(8))
+        .max_payload(max_message as u64)
+        .ws_max_message_size(max_message)
+        .ws_max_frame_size(max_message)
         .build_layer();
-    let jobs = if config.demo_worker {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(worker::run(broker.clone(), rx, config.demo_step));
-        Some(tx)
-    } else {
-        None
-    };
+    let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState {
-        auth: config.jwt(),
-        hub: Hub::new(broker.clone(), io.clone()),
-        broker,
-        jobs,
+        auth: config.jwt()?,
+        hub: Hub::new(
+            broker.clone(),
+            io.clone(),
+            metrics.clone(),
+            config.max_connections_per_user,
+        ),
+        limiter: RateLimiter::new(config.action_rate_per_sec, config.action_burst),
+        metrics: metrics.clone(),
+        broker: broker.clone(),
+        tasks: Mutex::new(Vec::new()),
         config: config.clone(),
     });
+    let mut tasks = Vec::new();
+    if config.demo_worker {
+        tasks.push(tokio::spawn(worker::run(
+            broker.clone(),
+            config.node_id.clone(),
+            config.demo_step,
+            metrics,
+        )));
+    }
+    if let Some(mut control) = broker.take_control() {
+        let st = state.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(msg) = control.recv().await {
+                match msg {
+                    ControlMessage::Revoke { user } => {
+                        let n = st.hub.revoke_local(&user).await;
+                        tracing::info!(sockets = n, "user revoked");
+                    }
+                }
+            }
+        }));
+    }
+    *state.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
     socket::register(&io, state.clone());
 
     let mut router = http::routes(state.clone());
@@ -191,7 +325,7 @@ pub fn app(config: Config, broker: Arc<dyn Broker>) -> (Router, Handle) {
             allowed,
             http::origin_check,
         ));
-    (router, Handle { io, state })
+    Ok((router, Handle { io, state }))
 }
 
 fn cors(allowed: &[String]) -> CorsLayer {

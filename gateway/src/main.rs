@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use liveline_gateway::auth::JwtAlgorithm;
 use liveline_gateway::broker::{Broker, RedisBroker};
 use liveline_gateway::{Config, DEV_JWT_SECRET};
 
@@ -28,6 +29,21 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct JwtArgs {
+    /// The one accepted algorithm: hs256 (development), rs256 or eddsa.
+    #[arg(
+        long,
+        env = "LIVELINE_JWT_ALGORITHM",
+        value_enum,
+        default_value = "hs256"
+    )]
+    jwt_algorithm: JwtAlgorithm,
+    /// RS256/EdDSA public key as KID=PATH to a PEM file; repeat for rotation
+    /// (comma-separated in the environment).
+    #[arg(long, env = "LIVELINE_JWT_PUBLIC_KEYS", value_delimiter = ',')]
+    jwt_public_key: Vec<String>,
+    /// Accepted clock skew in seconds (at most 30).
+    #[arg(long, env = "LIVELINE_JWT_LEEWAY_SECS", default_value_t = 30)]
+    jwt_leeway_secs: u64,
     /// HS256 secret. The default is for development only: production must set it.
     #[arg(long, env = "LIVELINE_JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
     jwt_secret: String,
@@ -79,10 +95,37 @@ struct ServeArgs {
     /// Events kept per stream for resume.
     #[arg(long, env = "LIVELINE_HISTORY_LEN", default_value_t = 1000)]
     history_len: usize,
+    /// Largest incoming WebSocket message in bytes.
+    #[arg(long, env = "LIVELINE_MAX_MESSAGE_BYTES", default_value_t = 65536)]
+    max_message_bytes: usize,
+    /// Outgoing packets queued per socket before it is cut off as slow.
+    #[arg(long, env = "LIVELINE_MAX_BUFFER_PACKETS", default_value_t = 128)]
+    max_buffer_packets: usize,
+    /// Seconds a client has to send CONNECT after the WebSocket opens.
+    #[arg(long, env = "LIVELINE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    connect_timeout_secs: u64,
+    /// Sockets per user on this node.
+    #[arg(long, env = "LIVELINE_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
+    max_connections_per_user: usize,
+    /// Sustained actions per second per user.
+    #[arg(long, env = "LIVELINE_ACTION_RATE", default_value_t = 10.0)]
+    action_rate: f64,
+    /// Action burst per user.
+    #[arg(long, env = "LIVELINE_ACTION_BURST", default_value_t = 20)]
+    action_burst: u32,
+    /// Rate-limited actions in a row before the socket is closed.
+    #[arg(long, env = "LIVELINE_RATE_LIMIT_STRIKES", default_value_t = 10)]
+    rate_limit_strikes: u32,
+    /// This node's name (worker consumer name); random when unset.
+    #[arg(long, env = "LIVELINE_NODE_ID")]
+    node_id: Option<String>,
 }
 
 #[derive(Debug, Args)]
 struct MintArgs {
+    /// Role claim, e.g. `service` or `admin`.
+    #[arg(long)]
+    role: Option<String>,
     /// The user id (`sub`).
     #[arg(long)]
     sub: String,
@@ -121,20 +164,27 @@ struct PublishArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(liveline_gateway::log_filter(
+            &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        ))
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args).await,
         Command::MintToken(args) => {
+            anyhow::ensure!(
+                args.jwt.jwt_algorithm == JwtAlgorithm::Hs256,
+                "mint-token signs HS256 only; RS256/EdDSA tokens come from your identity provider"
+            );
             let jwt = liveline_gateway::auth::JwtAuth::hs256(
                 args.jwt.jwt_secret.as_bytes(),
                 &args.jwt.jwt_issuer,
                 &args.jwt.jwt_audience,
             );
-            println!("{}", jwt.mint(&args.sub, args.ttl)?);
+            println!(
+                "{}",
+                jwt.mint_with_role(&args.sub, args.ttl, args.role.as_deref())?
+            );
             Ok(())
         }
         Command::Publish(args) => {
@@ -151,11 +201,42 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+fn public_keys(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    specs
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|spec| {
+            let (kid, path) = spec
+                .split_once('=')
+                .with_context(|| format!("--jwt-public-key {spec:?} is not KID=PATH"))?;
+            let pem = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+            Ok((kid.to_owned(), pem))
+        })
+        .collect()
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    if args.jwt.jwt_secret == DEV_JWT_SECRET {
+    if args.jwt.jwt_algorithm == JwtAlgorithm::Hs256 && args.jwt.jwt_secret == DEV_JWT_SECRET {
         tracing::warn!("using the development JWT secret; set LIVELINE_JWT_SECRET in production");
     }
+    let jwt_public_keys = public_keys(&args.jwt.jwt_public_key)?;
+    anyhow::ensure!(
+        args.jwt.jwt_algorithm == JwtAlgorithm::Hs256 || !jwt_public_keys.is_empty(),
+        "RS256/EdDSA needs at least one --jwt-public-key KID=PATH"
+    );
+    let defaults = Config::default();
     let config = Config {
+        jwt_algorithm: args.jwt.jwt_algorithm,
+        jwt_public_keys,
+        jwt_leeway_secs: args.jwt.jwt_leeway_secs,
+        max_message_bytes: args.max_message_bytes,
+        max_buffer_packets: args.max_buffer_packets,
+        connect_timeout: Duration::from_secs(args.connect_timeout_secs),
+        max_connections_per_user: args.max_connections_per_user,
+        action_rate_per_sec: args.action_rate,
+        action_burst: args.action_burst,
+        rate_limit_strikes: args.rate_limit_strikes,
+        node_id: args.node_id.unwrap_or(defaults.node_id),
         port: args.port,
         bind: args.bind,
         redis_url: args.redis_url,

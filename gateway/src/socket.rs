@@ -1,25 +1,61 @@
 //! The Socket.IO namespace `/`: JWT auth at CONNECT, the user's room, resume,
-//! and the action handlers.
+//! replay, limits, and the action handlers.
+//!
+//! Reasons a server closes a socket, as the client sees them:
+//! - `session:expired:v1` `{"reason":"token_expired","exp":..}` then DISCONNECT:
+//!   the token's `exp` (plus leeway) passed; fetch a new token and reconnect.
+//! - `session:revoked:v1` `{"reason":"revoked"}` then DISCONNECT: an
+//!   administrator revoked the user.
+//! - an ack with error code `rate_limited`; after [`crate::Config::rate_limit_strikes`]
+//!   of them in a row, DISCONNECT.
+//! - DISCONNECT alone (or the connection closing): the client was too slow to
+//!   read, sent an oversized message, or its subscription was lost; resume.
+//!
+//! CONNECT refusals carry `{"message": m}` with `m` one of `unauthorized`
+//! (any token problem, never more precise), `too_many_connections`,
+//! `too_many_streams`, `unavailable`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use liveline::contract::{
-    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, STREAM_RECOVERED_V1, StreamRecovered,
+    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_STREAM_REPLAY_V1, AckReply,
+    STREAM_RECOVERED_V1, StreamRecovered,
 };
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 
 use crate::AppState;
 use crate::actions;
-use crate::auth::Claims;
-use crate::hub::user_room;
+use crate::auth::{Claims, unix_secs};
+use crate::broker::today;
+use crate::hub::{AcquireError, close_socket, emit_paced, user_room};
 
 /// The message of every refused CONNECT. The reason is never told to the client.
 pub const UNAUTHORIZED: &str = "unauthorized";
+
+/// Sent before a socket is closed because its token expired.
+pub const SESSION_EXPIRED_V1: &str = "session:expired:v1";
+
+/// The ack error code of a rate-limited action.
+pub const RATE_LIMITED: &str = "rate_limited";
+
+/// When the socket connected (for session durations).
+#[derive(Debug, Clone, Copy)]
+struct Session(Instant);
+
+/// Rate-limited actions in a row on this socket.
+#[derive(Debug, Clone, Default)]
+struct Strikes(Arc<AtomicU32>);
+
+/// Cancels the token-expiry close when the socket goes first.
+#[derive(Debug, Clone)]
+struct ExpiryTimer(tokio::task::AbortHandle);
 
 /// The CONNECT auth payload.
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +108,18 @@ async fn authenticate(
     s: SocketRef,
     auth: Option<ConnectAuth>,
 ) -> Result<(), Refused> {
+    let result = admit(state, &s, auth).await;
+    if result.is_err() {
+        state.metrics.refused();
+    }
+    result
+}
+
+async fn admit(
+    state: &Arc<AppState>,
+    s: &SocketRef,
+    auth: Option<ConnectAuth>,
+) -> Result<(), Refused> {
     let auth = auth.unwrap_or_default();
     let Some(token) = auth.token.as_deref() else {
         return Err(Refused(UNAUTHORIZED));
@@ -89,27 +137,123 @@ async fn authenticate(
     }
     let user = claims.sub.clone();
     let resuming = !resume.is_empty();
-    if let Err(e) = state.hub.acquire(&user, s.id, resuming).await {
-        tracing::error!(error = %e, "live subscription failed");
-        return Err(Refused("unavailable"));
+    match state.hub.acquire(&user, s.id, resuming).await {
+        Ok(()) => {}
+        Err(AcquireError::TooManyConnections) => return Err(Refused("too_many_connections")),
+        Err(e) => {
+            tracing::error!(error = %e, "live subscription failed");
+            return Err(Refused("unavailable"));
+        }
     }
+    let exp = claims.exp;
     s.extensions.insert(claims);
+    s.extensions.insert(Strikes::default());
     if resuming {
         s.extensions.insert(Resume(Arc::new(resume)));
     } else {
         s.join(user_room(&user));
     }
-    register_actions(state, &s);
+    register_actions(state, s);
     let disc_state = state.clone();
     s.on_disconnect(move |s: SocketRef| {
         let state = disc_state.clone();
-        async move {
-            if let Some(claims) = s.extensions.get::<Claims>() {
-                state.hub.release(&claims.sub, s.id).await;
-            }
+        async move { on_disconnect(&state, s).await }
+    });
+    arm_expiry(state, s, exp);
+    // If the CONNECT reply cannot be sent, socketioxide never calls the
+    // disconnect handler: release the socket here instead (release is
+    // idempotent per socket id).
+    let guard_state = state.clone();
+    let guard = s.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if !guard.connected() {
+            on_disconnect(&guard_state, guard).await;
         }
     });
     Ok(())
+}
+
+/// Closes `s` with [`SESSION_EXPIRED_V1`] when `exp` plus the leeway passes.
+fn arm_expiry(state: &Arc<AppState>, s: &SocketRef, exp: u64) {
+    let deadline = exp.saturating_add(state.auth.leeway());
+    let wait = deadline.saturating_sub(unix_secs());
+    let socket = s.clone();
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        if !socket.connected() {
+            return;
+        }
+        let _ = socket.emit(
+            SESSION_EXPIRED_V1,
+            &json!({"reason": "token_expired", "exp": exp}),
+        );
+        close_socket(socket);
+    });
+    s.extensions.insert(ExpiryTimer(task.abort_handle()));
+}
+
+async fn on_disconnect(state: &Arc<AppState>, s: SocketRef) {
+    if let Some(ExpiryTimer(timer)) = s.extensions.remove::<ExpiryTimer>() {
+        timer.abort();
+    }
+    let Some(claims) = s.extensions.get::<Claims>() else {
+        return;
+    };
+    state.hub.release(&claims.sub, s.id).await;
+    if let Some(Session(since)) = s.extensions.remove::<Session>() {
+        let secs = since.elapsed().as_secs_f64();
+        state.metrics.disconnected(secs);
+        if let Err(e) = state.broker.record_session(&today(), secs).await {
+            tracing::debug!(error = %e, "analytics: session not recorded");
+        }
+    }
+}
+
+/// Runs one action: rate limit, then `run`, then the ack and the metrics.
+async fn act<E, F, Fut>(
+    state: &Arc<AppState>,
+    s: &SocketRef,
+    name: &'static str,
+    data: Result<Value, E>,
+    ack: Option<AckSender>,
+    run: F,
+) where
+    F: FnOnce(Arc<AppState>, String, Value) -> Fut,
+    Fut: std::future::Future<Output = AckReply>,
+{
+    let Some(claims) = s.extensions.get::<Claims>() else {
+        return;
+    };
+    let strikes = s.extensions.get::<Strikes>().unwrap_or_default();
+    let reply = if !state.limiter.allow(&claims.sub) {
+        let n = strikes.0.fetch_add(1, Ordering::Relaxed) + 1;
+        let reply = AckReply::err(RATE_LIMITED, "too many actions; slow down");
+        if n > state.config.rate_limit_strikes {
+            state.metrics.action(name, RATE_LIMITED);
+            if let Some(ack) = ack {
+                let _ = ack.send(&reply);
+            }
+            tracing::info!("socket closed: rate limit exceeded repeatedly");
+            close_socket(s.clone());
+            return;
+        }
+        reply
+    } else {
+        strikes.0.store(0, Ordering::Relaxed);
+        match data {
+            Ok(v) => run(state.clone(), claims.sub, v).await,
+            Err(_) => AckReply::err("invalid_payload", "payload is not JSON"),
+        }
+    };
+    let outcome = match &reply {
+        AckReply::Ok { .. } => "ok",
+        AckReply::Err { error, .. } => error.code.as_str(),
+    };
+    state.metrics.action(name, outcome);
+    if let Some(ack) = ack {
+        let _ = ack.send(&reply);
+    }
 }
 
 fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
@@ -119,16 +263,15 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
         move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
             let state = st.clone();
             async move {
-                let Some(claims) = s.extensions.get::<Claims>() else {
-                    return;
-                };
-                let reply = match data {
-                    Ok(v) => actions::job_start(&state, &claims.sub, v).await,
-                    Err(_) => {
-                        liveline::contract::AckReply::err("invalid_payload", "payload is not JSON")
-                    }
-                };
-                let _ = ack.send(&reply);
+                act(
+                    &state,
+                    &s,
+                    ACTION_JOB_START_V1,
+                    data,
+                    Some(ack),
+                    |st, user, v| async move { actions::job_start(&st, &user, v).await },
+                )
+                .await;
             }
         },
     );
@@ -138,22 +281,80 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
         move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
             let state = st.clone();
             async move {
-                let Some(claims) = s.extensions.get::<Claims>() else {
-                    return;
-                };
-                let reply = match data {
-                    Ok(v) => actions::job_cancel(&state, &claims.sub, v).await,
-                    Err(_) => {
-                        liveline::contract::AckReply::err("invalid_payload", "payload is not JSON")
-                    }
-                };
-                let _ = ack.send(&reply);
+                act(
+                    &state,
+                    &s,
+                    ACTION_JOB_CANCEL_V1,
+                    data,
+                    Some(ack),
+                    |st, user, v| async move { actions::job_cancel(&st, &user, v).await },
+                )
+                .await;
+            }
+        },
+    );
+    let st = state.clone();
+    s.on(
+        ACTION_STREAM_REPLAY_V1,
+        move |s: SocketRef, TryData(data): TryData<Value>| {
+            let state = st.clone();
+            async move {
+                let socket = s.clone();
+                act(
+                    &state,
+                    &s,
+                    ACTION_STREAM_REPLAY_V1,
+                    data,
+                    None,
+                    |st, user, v| async move { replay_request(&st, &socket, &user, v).await },
+                )
+                .await;
             }
         },
     );
 }
 
+#[derive(Debug, Deserialize)]
+struct ReplayRequest {
+    stream: String,
+    epoch: String,
+    seq: u64,
+}
+
+/// `stream:replay:v1` `{stream, epoch, seq}`: emits the stream's events after
+/// `seq`, then a `stream:recovered:v1` with the outcome. Live events may
+/// interleave (the socket stays in its room); the client drops any seq it has.
+async fn replay_request(state: &AppState, s: &SocketRef, user: &str, payload: Value) -> AckReply {
+    let req: ReplayRequest = match serde_json::from_value(payload) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = s.emit(
+                "error",
+                &json!({"code": "invalid_payload", "message": e.to_string()}),
+            );
+            return AckReply::err(
+                "invalid_payload",
+                format!("expected {{stream, epoch, seq}}: {e}"),
+            );
+        }
+    };
+    let pos = ResumePosition {
+        epoch: req.epoch,
+        seq: req.seq,
+    };
+    let outcome = replay(state, s, user, &req.stream, &pos).await;
+    let _ = s.emit(STREAM_RECOVERED_V1, &outcome);
+    AckReply::ok(serde_json::to_value(&outcome).unwrap_or(Value::Null))
+}
+
 async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
+    if let Some(claims) = s.extensions.get::<Claims>() {
+        s.extensions.insert(Session(Instant::now()));
+        state.metrics.connected();
+        if let Err(e) = state.broker.record_active(&claims.sub, &today()).await {
+            tracing::debug!(error = %e, "analytics: active user not recorded");
+        }
+    }
     let (Some(claims), Some(Resume(resume))) = (
         s.extensions.get::<Claims>(),
         s.extensions.remove::<Resume>(),
@@ -221,7 +422,9 @@ async fn replay(
     }
     let mut seq = pos.seq;
     for (event, env) in &events {
-        let _ = s.emit(event, env);
+        if !emit_paced(s, event, env).await {
+            return refused(head.epoch, head.seq);
+        }
         seq = env.seq;
     }
     StreamRecovered {

@@ -1,36 +1,75 @@
 //! The in-process demo worker: turns each started job into a realistic stream
 //! of events over about three seconds. It stops as soon as a publish is refused
 //! because the job was cancelled.
+//!
+//! It takes jobs from the broker's actions queue (with Redis: the stream
+//! `{prefix}actions`, consumer group `workers`, one consumer per node), so on
+//! several nodes each job runs once. An action is acknowledged when its job ends.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use liveline::contract::{
-    JOB_CHUNK_V1, JOB_RESULT_V1, JOB_STATUS_V1, JobChunk, JobKind, JobResult, JobState, JobStatus,
+    ACTION_JOB_START_V1, JOB_CHUNK_V1, JOB_RESULT_V1, JOB_STATUS_V1, JobChunk, JobKind, JobResult,
+    JobState, JobStatus,
 };
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
-use crate::broker::{Broker, BrokerError, JobRecord, StatusUpdate};
+use crate::actions::kind_str;
+use crate::auth::unix_millis;
+use crate::broker::{Broker, BrokerError, JobRecord, StatusUpdate, today};
+use crate::metrics::Metrics;
 
 /// Pause between two steps of a demo job.
 pub const STEP: Duration = Duration::from_millis(500);
 
-/// Runs every job received on `jobs` until the channel closes.
-pub async fn run(
-    broker: Arc<dyn Broker>,
-    mut jobs: mpsc::UnboundedReceiver<JobRecord>,
-    step: Duration,
-) {
-    while let Some(job) = jobs.recv().await {
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            match run_job(&*broker, &job, step).await {
-                Ok(true) => tracing::debug!(job = %job.id, "demo job finished"),
-                Ok(false) => tracing::debug!(job = %job.id, "demo job stopped: cancelled"),
-                Err(e) => tracing::warn!(job = %job.id, error = %e, "demo job failed"),
+/// Takes actions as consumer `consumer` and runs every started job, forever.
+pub async fn run(broker: Arc<dyn Broker>, consumer: String, step: Duration, metrics: Arc<Metrics>) {
+    loop {
+        let batch = match broker
+            .read_actions(&consumer, 16, Duration::from_secs(1))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "worker: reading actions failed");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
             }
-        });
+        };
+        for (id, action) in batch {
+            if action.action != ACTION_JOB_START_V1 {
+                let _ = broker.ack_action(&id).await;
+                continue;
+            }
+            let Ok(job) = serde_json::from_value::<JobRecord>(action.data) else {
+                tracing::warn!(%id, "worker: job:start without a job record");
+                let _ = broker.ack_action(&id).await;
+                continue;
+            };
+            let broker = broker.clone();
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let outcome = match run_job(&*broker, &job, step).await {
+                    Ok(true) => Some("completed"),
+                    Ok(false) => None,
+                    Err(e) => {
+                        tracing::warn!(job = %job.id, error = %e, "demo job failed");
+                        Some("failed")
+                    }
+                };
+                if let Some(outcome) = outcome {
+                    let secs = unix_millis().saturating_sub(job.created_at) as f64 / 1000.0;
+                    metrics.job_finished(kind_str(job.kind), outcome, secs);
+                    let _ = broker
+                        .record_job(&today(), kind_str(job.kind), outcome, secs)
+                        .await;
+                }
+                if let Err(e) = broker.ack_action(&id).await {
+                    tracing::warn!(error = %e, "worker: ack failed");
+                }
+            });
+        }
     }
 }
 

@@ -3,9 +3,47 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{Backend, Client, Gateway};
-use liveline_gateway::auth::{Claims, JwtAuth, unix_secs};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use liveline_gateway::auth::{AuthError, Claims, JwtAlgorithm, JwtAuth, unix_secs};
 use serde_json::json;
+
+const RSA_PUBLIC: &[u8] = include_bytes!("keys/rsa-public.pem");
+const RSA_PRIVATE: &[u8] = include_bytes!("keys/rsa-private.pem");
+const RSA_OTHER_PRIVATE: &[u8] = include_bytes!("keys/rsa-other-private.pem");
+const ED_PUBLIC: &[u8] = include_bytes!("keys/ed-public.pem");
+const ED_PRIVATE: &[u8] = include_bytes!("keys/ed-private.pem");
+
+fn claims(sub: &str, exp: u64) -> Claims {
+    Claims {
+        sub: sub.into(),
+        exp,
+        iat: unix_secs(),
+        nbf: None,
+        iss: "liveline".into(),
+        aud: "liveline".into(),
+        role: None,
+    }
+}
+
+/// A gateway pinned to `alg` with the public key `pem` under kid `k1`.
+async fn asymmetric(backend: Backend, alg: JwtAlgorithm, pem: &[u8]) -> Gateway {
+    let pem = pem.to_vec();
+    Gateway::start_with(backend, move |c| {
+        c.jwt_algorithm = alg;
+        c.jwt_public_keys = vec![("k1".to_owned(), pem)];
+    })
+    .await
+}
+
+fn signer(alg: JwtAlgorithm, public: &[u8], kid: &str, private: &[u8]) -> JwtAuth {
+    JwtAuth::public_keys(alg, [(kid, public)], "liveline", "liveline")
+        .unwrap()
+        .with_signing_pem(kid, private)
+        .unwrap()
+}
 
 async fn refused(gw: &Gateway, auth: serde_json::Value) {
     let err = Client::connect(gw.addr, auth)
@@ -22,8 +60,10 @@ async fn bad_expired_or_foreign_tokens_get_connect_error_unauthorized(backend: B
         sub: "alice".into(),
         exp,
         iat: now,
+        nbf: None,
         iss: iss.into(),
         aud: aud.into(),
+        role: None,
     };
     let jwt = gw.jwt();
     refused(&gw, json!({})).await;
@@ -88,7 +128,117 @@ mod base64_like {
     }
 }
 
+async fn rs256_gateway_accepts_its_key_and_refuses_forgeries_and_alg_confusion(backend: Backend) {
+    let gw = asymmetric(backend, JwtAlgorithm::Rs256, RSA_PUBLIC).await;
+    let good = signer(JwtAlgorithm::Rs256, RSA_PUBLIC, "k1", RSA_PRIVATE);
+    let token = good.mint("alice", 600).unwrap();
+    let ok = Client::connect(gw.addr, json!({ "token": token })).await;
+    assert!(ok.is_ok(), "a valid RS256 token connects");
+    ok.unwrap().close().await;
+    // Wrong key under the right kid.
+    let wrong = signer(JwtAlgorithm::Rs256, RSA_PUBLIC, "k1", RSA_OTHER_PRIVATE);
+    refused(&gw, json!({"token": wrong.mint("alice", 600).unwrap()})).await;
+    // Right key, unknown kid.
+    let unknown = signer(JwtAlgorithm::Rs256, RSA_PUBLIC, "k9", RSA_PRIVATE);
+    refused(&gw, json!({"token": unknown.mint("alice", 600).unwrap()})).await;
+    // No kid at all.
+    let no_kid = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims("alice", unix_secs() + 600),
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE).unwrap(),
+    )
+    .unwrap();
+    refused(&gw, json!({ "token": no_kid })).await;
+    // Algorithm confusion: HS256 keyed with the RSA public key's PEM.
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let confused = jsonwebtoken::encode(
+        &header,
+        &claims("alice", unix_secs() + 600),
+        &EncodingKey::from_secret(RSA_PUBLIC),
+    )
+    .unwrap();
+    refused(&gw, json!({ "token": confused })).await;
+    // The development HS256 secret means nothing here.
+    let dev = JwtAuth::hs256(
+        liveline_gateway::DEV_JWT_SECRET.as_bytes(),
+        "liveline",
+        "liveline",
+    );
+    refused(&gw, json!({"token": dev.mint("alice", 600).unwrap()})).await;
+    gw.stop().await;
+}
+
+async fn eddsa_gateway_accepts_ed25519_and_refuses_rs256(backend: Backend) {
+    let gw = asymmetric(backend, JwtAlgorithm::EdDsa, ED_PUBLIC).await;
+    let good = signer(JwtAlgorithm::EdDsa, ED_PUBLIC, "k1", ED_PRIVATE);
+    let ok = Client::connect(gw.addr, json!({"token": good.mint("alice", 600).unwrap()})).await;
+    assert!(ok.is_ok(), "a valid EdDSA token connects");
+    ok.unwrap().close().await;
+    let rsa = signer(JwtAlgorithm::Rs256, RSA_PUBLIC, "k1", RSA_PRIVATE);
+    refused(&gw, json!({"token": rsa.mint("alice", 600).unwrap()})).await;
+    gw.stop().await;
+}
+
+async fn not_yet_valid_missing_or_empty_sub_and_oversized_tokens_are_refused(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let jwt = gw.jwt();
+    let now = unix_secs();
+    let mut early = claims("alice", now + 600);
+    early.nbf = Some(now + 300);
+    refused(&gw, json!({"token": jwt.mint_claims(&early).unwrap()})).await;
+    refused(
+        &gw,
+        json!({"token": jwt.mint_claims(&claims("", now + 600)).unwrap()}),
+    )
+    .await;
+    let secret = EncodingKey::from_secret(liveline_gateway::DEV_JWT_SECRET.as_bytes());
+    let no_sub = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"exp": now + 600, "iss": "liveline", "aud": "liveline"}),
+        &secret,
+    )
+    .unwrap();
+    refused(&gw, json!({ "token": no_sub })).await;
+    // Validly signed but 16 KB long: refused before parsing.
+    let big = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "alice", "exp": now + 600, "iss": "liveline", "aud": "liveline",
+                "pad": "x".repeat(12 * 1024)}),
+        &secret,
+    )
+    .unwrap();
+    assert!(big.len() >= 16 * 1024);
+    assert!(matches!(jwt.verify(&big), Err(AuthError::TooLarge)));
+    refused(&gw, json!({ "token": big })).await;
+    gw.stop().await;
+}
+
+async fn live_socket_gets_session_expired_then_is_closed_when_its_token_expires(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.jwt_leeway_secs = 0).await;
+    let token = gw.jwt().mint("alice", 1).unwrap();
+    let mut alice = Client::connect(gw.addr, json!({ "token": token }))
+        .await
+        .unwrap();
+    let seen = alice.until_closed(Duration::from_secs(5)).await;
+    let expired: Vec<_> = seen
+        .iter()
+        .filter(|(n, _)| n == liveline_gateway::socket::SESSION_EXPIRED_V1)
+        .collect();
+    assert_eq!(expired.len(), 1, "{seen:?}");
+    assert_eq!(expired[0].1["reason"], "token_expired");
+    // A socket with a long-lived token stays open meanwhile.
+    let mut bob = gw.connect("bob").await;
+    assert!(bob.maybe_event(Duration::from_millis(200)).await.is_none());
+    bob.close().await;
+    gw.stop().await;
+}
+
 on_both_brokers!(
     bad_expired_or_foreign_tokens_get_connect_error_unauthorized,
     token_with_alg_none_is_refused,
+    rs256_gateway_accepts_its_key_and_refuses_forgeries_and_alg_confusion,
+    eddsa_gateway_accepts_ed25519_and_refuses_rs256,
+    not_yet_valid_missing_or_empty_sub_and_oversized_tokens_are_refused,
+    live_socket_gets_session_expired_then_is_closed_when_its_token_expires,
 );

@@ -89,6 +89,7 @@ async fn dev_token_route_exists_only_when_enabled() {
     let token: Value = serde_json::from_slice(&body).unwrap();
     let claims = config
         .jwt()
+        .unwrap()
         .verify(token["token"].as_str().unwrap())
         .unwrap();
     assert_eq!(claims.sub, "carol");

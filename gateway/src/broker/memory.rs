@@ -1,15 +1,17 @@
 //! An in-process broker: the default when no Redis is configured.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use liveline::contract::Envelope;
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Broker, BrokerError, JobRecord, LiveMessage, StatusUpdate, StreamHead, job_stream, new_epoch,
+    Broker, BrokerError, ControlMessage, DayStats, JobRecord, LiveMessage, QueuedAction,
+    StatusUpdate, StreamHead, job_stream, new_epoch,
 };
 use crate::auth::unix_millis;
 
@@ -19,6 +21,9 @@ use crate::auth::unix_millis;
 pub struct MemoryBroker {
     history_len: usize,
     inner: Mutex<Inner>,
+    actions_ready: Notify,
+    control_tx: mpsc::UnboundedSender<ControlMessage>,
+    control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +32,9 @@ struct Inner {
     jobs: HashMap<String, JobRecord>,
     live: HashMap<String, mpsc::UnboundedSender<LiveMessage>>,
     remembered: HashMap<(String, String, String), Value>,
+    actions: VecDeque<(String, QueuedAction)>,
+    next_action: u64,
+    days: HashMap<String, (HashSet<String>, DayStats)>,
 }
 
 #[derive(Debug)]
@@ -39,9 +47,13 @@ struct StreamState {
 impl MemoryBroker {
     /// A broker keeping at most `history_len` events per stream.
     pub fn new(history_len: usize) -> Self {
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
         Self {
             history_len: history_len.max(1),
             inner: Mutex::new(Inner::default()),
+            actions_ready: Notify::new(),
+            control_tx,
+            control_rx: Mutex::new(Some(control_rx)),
         }
     }
 
@@ -209,5 +221,123 @@ impl Broker for MemoryBroker {
 
     async fn ping(&self) -> Result<(), BrokerError> {
         Ok(())
+    }
+
+    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
+        let inner = self.lock();
+        let mut jobs: Vec<JobRecord> = inner
+            .jobs
+            .values()
+            .filter(|j| j.owner == owner)
+            .cloned()
+            .collect();
+        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
+    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
+        let _ = self.control_tx.send(msg.clone());
+        Ok(())
+    }
+
+    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {
+        self.control_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    async fn enqueue_action(&self, action: &QueuedAction) -> Result<String, BrokerError> {
+        let id = {
+            let mut inner = self.lock();
+            inner.next_action += 1;
+            let id = format!("0-{}", inner.next_action);
+            inner.actions.push_back((id.clone(), action.clone()));
+            id
+        };
+        self.actions_ready.notify_one();
+        Ok(id)
+    }
+
+    async fn read_actions(
+        &self,
+        _consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<(String, QueuedAction)>, BrokerError> {
+        let deadline = tokio::time::Instant::now() + block;
+        loop {
+            let notified = self.actions_ready.notified();
+            {
+                let mut inner = self.lock();
+                if !inner.actions.is_empty() {
+                    let n = max.min(inner.actions.len());
+                    return Ok(inner.actions.drain(..n).collect());
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn ack_action(&self, _id: &str) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn record_active(&self, user: &str, day: &str) -> Result<(), BrokerError> {
+        let mut inner = self.lock();
+        let (users, stats) = inner.day(day);
+        users.insert(user.to_owned());
+        stats.dau = users.len() as u64;
+        Ok(())
+    }
+
+    async fn record_session(&self, day: &str, secs: f64) -> Result<(), BrokerError> {
+        let mut inner = self.lock();
+        let (_, stats) = inner.day(day);
+        stats.sessions += 1;
+        stats.session_seconds += secs;
+        Ok(())
+    }
+
+    async fn record_job(
+        &self,
+        day: &str,
+        kind: &str,
+        outcome: &str,
+        secs: f64,
+    ) -> Result<(), BrokerError> {
+        let mut inner = self.lock();
+        let (_, stats) = inner.day(day);
+        let entry = stats
+            .jobs
+            .entry(kind.to_owned())
+            .or_default()
+            .entry(outcome.to_owned())
+            .or_default();
+        entry.count += 1;
+        entry.seconds += secs;
+        Ok(())
+    }
+
+    async fn day_stats(&self, day: &str) -> Result<DayStats, BrokerError> {
+        let mut inner = self.lock();
+        Ok(inner.day(day).1.clone())
+    }
+}
+
+impl Inner {
+    fn day(&mut self, day: &str) -> &mut (HashSet<String>, DayStats) {
+        self.days.entry(day.to_owned()).or_insert_with(|| {
+            (
+                HashSet::new(),
+                DayStats {
+                    day: day.to_owned(),
+                    ..DayStats::default()
+                },
+            )
+        })
     }
 }

@@ -5,6 +5,9 @@
 mod memory;
 mod redis;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
 use liveline::contract::{Envelope, JobKind, JobState};
 use rand::RngExt;
@@ -80,6 +83,58 @@ pub struct StatusUpdate {
     pub progress: f64,
     /// New message.
     pub message: String,
+}
+
+/// A gateway-originated message for every node (carried on the broker's
+/// control channel: Redis pub/sub `{prefix}control`, or in process).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ControlMessage {
+    /// Close every socket of `user` on every node.
+    Revoke {
+        /// The user.
+        user: String,
+    },
+}
+
+/// An action on its way to workers (Redis stream `{prefix}actions`, consumer
+/// group [`WORKER_GROUP`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedAction {
+    /// The action name, e.g. `job:start:v1`.
+    pub action: String,
+    /// The user who sent it.
+    pub user: String,
+    /// For `job:start:v1`, the [`JobRecord`] to run.
+    pub data: Value,
+}
+
+/// The consumer group workers read `{prefix}actions` with.
+pub const WORKER_GROUP: &str = "workers";
+
+/// Counters of one (kind, outcome) pair of jobs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobStats {
+    /// How many.
+    pub count: u64,
+    /// Total duration in seconds (0 for `started`).
+    pub seconds: f64,
+}
+
+/// One UTC day of analytics, shared by every node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DayStats {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    /// Distinct users who connected (HyperLogLog in Redis: about 0.8% error).
+    pub dau: u64,
+    /// Sessions that ended.
+    pub sessions: u64,
+    /// Their total duration in seconds.
+    pub session_seconds: f64,
+    /// Jobs by kind, then outcome (`started`, `completed`, `failed`, `cancelled`).
+    pub jobs: BTreeMap<String, BTreeMap<String, JobStats>>,
 }
 
 /// A broker operation failed.
@@ -158,6 +213,71 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Checks the backing store is reachable.
     async fn ping(&self) -> Result<(), BrokerError>;
+
+    /// The jobs `owner` started, newest first, at most `limit`.
+    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError>;
+
+    /// Sends `msg` to every node (this one included).
+    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError>;
+
+    /// The receiver of control messages; `Some` only on the first call.
+    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>>;
+
+    /// Forwards an action to workers; returns its id.
+    async fn enqueue_action(&self, action: &QueuedAction) -> Result<String, BrokerError>;
+
+    /// Up to `max` actions for `consumer` of [`WORKER_GROUP`], waiting at most
+    /// `block` for one.
+    async fn read_actions(
+        &self,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<(String, QueuedAction)>, BrokerError>;
+
+    /// Marks action `id` handled.
+    async fn ack_action(&self, id: &str) -> Result<(), BrokerError>;
+
+    /// Counts `user` active on `day` (DAU).
+    async fn record_active(&self, user: &str, day: &str) -> Result<(), BrokerError>;
+
+    /// Counts an ended session of `secs` on `day`.
+    async fn record_session(&self, day: &str, secs: f64) -> Result<(), BrokerError>;
+
+    /// Counts a job of `kind` reaching `outcome` after `secs` on `day`.
+    async fn record_job(
+        &self,
+        day: &str,
+        kind: &str,
+        outcome: &str,
+        secs: f64,
+    ) -> Result<(), BrokerError>;
+
+    /// The analytics of `day`.
+    async fn day_stats(&self, day: &str) -> Result<DayStats, BrokerError>;
+}
+
+/// How long analytics are kept, in seconds (90 days).
+pub const ANALYTICS_TTL_SECS: u64 = 90 * 24 * 3600;
+
+/// The UTC day of `unix_secs`, `YYYY-MM-DD`.
+pub fn utc_day(unix_secs: u64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = (unix_secs / 86_400) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Today, UTC.
+pub fn today() -> String {
+    utc_day(crate::auth::unix_secs())
 }
 
 /// How long idempotency records are kept, in seconds.
@@ -171,4 +291,16 @@ pub fn new_epoch() -> String {
 /// 16 random hex digits (64 bits).
 pub fn random_hex() -> String {
     format!("{:016x}", rand::rng().random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_day;
+
+    #[test]
+    fn utc_day_formats_known_dates() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(951_782_400), "2000-02-29");
+        assert_eq!(utc_day(1_767_225_599), "2025-12-31");
+    }
 }

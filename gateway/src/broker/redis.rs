@@ -7,28 +7,51 @@
 //! - `{prefix}{job:1}:job`   hash with the job record (job streams only)
 //! - `{prefix}user:{user}`   pub/sub channel carrying `{user, event, envelope}`
 //! - `{prefix}idem:{user}:{scope}:{key}` idempotency record (SET NX EX)
+//! - `{prefix}owner:{user}:jobs` sorted set of the user's job ids by creation time
+//! - `{prefix}actions`       Redis stream of actions for workers, consumer group `workers`
+//! - `{prefix}control`       pub/sub channel between gateway nodes (revocation)
+//! - `{prefix}an:{day}:dau|sessions|jobs` analytics of one UTC day
+//!
+//! Stream keys and job records expire [`STREAM_TTL_SECS`] after their last
+//! event; analytics after [`ANALYTICS_TTL_SECS`].
+//!
+//! Pub/sub runs on its own connection. When it drops, every route is closed at
+//! once (the hub then asks those users' sockets to resume, since live events
+//! may be missed), and the connection is re-established with backoff; new
+//! subscriptions go to the new connection.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use liveline::contract::{Envelope, JobKind, JobState};
-use redis::aio::{ConnectionManager, PubSubSink};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use redis::{AsyncCommands, Script};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    Broker, BrokerError, IDEMPOTENCY_TTL_SECS, JobRecord, LiveMessage, StatusUpdate, StreamHead,
-    job_stream, new_epoch,
+    ANALYTICS_TTL_SECS, Broker, BrokerError, ControlMessage, DayStats, IDEMPOTENCY_TTL_SECS,
+    JobRecord, LiveMessage, QueuedAction, StatusUpdate, StreamHead, WORKER_GROUP, job_stream,
+    new_epoch,
 };
 use crate::auth::unix_millis;
 
+/// How long a stream's keys and job record live after their last event.
+pub const STREAM_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Longest wait for a pub/sub SUBSCRIBE or UNSUBSCRIBE reply.
+const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Entries kept (approximately) in the actions stream.
+pub const ACTIONS_MAXLEN: u64 = 100_000;
+
 /// The publish script. KEYS: seq, epoch, hist, job. ARGV: channel, user, event,
 /// stream, data JSON, ts, maxlen, candidate epoch, guard ("1" = job must exist
-/// and not be terminal), status, progress, message. Returns the envelope JSON,
-/// or nil when the guard refused.
+/// and not be terminal), status, progress, message, ttl. Returns the envelope
+/// JSON, or nil when the guard refused.
 const PUBLISH_LUA: &str = r#"
 if ARGV[9] == '1' then
   local st = redis.call('HGET', KEYS[4], 'status')
@@ -59,6 +82,12 @@ local env = '{"stream":' .. cjson.encode(ARGV[4]) .. ',"epoch":' .. cjson.encode
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '0-' .. seqs, 'event', ARGV[3], 'env', env)
 redis.call('PUBLISH', ARGV[1], '{"user":' .. cjson.encode(ARGV[2]) .. ',"event":' ..
   cjson.encode(ARGV[3]) .. ',"envelope":' .. env .. '}')
+redis.call('EXPIRE', KEYS[1], ARGV[13])
+redis.call('EXPIRE', KEYS[2], ARGV[13])
+redis.call('EXPIRE', KEYS[3], ARGV[13])
+if ARGV[9] == '1' then
+  redis.call('EXPIRE', KEYS[4], ARGV[13])
+end
 return env
 "#;
 
@@ -70,9 +99,12 @@ pub struct RedisBroker {
     prefix: String,
     history_len: usize,
     conn: ConnectionManager,
+    /// For blocking reads (XREADGROUP BLOCK), which would stall `conn`.
+    blocking: ConnectionManager,
     script: Script,
-    sink: tokio::sync::Mutex<PubSubSink>,
+    sink: Arc<tokio::sync::Mutex<Option<PubSubSink>>>,
     routes: Routes,
+    control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
@@ -97,30 +129,35 @@ impl RedisBroker {
     pub async fn connect(url: &str, prefix: &str, history_len: usize) -> Result<Self, BrokerError> {
         let client = redis::Client::open(url)?;
         let conn = client.get_connection_manager().await?;
-        let (sink, mut stream) = client.get_async_pubsub().await?.split();
+        let blocking = client
+            .get_connection_manager_with_config(
+                ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10))),
+            )
+            .await?;
+        let control = format!("{prefix}control");
+        let (mut sink, stream) = client.get_async_pubsub().await?.split();
+        sink.subscribe(&control).await?;
+        let sink = Arc::new(tokio::sync::Mutex::new(Some(sink)));
         let routes: Routes = Arc::default();
-        let reader_routes = routes.clone();
-        let reader = tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                let channel = msg.get_channel_name().to_owned();
-                let Ok(msg) = serde_json::from_slice::<LiveMessage>(msg.get_payload_bytes()) else {
-                    tracing::warn!(%channel, "dropping a live message that does not parse");
-                    continue;
-                };
-                let routes = reader_routes.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(tx) = routes.get(&channel) {
-                    let _ = tx.send(msg);
-                }
-            }
-            tracing::error!("redis pub/sub connection closed; live events stop on this node");
-        });
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_pubsub(
+            client,
+            stream,
+            sink.clone(),
+            routes.clone(),
+            control,
+            control_tx,
+        ));
+        ensure_group(&mut conn.clone(), prefix).await?;
         Ok(Self {
             prefix: prefix.to_owned(),
             history_len: history_len.max(1),
             conn,
+            blocking,
             script: Script::new(PUBLISH_LUA),
-            sink: tokio::sync::Mutex::new(sink),
+            sink,
             routes,
+            control_rx: Mutex::new(Some(control_rx)),
             reader,
         })
     }
@@ -164,9 +201,82 @@ impl RedisBroker {
                 .arg(u.progress.to_string())
                 .arg(&u.message),
         };
+        inv.arg(STREAM_TTL_SECS);
         let mut conn = self.conn.clone();
         let env: Option<String> = inv.invoke_async(&mut conn).await?;
         env.map(|s| parse_envelope(&s)).transpose()
+    }
+}
+
+/// Creates the workers' consumer group (and the stream) unless it exists;
+/// needed at start and after Redis lost its data.
+async fn ensure_group(conn: &mut ConnectionManager, prefix: &str) -> Result<(), BrokerError> {
+    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(format!("{prefix}actions"))
+        .arg(WORKER_GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(conn)
+        .await;
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Reads pub/sub messages, reconnecting with backoff when the connection drops.
+async fn read_pubsub(
+    client: redis::Client,
+    mut stream: PubSubStream,
+    sink: Arc<tokio::sync::Mutex<Option<PubSubSink>>>,
+    routes: Routes,
+    control: String,
+    control_tx: mpsc::UnboundedSender<ControlMessage>,
+) {
+    loop {
+        while let Some(msg) = stream.next().await {
+            let channel = msg.get_channel_name().to_owned();
+            if channel == control {
+                match serde_json::from_slice::<ControlMessage>(msg.get_payload_bytes()) {
+                    Ok(m) => {
+                        let _ = control_tx.send(m);
+                    }
+                    Err(_) => tracing::warn!("dropping a control message that does not parse"),
+                }
+                continue;
+            }
+            let Ok(msg) = serde_json::from_slice::<LiveMessage>(msg.get_payload_bytes()) else {
+                tracing::warn!(%channel, "dropping a live message that does not parse");
+                continue;
+            };
+            let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(tx) = routes.get(&channel) {
+                let _ = tx.send(msg);
+            }
+        }
+        // Lost: no new subscription may go to the dead connection, and every
+        // current subscriber is told (its receiver closes) so it can resume.
+        *sink.lock().await = None;
+        routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        tracing::error!("redis pub/sub connection lost; reconnecting");
+        let mut backoff = Duration::from_millis(50);
+        stream = loop {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            let Ok(pubsub) = client.get_async_pubsub().await else {
+                continue;
+            };
+            let (mut new_sink, new_stream) = pubsub.split();
+            let subscribed =
+                tokio::time::timeout(PUBSUB_TIMEOUT, new_sink.subscribe(&control)).await;
+            if !matches!(subscribed, Ok(Ok(()))) {
+                continue;
+            }
+            *sink.lock().await = Some(new_sink);
+            tracing::info!("redis pub/sub reconnected");
+            break new_stream;
+        };
     }
 }
 
@@ -286,7 +396,21 @@ impl Broker for RedisBroker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(channel.clone(), tx);
-        if let Err(e) = self.sink.lock().await.subscribe(&channel).await {
+        let result = match self.sink.lock().await.as_mut() {
+            Some(sink) => tokio::time::timeout(PUBSUB_TIMEOUT, sink.subscribe(&channel))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "pub/sub subscribe timed out",
+                    )))
+                }),
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "pub/sub reconnecting",
+            ))),
+        };
+        if let Err(e) = result {
             self.routes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -302,7 +426,13 @@ impl Broker for RedisBroker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&channel);
-        self.sink.lock().await.unsubscribe(&channel).await?;
+        if let Some(sink) = self.sink.lock().await.as_mut() {
+            if let Ok(result) =
+                tokio::time::timeout(PUBSUB_TIMEOUT, sink.unsubscribe(&channel)).await
+            {
+                result?;
+            }
+        }
         Ok(())
     }
 
@@ -320,8 +450,24 @@ impl Broker for RedisBroker {
             ("createdAt", job.created_at.to_string()),
             ("updatedAt", job.updated_at.to_string()),
         ];
-        let _: () = conn
-            .hset_multiple(self.key(&job.stream(), "job"), &fields)
+        let key = self.key(&job.stream(), "job");
+        let owned = format!("{}owner:{}:jobs", self.prefix, job.owner);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .expire(&key, STREAM_TTL_SECS as i64)
+            .ignore()
+            .zadd(&owned, &job.id, job.created_at)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&owned)
+            .arg(0)
+            .arg(-1001)
+            .ignore()
+            .expire(&owned, STREAM_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
             .await?;
         Ok(())
     }
@@ -371,6 +517,216 @@ impl Broker for RedisBroker {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok(())
+    }
+
+    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrevrange(
+                format!("{}owner:{owner}:jobs", self.prefix),
+                0,
+                limit as isize - 1,
+            )
+            .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.job(&id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let payload =
+            serde_json::to_string(msg).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let _: i64 = conn
+            .publish(format!("{}control", self.prefix), payload)
+            .await?;
+        Ok(())
+    }
+
+    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {
+        self.control_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    async fn enqueue_action(&self, action: &QueuedAction) -> Result<String, BrokerError> {
+        let mut conn = self.conn.clone();
+        let payload =
+            serde_json::to_string(action).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let id: String = redis::cmd("XADD")
+            .arg(format!("{}actions", self.prefix))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(ACTIONS_MAXLEN)
+            .arg("*")
+            .arg("action")
+            .arg(payload)
+            .query_async(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    async fn read_actions(
+        &self,
+        consumer: &str,
+        max: usize,
+        block: Duration,
+    ) -> Result<Vec<(String, QueuedAction)>, BrokerError> {
+        let mut conn = self.blocking.clone();
+        let reply: Result<Option<Vec<(String, Vec<(String, HashMap<String, String>)>)>>, _> =
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(WORKER_GROUP)
+                .arg(consumer)
+                .arg("COUNT")
+                .arg(max.max(1))
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(format!("{}actions", self.prefix))
+                .arg(">")
+                .query_async(&mut conn)
+                .await;
+        let reply = match reply {
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // Redis lost its data (restart without persistence): recreate.
+                ensure_group(&mut self.conn.clone(), &self.prefix).await?;
+                return Ok(Vec::new());
+            }
+            other => other?,
+        };
+        let mut out = Vec::new();
+        for (_, entries) in reply.unwrap_or_default() {
+            for (id, mut fields) in entries {
+                let parsed = fields
+                    .remove("action")
+                    .and_then(|a| serde_json::from_str::<QueuedAction>(&a).ok());
+                match parsed {
+                    Some(a) => out.push((id, a)),
+                    None => {
+                        tracing::warn!(%id, "dropping an action that does not parse");
+                        self.ack_action(&id).await?;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ack_action(&self, id: &str) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("XACK")
+            .arg(format!("{}actions", self.prefix))
+            .arg(WORKER_GROUP)
+            .arg(id)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_active(&self, user: &str, day: &str) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}an:{day}:dau", self.prefix);
+        let _: () = redis::pipe()
+            .cmd("PFADD")
+            .arg(&key)
+            .arg(user)
+            .ignore()
+            .expire(&key, ANALYTICS_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_session(&self, day: &str, secs: f64) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}an:{day}:sessions", self.prefix);
+        let _: () = redis::pipe()
+            .hincr(&key, "count", 1)
+            .ignore()
+            .cmd("HINCRBYFLOAT")
+            .arg(&key)
+            .arg("seconds")
+            .arg(secs)
+            .ignore()
+            .expire(&key, ANALYTICS_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_job(
+        &self,
+        day: &str,
+        kind: &str,
+        outcome: &str,
+        secs: f64,
+    ) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}an:{day}:jobs", self.prefix);
+        let _: () = redis::pipe()
+            .hincr(&key, format!("{kind}|{outcome}|count"), 1)
+            .ignore()
+            .cmd("HINCRBYFLOAT")
+            .arg(&key)
+            .arg(format!("{kind}|{outcome}|seconds"))
+            .arg(secs)
+            .ignore()
+            .expire(&key, ANALYTICS_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn day_stats(&self, day: &str) -> Result<DayStats, BrokerError> {
+        let mut conn = self.conn.clone();
+        let p = &self.prefix;
+        let (dau, sessions, jobs): (u64, HashMap<String, String>, HashMap<String, String>) =
+            redis::pipe()
+                .cmd("PFCOUNT")
+                .arg(format!("{p}an:{day}:dau"))
+                .hgetall(format!("{p}an:{day}:sessions"))
+                .hgetall(format!("{p}an:{day}:jobs"))
+                .query_async(&mut conn)
+                .await?;
+        let num = |s: Option<&String>| s.and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let mut stats = DayStats {
+            day: day.to_owned(),
+            dau,
+            sessions: num(sessions.get("count")) as u64,
+            session_seconds: num(sessions.get("seconds")),
+            jobs: Default::default(),
+        };
+        for (field, value) in &jobs {
+            let mut parts = field.splitn(3, '|');
+            let (Some(kind), Some(outcome), Some(what)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let entry = stats
+                .jobs
+                .entry(kind.to_owned())
+                .or_default()
+                .entry(outcome.to_owned())
+                .or_default();
+            match what {
+                "count" => entry.count = num(Some(value)) as u64,
+                _ => entry.seconds = num(Some(value)),
+            }
+        }
+        Ok(stats)
     }
 }
 

@@ -80,11 +80,16 @@ impl Gateway {
     }
 
     pub fn token(&self, sub: &str) -> String {
-        self.config.jwt().mint(sub, 600).unwrap()
+        self.jwt().mint(sub, 600).unwrap()
+    }
+
+    /// A token with a `role` claim (`service`, `admin`).
+    pub fn role_token(&self, sub: &str, role: &str) -> String {
+        self.jwt().mint_with_role(sub, 600, Some(role)).unwrap()
     }
 
     pub fn jwt(&self) -> JwtAuth {
-        self.config.jwt()
+        self.config.jwt().unwrap()
     }
 
     pub async fn connect(&self, sub: &str) -> Client {
@@ -100,7 +105,8 @@ impl Gateway {
     /// Stops the server and deletes this test's Redis keys.
     pub async fn stop(self) {
         self.server.abort();
-        if self.config.redis_url.is_some() {
+        self.handle.shutdown();
+        if self.config.redis_url.as_deref() == Some(REDIS_URL) {
             let client = redis::Client::open(REDIS_URL).unwrap();
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
             let pattern = format!("{}*", self.config.key_prefix);
@@ -217,6 +223,44 @@ impl Client {
 
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+
+    /// Sends one raw text frame.
+    pub async fn send_raw(&mut self, frame: String) {
+        self.ws.send(Message::text(frame)).await.unwrap();
+    }
+
+    /// Emits `event` with `data` without an ack id.
+    pub async fn emit(&mut self, event: &str, data: Value) {
+        self.send_raw(format!("42{}", json!([event, data]))).await;
+    }
+
+    /// Reads until the server disconnects the socket (a Socket.IO DISCONNECT
+    /// packet, an Engine.IO close, a WebSocket close or EOF) and returns the
+    /// events seen before. Panics if it stays open for `within`.
+    pub async fn until_closed(&mut self, within: Duration) -> Vec<(String, Value)> {
+        let mut seen: Vec<(String, Value)> = self.events.drain(..).collect();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("socket still open after the wait");
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.to_string();
+                    if t == "2" {
+                        let _ = self.ws.send(Message::text("3")).await;
+                    } else if t.starts_with("41") || t == "1" {
+                        return seen;
+                    } else if t.starts_with("42") {
+                        self.queue(&t);
+                        seen.extend(self.events.drain(..));
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return seen,
+                Some(Ok(_)) => {}
+            }
+        }
     }
 
     fn queue(&mut self, frame: &str) {

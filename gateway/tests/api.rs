@@ -1,0 +1,173 @@
+//! REST: job list and events, worker publishing, analytics, metrics; and the
+//! Redis actions stream workers consume.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{Backend, Gateway, is_completed, start_job};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn call(
+    gw: &Gateway,
+    method: &str,
+    uri: &str,
+    token: Option<String>,
+    body: Option<Value>,
+) -> (StatusCode, Value, String) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string()))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    };
+    let res = gw.router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    )
+}
+
+async fn jobs_list_events_after_publish_analytics_and_metrics(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let mut alice = gw.connect("alice").await;
+    let id = start_job(&mut alice, "k-api", "research").await;
+    let events = alice.events_until(is_completed).await;
+    let alice_t = || Some(gw.token("alice"));
+
+    let (status, list, _) = call(&gw, "GET", "/api/v1/jobs", alice_t(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["jobs"][0]["id"], id.as_str());
+    let (_, bobs, _) = call(&gw, "GET", "/api/v1/jobs", Some(gw.token("bob")), None).await;
+    assert_eq!(bobs["jobs"], json!([]));
+
+    let uri = format!("/api/v1/jobs/{id}/events?after=2");
+    let (status, after, _) = call(&gw, "GET", &uri, alice_t(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["complete"], true);
+    assert_eq!(after["seq"], events.len() as u64);
+    let seqs: Vec<u64> = after["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["envelope"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (3..=events.len() as u64).collect::<Vec<_>>());
+    let (status, _, _) = call(&gw, "GET", &uri, Some(gw.token("bob")), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Publishing needs a service token; the event reaches the user live.
+    let body = json!({"user": "alice", "stream": "market:BTC-USD", "event": "market:tick:v1", "data": {"symbol": "BTC-USD", "price": 1.0}});
+    let (status, _, _) = call(
+        &gw,
+        "POST",
+        "/api/v1/publish",
+        alice_t(),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let service = || Some(gw.role_token("worker-1", "service"));
+    let (status, env, _) = call(&gw, "POST", "/api/v1/publish", service(), Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{env}");
+    assert_eq!(env["seq"], 1);
+    let (name, live) = alice.event().await;
+    assert_eq!(name, "market:tick:v1");
+    assert_eq!(live, env);
+    let ended = json!({"user": "alice", "stream": format!("job:{id}"), "event": "job:chunk:v1", "data": {}});
+    let (status, _, _) = call(&gw, "POST", "/api/v1/publish", service(), Some(ended)).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a completed job takes no more events"
+    );
+    let bad = json!({"user": "alice", "stream": "s", "event": "Not An Event", "data": {}});
+    let (status, _, _) = call(&gw, "POST", "/api/v1/publish", service(), Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, _, _) = call(&gw, "GET", "/api/v1/analytics/summary", alice_t(), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, summary, _) = call(&gw, "GET", "/api/v1/analytics/summary", service(), None).await;
+    assert_eq!(status, StatusCode::OK, "{summary}");
+    assert_eq!(summary["dau"], 1);
+    assert_eq!(summary["jobs"]["research"]["started"]["count"], 1);
+    assert_eq!(summary["jobs"]["research"]["completed"]["count"], 1);
+    assert!(
+        summary["jobs"]["research"]["completed"]["seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(summary["latency"]["p99"].is_number(), "{summary}");
+
+    let (status, _, text) = call(&gw, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("liveline_connections 1"), "{text}");
+    assert!(text.contains("liveline_actions_total{action=\"job:start:v1\",outcome=\"ok\"} 1"));
+    assert!(text.contains("liveline_delivery_latency_seconds_bucket{le=\"+Inf\"}"));
+    assert!(text.contains(
+        "liveline_job_duration_seconds_count{kind=\"research\",outcome=\"completed\"} 1"
+    ));
+    assert!(!text.contains("alice"), "no per-user labels");
+    alice.close().await;
+    // The session is counted once it ends.
+    let mut sessions = 0;
+    for _ in 0..50 {
+        let (_, s, _) = call(&gw, "GET", "/api/v1/analytics/summary", service(), None).await;
+        sessions = s["sessions"].as_u64().unwrap();
+        if sessions == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(sessions, 1);
+    gw.stop().await;
+}
+
+on_both_brokers!(jobs_list_events_after_publish_analytics_and_metrics);
+
+#[tokio::test]
+async fn started_job_goes_to_the_redis_actions_stream_once_per_idempotency_key() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo_worker = false).await;
+    let mut alice = gw.connect("alice").await;
+    let first = start_job(&mut alice, "k-stream", "llm").await;
+    let again = start_job(&mut alice, "k-stream", "llm").await;
+    assert_eq!(first, again);
+    let client = redis::Client::open(common::REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("{}actions", gw.config.key_prefix);
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(&key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let action: Value = serde_json::from_str(&entries[0].1[0].1).unwrap();
+    assert_eq!(action["action"], "job:start:v1");
+    assert_eq!(action["user"], "alice");
+    assert_eq!(action["data"]["id"], first.as_str());
+    let groups: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(groups.len(), 1, "the `workers` consumer group exists");
+    alice.close().await;
+    gw.stop().await;
+}

@@ -1,0 +1,169 @@
+//! Limits: message size, action rate, connections per user, slow readers,
+//! clients that never CONNECT.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Client, Gateway};
+use futures_util::StreamExt;
+use serde_json::json;
+
+async fn oversized_message_closes_the_socket(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.max_message_bytes = 4096).await;
+    let mut alice = gw.connect("alice").await;
+    let big =
+        json!({"key": "k", "data": {"kind": "research", "params": {"q": "x".repeat(10_000)}}});
+    alice.emit("job:start:v1", big).await;
+    alice.until_closed(Duration::from_secs(3)).await;
+    // A normal-sized message on another socket is fine.
+    let mut bob = gw.connect("bob").await;
+    let ack = bob
+        .call(
+            "job:cancel:v1",
+            json!({"key": "k", "data": {"jobId": "nope"}}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "not_found");
+    bob.close().await;
+    gw.stop().await;
+}
+
+async fn rate_limited_user_gets_rate_limited_acks_then_is_disconnected_others_unaffected(
+    backend: Backend,
+) {
+    let gw = Gateway::start_with(backend, |c| {
+        c.action_rate_per_sec = 0.5;
+        c.action_burst = 3;
+        c.rate_limit_strikes = 3;
+    })
+    .await;
+    let mut alice = gw.connect("alice").await;
+    let mut bob = gw.connect("bob").await;
+    let cancel = json!({"key": "k", "data": {"jobId": "nope"}});
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let ack = alice.call("job:cancel:v1", cancel.clone()).await;
+        codes.push(ack["error"]["code"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        codes,
+        [
+            "not_found",
+            "not_found",
+            "not_found",
+            "rate_limited",
+            "rate_limited",
+            "rate_limited"
+        ]
+    );
+    // Bob has his own budget.
+    let ack = bob.call("job:cancel:v1", cancel.clone()).await;
+    assert_eq!(ack["error"]["code"], "not_found");
+    // Going on closes alice's socket.
+    alice.emit("job:cancel:v1", cancel.clone()).await;
+    alice.until_closed(Duration::from_secs(3)).await;
+    let ack = bob.call("job:cancel:v1", cancel).await;
+    assert_eq!(ack["error"]["code"], "not_found");
+    bob.close().await;
+    gw.stop().await;
+}
+
+async fn connections_per_user_are_capped(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.max_connections_per_user = 2).await;
+    let a1 = gw.connect("alice").await;
+    let a2 = gw.connect("alice").await;
+    let refused = Client::connect(gw.addr, json!({"token": gw.token("alice")}))
+        .await
+        .err()
+        .expect("third socket must be refused");
+    assert_eq!(refused, json!({"message": "too_many_connections"}));
+    let b = gw.connect("bob").await;
+    a1.close().await;
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(c) = Client::connect(gw.addr, json!({"token": gw.token("alice")})).await {
+            again = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a slot frees up when a socket leaves");
+    for c in [a2, b, again.unwrap()] {
+        c.close().await;
+    }
+    gw.stop().await;
+}
+
+on_both_brokers!(
+    oversized_message_closes_the_socket,
+    rate_limited_user_gets_rate_limited_acks_then_is_disconnected_others_unaffected,
+    connections_per_user_are_capped,
+);
+
+#[tokio::test]
+async fn websocket_that_never_sends_connect_is_closed_after_connect_timeout() {
+    let gw = Gateway::start_with(Backend::Memory, |c| {
+        c.connect_timeout = Duration::from_millis(300)
+    })
+    .await;
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", gw.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))
+                | None
+                | Some(Err(_)) => {
+                    return;
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after the connect timeout");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn slow_reader_is_cut_off_and_disconnected_while_a_fast_one_gets_everything() {
+    let gw = Gateway::start_with(Backend::Memory, |c| {
+        c.max_buffer_packets = 16;
+        c.history_len = 10;
+    })
+    .await;
+    let mut slow = gw.connect("alice").await;
+    let mut fast = gw.connect("alice").await;
+    let broker = gw.handle.state.broker.clone();
+    let blob = "x".repeat(16 * 1024);
+    let total = 1500u64;
+    // The fast socket reads each event as it comes; the slow one never reads.
+    for seq in 1..=total {
+        broker
+            .publish(
+                "alice",
+                "market:blob",
+                "market:tick:v1",
+                json!({"i": seq, "blob": &blob}),
+            )
+            .await
+            .unwrap();
+        let (_, env) = fast.event().await;
+        assert_eq!(env["seq"], seq);
+    }
+    let metrics = gw.handle.state.metrics.render();
+    assert!(
+        metrics.contains("liveline_slow_clients_disconnected_total 1"),
+        "{metrics}"
+    );
+    // Once it reads again it gets what was queued, then DISCONNECT: bounded, no growth.
+    let seen = slow.until_closed(Duration::from_secs(15)).await;
+    assert!((seen.len() as u64) < total, "the slow socket was cut off");
+    for (i, (_, env)) in seen.iter().enumerate() {
+        assert_eq!(env["seq"], (i + 1) as u64, "what it got has no hole");
+    }
+    fast.close().await;
+    gw.stop().await;
+}

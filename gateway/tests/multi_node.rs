@@ -1,0 +1,113 @@
+//! Two gateway nodes (separate Socket.IO servers and Redis connections) on one
+//! Redis: each user's events reach that user's sockets on every node, and a
+//! revocation closes the user's sockets everywhere.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use common::{Backend, Gateway, is_completed, start_job};
+use serde_json::json;
+use tower::ServiceExt;
+
+async fn two_nodes() -> (Gateway, Gateway) {
+    let a = Gateway::start(Backend::Redis).await;
+    let prefix = a.config.key_prefix.clone();
+    let b = Gateway::start_with(Backend::Redis, move |c| c.key_prefix = prefix).await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn clients_on_two_nodes_get_their_own_users_events_and_never_anothers() {
+    let (a, b) = two_nodes().await;
+    let mut alice_a = a.connect("alice").await;
+    let mut alice_b = b.connect("alice").await;
+    let mut bob_b = b.connect("bob").await;
+    let id = start_job(&mut alice_a, "k-multi-a", "research").await;
+    let on_a = alice_a.events_until(is_completed).await;
+    let on_b = alice_b.events_until(is_completed).await;
+    assert_eq!(on_a, on_b, "both of alice's sockets get the same events");
+    assert!(
+        on_a.iter()
+            .all(|(_, e)| e["stream"] == format!("job:{id}").as_str())
+    );
+    for (i, (_, env)) in on_a.iter().enumerate() {
+        assert_eq!(env["seq"], (i + 1) as u64, "the job ran once: {on_a:?}");
+    }
+    assert!(
+        bob_b
+            .maybe_event(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    let bob_job = start_job(&mut bob_b, "k-multi-b", "research").await;
+    let bobs = bob_b.events_until(is_completed).await;
+    assert!(
+        bobs.iter()
+            .all(|(_, e)| e["stream"] == format!("job:{bob_job}").as_str())
+    );
+    assert!(
+        alice_a
+            .maybe_event(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    assert!(
+        alice_b
+            .maybe_event(Duration::from_millis(100))
+            .await
+            .is_none()
+    );
+    for c in [alice_a, alice_b, bob_b] {
+        c.close().await;
+    }
+    b.handle.shutdown();
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn admin_revoke_closes_the_users_sockets_on_every_node_only() {
+    let (a, b) = two_nodes().await;
+    let mut alice_a = a.connect("alice").await;
+    let mut alice_b = b.connect("alice").await;
+    let mut bob_a = a.connect("bob").await;
+    let revoke = |token: String| {
+        Request::post("/api/v1/admin/revoke")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"user": "alice"}).to_string()))
+            .unwrap()
+    };
+    let res = a
+        .router
+        .clone()
+        .oneshot(revoke(a.token("mallory")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "users cannot revoke");
+    let res = a
+        .router
+        .clone()
+        .oneshot(revoke(a.role_token("ops", "admin")))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    for alice in [&mut alice_a, &mut alice_b] {
+        let seen = alice.until_closed(Duration::from_secs(3)).await;
+        assert!(
+            seen.iter()
+                .any(|(n, e)| n == "session:revoked:v1" && e["reason"] == "revoked"),
+            "{seen:?}"
+        );
+    }
+    // Bob is untouched and still gets his events.
+    start_job(&mut bob_a, "k-bob", "research").await;
+    bob_a.events_until(is_completed).await;
+    bob_a.close().await;
+    b.handle.shutdown();
+    a.stop().await;
+}
