@@ -229,6 +229,10 @@ pub struct Client {
     next_ack_id: u64,
     /// The server appends a recovery offset to its events.
     recovery_server: bool,
+    /// When to retry, as the server asked (graceful shutdown).
+    retry_hint: Option<u64>,
+    /// Why the server is about to close the socket, as it told us.
+    close_reason: Option<String>,
     out: VecDeque<Output>,
 }
 
@@ -255,6 +259,8 @@ impl Client {
             replays_pending: VecMap::default(),
             next_ack_id: 0,
             recovery_server: false,
+            retry_hint: None,
+            close_reason: None,
             out: VecDeque::new(),
         }
     }
@@ -607,6 +613,8 @@ impl Client {
                 self.auth_retried = false;
                 self.disconnected_since = None;
                 self.last_error.clear();
+                self.retry_hint = None;
+                self.close_reason = None;
                 // A server with connection-state recovery answers with a
                 // `pid` and appends an offset to every event it emits.
                 self.recovery_server = p
@@ -689,6 +697,26 @@ impl Client {
     /// gap or an event from another epoch, advances the position before the
     /// app sees the event.
     fn deliver(&mut self, ev: Incoming, ack: Option<u64>, now: u64) {
+        match ev.name.as_str() {
+            contract::SESSION_SHUTDOWN_V1 => {
+                // The node is going away: come back when it says, not at
+                // once, so clients spread over the other nodes.
+                let hint = ev
+                    .args
+                    .first()
+                    .and_then(|a| json::get(a, "retryInMs"))
+                    .and_then(json::u64);
+                self.retry_hint = hint.map(|ms| ms.min(self.config.backoff.max_ms));
+                self.close_reason = Some("gateway shutting down".to_owned());
+            }
+            contract::SESSION_EXPIRED_V1 => {
+                self.close_reason = Some("session expired: token_expired".to_owned());
+            }
+            contract::SESSION_REVOKED_V1 => {
+                self.close_reason = Some("session revoked".to_owned());
+            }
+            _ => {}
+        }
         if let Some(notice) = ev.recovered() {
             let r = match notice {
                 Ok(r) => r,
@@ -815,11 +843,16 @@ impl Client {
             }
         }
         self.socket_gone();
-        self.last_error = reason.to_owned();
+        self.last_error = self
+            .close_reason
+            .take()
+            .unwrap_or_else(|| reason.to_owned());
         self.disconnected_since.get_or_insert(now);
         self.attempt += 1;
         let suspended = self.is_suspended(now);
-        let delay = if suspended {
+        let delay = if let Some(hint) = self.retry_hint.take() {
+            hint
+        } else if suspended {
             self.rng
                 .random_range(self.config.suspended_retry_ms / 2..=self.config.suspended_retry_ms)
         } else {
@@ -1254,6 +1287,26 @@ mod tests {
                 vec![r#"{"hi":1}"#.to_owned()],
                 vec!["1".to_owned(), r#""not-an-offset""#.to_owned()]
             ]
+        );
+    }
+
+    #[test]
+    fn a_shutdown_notice_sets_the_retry_delay_and_the_reason() {
+        let (mut c, _) = connected(0);
+        c.handle_text(r#"42["session:shutdown:v1",{"retryInMs":1234}]"#, 10);
+        c.handle_text("41", 10);
+        let _ = drain(&mut c);
+        let ConnectionState::Reconnecting {
+            retry_in_ms,
+            last_error,
+            ..
+        } = c.state().clone()
+        else {
+            panic!("not reconnecting: {:?}", c.state())
+        };
+        assert_eq!(
+            (retry_in_ms, last_error.as_str()),
+            (1234, "gateway shutting down")
         );
     }
 }

@@ -27,6 +27,15 @@ pub const MARKET_TICK_V1: &str = "market:tick:v1";
 /// Event name of [`StreamRecovered`].
 pub const STREAM_RECOVERED_V1: &str = "stream:recovered:v1";
 
+/// The gateway is about to close this socket because its token expired:
+/// `{reason: "token_expired", exp}`. The SDK reconnects with a fresh token.
+pub const SESSION_EXPIRED_V1: &str = "session:expired:v1";
+/// The user's sessions were revoked by an admin: `{reason: "revoked"}`.
+pub const SESSION_REVOKED_V1: &str = "session:revoked:v1";
+/// The gateway node is shutting down: `{retryInMs}` says when to reconnect
+/// (jittered per socket, so clients spread over the other nodes).
+pub const SESSION_SHUTDOWN_V1: &str = "session:shutdown:v1";
+
 /// Action name of [`JobStart`].
 pub const ACTION_JOB_START_V1: &str = "job:start:v1";
 /// Action name of [`JobCancel`].
