@@ -1,5 +1,5 @@
 import type { ReactNode, JSX } from 'react';
-import type { ConnectionSnapshot, EventMap, JobState, Liveline } from './index.js';
+import type { ConnectionSnapshot, Envelope, EventMap, JobState, Liveline, LivelineError } from './index.js';
 
 /** What `useJob(jobId)` returns, built from job events only. */
 export interface UseJobResult {
@@ -43,3 +43,22 @@ export function useEvent(event: string | null | undefined, handler: (payload: un
 
 /** Live state of one job from job events only; `jobId` null gives an empty state. */
 export function useJob(jobId: string | null | undefined): UseJobResult;
+
+/** What `useTopic(name)` returns. */
+export interface UseTopicResult<T = unknown> {
+  topic: string | null;
+  /** The latest event's `data` on the topic's stream, or null before the first. */
+  data: T | null;
+  envelope: Envelope<T> | null;
+  /** True once `topic:subscribe:v1` was acked. */
+  subscribed: boolean;
+  /** The refusal of `topic:subscribe:v1`, if any. */
+  error: { code: LivelineError['code']; message: string } | null;
+}
+
+/**
+ * Subscribes to a public topic (e.g. `market:BTC-USD`) with `topic:subscribe:v1`
+ * while mounted (once however many components use it; again after a reconnect),
+ * unsubscribes when the last user unmounts; null/undefined pauses.
+ */
+export function useTopic<T = EventMap['market:tick:v1']['data']>(name: string | null | undefined): UseTopicResult<T>;

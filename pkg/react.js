@@ -83,6 +83,24 @@ export function useJob(jobId) {
   return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
 }
 
+/**
+ * A public topic (e.g. 'market:BTC-USD'): sends `topic:subscribe:v1` while at
+ * least one component uses it and `topic:unsubscribe:v1` when the last one
+ * unmounts. Returns `{ topic, data, envelope, subscribed, error }` where `data`
+ * is the latest event's payload on the topic's stream. StrictMode's
+ * mount -> unmount -> mount sends one subscribe, not subscribe/unsubscribe/subscribe.
+ */
+export function useTopic(name) {
+  const client = useLiveline();
+  const store = topicStoreFor(client);
+  const subscribe = useCallback(
+    (onChange) => (name ? store.acquire(String(name), onChange) : noopUnsubscribe),
+    [store, name],
+  );
+  const getSnapshot = useCallback(() => (name ? store.get(String(name)) : EMPTY_TOPIC), [store, name]);
+  return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
+}
+
 // --- internals -------------------------------------------------------------
 
 const noopUnsubscribe = () => {};
@@ -250,4 +268,116 @@ function applyError(entry, data) {
 
 function clamp01(x) {
   return x < 0 ? 0 : x > 1 ? 1 : x;
+}
+
+// --- topics ----------------------------------------------------------------
+
+const EMPTY_TOPIC = Object.freeze({ topic: null, data: null, envelope: null, subscribed: false, error: null });
+
+const topicStores = new WeakMap();
+
+function topicStoreFor(client) {
+  let store = topicStores.get(client);
+  if (!store) {
+    store = new TopicStore(client);
+    topicStores.set(client, store);
+  }
+  return store;
+}
+
+class TopicStore {
+  constructor(client) {
+    this.client = client;
+    this.topics = new Map(); // topic -> { refs, listeners, state, release }
+    this.offEvents = null;
+    this.offState = null;
+    this.wasConnected = false;
+  }
+
+  acquire(topic, fn) {
+    let t = this.topics.get(topic);
+    if (!t) {
+      t = {
+        refs: 0,
+        listeners: new Set(),
+        state: Object.freeze({ ...EMPTY_TOPIC, topic }),
+        release: null,
+        acked: false,
+      };
+      this.topics.set(topic, t);
+      this.start();
+      this.sendSubscribe(topic, t);
+    }
+    if (t.release) {
+      // Re-acquired before the deferred release ran (StrictMode remount).
+      clearTimeout(t.release);
+      t.release = null;
+    }
+    t.refs++;
+    t.listeners.add(fn);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      t.listeners.delete(fn);
+      if (--t.refs > 0) return;
+      t.release = setTimeout(() => {
+        t.release = null;
+        if (t.refs > 0 || this.topics.get(topic) !== t) return;
+        this.topics.delete(topic);
+        this.client.send('topic:unsubscribe:v1', { topic }).catch(() => {});
+        if (this.topics.size === 0) this.stop();
+      }, 0);
+    };
+  }
+
+  get(topic) {
+    return this.topics.get(topic)?.state ?? EMPTY_TOPIC;
+  }
+
+  sendSubscribe(topic, t) {
+    this.client.send('topic:subscribe:v1', { topic }).then(
+      () => {
+        t.acked = true;
+        this.set(t, { subscribed: true, error: null });
+      },
+      (err) => this.set(t, { error: { code: err?.code ?? 'unknown', message: err?.message ?? String(err) } }),
+    );
+  }
+
+  set(t, patch) {
+    t.state = Object.freeze({ ...t.state, ...patch });
+    for (const fn of [...t.listeners]) fn();
+  }
+
+  start() {
+    if (this.offEvents) return;
+    this.offEvents = this.client.on('*', (payload) => {
+      const stream = payload?.stream;
+      if (typeof stream !== 'string' || payload.data === undefined) return;
+      const t = this.topics.get(stream);
+      if (t) this.set(t, { data: payload.data, envelope: payload });
+    });
+    // A subscription belongs to a socket: after a reconnect, subscribe again
+    // (the gateway treats a repeat as a no-op).
+    this.wasConnected = this.client.getSnapshot().current === 'connected';
+    this.offState = this.client.subscribe(() => {
+      const connected = this.client.getSnapshot().current === 'connected';
+      const reconnected = connected && !this.wasConnected;
+      // Updated before sending: a send changes the state (its queued count)
+      // and calls this listener again, synchronously.
+      this.wasConnected = connected;
+      if (reconnected) {
+        queueMicrotask(() => {
+          for (const [topic, t] of this.topics) if (t.acked) this.sendSubscribe(topic, t);
+        });
+      }
+    });
+  }
+
+  stop() {
+    this.offEvents?.();
+    this.offState?.();
+    this.offEvents = this.offState = null;
+  }
 }

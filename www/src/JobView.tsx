@@ -1,16 +1,23 @@
-import { useJob } from 'liveline/react';
+import { answerOf, useJobView } from './jobs';
+import { useStores } from './stores';
 
-/** A job's live state, driven by job events only (no polling). */
+/** A job's live state: status, progress, sources found, the answer as it streams. */
 export function JobView({ jobId }: { jobId: string }) {
-  const job = useJob(jobId);
+  const { jobs } = useStores();
+  const job = useJobView(jobs, jobId);
+  if (!job) return null;
   const percent = Math.round(job.progress * 100);
   const status = job.status ?? 'pending';
+  const answer = answerOf(job);
+  const done = job.status === 'completed';
   return (
-    <article className="job" aria-live="polite">
+    <article className="job" aria-live="polite" data-testid="job" data-job-id={jobId}>
       <div className="job-head">
         <span className={`status status-${status}`} data-testid="job-status">
           {status}
         </span>
+        <span className="job-kind">{job.kind}</span>
+        {job.query && <span className="job-query">“{job.query}”</span>}
         <code className="job-id" data-testid="job-id">
           {jobId}
         </code>
@@ -26,19 +33,32 @@ export function JobView({ jobId }: { jobId: string }) {
       >
         <div className="progress-fill" style={{ width: `${percent}%` }} />
       </div>
-      <p className="job-message" data-testid="job-message">
-        {job.message ?? ''}
+      <p className="job-message">
+        <span data-testid="job-message">{job.message}</span>
+        {job.sources != null && (
+          <span className="sources" data-testid="job-sources" data-value={job.sources}>
+            {job.sources} sources found
+          </span>
+        )}
       </p>
-      {job.text && (
-        <pre className="job-text" data-testid="job-text">
-          {job.text}
-        </pre>
+      {(answer.text || job.status === 'running') && (
+        <div className="answer">
+          <div className="answer-label">
+            Answer {answer.streamed && !done && <span className="streaming">streaming…</span>}
+          </div>
+          <p
+            className="job-text"
+            data-testid="job-answer"
+            data-streamed={answer.streamed}
+            data-chunks={job.chunks}
+            data-complete={done && job.result != null}
+          >
+            {answer.text}
+            {!done && job.status === 'running' && <span className="caret" aria-hidden="true" />}
+          </p>
+        </div>
       )}
-      {job.result != null && (
-        <pre className="job-result" data-testid="job-result">
-          {JSON.stringify(job.result, null, 2)}
-        </pre>
-      )}
+      {job.partial && <p className="hint">Older events were no longer in history; the text may start mid-way.</p>}
       {job.error && (
         <p className="error" role="alert" data-testid="job-error">
           {job.error.code}: {job.error.message}

@@ -3,7 +3,10 @@ import { createRoot } from 'react-dom/client';
 import { init, Liveline } from 'liveline';
 import { LivelineProvider } from 'liveline/react';
 import { App } from './App';
-import { getDevToken } from './token';
+import { JobsStore } from './jobs';
+import { StoresContext } from './stores';
+import { demoUser, getDevToken } from './token';
+import { TradeStore } from './trade';
 import './styles.css';
 
 const root = createRoot(document.getElementById('root')!);
@@ -12,14 +15,28 @@ async function start() {
   await init();
   // Same origin as the page: the gateway serves this app (and `vite dev` proxies to it).
   const url = import.meta.env.VITE_LIVELINE_URL || window.location.origin;
-  const client = new Liveline({ url, getToken: getDevToken });
+  const client = new Liveline({
+    url,
+    getToken: getDevToken,
+    // One outbox per user, so a queued action never goes out under another user.
+    storageKey: `liveline:outbox:${url}:${demoUser()}`,
+  });
+  // The app's stores listen for the page's lifetime, before the socket opens,
+  // so no event is missed between connect and the first render.
+  const stores = { jobs: new JobsStore(client), trade: new TradeStore(client) };
+  stores.jobs.attach();
+  stores.trade.attach();
   // One client for the page's lifetime; connecting here rather than in an effect
   // keeps StrictMode's double mount from opening and closing a socket.
   client.connect();
+  // REST on load: the user's jobs, and the history of the running ones.
+  void stores.jobs.load();
   root.render(
     <StrictMode>
       <LivelineProvider client={client}>
-        <App />
+        <StoresContext.Provider value={stores}>
+          <App />
+        </StoresContext.Provider>
       </LivelineProvider>
     </StrictMode>,
   );

@@ -1,0 +1,16 @@
+import { createContext, useContext } from 'react';
+import type { JobsStore } from './jobs';
+import type { TradeStore } from './trade';
+
+export interface Stores {
+  jobs: JobsStore;
+  trade: TradeStore;
+}
+
+export const StoresContext = createContext<Stores | null>(null);
+
+export function useStores(): Stores {
+  const s = useContext(StoresContext);
+  if (!s) throw new Error('StoresContext missing');
+  return s;
+}
