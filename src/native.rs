@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -43,6 +44,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::{Client, Config, Output, StateChange};
@@ -129,6 +132,22 @@ impl NativeClient {
     where
         F: Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync + 'static,
     {
+        Self::spawn_bound(config, seed, None, get_token)
+    }
+
+    /// [`NativeClient::spawn_seeded`] with the client's socket bound to a
+    /// local address first (e.g. `127.0.0.7`), so a load generator can open
+    /// more connections to one gateway port than one source address has
+    /// ephemeral ports.
+    pub fn spawn_bound<F>(
+        config: Config,
+        seed: u64,
+        local_addr: Option<IpAddr>,
+        get_token: F,
+    ) -> (Self, mpsc::UnboundedReceiver<Event>)
+    where
+        F: Fn() -> BoxFuture<'static, Result<String, String>> + Send + Sync + 'static,
+    {
         let (commands, rx) = mpsc::unbounded_channel();
         let (events, events_rx) = mpsc::unbounded_channel();
         let driver = Driver {
@@ -137,6 +156,7 @@ impl NativeClient {
             socket: None,
             opening: None,
             token: None,
+            local_addr,
             waiting: HashMap::new(),
             events,
         };
@@ -197,6 +217,8 @@ struct Driver {
     socket: Option<Socket>,
     opening: Option<Opening>,
     token: Option<BoxFuture<'static, Result<String, String>>>,
+    /// Where the client's socket is bound, if the caller chose.
+    local_addr: Option<IpAddr>,
     /// Action id to the caller waiting for its ack.
     waiting: HashMap<u64, oneshot::Sender<Result<Value, ActionFailed>>>,
     events: mpsc::UnboundedSender<Event>,
@@ -255,12 +277,7 @@ impl Driver {
                     Output::Open(url) => {
                         // A socket the core stopped caring about without a Close.
                         self.close_socket();
-                        self.opening = Some(Box::pin(async move {
-                            tokio_tungstenite::connect_async_with_config(url, None, true)
-                                .await
-                                .map(|(socket, _)| socket)
-                                .map_err(|e| format!("websocket: {e}"))
-                        }));
+                        self.opening = Some(Box::pin(open_socket(url, self.local_addr)));
                     }
                     Output::SendText(text) => unflushed |= self.feed(Message::text(text)).await,
                     Output::SendBinary(bytes) => {
@@ -442,6 +459,55 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// A seed that differs per client and per process, without an OS RNG
 /// dependency (std seeds `RandomState` from the OS).
+/// Opens the WebSocket, from `local_addr` when given. Buffers are small:
+/// tungstenite's default 128 KiB read buffer, zero-filled on first read,
+/// would be most of a client's memory in a load test of many connections.
+async fn open_socket(url: String, local_addr: Option<IpAddr>) -> Result<Socket, String> {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20);
+    let fail = |e: &dyn std::fmt::Display| format!("websocket: {e}");
+    let Some(local) = local_addr else {
+        return tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+            .await
+            .map(|(socket, _)| socket)
+            .map_err(|e| fail(&e));
+    };
+    let request = url.as_str().into_client_request().map_err(|e| fail(&e))?;
+    let host = request
+        .uri()
+        .host()
+        .unwrap_or("127.0.0.1")
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let remote = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|e| fail(&e))?
+        .find(|a| a.is_ipv4() == local.is_ipv4())
+        .ok_or_else(|| format!("websocket: no address of {host} matches {local}"))?;
+    let socket = if local.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|e| fail(&e))?;
+    socket
+        .bind(SocketAddr::new(local, 0))
+        .map_err(|e| fail(&e))?;
+    let stream = socket.connect(remote).await.map_err(|e| fail(&e))?;
+    let _ = stream.set_nodelay(true);
+    tokio_tungstenite::client_async_with_config(
+        request,
+        MaybeTlsStream::Plain(stream),
+        Some(config),
+    )
+    .await
+    .map(|(socket, _)| socket)
+    .map_err(|e| fail(&e))
+}
+
 fn random_seed() -> u64 {
     let mut h = RandomState::new().build_hasher();
     h.write_u64(0x6c69_7665_6c69_6e65);

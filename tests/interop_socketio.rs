@@ -442,3 +442,17 @@ fn a_server_disconnect_tells_the_driver_to_close_the_socket() {
         );
     }
 }
+
+#[tokio::test]
+async fn connects_from_a_chosen_local_address() {
+    let server = NodeServer::start(false);
+    let (get_token, _) = tokens("good");
+    let local = "127.0.0.2".parse().expect("address");
+    let (client, rx) =
+        NativeClient::spawn_bound(Config::new(server.url.clone()), 7, Some(local), get_token);
+    let mut events = Events::new(rx);
+    events.state("connected").await;
+    let echoed = within("echo from 127.0.0.2", client.send("echo:v1", json!(42))).await;
+    assert_eq!(echoed, Ok(json!(42)));
+    client.close();
+}
