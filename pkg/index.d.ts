@@ -34,6 +34,12 @@ export interface LivelineOptions {
   backoff?: { initialMs?: number; maxMs?: number };
   ackTimeoutMs?: number;
   connectTimeoutMs?: number;
+  /**
+   * On wake (page visible, network online) send an acked `probe:v1` and reconnect if no ack
+   * comes within `probeTimeoutMs` (default 3000). Set false for servers that don't answer probes.
+   */
+  livenessProbe?: boolean;
+  probeTimeoutMs?: number;
   outboxCapacity?: number;
   /**
    * Where queued actions survive a reload. `'auto'` (default) picks IndexedDB, then

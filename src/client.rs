@@ -52,6 +52,13 @@ pub struct Config {
     pub outbox_capacity: usize,
     /// Used before the server's handshake says otherwise, in ms.
     pub default_heartbeat_ms: u64,
+    /// On wake (page visible, network online) ask the server for an ack
+    /// (`probe:v1`) and drop the link if none comes within
+    /// `probe_timeout_ms`. Off for servers that do not answer probes: then a
+    /// link that had no ping for most of a ping interval is dropped.
+    pub liveness_probe: bool,
+    /// How long a liveness probe waits for its ack, in ms.
+    pub probe_timeout_ms: u64,
 }
 
 impl Config {
@@ -69,6 +76,8 @@ impl Config {
             action_ttl_ms: 5 * 60_000,
             outbox_capacity: 256,
             default_heartbeat_ms: 45_000,
+            liveness_probe: true,
+            probe_timeout_ms: 3_000,
         }
     }
 
@@ -231,6 +240,8 @@ pub struct Client {
     recovery_server: bool,
     /// When to retry, as the server asked (graceful shutdown).
     retry_hint: Option<u64>,
+    /// The ack id of the liveness probe in flight.
+    probe: Option<u64>,
     /// Why the server is about to close the socket, as it told us.
     close_reason: Option<String>,
     out: VecDeque<Output>,
@@ -260,6 +271,7 @@ impl Client {
             next_ack_id: 0,
             recovery_server: false,
             retry_hint: None,
+            probe: None,
             close_reason: None,
             out: VecDeque::new(),
         }
@@ -494,7 +506,12 @@ impl Client {
             Phase::Live {
                 heartbeat_deadline, ..
             } if now >= heartbeat_deadline => {
-                self.drop_socket("heartbeat timeout", now);
+                let reason = if self.probe.is_some() {
+                    "liveness probe timed out"
+                } else {
+                    "heartbeat timeout"
+                };
+                self.drop_socket(reason, now);
             }
             Phase::Waiting { at } if now >= at => self.start_attempt(now, "retry"),
             Phase::Live { .. }
@@ -655,6 +672,17 @@ impl Client {
             PacketType::Disconnect => self.drop_socket("server disconnected the socket", now),
             PacketType::Ack | PacketType::BinaryAck => {
                 let Some(ack_id) = p.id else { return };
+                if self.probe == Some(ack_id) {
+                    // The link is alive: back to the server's heartbeat.
+                    self.probe = None;
+                    if let Phase::Live {
+                        heartbeat_deadline, ..
+                    } = &mut self.phase
+                    {
+                        *heartbeat_deadline = now + self.heartbeat_ms;
+                    }
+                    return;
+                }
                 let Some((args, _attachments)) = p.into_ack_args() else {
                     return;
                 };
@@ -819,6 +847,27 @@ impl Client {
     }
 
     fn check_liveness(&mut self, now: u64, reason: &str) {
+        if self.config.liveness_probe {
+            if self.probe.is_some() {
+                return;
+            }
+            self.next_ack_id += 1;
+            let id = self.next_ack_id;
+            self.probe = Some(id);
+            let p = Packet::new(
+                PacketType::Event,
+                Some(id),
+                Some(format!("[{}]", json::quote(contract::PROBE_V1))),
+            );
+            self.send_packet(&p);
+            if let Phase::Live {
+                heartbeat_deadline, ..
+            } = &mut self.phase
+            {
+                *heartbeat_deadline = (*heartbeat_deadline).min(now + self.config.probe_timeout_ms);
+            }
+            return;
+        }
         // Pings stopped while the page slept: the link is probably dead.
         let ping_interval = self.heartbeat_ms.saturating_sub(self.heartbeat_ms / 3);
         if now.saturating_sub(self.last_rx) > ping_interval {
@@ -865,6 +914,7 @@ impl Client {
     /// Forgets what belonged to the socket: a half-received packet, acks and
     /// replays it was waiting for.
     fn socket_gone(&mut self) {
+        self.probe = None;
         self.decoder.reset();
         self.outbox.unsend_all();
         self.replays_pending.clear();
@@ -1308,5 +1358,35 @@ mod tests {
             (retry_in_ms, last_error.as_str()),
             (1234, "gateway shutting down")
         );
+    }
+
+    #[test]
+    fn waking_sends_a_probe_and_an_unanswered_probe_drops_the_link() {
+        let (mut c, _) = connected(0);
+        c.handle_visibility(true, 100);
+        assert_eq!(sent(&drain(&mut c)), vec![r#"421["probe:v1"]"#.to_owned()]);
+        assert_eq!(c.poll_timeout(), Some(100 + 3_000).min(Some(1_500)));
+        c.handle_text("431[{\"ok\":true,\"data\":{}}]", 200);
+        assert_eq!(
+            c.poll_timeout(),
+            Some(200 + 1_500),
+            "answered: back to the heartbeat"
+        );
+
+        let mut cfg = Config::new("http://gw");
+        cfg.probe_timeout_ms = 50;
+        let mut c = Client::new(cfg, 1);
+        c.connect(0);
+        c.handle_token(Ok("t".into()), 0);
+        c.handle_text(HANDSHAKE, 0);
+        c.handle_text("40{}", 0);
+        c.handle_network(true, 10);
+        let _ = drain(&mut c);
+        assert_eq!(c.poll_timeout(), Some(60));
+        c.handle_timeout(60);
+        let ConnectionState::Reconnecting { last_error, .. } = c.state().clone() else {
+            panic!("not reconnecting: {:?}", c.state())
+        };
+        assert_eq!(last_error, "liveness probe timed out");
     }
 }

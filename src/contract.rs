@@ -36,6 +36,10 @@ pub const SESSION_REVOKED_V1: &str = "session:revoked:v1";
 /// (jittered per socket, so clients spread over the other nodes).
 pub const SESSION_SHUTDOWN_V1: &str = "session:shutdown:v1";
 
+/// A liveness probe the SDK sends with an ack id when the page wakes or the
+/// network returns; the gateway acks it at once with `{"ok":true,"data":{}}`.
+pub const PROBE_V1: &str = "probe:v1";
+
 /// Action name of [`JobStart`].
 pub const ACTION_JOB_START_V1: &str = "job:start:v1";
 /// Action name of [`JobCancel`].

@@ -217,6 +217,16 @@ impl LivelineCore {
         if let Some(v) = opt_u64(&options, "connectTimeoutMs") {
             config.connect_timeout_ms = v;
         }
+        if let Some(v) = opt_u64(&options, "probeTimeoutMs") {
+            config.probe_timeout_ms = v;
+        }
+        if Reflect::get(&options, &"livenessProbe".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+            == Some(false)
+        {
+            config.liveness_probe = false;
+        }
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).map_err(|_| js_error("internal", "no randomness source"))?;
         let core = Client::new(config, u64::from_le_bytes(seed));

@@ -1136,6 +1136,11 @@ impl Sim {
                         self.replay(id, &stream, &epoch, seq);
                     }
                     (contract::ACTION_JOB_START_V1, Some(ack)) => self.action(id, ack, &arg),
+                    (contract::PROBE_V1, Some(ack)) => {
+                        self.seen.insert("probe");
+                        let frame = format!("43{ack}{}", json!([{"ok": true, "data": {}}]));
+                        self.send_to_client(id, frame);
+                    }
                     _ => self.violate(format!("server got an unexpected event {text}")),
                 }
             }
