@@ -10,15 +10,19 @@
 //! repeat finishes creating it under the recorded id.
 
 use liveline::contract::{
-    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, AckReply, JOB_STATUS_V1, JobCancel, JobKind,
-    JobStart, JobState, JobStatus,
+    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1,
+    AckReply, JOB_STATUS_V1, JobCancel, JobKind, JobStart, JobState, JobStatus, OrderState,
+    TRADE_ORDER_V1, TopicSubscribe, TradeCancel, TradeOrder, TradePlace,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::unix_millis;
-use crate::broker::{JobRecord, QueuedAction, StatusUpdate, random_hex, today};
+use crate::broker::{
+    JobRecord, OrderRecord, OrderUpdate, QueuedAction, StatusUpdate, order_state_str, random_hex,
+    side_str, today,
+};
 
 /// Longest accepted idempotency key, in bytes.
 pub const MAX_KEY_LEN: usize = 128;
@@ -211,6 +215,200 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
         Ok(None) => AckReply::ok(result),
         Err(e) => internal(e),
     }
+}
+
+/// Largest accepted order quantity.
+pub const MAX_QTY: f64 = 1e9;
+
+/// `trade:place:v1`: validates the order (a configured symbol, `qty > 0`, an
+/// optional positive limit `price`), creates it owned by `user` and forwards
+/// it to workers, who publish its `trade:order:v1` events on `order:{id}`.
+/// Answers `{"orderId": id}`; a repeated key answers the first result.
+pub async fn trade_place(state: &AppState, user: &str, payload: Value) -> AckReply {
+    let (key, place): (String, TradePlace) = match parse(payload) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    if !state.config.symbols.contains(&place.symbol) {
+        return AckReply::err(
+            "invalid_payload",
+            format!(
+                "data.symbol {:?} is not traded here; one of: {}",
+                place.symbol,
+                state.config.symbols.join(", ")
+            ),
+        );
+    }
+    if !(place.qty.is_finite() && place.qty > 0.0 && place.qty <= MAX_QTY) {
+        return AckReply::err(
+            "invalid_payload",
+            format!("data.qty must be a number greater than 0 (at most {MAX_QTY})"),
+        );
+    }
+    if let Some(p) = place.price {
+        if !(p.is_finite() && p > 0.0) {
+            return AckReply::err(
+                "invalid_payload",
+                "data.price, when given, must be a number greater than 0",
+            );
+        }
+    }
+    let mut id = random_hex();
+    let mut result = json!({ "orderId": id });
+    match state
+        .broker
+        .remember(user, ACTION_TRADE_PLACE_V1, &key, &result)
+        .await
+    {
+        Ok(Some(earlier)) => {
+            let Some(earlier_id) = earlier["orderId"].as_str().map(str::to_owned) else {
+                return AckReply::ok(earlier);
+            };
+            match state.broker.order(&earlier_id).await {
+                Ok(Some(_)) => return AckReply::ok(earlier),
+                // The first attempt stopped before the order existed: finish it.
+                Ok(None) => {
+                    id = earlier_id;
+                    result = earlier;
+                }
+                Err(e) => return internal(e),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return internal(e),
+    }
+    let now = unix_millis();
+    let order = OrderRecord {
+        id,
+        owner: user.to_owned(),
+        symbol: place.symbol,
+        side: place.side,
+        qty: place.qty,
+        filled_qty: 0.0,
+        price: 0.0,
+        limit_price: place.price,
+        status: OrderState::Accepted,
+        created_at: now,
+        updated_at: now,
+    };
+    if let Err(e) = state.broker.create_order(&order).await {
+        return internal(e);
+    }
+    let queued = QueuedAction {
+        action: ACTION_TRADE_PLACE_V1.to_owned(),
+        user: user.to_owned(),
+        data: serde_json::to_value(&order).unwrap_or(Value::Null),
+    };
+    if let Err(e) = state.broker.enqueue_action(&queued).await {
+        return internal(e);
+    }
+    AckReply::ok(result)
+}
+
+/// The `trade:order:v1` payload describing `order` in `status`.
+pub fn order_event(order: &OrderRecord, status: OrderState, filled_qty: f64, price: f64) -> Value {
+    let ev = TradeOrder {
+        order_id: order.id.clone(),
+        symbol: order.symbol.clone(),
+        side: side_str(order.side).to_owned(),
+        qty: order.qty,
+        filled_qty,
+        price,
+        status,
+    };
+    serde_json::to_value(&ev).unwrap_or(Value::Null)
+}
+
+/// `trade:cancel:v1`: cancels `user`'s order unless it already ended (a
+/// `cancelled` event follows). Answers `{"orderId", "status"}` with the
+/// order's state afterwards (`filled` when it filled first, no event); an
+/// unknown order or one owned by someone else is `not_found`.
+pub async fn trade_cancel(state: &AppState, user: &str, payload: Value) -> AckReply {
+    let (key, cancel): (String, TradeCancel) = match parse(payload) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    let order = match state.broker.order(&cancel.order_id).await {
+        Ok(Some(o)) if o.owner == user => o,
+        Ok(_) => return AckReply::err("not_found", "no such order"),
+        Err(e) => return internal(e),
+    };
+    let data = order_event(&order, OrderState::Cancelled, order.filled_qty, order.price);
+    let update = OrderUpdate {
+        status: OrderState::Cancelled,
+        filled_qty: order.filled_qty,
+        price: order.price,
+    };
+    let published = match state
+        .broker
+        .publish_order(user, &order.id, TRADE_ORDER_V1, data, Some(update))
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return internal(e),
+    };
+    let final_status = if published.is_some() {
+        let forward = QueuedAction {
+            action: ACTION_TRADE_CANCEL_V1.to_owned(),
+            user: user.to_owned(),
+            data: json!({ "orderId": order.id }),
+        };
+        if let Err(e) = state.broker.enqueue_action(&forward).await {
+            tracing::warn!(error = %e, "order cancel not forwarded to workers");
+        }
+        OrderState::Cancelled
+    } else {
+        match state.broker.order(&order.id).await {
+            Ok(Some(o)) => o.status,
+            Ok(None) => order.status,
+            Err(e) => return internal(e),
+        }
+    };
+    let result = json!({ "orderId": order.id, "status": order_state_str(final_status) });
+    match state
+        .broker
+        .remember(user, ACTION_TRADE_CANCEL_V1, &key, &result)
+        .await
+    {
+        Ok(Some(earlier)) => AckReply::ok(earlier),
+        Ok(None) => AckReply::ok(result),
+        Err(e) => internal(e),
+    }
+}
+
+/// The topic of a `topic:subscribe:v1` / `topic:unsubscribe:v1` payload
+/// (`{key, data: {topic}}`, or `{topic}` alone), checked against the public
+/// topics: `market:{symbol}` for a configured symbol. A malformed payload or
+/// topic is `invalid_payload`; an unknown market is `not_found`.
+pub fn topic_of(state: &AppState, payload: Value) -> Result<String, AckReply> {
+    let sub: TopicSubscribe = if payload.get("topic").is_some() {
+        serde_json::from_value(payload)
+            .map_err(|e| AckReply::err("invalid_payload", format!("expected {{topic}}: {e}")))?
+    } else {
+        parse(payload)?.1
+    };
+    check_topic(state, &sub.topic)?;
+    Ok(sub.topic)
+}
+
+/// Whether `topic` is a public topic of this gateway (see [`topic_of`]).
+pub fn check_topic(state: &AppState, topic: &str) -> Result<(), AckReply> {
+    let Some(symbol) = topic.strip_prefix("market:") else {
+        return Err(AckReply::err(
+            "invalid_payload",
+            "data.topic must be market:{symbol}, e.g. market:BTC-USD",
+        ));
+    };
+    if !state.config.symbols.iter().any(|s| s == symbol) {
+        return Err(AckReply::err(
+            "not_found",
+            format!(
+                "no market {symbol:?}; one of: {}",
+                state.config.symbols.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The wire name of a job kind.

@@ -15,13 +15,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use liveline::contract::{JOB_STATUS_V1, JobStatus};
+use liveline::contract::{JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Claims;
-use crate::broker::{ControlMessage, StatusUpdate, job_stream, today};
+use crate::broker::{ControlMessage, OrderUpdate, StatusUpdate, job_stream, today};
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
 pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
@@ -35,6 +35,9 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/jobs/{id}/events", get(job_events))
+        .route("/api/v1/orders", get(orders))
+        .route("/api/v1/orders/{id}", get(order))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/publish", post(publish))
         .route("/api/v1/analytics/summary", get(analytics_summary))
         .route("/api/v1/admin/revoke", post(revoke));
@@ -49,6 +52,9 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
     match state.broker.ping().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => {
@@ -127,6 +133,60 @@ async fn jobs(
     }
 }
 
+/// `GET /api/v1/openapi.json`: the OpenAPI 3 document of this API.
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::openapi::OPENAPI_JSON,
+    )
+        .into_response()
+}
+
+/// `GET /api/v1/orders?limit=N`: the caller's orders, newest first (at most 100).
+async fn orders(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let Some(claims) = bearer(&state, &headers) else {
+        return unauthorized();
+    };
+    let limit = q.limit.unwrap_or(50).min(100);
+    match state.broker.orders_of(&claims.sub, limit).await {
+        Ok(orders) => Json(json!({ "orders": orders })).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// `GET /api/v1/orders/{id}`: the owner's snapshot of an order with its
+/// stream position.
+async fn order(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(claims) = bearer(&state, &headers) else {
+        return unauthorized();
+    };
+    let order = match state.broker.order(&id).await {
+        Ok(Some(o)) if o.owner == claims.sub => o,
+        Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such order"),
+        Err(e) => return unavailable(e),
+    };
+    let head = match state.broker.head(&order.stream()).await {
+        Ok(h) => h,
+        Err(e) => return unavailable(e),
+    };
+    let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
+    let mut body = serde_json::to_value(&order).unwrap_or_default();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("stream".into(), json!(order.stream()));
+        obj.insert("epoch".into(), json!(epoch));
+        obj.insert("seq".into(), json!(seq));
+    }
+    Json(body).into_response()
+}
+
 #[derive(Debug, Deserialize)]
 struct EventsQuery {
     after: Option<u64>,
@@ -179,7 +239,8 @@ async fn job_events(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
-    /// The owner; the event goes to their sockets.
+    /// The owner; the event goes to their sockets (not needed for `market:`).
+    #[serde(default)]
     user: String,
     /// `job:{id}` (the job must exist, be the user's, and not have ended) or
     /// another stream name such as `market:BTC-USD`.
@@ -222,7 +283,8 @@ async fn publish(
             "expected {user, stream, event, data}",
         );
     };
-    if req.user.is_empty() || req.stream.is_empty() || req.stream.len() > 256 {
+    let public = req.stream.starts_with("market:");
+    if (req.user.is_empty() && !public) || req.stream.is_empty() || req.stream.len() > 256 {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_payload",
@@ -235,6 +297,27 @@ async fn publish(
             "invalid_payload",
             "event must be domain:name:vN",
         );
+    }
+    if public {
+        if crate::actions::check_topic(&state, &req.stream).is_err() {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such market; see the configured symbols",
+            );
+        }
+        return match state
+            .broker
+            .publish_topic(&req.stream, &req.event, req.data)
+            .await
+        {
+            Ok(env) => Json(env).into_response(),
+            Err(e) => unavailable(e),
+        };
+    }
+    if let Some(order_id) = req.stream.strip_prefix("order:") {
+        let order_id = order_id.to_owned();
+        return publish_order(&state, &order_id, req).await;
     }
     let Some(job_id) = req.stream.strip_prefix("job:") else {
         return match state
@@ -282,6 +365,53 @@ async fn publish(
     {
         Ok(Some(env)) => Json(env).into_response(),
         Ok(None) => error(StatusCode::CONFLICT, "job_ended", "the job already ended"),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Publishes on an order stream: the order must exist, be the user's and not
+/// have ended; a `trade:order:v1` also updates the order record.
+async fn publish_order(state: &AppState, order_id: &str, req: PublishRequest) -> Response {
+    match state.broker.order(order_id).await {
+        Ok(Some(o)) if o.owner == req.user => {}
+        Ok(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such order for this user",
+            );
+        }
+        Err(e) => return unavailable(e),
+    }
+    let update = if req.event == TRADE_ORDER_V1 {
+        match serde_json::from_value::<TradeOrder>(req.data.clone()) {
+            Ok(o) => Some(OrderUpdate {
+                status: o.status,
+                filled_qty: o.filled_qty,
+                price: o.price,
+            }),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_payload",
+                    &format!("trade:order:v1 data: {e}"),
+                );
+            }
+        }
+    } else {
+        None
+    };
+    match state
+        .broker
+        .publish_order(&req.user, order_id, &req.event, req.data, update)
+        .await
+    {
+        Ok(Some(env)) => Json(env).into_response(),
+        Ok(None) => error(
+            StatusCode::CONFLICT,
+            "order_ended",
+            "the order already ended",
+        ),
         Err(e) => unavailable(e),
     }
 }

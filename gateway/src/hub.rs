@@ -29,9 +29,17 @@ use crate::metrics::Metrics;
 /// Event sent to every socket of a revoked user just before it is closed.
 pub const SESSION_REVOKED_V1: &str = "session:revoked:v1";
 
+/// Event sent to every socket when its node shuts down: `{"retryInMs": n}`.
+pub const SESSION_SHUTDOWN_V1: &str = "session:shutdown:v1";
+
 /// The room every socket of `user` joins.
 pub fn user_room(user: &str) -> String {
     format!("user:{user}")
+}
+
+/// The room of the sockets subscribed to public topic `topic`.
+pub fn topic_room(topic: &str) -> String {
+    format!("topic:{topic}")
 }
 
 /// Why a socket could not be counted in.
@@ -53,6 +61,7 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     max_per_user: usize,
     users: StdMutex<HashMap<String, Arc<Slot>>>,
+    topics: StdMutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -90,6 +99,21 @@ struct UserShared {
 #[derive(Debug, Clone, Copy)]
 struct Overflowed;
 
+/// What a resumed socket already got per stream (epoch, seq): a live event the
+/// dispatcher only processes after the socket joined its room (it was still in
+/// the channel, or a late pub/sub message of an earlier subscription) may have
+/// been replayed already, and must not be sent twice.
+#[derive(Debug, Clone)]
+struct Floor(Arc<HashMap<String, (String, u64)>>);
+
+impl Floor {
+    fn covers(&self, env: &liveline::contract::Envelope<Value>) -> bool {
+        self.0
+            .get(&env.stream)
+            .is_some_and(|(epoch, seq)| *epoch == env.epoch && env.seq <= *seq)
+    }
+}
+
 impl Hub {
     /// A hub emitting through `io` the live events `broker` delivers, with at
     /// most `max_per_user` sockets per user on this node.
@@ -105,7 +129,83 @@ impl Hub {
             metrics,
             max_per_user: max_per_user.max(1),
             users: StdMutex::new(HashMap::new()),
+            topics: StdMutex::new(HashMap::new()),
         }
+    }
+
+    /// Joins `socket` to public topic `topic`'s live events, subscribing this
+    /// node to the topic when it is the first socket here (reference-counted).
+    pub async fn join_topic(&self, topic: &str, socket: &SocketRef) -> Result<(), BrokerError> {
+        loop {
+            let slot = {
+                let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+                topics.entry(topic.to_owned()).or_default().clone()
+            };
+            let mut state = slot.state.lock().await;
+            if state.dead {
+                continue;
+            }
+            if state.live.as_ref().is_none_or(|l| l.task.is_finished()) {
+                let rx = self.broker.subscribe_topic(topic).await?;
+                let shared = Arc::new(UserShared::default());
+                let task = tokio::spawn(dispatch(
+                    rx,
+                    shared.clone(),
+                    self.io.clone(),
+                    self.metrics.clone(),
+                    topic_room(topic),
+                ));
+                state.live = Some(Live { shared, task });
+            }
+            state.sockets.insert(socket.id);
+            socket.join(topic_room(topic));
+            return Ok(());
+        }
+    }
+
+    /// Takes socket `sid` out of `topic` (idempotent); unsubscribes this node
+    /// when it was the topic's last socket here.
+    pub async fn leave_topic(&self, topic: &str, sid: Sid) {
+        if let Some(s) = self.io.get_socket(sid) {
+            s.leave(topic_room(topic));
+        }
+        let slot = {
+            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            match topics.get(topic) {
+                Some(s) => s.clone(),
+                None => return,
+            }
+        };
+        let mut state = slot.state.lock().await;
+        if state.dead || !state.sockets.remove(&sid) || !state.sockets.is_empty() {
+            return;
+        }
+        state.dead = true;
+        if let Some(live) = state.live.take() {
+            live.task.abort();
+            if let Err(e) = self.broker.unsubscribe_topic(topic).await {
+                tracing::warn!(error = %e, "topic unsubscribe failed");
+            }
+        }
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        if topics.get(topic).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            topics.remove(topic);
+        }
+    }
+
+    /// How many topics this node is subscribed to.
+    pub async fn subscribed_topics(&self) -> usize {
+        let slots: Vec<Arc<Slot>> = {
+            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+            topics.values().cloned().collect()
+        };
+        let mut n = 0;
+        for slot in slots {
+            if slot.state.lock().await.live.is_some() {
+                n += 1;
+            }
+        }
+        n
     }
 
     fn slot(&self, user: &str) -> Arc<Slot> {
@@ -134,7 +234,7 @@ impl Hub {
                     shared.clone(),
                     self.io.clone(),
                     self.metrics.clone(),
-                    user.to_owned(),
+                    user_room(user),
                 ));
                 state.live = Some(Live { shared, task });
             }
@@ -150,8 +250,17 @@ impl Hub {
 
     /// Ends a resume: emits the live events buffered for `socket` whose seq is
     /// above `last[stream]` (streams not in `last` pass whole), then joins the
-    /// socket to its user's room, all under the dispatcher's lock.
-    pub async fn finish_resume(&self, user: &str, socket: &SocketRef, last: &HashMap<String, u64>) {
+    /// socket to its user's room, all under the dispatcher's lock. `last` maps
+    /// a stream to the (epoch, seq) the socket has; later live events at or
+    /// below it are not sent again.
+    pub async fn finish_resume(
+        &self,
+        user: &str,
+        socket: &SocketRef,
+        last: &HashMap<String, (String, u64)>,
+    ) {
+        let floor = Floor(Arc::new(last.clone()));
+        socket.extensions.insert(floor.clone());
         let slot = self.slot(user);
         let shared = {
             let state = slot.state.lock().await;
@@ -166,7 +275,7 @@ impl Hub {
         let buffered = resuming.remove(&socket.id).unwrap_or_default();
         for msg in buffered {
             let env = &msg.envelope;
-            if last.get(&env.stream).is_some_and(|&l| env.seq <= l) {
+            if last.get(&env.stream).is_some_and(|(_, l)| env.seq <= *l) {
                 continue;
             }
             if !emit_paced(socket, &msg.event, env).await {
@@ -324,9 +433,8 @@ async fn dispatch(
     shared: Arc<UserShared>,
     io: SocketIo,
     metrics: Arc<Metrics>,
-    user: String,
+    room: String,
 ) {
-    let room = user_room(&user);
     while let Some(msg) = rx.recv().await {
         let mut resuming = shared.resuming.lock().await;
         for buf in resuming.values_mut() {
@@ -336,6 +444,9 @@ async fn dispatch(
         let mut delivered = 0u64;
         for s in io.to(room.clone()).sockets() {
             if s.extensions.get::<Overflowed>().is_some() {
+                continue;
+            }
+            if s.extensions.get::<Floor>().is_some_and(|f| f.covers(env)) {
                 continue;
             }
             match s.emit(&msg.event, env) {
@@ -356,7 +467,7 @@ async fn dispatch(
     // The broker dropped the subscription (its connection was lost): live
     // events may have been missed, so every socket of the user here is told
     // to reconnect and resume from its position.
-    tracing::warn!("live subscription lost; asking this user's sockets to resume");
+    tracing::warn!("live subscription lost; asking its sockets to resume");
     for s in io.to(room).sockets() {
         close_socket(s);
     }

@@ -20,11 +20,13 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod socket;
 pub mod worker;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -132,7 +134,22 @@ pub struct Config {
     pub rate_limit_strikes: u32,
     /// This node's name (worker consumer name); random by default.
     pub node_id: String,
+    /// Tradable symbols; each has a public topic `market:{symbol}` (default
+    /// BTC-USD, ETH-USD, SOL-USD).
+    pub symbols: Vec<String>,
+    /// Pause between two market ticks of the demo worker (default 500 ms).
+    pub market_tick: Duration,
+    /// Public topics one socket may subscribe to (default 16).
+    pub max_topics_per_socket: usize,
+    /// On shutdown, each socket is told to reconnect after a random delay in
+    /// `0..=shutdown_jitter` (default 5 s).
+    pub shutdown_jitter: Duration,
+    /// Longest a graceful shutdown waits for connections to close (default 10 s).
+    pub shutdown_timeout: Duration,
 }
+
+/// The default tradable symbols.
+pub const DEFAULT_SYMBOLS: &[&str] = &["BTC-USD", "ETH-USD", "SOL-USD"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -163,6 +180,11 @@ impl Default for Config {
             action_burst: 20,
             rate_limit_strikes: 10,
             node_id: broker::random_hex(),
+            symbols: DEFAULT_SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
+            market_tick: worker::MARKET_TICK,
+            max_topics_per_socket: 16,
+            shutdown_jitter: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -203,6 +225,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Per-user action rate limits on this node.
     pub limiter: RateLimiter,
+    /// Set when a graceful shutdown began: new CONNECTs are refused and
+    /// `/readyz` answers 503.
+    pub draining: AtomicBool,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -234,6 +259,38 @@ impl Handle {
                 user: user.to_owned(),
             })
             .await
+    }
+
+    /// Starts a graceful shutdown of this node's sockets: refuses new CONNECTs
+    /// (and turns `/readyz` to 503), sends every socket
+    /// `session:shutdown:v1` `{"retryInMs": n}` with `n` drawn per socket from
+    /// `0..=shutdown_jitter` (so clients spread over the other nodes), then
+    /// disconnects it. Waits until the sockets are gone or `shutdown_timeout`
+    /// passes; returns how many sockets were told.
+    pub async fn drain(&self) -> usize {
+        use rand::RngExt;
+        self.state.draining.store(true, Ordering::SeqCst);
+        let jitter = self.state.config.shutdown_jitter.as_millis() as u64;
+        let sockets = self.io.sockets();
+        let told = sockets.len();
+        for s in sockets {
+            let retry = rand::rng().random_range(0..=jitter);
+            let _ = s.emit(
+                hub::SESSION_SHUTDOWN_V1,
+                &serde_json::json!({ "retryInMs": retry }),
+            );
+            hub::close_socket(s);
+        }
+        let deadline = tokio::time::Instant::now() + self.state.config.shutdown_timeout;
+        while !self.io.sockets().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        told
+    }
+
+    /// Whether a graceful shutdown began.
+    pub fn draining(&self) -> bool {
+        self.state.draining.load(Ordering::SeqCst)
     }
 
     /// Stops this node's background tasks (demo worker, control listener).
@@ -284,6 +341,7 @@ pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, H
         limiter: RateLimiter::new(config.action_rate_per_sec, config.action_burst),
         metrics: metrics.clone(),
         broker: broker.clone(),
+        draining: AtomicBool::new(false),
         tasks: Mutex::new(Vec::new()),
         config: config.clone(),
     });
@@ -294,6 +352,12 @@ pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, H
             config.node_id.clone(),
             config.demo_step,
             metrics,
+        )));
+        tasks.push(tokio::spawn(worker::run_market(
+            broker.clone(),
+            config.symbols.clone(),
+            config.market_tick,
+            config.node_id.clone(),
         )));
     }
     if let Some(mut control) = broker.take_control() {

@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve Socket.IO, the REST API and (optionally) the web app.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print an HS256 token for a user.
     MintToken(MintArgs),
     /// Publish one event to a user's stream through Redis.
@@ -119,6 +119,26 @@ struct ServeArgs {
     /// This node's name (worker consumer name); random when unset.
     #[arg(long, env = "LIVELINE_NODE_ID")]
     node_id: Option<String>,
+    /// Tradable symbols, comma-separated; each has a public topic market:{symbol}.
+    #[arg(
+        long,
+        env = "LIVELINE_SYMBOLS",
+        value_delimiter = ',',
+        default_value = "BTC-USD,ETH-USD,SOL-USD"
+    )]
+    symbols: Vec<String>,
+    /// Pause between demo market ticks, in milliseconds.
+    #[arg(long, env = "LIVELINE_MARKET_TICK_MS", default_value_t = 500)]
+    market_tick_ms: u64,
+    /// Public topics one connection may subscribe to.
+    #[arg(long, env = "LIVELINE_MAX_TOPICS_PER_SOCKET", default_value_t = 16)]
+    max_topics_per_socket: usize,
+    /// On shutdown, clients are told to reconnect after a random delay up to this, in ms.
+    #[arg(long, env = "LIVELINE_SHUTDOWN_JITTER_MS", default_value_t = 5000)]
+    shutdown_jitter_ms: u64,
+    /// Longest a graceful shutdown waits for connections to close, in seconds.
+    #[arg(long, env = "LIVELINE_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -144,10 +164,10 @@ struct PublishArgs {
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "LIVELINE_KEY_PREFIX", default_value = "ll:")]
     key_prefix: String,
-    /// The owner of the stream.
-    #[arg(long)]
+    /// The owner of the stream (not needed for a public `market:` topic).
+    #[arg(long, default_value = "")]
     user: String,
-    /// The stream, e.g. `job:1`.
+    /// The stream, e.g. `job:1`, `order:1` or `market:BTC-USD` (public topic).
     #[arg(long)]
     stream: String,
     /// The contract name, e.g. `job:status:v1`.
@@ -170,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::MintToken(args) => {
             anyhow::ensure!(
                 args.jwt.jwt_algorithm == JwtAlgorithm::Hs256,
@@ -192,13 +212,75 @@ async fn main() -> anyhow::Result<()> {
                 serde_json::from_str(&args.data).context("--data is not JSON")?;
             let broker =
                 RedisBroker::connect(&args.redis_url, &args.key_prefix, args.history_len).await?;
-            let env = broker
-                .publish(&args.user, &args.stream, &args.event, data)
-                .await?;
+            let env = if args.stream.starts_with("market:") {
+                broker
+                    .publish_topic(&args.stream, &args.event, data)
+                    .await?
+            } else {
+                anyhow::ensure!(
+                    !args.user.is_empty(),
+                    "--user is required for {}",
+                    args.stream
+                );
+                publish_owned(&broker, &args.user, &args.stream, &args.event, data).await?
+            };
             println!("{}", serde_json::to_string(&env)?);
             Ok(())
         }
     }
+}
+
+/// Publishes on a user's stream; `job:` and `order:` streams must exist, be
+/// the user's and not have ended, and a `job:status:v1` / `trade:order:v1`
+/// updates the record, as `POST /api/v1/publish` does.
+async fn publish_owned(
+    broker: &RedisBroker,
+    user: &str,
+    stream: &str,
+    event: &str,
+    data: serde_json::Value,
+) -> anyhow::Result<liveline::contract::Envelope<serde_json::Value>> {
+    use liveline::contract::{JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
+    use liveline_gateway::broker::{OrderUpdate, StatusUpdate};
+    if let Some(id) = stream.strip_prefix("job:") {
+        let owned = broker.job(id).await?.is_some_and(|j| j.owner == user);
+        anyhow::ensure!(owned, "no job {id} of user {user}");
+        let update = if event == JOB_STATUS_V1 {
+            let st: JobStatus =
+                serde_json::from_value(data.clone()).context("job:status:v1 data")?;
+            Some(StatusUpdate {
+                status: st.status,
+                progress: st.progress,
+                message: st.message,
+            })
+        } else {
+            None
+        };
+        return broker
+            .publish_job(user, id, event, data, update)
+            .await?
+            .context("the job already ended");
+    }
+    if let Some(id) = stream.strip_prefix("order:") {
+        let owned = broker.order(id).await?.is_some_and(|o| o.owner == user);
+        anyhow::ensure!(owned, "no order {id} of user {user}");
+        let update = if event == TRADE_ORDER_V1 {
+            let o: TradeOrder =
+                serde_json::from_value(data.clone()).context("trade:order:v1 data")?;
+            Some(OrderUpdate {
+                status: o.status,
+                filled_qty: o.filled_qty,
+                price: o.price,
+            })
+        } else {
+            None
+        };
+        return broker
+            .publish_order(user, id, event, data, update)
+            .await?
+            .context("the order already ended");
+    }
+    Ok(broker.publish(user, stream, event, data).await?)
 }
 
 fn public_keys(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -256,16 +338,66 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ping_interval: Duration::from_secs(args.ping_interval_secs),
         ping_timeout: Duration::from_secs(args.ping_timeout_secs),
         history_len: args.history_len,
+        symbols: args
+            .symbols
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        market_tick: Duration::from_millis(args.market_tick_ms),
+        max_topics_per_socket: args.max_topics_per_socket,
+        shutdown_jitter: Duration::from_millis(args.shutdown_jitter_ms),
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
     };
-    let (router, _handle) = liveline_gateway::build(config.clone()).await?;
+    let (router, handle) = liveline_gateway::build(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind((config.bind, config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind, config.port))?;
     tracing::info!(addr = %listener.local_addr()?, redis = config.redis_url.is_some(), "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_handle = handle.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped_rx.await;
+            })
+            .await
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: telling clients to reconnect elsewhere");
+    // Refuse new CONNECTs and tell every socket to go, then stop accepting.
+    let told = drain_handle.drain().await;
+    let _ = stopped_tx.send(());
+    tracing::info!(sockets = told, "clients told; closing");
+    match tokio::time::timeout(config.shutdown_timeout, server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error during shutdown"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => tracing::warn!("connections still open after the shutdown timeout"),
+    }
+    handle.shutdown();
     Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

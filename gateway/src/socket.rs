@@ -11,17 +11,21 @@
 //! - DISCONNECT alone (or the connection closing): the client was too slow to
 //!   read, sent an oversized message, or its subscription was lost; resume.
 //!
+//! - `session:shutdown:v1` `{"retryInMs": n}` then DISCONNECT: the node is
+//!   shutting down; reconnect after `n` ms (lands on another node).
+//!
 //! CONNECT refusals carry `{"message": m}` with `m` one of `unauthorized`
 //! (any token problem, never more precise), `too_many_connections`,
-//! `too_many_streams`, `unavailable`.
+//! `too_many_streams`, `unavailable` (broker down, or the node is shutting down).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use liveline::contract::{
-    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_STREAM_REPLAY_V1, AckReply,
+    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_STREAM_REPLAY_V1, ACTION_TOPIC_SUBSCRIBE_V1,
+    ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, AckReply,
     STREAM_RECOVERED_V1, StreamRecovered,
 };
 use serde::Deserialize;
@@ -52,6 +56,10 @@ struct Session(Instant);
 /// Rate-limited actions in a row on this socket.
 #[derive(Debug, Clone, Default)]
 struct Strikes(Arc<AtomicU32>);
+
+/// The public topics this socket subscribed to.
+#[derive(Debug, Clone, Default)]
+struct Topics(Arc<StdMutex<HashSet<String>>>);
 
 /// Cancels the token-expiry close when the socket goes first.
 #[derive(Debug, Clone)]
@@ -120,6 +128,9 @@ async fn admit(
     s: &SocketRef,
     auth: Option<ConnectAuth>,
 ) -> Result<(), Refused> {
+    if state.draining.load(Ordering::SeqCst) {
+        return Err(Refused("unavailable"));
+    }
     let auth = auth.unwrap_or_default();
     let Some(token) = auth.token.as_deref() else {
         return Err(Refused(UNAUTHORIZED));
@@ -148,6 +159,7 @@ async fn admit(
     let exp = claims.exp;
     s.extensions.insert(claims);
     s.extensions.insert(Strikes::default());
+    s.extensions.insert(Topics::default());
     if resuming {
         s.extensions.insert(Resume(Arc::new(resume)));
     } else {
@@ -200,6 +212,16 @@ async fn on_disconnect(state: &Arc<AppState>, s: SocketRef) {
     let Some(claims) = s.extensions.get::<Claims>() else {
         return;
     };
+    if let Some(Topics(topics)) = s.extensions.get::<Topics>() {
+        let topics: Vec<String> = topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        for topic in topics {
+            state.hub.leave_topic(&topic, s.id).await;
+        }
+    }
     state.hub.release(&claims.sub, s.id).await;
     if let Some(Session(since)) = s.extensions.remove::<Session>() {
         let secs = since.elapsed().as_secs_f64();
@@ -256,7 +278,54 @@ async fn act<E, F, Fut>(
     }
 }
 
+/// Registers an acked action whose handler only needs the user and payload.
+fn on_action<F, Fut>(state: &Arc<AppState>, s: &SocketRef, name: &'static str, run: F)
+where
+    F: Fn(Arc<AppState>, SocketRef, String, Value) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = AckReply> + Send + 'static,
+{
+    let st = state.clone();
+    s.on(
+        name,
+        move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
+            let state = st.clone();
+            let run = run.clone();
+            async move {
+                let socket = s.clone();
+                act(&state, &s, name, data, Some(ack), |st, user, v| {
+                    run(st, socket, user, v)
+                })
+                .await;
+            }
+        },
+    );
+}
+
 fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
+    on_action(
+        state,
+        s,
+        ACTION_TRADE_PLACE_V1,
+        |st, _s, user, v| async move { actions::trade_place(&st, &user, v).await },
+    );
+    on_action(
+        state,
+        s,
+        ACTION_TRADE_CANCEL_V1,
+        |st, _s, user, v| async move { actions::trade_cancel(&st, &user, v).await },
+    );
+    on_action(
+        state,
+        s,
+        ACTION_TOPIC_SUBSCRIBE_V1,
+        |st, s, _user, v| async move { topic_subscribe(&st, &s, v).await },
+    );
+    on_action(
+        state,
+        s,
+        ACTION_TOPIC_UNSUBSCRIBE_V1,
+        |st, s, _user, v| async move { topic_unsubscribe(&st, &s, v).await },
+    );
     let st = state.clone();
     s.on(
         ACTION_JOB_START_V1,
@@ -314,6 +383,75 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
     );
 }
 
+/// `topic:subscribe:v1`: joins the socket to a public topic's live events and
+/// answers `{topic, epoch, seq}`, the topic's head when it joined (empty
+/// epoch and 0 before the first event). A repeat is a no-op with a fresh head.
+async fn topic_subscribe(state: &AppState, s: &SocketRef, payload: Value) -> AckReply {
+    let topic = match actions::topic_of(state, payload) {
+        Ok(t) => t,
+        Err(reply) => return reply,
+    };
+    let topics = s.extensions.get::<Topics>().unwrap_or_default();
+    let added = {
+        let mut set = topics.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.contains(&topic) && set.len() >= state.config.max_topics_per_socket {
+            return AckReply::err(
+                "too_many_topics",
+                format!(
+                    "at most {} topics per connection",
+                    state.config.max_topics_per_socket
+                ),
+            );
+        }
+        set.insert(topic.clone())
+    };
+    if added {
+        if let Err(e) = state.hub.join_topic(&topic, s).await {
+            topics
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&topic);
+            tracing::error!(error = %e, "topic subscription failed");
+            return AckReply::err("unavailable", "could not subscribe; retry later");
+        }
+        // Disconnected meanwhile: its disconnect handler may have run already.
+        if !s.connected() {
+            state.hub.leave_topic(&topic, s.id).await;
+        }
+    }
+    // Read after joining: every event above this head arrives live.
+    match state.broker.head(&topic).await {
+        Ok(head) => {
+            let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
+            AckReply::ok(json!({"topic": topic, "epoch": epoch, "seq": seq}))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "topic head failed");
+            AckReply::err("unavailable", "could not read the topic; retry later")
+        }
+    }
+}
+
+/// `topic:unsubscribe:v1`: leaves a public topic (a no-op when not
+/// subscribed); answers `{topic}`.
+async fn topic_unsubscribe(state: &AppState, s: &SocketRef, payload: Value) -> AckReply {
+    let topic = match actions::topic_of(state, payload) {
+        Ok(t) => t,
+        Err(reply) => return reply,
+    };
+    let topics = s.extensions.get::<Topics>().unwrap_or_default();
+    let removed = topics
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&topic);
+    if removed {
+        state.hub.leave_topic(&topic, s.id).await;
+    }
+    AckReply::ok(json!({ "topic": topic }))
+}
+
 #[derive(Debug, Deserialize)]
 struct ReplayRequest {
     stream: String,
@@ -367,7 +505,7 @@ async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
     streams.sort_by(|a, b| a.0.cmp(b.0));
     for (stream, pos) in streams {
         let outcome = replay(state, &s, &user, stream, pos).await;
-        last.insert(stream.clone(), outcome.seq);
+        last.insert(stream.clone(), (outcome.epoch.clone(), outcome.seq));
         let _ = s.emit(STREAM_RECOVERED_V1, &outcome);
     }
     state.hub.finish_resume(&user, &s, &last).await;
@@ -435,9 +573,14 @@ async fn replay(
     }
 }
 
+/// Whether `user` may read `stream`: their own `job:` and `order:` streams,
+/// and every public topic (`market:{symbol}` of a configured symbol).
 async fn owns(state: &AppState, user: &str, stream: &str) -> bool {
-    let Some(id) = stream.strip_prefix("job:") else {
-        return false;
-    };
-    matches!(state.broker.job(id).await, Ok(Some(job)) if job.owner == user)
+    if let Some(id) = stream.strip_prefix("job:") {
+        return matches!(state.broker.job(id).await, Ok(Some(job)) if job.owner == user);
+    }
+    if let Some(id) = stream.strip_prefix("order:") {
+        return matches!(state.broker.order(id).await, Ok(Some(o)) if o.owner == user);
+    }
+    actions::check_topic(state, stream).is_ok()
 }

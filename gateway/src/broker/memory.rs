@@ -10,8 +10,9 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Broker, BrokerError, ControlMessage, DayStats, JobRecord, LiveMessage, QueuedAction,
-    StatusUpdate, StreamHead, job_stream, new_epoch,
+    Broker, BrokerError, ControlMessage, DayStats, JobRecord, LiveMessage, OrderRecord,
+    OrderUpdate, QueuedAction, StatusUpdate, StreamHead, TOPIC_HISTORY_LEN, job_stream, new_epoch,
+    order_is_terminal, order_stream,
 };
 use crate::auth::unix_millis;
 
@@ -30,7 +31,10 @@ pub struct MemoryBroker {
 struct Inner {
     streams: HashMap<String, StreamState>,
     jobs: HashMap<String, JobRecord>,
+    orders: HashMap<String, OrderRecord>,
+    /// Live routes by channel: `user:{user}` or `topic:{topic}`.
     live: HashMap<String, mpsc::UnboundedSender<LiveMessage>>,
+    leases: HashMap<String, (String, tokio::time::Instant)>,
     remembered: HashMap<(String, String, String), Value>,
     actions: VecDeque<(String, QueuedAction)>,
     next_action: u64,
@@ -68,6 +72,7 @@ impl Inner {
     fn append(
         &mut self,
         history_len: usize,
+        channel: &str,
         user: &str,
         stream: &str,
         event: &str,
@@ -95,14 +100,14 @@ impl Inner {
         while state.history.len() > history_len {
             state.history.pop_front();
         }
-        if let Some(tx) = self.live.get(user) {
+        if let Some(tx) = self.live.get(channel) {
             let msg = LiveMessage {
                 user: user.to_owned(),
                 event: event.to_owned(),
                 envelope: envelope.clone(),
             };
             if tx.send(msg).is_err() {
-                self.live.remove(user);
+                self.live.remove(channel);
             }
         }
         envelope
@@ -118,9 +123,14 @@ impl Broker for MemoryBroker {
         event: &str,
         data: Value,
     ) -> Result<Envelope<Value>, BrokerError> {
-        Ok(self
-            .lock()
-            .append(self.history_len, user, stream, event, data))
+        Ok(self.lock().append(
+            self.history_len,
+            &user_channel(user),
+            user,
+            stream,
+            event,
+            data,
+        ))
     }
 
     async fn publish_job(
@@ -147,11 +157,110 @@ impl Broker for MemoryBroker {
         let stream = job_stream(job_id);
         Ok(Some(inner.append(
             self.history_len,
+            &user_channel(user),
             user,
             &stream,
             event,
             data,
         )))
+    }
+
+    async fn publish_order(
+        &self,
+        user: &str,
+        order_id: &str,
+        event: &str,
+        data: Value,
+        update: Option<OrderUpdate>,
+    ) -> Result<Option<Envelope<Value>>, BrokerError> {
+        let mut inner = self.lock();
+        let Some(order) = inner.orders.get_mut(order_id) else {
+            return Ok(None);
+        };
+        if order_is_terminal(order.status) {
+            return Ok(None);
+        }
+        if let Some(update) = update {
+            order.status = update.status;
+            order.filled_qty = update.filled_qty;
+            order.price = update.price;
+            order.updated_at = unix_millis();
+        }
+        let stream = order_stream(order_id);
+        Ok(Some(inner.append(
+            self.history_len,
+            &user_channel(user),
+            user,
+            &stream,
+            event,
+            data,
+        )))
+    }
+
+    async fn publish_topic(
+        &self,
+        topic: &str,
+        event: &str,
+        data: Value,
+    ) -> Result<Envelope<Value>, BrokerError> {
+        Ok(self.lock().append(
+            self.history_len.min(TOPIC_HISTORY_LEN),
+            &topic_channel(topic),
+            "",
+            topic,
+            event,
+            data,
+        ))
+    }
+
+    async fn subscribe_topic(
+        &self,
+        topic: &str,
+    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().live.insert(topic_channel(topic), tx);
+        Ok(rx)
+    }
+
+    async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError> {
+        self.lock().live.remove(&topic_channel(topic));
+        Ok(())
+    }
+
+    async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError> {
+        self.lock().orders.insert(order.id.clone(), order.clone());
+        Ok(())
+    }
+
+    async fn order(&self, id: &str) -> Result<Option<OrderRecord>, BrokerError> {
+        Ok(self.lock().orders.get(id).cloned())
+    }
+
+    async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError> {
+        let inner = self.lock();
+        let mut orders: Vec<OrderRecord> = inner
+            .orders
+            .values()
+            .filter(|o| o.owner == owner)
+            .cloned()
+            .collect();
+        orders.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        orders.truncate(limit);
+        Ok(orders)
+    }
+
+    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
+        let now = tokio::time::Instant::now();
+        let mut inner = self.lock();
+        let lease = inner
+            .leases
+            .entry(name.to_owned())
+            .or_insert_with(|| (holder.to_owned(), now));
+        if lease.0 == holder || lease.1 <= now {
+            *lease = (holder.to_owned(), now + ttl);
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn history(
@@ -185,12 +294,12 @@ impl Broker for MemoryBroker {
         user: &str,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().live.insert(user.to_owned(), tx);
+        self.lock().live.insert(user_channel(user), tx);
         Ok(rx)
     }
 
     async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError> {
-        self.lock().live.remove(user);
+        self.lock().live.remove(&user_channel(user));
         Ok(())
     }
 
@@ -326,6 +435,14 @@ impl Broker for MemoryBroker {
         let mut inner = self.lock();
         Ok(inner.day(day).1.clone())
     }
+}
+
+fn user_channel(user: &str) -> String {
+    format!("user:{user}")
+}
+
+fn topic_channel(topic: &str) -> String {
+    format!("topic:{topic}")
 }
 
 impl Inner {

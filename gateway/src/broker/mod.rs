@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use liveline::contract::{Envelope, JobKind, JobState};
+use liveline::contract::{Envelope, JobKind, JobState, OrderState, Side};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -73,6 +73,95 @@ impl JobRecord {
 pub fn job_stream(id: &str) -> String {
     format!("job:{id}")
 }
+
+/// An order as stored in the broker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderRecord {
+    /// The order id; its events are on stream `order:{id}`.
+    pub id: String,
+    /// The user who placed it; only they see it.
+    pub owner: String,
+    /// e.g. `BTC-USD`.
+    pub symbol: String,
+    /// Buy or sell.
+    pub side: Side,
+    /// Ordered quantity (> 0).
+    pub qty: f64,
+    /// Filled so far.
+    pub filled_qty: f64,
+    /// Average fill price (0 before the first fill).
+    pub price: f64,
+    /// Limit price; `None` for a market order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_price: Option<f64>,
+    /// Latest state.
+    pub status: OrderState,
+    /// Creation time, ms since the Unix epoch.
+    pub created_at: u64,
+    /// Last update, ms since the Unix epoch.
+    pub updated_at: u64,
+}
+
+impl OrderRecord {
+    /// The order's stream name, `order:{id}`.
+    pub fn stream(&self) -> String {
+        order_stream(&self.id)
+    }
+}
+
+/// The stream name of order `id`.
+pub fn order_stream(id: &str) -> String {
+    format!("order:{id}")
+}
+
+/// The stream (and live topic) of a market symbol, `market:{symbol}`.
+pub fn market_stream(symbol: &str) -> String {
+    format!("market:{symbol}")
+}
+
+/// The wire name of an order state (`accepted`, `partially_filled`, ...).
+pub fn order_state_str(state: OrderState) -> &'static str {
+    match state {
+        OrderState::Accepted => "accepted",
+        OrderState::PartiallyFilled => "partially_filled",
+        OrderState::Filled => "filled",
+        OrderState::Rejected => "rejected",
+        OrderState::Cancelled => "cancelled",
+        _ => "unknown",
+    }
+}
+
+/// Whether no further order event can follow.
+pub fn order_is_terminal(state: OrderState) -> bool {
+    matches!(
+        state,
+        OrderState::Filled | OrderState::Rejected | OrderState::Cancelled
+    )
+}
+
+/// The wire name of a side.
+pub fn side_str(side: Side) -> &'static str {
+    match side {
+        Side::Buy => "buy",
+        Side::Sell => "sell",
+    }
+}
+
+/// An order change applied together with the event that announces it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderUpdate {
+    /// New state.
+    pub status: OrderState,
+    /// Filled so far.
+    pub filled_qty: f64,
+    /// Average fill price.
+    pub price: f64,
+}
+
+/// Events kept per public topic stream (market ticks): resume of a topic
+/// replays at most this many.
+pub const TOPIC_HISTORY_LEN: usize = 256;
 
 /// A status change applied to a job together with the event that announces it.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +283,51 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Stops receiving `user`'s live events.
     async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError>;
+
+    /// Appends an event to the public topic stream `topic` (e.g.
+    /// `market:BTC-USD`, history bounded by [`TOPIC_HISTORY_LEN`]) and sends it
+    /// live to the topic's subscribers (Redis channel `{prefix}topic:{topic}`).
+    async fn publish_topic(
+        &self,
+        topic: &str,
+        event: &str,
+        data: Value,
+    ) -> Result<Envelope<Value>, BrokerError>;
+
+    /// Starts receiving `topic`'s live events on this node (one subscription
+    /// per topic at a time; the hub reference-counts sockets).
+    async fn subscribe_topic(
+        &self,
+        topic: &str,
+    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError>;
+
+    /// Stops receiving `topic`'s live events.
+    async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError>;
+
+    /// Stores a new order.
+    async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError>;
+
+    /// The order `id`, if it exists.
+    async fn order(&self, id: &str) -> Result<Option<OrderRecord>, BrokerError>;
+
+    /// The orders `owner` placed, newest first, at most `limit`.
+    async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError>;
+
+    /// Like [`Broker::publish`] on stream `order:{order_id}`, but atomically
+    /// refused (`Ok(None)`) when the order is missing or already terminal
+    /// (filled, rejected, cancelled), applying `update` in the same step.
+    async fn publish_order(
+        &self,
+        user: &str,
+        order_id: &str,
+        event: &str,
+        data: Value,
+        update: Option<OrderUpdate>,
+    ) -> Result<Option<Envelope<Value>>, BrokerError>;
+
+    /// Takes or renews the lease `name` for `holder` for `ttl`; `true` while
+    /// `holder` holds it (one market ticker across nodes).
+    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError>;
 
     /// Stores a new job.
     async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError>;

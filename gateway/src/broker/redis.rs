@@ -5,7 +5,11 @@
 //! - `{prefix}{job:1}:epoch` random string, replaced whenever `seq` is created anew
 //! - `{prefix}{job:1}:hist`  Redis stream, entry id `0-{seq}`, fields `event`, `env`
 //! - `{prefix}{job:1}:job`   hash with the job record (job streams only)
+//! - `{prefix}{order:1}:order` hash with the order record (order streams only)
 //! - `{prefix}user:{user}`   pub/sub channel carrying `{user, event, envelope}`
+//! - `{prefix}topic:{topic}` pub/sub channel of a public topic (`market:BTC-USD`)
+//! - `{prefix}owner:{user}:orders` sorted set of the user's order ids by creation time
+//! - `{prefix}lease:market`  which node's demo worker publishes market ticks
 //! - `{prefix}idem:{user}:{scope}:{key}` idempotency record (SET NX EX)
 //! - `{prefix}owner:{user}:jobs` sorted set of the user's job ids by creation time
 //! - `{prefix}actions`       Redis stream of actions for workers, consumer group `workers`
@@ -34,8 +38,9 @@ use tokio::sync::mpsc;
 
 use super::{
     ANALYTICS_TTL_SECS, Broker, BrokerError, ControlMessage, DayStats, IDEMPOTENCY_TTL_SECS,
-    JobRecord, LiveMessage, QueuedAction, StatusUpdate, StreamHead, WORKER_GROUP, job_stream,
-    new_epoch,
+    JobRecord, LiveMessage, OrderRecord, OrderUpdate, QueuedAction, StatusUpdate, StreamHead,
+    TOPIC_HISTORY_LEN, WORKER_GROUP, job_stream, new_epoch, order_state_str, order_stream,
+    side_str,
 };
 use crate::auth::unix_millis;
 
@@ -48,48 +53,27 @@ const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
 /// Entries kept (approximately) in the actions stream.
 pub const ACTIONS_MAXLEN: u64 = 100_000;
 
-/// The publish script. KEYS: seq, epoch, hist, job. ARGV: channel, user, event,
-/// stream, data JSON, ts, maxlen, candidate epoch, guard ("1" = job must exist
-/// and not be terminal), status, progress, message, ttl. Returns the envelope
-/// JSON, or nil when the guard refused.
-const PUBLISH_LUA: &str = r#"
-if ARGV[9] == '1' then
-  local st = redis.call('HGET', KEYS[4], 'status')
-  if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled' then
-    return false
-  end
-  if ARGV[10] ~= '' then
-    redis.call('HSET', KEYS[4], 'status', ARGV[10], 'progress', ARGV[11],
-      'message', ARGV[12], 'updatedAt', ARGV[6])
-  end
+/// The publish script (`gateway/src/broker/publish.lua`; its header lists
+/// KEYS and ARGV). Workers in other languages load it with `SCRIPT LOAD` and
+/// call it with `EVALSHA` (see docs/publishing.md).
+pub const PUBLISH_LUA: &str = include_str!("publish.lua");
+
+/// Takes or renews a lease. KEYS: lease. ARGV: holder, ttl ms. Returns 1 when held.
+const LEASE_LUA: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
 end
-local seq = redis.call('INCR', KEYS[1])
-local epoch
-if seq == 1 then
-  epoch = ARGV[8]
-  redis.call('SET', KEYS[2], epoch)
-  redis.call('DEL', KEYS[3])
-else
-  epoch = redis.call('GET', KEYS[2])
-  if not epoch then
-    epoch = ARGV[8]
-    redis.call('SET', KEYS[2], epoch)
-  end
-end
-local seqs = string.format('%d', seq)
-local env = '{"stream":' .. cjson.encode(ARGV[4]) .. ',"epoch":' .. cjson.encode(epoch) ..
-  ',"seq":' .. seqs .. ',"ts":' .. ARGV[6] .. ',"data":' .. ARGV[5] .. '}'
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '0-' .. seqs, 'event', ARGV[3], 'env', env)
-redis.call('PUBLISH', ARGV[1], '{"user":' .. cjson.encode(ARGV[2]) .. ',"event":' ..
-  cjson.encode(ARGV[3]) .. ',"envelope":' .. env .. '}')
-redis.call('EXPIRE', KEYS[1], ARGV[13])
-redis.call('EXPIRE', KEYS[2], ARGV[13])
-redis.call('EXPIRE', KEYS[3], ARGV[13])
-if ARGV[9] == '1' then
-  redis.call('EXPIRE', KEYS[4], ARGV[13])
-end
-return env
-"#;
+return 0
+";
+
+/// What the publish script checks and updates besides appending.
+enum Guard<'a> {
+    None,
+    Job(Option<&'a StatusUpdate>),
+    Order(Option<&'a OrderUpdate>),
+}
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<LiveMessage>>>>;
 
@@ -102,6 +86,7 @@ pub struct RedisBroker {
     /// For blocking reads (XREADGROUP BLOCK), which would stall `conn`.
     blocking: ConnectionManager,
     script: Script,
+    lease: Script,
     sink: Arc<tokio::sync::Mutex<Option<PubSubSink>>>,
     routes: Routes,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
@@ -155,6 +140,7 @@ impl RedisBroker {
             conn,
             blocking,
             script: Script::new(PUBLISH_LUA),
+            lease: Script::new(LEASE_LUA),
             sink,
             routes,
             control_rx: Mutex::new(Some(control_rx)),
@@ -170,36 +156,101 @@ impl RedisBroker {
         format!("{}user:{user}", self.prefix)
     }
 
+    fn topic_channel(&self, topic: &str) -> String {
+        format!("{}topic:{topic}", self.prefix)
+    }
+
+    async fn subscribe_channel(
+        &self,
+        channel: String,
+    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(channel.clone(), tx);
+        let result = match self.sink.lock().await.as_mut() {
+            Some(sink) => tokio::time::timeout(PUBSUB_TIMEOUT, sink.subscribe(&channel))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "pub/sub subscribe timed out",
+                    )))
+                }),
+            None => Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "pub/sub reconnecting",
+            ))),
+        };
+        if let Err(e) = result {
+            self.routes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&channel);
+            return Err(e.into());
+        }
+        Ok(rx)
+    }
+
+    async fn unsubscribe_channel(&self, channel: String) -> Result<(), BrokerError> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&channel);
+        if let Some(sink) = self.sink.lock().await.as_mut() {
+            if let Ok(result) =
+                tokio::time::timeout(PUBSUB_TIMEOUT, sink.unsubscribe(&channel)).await
+            {
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn run_publish(
         &self,
+        channel: &str,
         user: &str,
         stream: &str,
         event: &str,
         data: &Value,
-        guard: Option<Option<&StatusUpdate>>,
+        history_len: usize,
+        guard: Guard<'_>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
         let data = serde_json::to_string(data).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let record = match guard {
+            Guard::Order(_) => "order",
+            _ => "job",
+        };
         let mut inv = self.script.prepare_invoke();
         inv.key(self.key(stream, "seq"))
             .key(self.key(stream, "epoch"))
             .key(self.key(stream, "hist"))
-            .key(self.key(stream, "job"))
-            .arg(self.channel(user))
+            .key(self.key(stream, record))
+            .arg(channel)
             .arg(user)
             .arg(event)
             .arg(stream)
             .arg(data)
             .arg(unix_millis())
-            .arg(self.history_len)
+            .arg(history_len)
             .arg(new_epoch());
         match guard {
-            None => inv.arg("0").arg("").arg("").arg(""),
-            Some(None) => inv.arg("1").arg("").arg("").arg(""),
-            Some(Some(u)) => inv
+            Guard::None => inv.arg("0").arg("").arg("").arg(""),
+            Guard::Job(None) => inv.arg("1").arg("").arg("").arg(""),
+            Guard::Job(Some(u)) => inv
                 .arg("1")
                 .arg(u.status.as_str())
                 .arg(u.progress.to_string())
                 .arg(&u.message),
+            Guard::Order(None) => inv.arg("2").arg("").arg("").arg(""),
+            Guard::Order(Some(u)) => inv
+                .arg("2")
+                .arg(order_state_str(u.status))
+                .arg(u.filled_qty.to_string())
+                .arg(u.price.to_string()),
         };
         inv.arg(STREAM_TTL_SECS);
         let mut conn = self.conn.clone();
@@ -284,6 +335,43 @@ fn parse_envelope(s: &str) -> Result<Envelope<Value>, BrokerError> {
     serde_json::from_str(s).map_err(|e| BrokerError::Corrupt(format!("envelope: {e}")))
 }
 
+fn enum_of<T: serde::de::DeserializeOwned>(s: String) -> Result<T, BrokerError> {
+    serde_json::from_value(Value::String(s)).map_err(|e| BrokerError::Corrupt(e.to_string()))
+}
+
+fn parse_order(id: &str, mut h: HashMap<String, String>) -> Result<OrderRecord, BrokerError> {
+    let mut take = |f: &str| {
+        h.remove(f)
+            .ok_or_else(|| BrokerError::Corrupt(format!("order {id} lacks {f}")))
+    };
+    let num = |s: String| {
+        s.parse::<f64>()
+            .map_err(|e| BrokerError::Corrupt(e.to_string()))
+    };
+    let int = |s: String| {
+        s.parse::<u64>()
+            .map_err(|e| BrokerError::Corrupt(e.to_string()))
+    };
+    let limit = take("limitPrice")?;
+    Ok(OrderRecord {
+        id: id.to_owned(),
+        owner: take("owner")?,
+        symbol: take("symbol")?,
+        side: enum_of(take("side")?)?,
+        qty: num(take("qty")?)?,
+        filled_qty: num(take("filledQty")?)?,
+        price: num(take("price")?)?,
+        limit_price: if limit.is_empty() {
+            None
+        } else {
+            Some(num(limit)?)
+        },
+        status: enum_of(take("status")?)?,
+        created_at: int(take("createdAt")?)?,
+        updated_at: int(take("updatedAt")?)?,
+    })
+}
+
 fn parse_job(id: &str, mut h: HashMap<String, String>) -> Result<JobRecord, BrokerError> {
     let mut take = |f: &str| {
         h.remove(f)
@@ -324,9 +412,17 @@ impl Broker for RedisBroker {
         event: &str,
         data: Value,
     ) -> Result<Envelope<Value>, BrokerError> {
-        self.run_publish(user, stream, event, &data, None)
-            .await?
-            .ok_or_else(|| BrokerError::Corrupt("publish script returned nil".to_owned()))
+        self.run_publish(
+            &self.channel(user),
+            user,
+            stream,
+            event,
+            &data,
+            self.history_len,
+            Guard::None,
+        )
+        .await?
+        .ok_or_else(|| BrokerError::Corrupt("publish script returned nil".to_owned()))
     }
 
     async fn publish_job(
@@ -338,13 +434,146 @@ impl Broker for RedisBroker {
         update: Option<StatusUpdate>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
         self.run_publish(
+            &self.channel(user),
             user,
             &job_stream(job_id),
             event,
             &data,
-            Some(update.as_ref()),
+            self.history_len,
+            Guard::Job(update.as_ref()),
         )
         .await
+    }
+
+    async fn publish_order(
+        &self,
+        user: &str,
+        order_id: &str,
+        event: &str,
+        data: Value,
+        update: Option<OrderUpdate>,
+    ) -> Result<Option<Envelope<Value>>, BrokerError> {
+        self.run_publish(
+            &self.channel(user),
+            user,
+            &order_stream(order_id),
+            event,
+            &data,
+            self.history_len,
+            Guard::Order(update.as_ref()),
+        )
+        .await
+    }
+
+    async fn publish_topic(
+        &self,
+        topic: &str,
+        event: &str,
+        data: Value,
+    ) -> Result<Envelope<Value>, BrokerError> {
+        self.run_publish(
+            &self.topic_channel(topic),
+            "",
+            topic,
+            event,
+            &data,
+            self.history_len.min(TOPIC_HISTORY_LEN),
+            Guard::None,
+        )
+        .await?
+        .ok_or_else(|| BrokerError::Corrupt("publish script returned nil".to_owned()))
+    }
+
+    async fn subscribe_topic(
+        &self,
+        topic: &str,
+    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
+        self.subscribe_channel(self.topic_channel(topic)).await
+    }
+
+    async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError> {
+        self.unsubscribe_channel(self.topic_channel(topic)).await
+    }
+
+    async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<(&str, String)> = vec![
+            ("owner", order.owner.clone()),
+            ("symbol", order.symbol.clone()),
+            ("side", side_str(order.side).to_owned()),
+            ("qty", order.qty.to_string()),
+            ("filledQty", order.filled_qty.to_string()),
+            ("price", order.price.to_string()),
+            (
+                "limitPrice",
+                order.limit_price.map(|p| p.to_string()).unwrap_or_default(),
+            ),
+            ("status", order_state_str(order.status).to_owned()),
+            ("createdAt", order.created_at.to_string()),
+            ("updatedAt", order.updated_at.to_string()),
+        ];
+        let key = self.key(&order.stream(), "order");
+        let owned = format!("{}owner:{}:orders", self.prefix, order.owner);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .expire(&key, STREAM_TTL_SECS as i64)
+            .ignore()
+            .zadd(&owned, &order.id, order.created_at)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&owned)
+            .arg(0)
+            .arg(-1001)
+            .ignore()
+            .expire(&owned, STREAM_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn order(&self, id: &str) -> Result<Option<OrderRecord>, BrokerError> {
+        let mut conn = self.conn.clone();
+        let h: HashMap<String, String> = conn.hgetall(self.key(&order_stream(id), "order")).await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        parse_order(id, h).map(Some)
+    }
+
+    async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrevrange(
+                format!("{}owner:{owner}:orders", self.prefix),
+                0,
+                limit as isize - 1,
+            )
+            .await?;
+        let mut orders = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(order) = self.order(&id).await? {
+                orders.push(order);
+            }
+        }
+        Ok(orders)
+    }
+
+    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = self
+            .lease
+            .key(format!("{}lease:{name}", self.prefix))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
     }
 
     async fn history(
@@ -390,50 +619,11 @@ impl Broker for RedisBroker {
         &self,
         user: &str,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        let channel = self.channel(user);
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(channel.clone(), tx);
-        let result = match self.sink.lock().await.as_mut() {
-            Some(sink) => tokio::time::timeout(PUBSUB_TIMEOUT, sink.subscribe(&channel))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "pub/sub subscribe timed out",
-                    )))
-                }),
-            None => Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "pub/sub reconnecting",
-            ))),
-        };
-        if let Err(e) = result {
-            self.routes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&channel);
-            return Err(e.into());
-        }
-        Ok(rx)
+        self.subscribe_channel(self.channel(user)).await
     }
 
     async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError> {
-        let channel = self.channel(user);
-        self.routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&channel);
-        if let Some(sink) = self.sink.lock().await.as_mut() {
-            if let Ok(result) =
-                tokio::time::timeout(PUBSUB_TIMEOUT, sink.unsubscribe(&channel)).await
-            {
-                result?;
-            }
-        }
-        Ok(())
+        self.unsubscribe_channel(self.channel(user)).await
     }
 
     async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError> {

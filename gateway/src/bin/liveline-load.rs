@@ -1,0 +1,1449 @@
+//! `liveline-load`: the load test of the gateway (DESIGN.md sections 10, 11).
+//!
+//! It starts gateway processes (or targets running ones with `--url`), opens
+//! `--connections` authenticated connections with the SDK's native driver
+//! (the same sans-IO core as the browser), has the first connection of every
+//! user start a job, publishes `--events` `job:chunk:v1` events per user at
+//! `--rate` events/s in total, each carrying its publish time in microseconds,
+//! and checks what every connection received: lost, duplicated and reordered
+//! chunks, per-stream `seq` contiguity, publish-to-receive latency.
+//!
+//! Publishing takes the worker's path: with Redis, straight through the
+//! gateway's Redis broker (the Lua publish script, then pub/sub to the
+//! gateways); with the memory broker, `POST /api/v1/publish` with a service
+//! token.
+//!
+//! The connections live in worker processes (this binary re-executed with
+//! `--worker`), at most `--per-process` each, which talk to the coordinator
+//! in JSON lines over stdin/stdout. Every phase has a deadline and the whole
+//! run stops at `--duration-limit`. Exit status 0 only when every connection
+//! asked for was held and no event was lost, duplicated or reordered.
+//!
+//! All traffic stays on 127.0.0.0/8: `--url` and `--redis-url` must name
+//! loopback addresses.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail, ensure};
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use liveline::Config as ClientConfig;
+use liveline::contract::ServerEvent;
+use liveline::native::{Event, NativeClient};
+use liveline_gateway::DEV_JWT_SECRET;
+use liveline_gateway::auth::{JwtAuth, ROLE_SERVICE};
+use liveline_gateway::broker::{Broker, RedisBroker, random_hex};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, sleep, timeout};
+
+/// Most connections one process may hold: the hard limit is 20,000 open
+/// files per process, and the process needs a few for itself.
+const MAX_PER_PROCESS: usize = 19_500;
+
+/// The chunk event every connection counts.
+const CHUNK: &str = "job:chunk:v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PublishVia {
+    /// The gateway's Redis broker, straight to Redis (as a Rust worker does).
+    Redis,
+    /// `POST /api/v1/publish` on the gateway with a service token.
+    Http,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "liveline-load",
+    version,
+    about = "Load test: many SDK connections, events through the broker, loss and latency"
+)]
+struct Cli {
+    /// Connections to open and hold.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Distinct users (connection i is user i mod U); default one per connection.
+    #[arg(long)]
+    users: Option<usize>,
+    /// Events published per user (every connection of the user receives them).
+    #[arg(long, default_value_t = 10)]
+    events: u64,
+    /// Publish rate, events per second in total.
+    #[arg(long, default_value_t = 5000.0)]
+    rate: f64,
+    /// Hard stop for the whole run, in seconds.
+    #[arg(long, default_value_t = 120)]
+    duration_limit: u64,
+    /// Redis URL (loopback only); without it the gateway runs its memory broker.
+    #[arg(long)]
+    redis_url: Option<String>,
+    /// Redis key prefix; random (`ll-load:<hex>:`) when unset. With `--url`,
+    /// the prefix the running gateways use.
+    #[arg(long)]
+    key_prefix: Option<String>,
+    /// Gateway processes to start, on N ports sharing Redis.
+    #[arg(long, default_value_t = 1)]
+    gateways: usize,
+    /// Target running gateways instead (comma-separated http://127.x.y.z:port).
+    #[arg(long, value_delimiter = ',')]
+    url: Vec<String>,
+    /// The gateway binary; default `liveline-gateway` next to this executable.
+    #[arg(long)]
+    gateway_bin: Option<PathBuf>,
+    /// Extra arguments for every started gateway (after `serve`), space-separated.
+    #[arg(long, allow_hyphen_values = true)]
+    gateway_args: Option<String>,
+    /// Connections per client process.
+    #[arg(long, default_value_t = 19_000)]
+    per_process: usize,
+    /// WebSocket handshakes in flight per client process.
+    #[arg(long, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Seconds to wait for all connections.
+    #[arg(long, default_value_t = 60)]
+    connect_secs: u64,
+    /// Job starts in flight per client process.
+    #[arg(long, default_value_t = 64)]
+    start_concurrency: usize,
+    /// Concurrent publishers (each owns a share of the users and publishes
+    /// their events in order).
+    #[arg(long, default_value_t = 32)]
+    publishers: usize,
+    /// How to publish; default `redis` with `--redis-url`, else `http`.
+    #[arg(long, value_enum)]
+    publish_via: Option<PublishVia>,
+    /// Seconds to wait for the last events after publishing ends.
+    #[arg(long, default_value_t = 10)]
+    drain_secs: u64,
+    /// Where the started gateways write their logs; default a temp directory.
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
+
+    // Worker mode (internal): the coordinator re-executes this binary.
+    #[arg(long, hide = true)]
+    worker: bool,
+    #[arg(long, hide = true, default_value_t = 0)]
+    offset: usize,
+    #[arg(long, hide = true, default_value_t = 0)]
+    count: usize,
+    #[arg(long, hide = true, default_value = "")]
+    run_id: String,
+}
+
+impl Cli {
+    fn users(&self) -> usize {
+        self.users
+            .unwrap_or(self.connections)
+            .clamp(1, self.connections.max(1))
+    }
+}
+
+// ---------------------------------------------------------------- messages
+
+/// Worker to coordinator, one JSON object per stdout line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum WorkerMsg {
+    Connected {
+        held: usize,
+        start_ms: u64,
+        end_ms: u64,
+        connect_errors: u64,
+        rss_idle_kb: u64,
+    },
+    Jobs {
+        jobs: Vec<(usize, String)>,
+        failed: usize,
+    },
+    Report(Box<Report>),
+}
+
+/// What one worker saw.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Report {
+    /// Connections connected at the end.
+    held: usize,
+    /// Chunks the connections should have received.
+    expected: u64,
+    /// Distinct chunks received.
+    delivered: u64,
+    /// Chunks received more than once.
+    duplicated: u64,
+    /// Chunks received after a later chunk of the same stream.
+    reordered: u64,
+    /// Events whose `seq` did not continue the stream's previous one.
+    seq_breaks: u64,
+    /// `stream:recovered:v1` notices (replays the SDK asked for).
+    replays: u64,
+    /// Connections that reconnected after being connected.
+    reconnects: u64,
+    /// Events the SDK could not decode.
+    invalid: u64,
+    /// Latency histogram: bucket index to count.
+    latency: Vec<(u32, u64)>,
+    /// Largest latency, in microseconds.
+    latency_max_us: u64,
+    rss_idle_kb: u64,
+    rss_kb: u64,
+}
+
+// ---------------------------------------------------------------- histogram
+
+/// Log-linear buckets: exact below 128 µs, then 64 per power of two (1.6 %).
+fn bucket(us: u64) -> u32 {
+    if us < 128 {
+        return us as u32;
+    }
+    let bits = 64 - us.leading_zeros();
+    let shift = bits - 7;
+    let mantissa = (us >> shift) as u32; // 64..128
+    shift * 64 + mantissa
+}
+
+/// The middle of a bucket, in microseconds.
+fn bucket_value(index: u32) -> u64 {
+    if index < 128 {
+        return u64::from(index);
+    }
+    let shift = index / 64 - 1;
+    let mantissa = u64::from(index % 64 + 64);
+    (mantissa << shift) + (1u64 << shift) / 2
+}
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: BTreeMap<u32, u64>,
+    max: u64,
+}
+
+impl Histogram {
+    fn add(&mut self, us: u64) {
+        *self.counts.entry(bucket(us)).or_default() += 1;
+        self.max = self.max.max(us);
+    }
+
+    fn merge(&mut self, counts: &[(u32, u64)], max: u64) {
+        for (b, n) in counts {
+            *self.counts.entry(*b).or_default() += n;
+        }
+        self.max = self.max.max(max);
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// The `q` quantile in milliseconds.
+    fn quantile_ms(&self, q: f64) -> f64 {
+        let total = self.total();
+        if total == 0 {
+            return 0.0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (b, n) in &self.counts {
+            seen += n;
+            if seen >= rank {
+                return bucket_value(*b).min(self.max) as f64 / 1000.0;
+            }
+        }
+        self.max as f64 / 1000.0
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn unix_ms() -> u64 {
+    unix_micros() / 1000
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kb(pid: Option<u32>) -> u64 {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_owned(),
+    };
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn jwt() -> JwtAuth {
+    let secret = std::env::var("LIVELINE_JWT_SECRET").unwrap_or_else(|_| DEV_JWT_SECRET.to_owned());
+    JwtAuth::hs256(secret.as_bytes(), "liveline", "liveline")
+}
+
+/// The socket address of `http://host:port`, which must be on loopback.
+fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs"))?;
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    let addr: SocketAddr = hostport
+        .parse()
+        .with_context(|| format!("{url}: expected http://127.x.y.z:port"))?;
+    ensure!(
+        addr.ip().is_loopback(),
+        "{url}: traffic must stay on loopback"
+    );
+    Ok(addr)
+}
+
+fn check_redis_url(url: &str) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("redis://")
+        .with_context(|| format!("{url}: only redis:// URLs"))?;
+    let host = rest.rsplit('@').next().unwrap_or(rest);
+    let host = host.split(['/', '?']).next().unwrap_or(host);
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let ok = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    ensure!(ok, "{url}: traffic must stay on loopback");
+    Ok(())
+}
+
+fn user_name(run_id: &str, user: usize) -> String {
+    format!("load-{run_id}-{user}")
+}
+
+// ---------------------------------------------------------------- a tiny HTTP/1.1 client
+
+/// One keep-alive HTTP/1.1 connection (the gateway answers with Content-Length).
+struct Http {
+    addr: SocketAddr,
+    io: Option<BufReader<TcpStream>>,
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, io: None }
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        // One retry on a fresh connection: a kept-alive one may have been closed.
+        match self.try_request(method, path, token, body).await {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                self.io = None;
+                self.try_request(method, path, token, body).await
+            }
+        }
+    }
+
+    async fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
+        if self.io.is_none() {
+            let s = TcpStream::connect(self.addr).await?;
+            s.set_nodelay(true)?;
+            self.io = Some(BufReader::new(s));
+        }
+        let io = self.io.as_mut().context("no connection")?;
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(t) = token {
+            head.push_str("Authorization: Bearer ");
+            head.push_str(t);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        let mut req = head.into_bytes();
+        req.extend_from_slice(body);
+        io.get_mut().write_all(&req).await?;
+        let mut line = String::new();
+        io.read_line(&mut line).await?;
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
+        let mut length = None;
+        for _ in 0..100 {
+            line.clear();
+            if io.read_line(&mut line).await? == 0 {
+                bail!("connection closed in headers");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse::<usize>().ok();
+            }
+        }
+        let length = length.context("response without Content-Length")?;
+        let mut body = vec![0; length];
+        io.read_exact(&mut body).await?;
+        Ok((status, body))
+    }
+}
+
+// ---------------------------------------------------------------- worker
+
+/// Counters of one connection.
+#[derive(Default)]
+struct ConnStats {
+    connected: bool,
+    chunks: Vec<u64>, // bitset of chunk indexes seen
+    delivered: u64,
+    duplicated: u64,
+    reordered: u64,
+    max_index: Option<u64>,
+    last_seq: u64,
+    seq_breaks: u64,
+    replays: u64,
+    reconnects: u64,
+    invalid: u64,
+    latencies: Vec<u32>,
+    latency_max: u64,
+}
+
+struct Shared {
+    connected: AtomicUsize,
+    connect_errors: AtomicU64,
+    last_connect_ms: AtomicU64,
+    complete: AtomicUsize,
+    events: u64,
+}
+
+/// Reads one connection's events until told to stop.
+async fn consume(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    mut permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> ConnStats {
+    let mut st = ConnStats {
+        chunks: vec![0; shared.events.div_ceil(64) as usize],
+        ..ConnStats::default()
+    };
+    let mut ever = false;
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => match e { Some(e) => e, None => break },
+            _ = stop.changed() => break,
+        };
+        match event {
+            Event::State(change) => {
+                if change.current.is_connected() {
+                    if ever {
+                        st.reconnects += 1;
+                    } else {
+                        ever = true;
+                        shared.connected.fetch_add(1, Ordering::Relaxed);
+                        shared
+                            .last_connect_ms
+                            .fetch_max(unix_ms(), Ordering::Relaxed);
+                    }
+                    st.connected = true;
+                    permit = None;
+                } else {
+                    if !ever && change.current.name() != "connecting" {
+                        // A failed first attempt: let another handshake start.
+                        shared.connect_errors.fetch_add(1, Ordering::Relaxed);
+                        permit = None;
+                    }
+                    st.connected = false;
+                }
+            }
+            Event::Server(ev, _) => {
+                let now = unix_micros();
+                if let Some((_, _, seq)) = ev.position() {
+                    if seq != st.last_seq + 1 {
+                        st.seq_breaks += 1;
+                    }
+                    st.last_seq = seq;
+                }
+                match ev {
+                    ServerEvent::JobChunk(env) => {
+                        let i = env.data.index;
+                        if i >= shared.events {
+                            st.duplicated += 1; // not a chunk we published
+                            continue;
+                        }
+                        let (word, bit) = ((i / 64) as usize, 1u64 << (i % 64));
+                        if st.chunks[word] & bit != 0 {
+                            st.duplicated += 1;
+                            continue;
+                        }
+                        st.chunks[word] |= bit;
+                        if st.max_index.is_some_and(|m| i < m) {
+                            st.reordered += 1;
+                        }
+                        st.max_index = Some(st.max_index.map_or(i, |m| m.max(i)));
+                        st.delivered += 1;
+                        if let Ok(sent) = env.data.text.parse::<u64>() {
+                            let lat = now.saturating_sub(sent);
+                            st.latency_max = st.latency_max.max(lat);
+                            st.latencies.push(u32::try_from(lat).unwrap_or(u32::MAX));
+                        }
+                        if st.delivered == shared.events {
+                            shared.complete.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    ServerEvent::StreamRecovered(_) => st.replays += 1,
+                    _ => {}
+                }
+            }
+            Event::Invalid(_) => st.invalid += 1,
+            _ => {}
+        }
+    }
+    drop(permit);
+    st
+}
+
+fn emit(msg: &WorkerMsg) -> anyhow::Result<()> {
+    use std::io::Write;
+    let line = serde_json::to_string(msg)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+async fn worker(cli: Cli) -> anyhow::Result<()> {
+    ensure!(
+        cli.count <= MAX_PER_PROCESS,
+        "at most {MAX_PER_PROCESS} connections per process"
+    );
+    ensure!(!cli.url.is_empty(), "--worker needs --url");
+    for u in &cli.url {
+        loopback_addr(u)?;
+    }
+    let users = cli.users();
+    let auth = Arc::new(jwt());
+    let shared = Arc::new(Shared {
+        connected: AtomicUsize::new(0),
+        connect_errors: AtomicU64::new(0),
+        last_connect_ms: AtomicU64::new(0),
+        complete: AtomicUsize::new(0),
+        events: cli.events,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(cli.connect_concurrency.max(1)));
+    let rss_idle_kb = rss_kb(None);
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+
+    // Phase 1: connect, a bounded number of handshakes in flight.
+    let start_ms = unix_ms();
+    let connect_deadline = Instant::now() + Duration::from_secs(cli.connect_secs);
+    let mut clients = Vec::with_capacity(cli.count);
+    let mut tasks = Vec::with_capacity(cli.count);
+    for g in cli.offset..cli.offset + cli.count {
+        let permit = match timeout(
+            connect_deadline.saturating_duration_since(Instant::now()),
+            gate.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => break,
+        };
+        let url = &cli.url[g % cli.url.len()];
+        let user = user_name(&cli.run_id, g % users);
+        let auth = auth.clone();
+        let get_token = move || -> BoxFuture<'static, Result<String, String>> {
+            let token = auth.mint(&user, 3600).map_err(|e| e.to_string());
+            Box::pin(async move { token })
+        };
+        let (client, events) = NativeClient::spawn(ClientConfig::new(url.clone()), get_token);
+        tasks.push(tokio::spawn(consume(
+            events,
+            Some(permit),
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+        clients.push((g, client));
+    }
+    for _ in 0..(cli.connect_secs * 20) {
+        if shared.connected.load(Ordering::Relaxed) >= cli.count
+            || Instant::now() >= connect_deadline
+        {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    let held = shared.connected.load(Ordering::Relaxed);
+    emit(&WorkerMsg::Connected {
+        held,
+        start_ms,
+        end_ms: shared.last_connect_ms.load(Ordering::Relaxed).max(start_ms),
+        connect_errors: shared.connect_errors.load(Ordering::Relaxed),
+        rss_idle_kb,
+    })?;
+
+    // Phase 2: the first connection of each user starts its job.
+    let Some(cmd) = stdin.next_line().await? else {
+        return Ok(());
+    };
+    ensure!(cmd == "jobs", "expected jobs, got {cmd:?}");
+    // At most `--start-concurrency` in flight per process (a burst of
+    // thousands of job starts makes the gateway's Redis calls time out),
+    // each tried up to three times, all within 40 s.
+    let starters: Vec<(usize, NativeClient)> = clients
+        .iter()
+        .filter(|(g, _)| *g < users)
+        .map(|(g, c)| (*g, c.clone()))
+        .collect();
+    let start_deadline = Instant::now() + Duration::from_secs(40);
+    let start_errors = Arc::new(AtomicU64::new(0));
+    let results: Vec<(usize, Option<String>)> = futures_util::stream::iter(starters)
+        .map(|(g, client)| {
+            let start_errors = start_errors.clone();
+            async move {
+                for _ in 0..3 {
+                    let started = client.send("job:start:v1", json!({"kind": "llm", "params": {}}));
+                    match tokio::time::timeout_at(start_deadline, started).await {
+                        Ok(Ok(v)) => {
+                            if let Some(id) = v["jobId"].as_str() {
+                                return (g, Some(id.to_owned()));
+                            }
+                        }
+                        Ok(Err(e)) => {
+                            if start_errors.fetch_add(1, Ordering::Relaxed) < 3 {
+                                eprintln!("job start failed (will retry): {e}");
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+                (g, None)
+            }
+        })
+        .buffer_unordered(cli.start_concurrency.max(1))
+        .collect()
+        .await;
+    let failed = results.iter().filter(|(_, id)| id.is_none()).count();
+    let jobs: Vec<(usize, String)> = results
+        .into_iter()
+        .filter_map(|(g, id)| id.map(|id| (g, id)))
+        .collect();
+    if start_errors.load(Ordering::Relaxed) > 0 {
+        eprintln!(
+            "job starts: {} errors (retried), {failed} failed",
+            start_errors.load(Ordering::Relaxed)
+        );
+    }
+    emit(&WorkerMsg::Jobs { jobs, failed })?;
+
+    // Phase 3: receive until every connection has its events or the deadline.
+    let Some(cmd) = stdin.next_line().await? else {
+        return Ok(());
+    };
+    let mut parts = cmd.split(' ');
+    ensure!(parts.next() == Some("done"), "expected done, got {cmd:?}");
+    let deadline_ms: u64 = parts
+        .next()
+        .and_then(|d| d.parse().ok())
+        .context("done <ms>")?;
+    let missing: HashSet<usize> = parts
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|u| u.parse().ok())
+        .collect();
+    let expecting = clients
+        .iter()
+        .filter(|(g, _)| !missing.contains(&(g % users)))
+        .count();
+    let wait_ms = deadline_ms.saturating_sub(unix_ms());
+    for _ in 0..=(wait_ms / 20) {
+        if shared.complete.load(Ordering::Relaxed) >= expecting || unix_ms() >= deadline_ms {
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    let rss = rss_kb(None);
+    let _ = stop_tx.send(true);
+    let mut report = Report {
+        rss_idle_kb,
+        rss_kb: rss,
+        ..Report::default()
+    };
+    let mut hist = Histogram::default();
+    for ((g, _), task) in clients.iter().zip(tasks) {
+        let st = task.await.context("a connection task panicked")?;
+        let expected = if missing.contains(&(g % users)) {
+            0
+        } else {
+            cli.events
+        };
+        report.held += usize::from(st.connected);
+        report.expected += expected;
+        report.delivered += st.delivered;
+        report.duplicated += st.duplicated;
+        report.reordered += st.reordered;
+        report.seq_breaks += st.seq_breaks;
+        report.replays += st.replays;
+        report.reconnects += st.reconnects;
+        report.invalid += st.invalid;
+        for l in &st.latencies {
+            hist.add(u64::from(*l));
+        }
+        hist.max = hist.max.max(st.latency_max);
+    }
+    // Connections that never got a client (the connect deadline passed) expect nothing.
+    report.latency = hist.counts.into_iter().collect();
+    report.latency_max_us = hist.max;
+    emit(&WorkerMsg::Report(Box::new(report)))?;
+
+    // Hold the connections until told to exit (the coordinator reads gateway RSS now).
+    let _ = timeout(Duration::from_secs(30), stdin.next_line()).await;
+    for (_, c) in &clients {
+        c.close();
+    }
+    sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- coordinator
+
+struct Gateway {
+    url: String,
+    child: Option<Child>,
+    rss_idle_kb: u64,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Worker {
+    async fn next(&mut self, deadline: Instant) -> anyhow::Result<WorkerMsg> {
+        let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+            .await
+            .context("a worker did not answer in time")??
+            .context("a worker ended early")?;
+        serde_json::from_str(&line).with_context(|| format!("worker said {line:?}"))
+    }
+
+    async fn say(&mut self, line: &str) -> anyhow::Result<()> {
+        self.stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        self.stdin.flush().await?;
+        Ok(())
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+async fn healthy(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    for _ in 0..(within.as_millis() / 50 + 1) {
+        let mut http = Http::new(addr);
+        if let Ok(Ok((200, _))) = timeout(
+            Duration::from_secs(1),
+            http.request("GET", "/healthz", None, b""),
+        )
+        .await
+        {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn start_gateways(cli: &Cli, prefix: &str, run_id: &str) -> anyhow::Result<Vec<Gateway>> {
+    let bin = match &cli.gateway_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no directory for this executable")?
+            .join("liveline-gateway"),
+    };
+    ensure!(
+        bin.exists(),
+        "gateway binary {} not found (--gateway-bin)",
+        bin.display()
+    );
+    let log_dir = cli
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("liveline-load-{run_id}")));
+    std::fs::create_dir_all(&log_dir)?;
+    let users = cli.users();
+    let per_user = cli.connections.div_ceil(users) + 1;
+    let mut gateways = Vec::new();
+    for i in 0..cli.gateways {
+        let port = free_port()?;
+        let log = std::fs::File::create(log_dir.join(format!("gateway-{i}.log")))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("serve")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--max-connections-per-user", &per_user.to_string()])
+            .args(["--history-len", &(cli.events + 16).max(1000).to_string()])
+            .env(
+                "RUST_LOG",
+                std::env::var("LOAD_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true);
+        if let Some(r) = &cli.redis_url {
+            cmd.args(["--redis-url", r, "--key-prefix", prefix]);
+        }
+        if let Some(extra) = &cli.gateway_args {
+            cmd.args(extra.split_whitespace());
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        gateways.push(Gateway {
+            url: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            rss_idle_kb: 0,
+        });
+    }
+    for (i, g) in gateways.iter_mut().enumerate() {
+        let addr = loopback_addr(&g.url)?;
+        ensure!(
+            healthy(addr, Duration::from_secs(20)).await,
+            "gateway {i} ({}) did not become healthy; see {}",
+            g.url,
+            log_dir.join(format!("gateway-{i}.log")).display()
+        );
+        g.rss_idle_kb = rss_kb(g.child.as_ref().and_then(Child::id));
+    }
+    eprintln!(
+        "started {} gateway(s): {} (logs in {})",
+        gateways.len(),
+        gateways
+            .iter()
+            .map(|g| g.url.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        log_dir.display()
+    );
+    Ok(gateways)
+}
+
+/// Publishes every user's events at the total rate; returns (published, failed, seconds).
+async fn publish(
+    cli: &Cli,
+    via: PublishVia,
+    prefix: &str,
+    urls: &[String],
+    jobs: &HashMap<usize, String>,
+    run_id: &str,
+    deadline: Instant,
+) -> anyhow::Result<(u64, u64, f64, f64)> {
+    let users: Vec<usize> = {
+        let mut u: Vec<usize> = jobs.keys().copied().collect();
+        u.sort_unstable();
+        u
+    };
+    let broker: Option<Arc<RedisBroker>> = match via {
+        PublishVia::Redis => {
+            let url = cli
+                .redis_url
+                .as_deref()
+                .context("--publish-via redis needs --redis-url")?;
+            Some(Arc::new(
+                RedisBroker::connect(url, prefix, (cli.events as usize + 16).max(1000)).await?,
+            ))
+        }
+        PublishVia::Http => None,
+    };
+    let token = jwt().mint_with_role(
+        &format!("load-{run_id}-publisher"),
+        3600,
+        Some(ROLE_SERVICE),
+    )?;
+    let token = Arc::new(token);
+    let published = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let max_lag_us = Arc::new(AtomicU64::new(0));
+    let n_users = users.len();
+    let k = cli.publishers.clamp(1, n_users.max(1));
+    let per_event = Duration::from_secs_f64(1.0 / cli.rate.max(0.001));
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let users = Arc::new(users);
+    let mut tasks = Vec::new();
+    for j in 0..k {
+        let users = users.clone();
+        let jobs: Vec<(usize, String)> = users
+            .iter()
+            .skip(j)
+            .step_by(k)
+            .map(|u| (*u, jobs[u].clone()))
+            .collect();
+        let broker = broker.clone();
+        let token = token.clone();
+        let (published, failed, max_lag_us) =
+            (published.clone(), failed.clone(), max_lag_us.clone());
+        let events = cli.events;
+        let run_id = run_id.to_owned();
+        let urls = urls.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut http: HashMap<usize, Http> = HashMap::new();
+            // Position of user u within the global order, for the schedule.
+            let rank: HashMap<usize, usize> =
+                users.iter().enumerate().map(|(i, u)| (*u, i)).collect();
+            for index in 0..events {
+                for (u, job) in &jobs {
+                    let k_global = index as u128 * n_users as u128 + rank[u] as u128;
+                    let at =
+                        t0 + per_event.saturating_mul(u32::try_from(k_global).unwrap_or(u32::MAX));
+                    if at >= deadline || Instant::now() >= deadline {
+                        return;
+                    }
+                    tokio::time::sleep_until(at).await;
+                    let lag = Instant::now().saturating_duration_since(at).as_micros() as u64;
+                    max_lag_us.fetch_max(lag, Ordering::Relaxed);
+                    let user = user_name(&run_id, *u);
+                    let sent = unix_micros();
+                    let data = json!({"jobId": job, "index": index, "text": sent.to_string()});
+                    let ok = match &broker {
+                        Some(b) => matches!(
+                            b.publish_job(&user, job, CHUNK, data, None).await,
+                            Ok(Some(_))
+                        ),
+                        None => {
+                            let gi = u % urls.len();
+                            let conn = match http.entry(gi) {
+                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::hash_map::Entry::Vacant(e) => {
+                                    match loopback_addr(&urls[gi]) {
+                                        Ok(a) => e.insert(Http::new(a)),
+                                        Err(_) => return,
+                                    }
+                                }
+                            };
+                            let body = json!({
+                                "user": user, "stream": format!("job:{job}"),
+                                "event": CHUNK, "data": data,
+                            })
+                            .to_string();
+                            matches!(
+                                conn.request(
+                                    "POST",
+                                    "/api/v1/publish",
+                                    Some(&token),
+                                    body.as_bytes()
+                                )
+                                .await,
+                                Ok((200, _))
+                            )
+                        }
+                    };
+                    if ok {
+                        published.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    Ok((
+        published.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        secs,
+        max_lag_us.load(Ordering::Relaxed) as f64 / 1000.0,
+    ))
+}
+
+/// Deletes the run's Redis keys (bounded SCAN).
+async fn cleanup_redis(url: &str, prefix: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut cursor: u64 = 0;
+    let mut deleted = 0;
+    for _ in 0..100_000 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await?;
+        if !keys.is_empty() {
+            let n: u64 = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await?;
+            deleted += n;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    Ok(deleted)
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    connections_asked: usize,
+    connections_held: usize,
+    client_processes: usize,
+    gateways: usize,
+    broker: String,
+    publish_via: String,
+    users: usize,
+    jobs_failed: usize,
+    events_published: u64,
+    publish_failed: u64,
+    publish_rate: f64,
+    publish_max_lag_ms: f64,
+    events_expected: u64,
+    delivered: u64,
+    lost: u64,
+    duplicated: u64,
+    reordered: u64,
+    seq_breaks: u64,
+    replays: u64,
+    reconnects: u64,
+    invalid: u64,
+    latency_p50_ms: f64,
+    latency_p95_ms: f64,
+    latency_p99_ms: f64,
+    latency_max_ms: f64,
+    handshakes_per_sec: f64,
+    connect_errors: u64,
+    client_rss_kb: u64,
+    client_rss_per_conn_kb: f64,
+    gateway_rss_kb: Option<u64>,
+    gateway_rss_per_conn_kb: Option<f64>,
+    ok: bool,
+    error: Option<String>,
+}
+
+async fn coordinate(
+    cli: &Cli,
+    summary: &mut Summary,
+    children: &mut Vec<Child>,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let hard = started + Duration::from_secs(cli.duration_limit);
+    let run_id = random_hex()[..10].to_owned();
+    let prefix = cli
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| format!("ll-load:{run_id}:"));
+    let users = cli.users();
+    summary.users = users;
+    summary.broker = if cli.redis_url.is_some() {
+        "redis"
+    } else {
+        "memory"
+    }
+    .to_owned();
+    let via = cli.publish_via.unwrap_or(if cli.redis_url.is_some() {
+        PublishVia::Redis
+    } else {
+        PublishVia::Http
+    });
+    summary.publish_via = format!("{via:?}").to_lowercase();
+
+    let mut gateways = if cli.url.is_empty() {
+        ensure!(
+            cli.gateways <= 1 || cli.redis_url.is_some(),
+            "--gateways > 1 needs --redis-url (the memory broker is one node)"
+        );
+        start_gateways(cli, &prefix, &run_id).await?
+    } else {
+        cli.url
+            .iter()
+            .map(|u| {
+                loopback_addr(u)?;
+                Ok(Gateway {
+                    url: u.trim_end_matches('/').to_owned(),
+                    child: None,
+                    rss_idle_kb: 0,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    ensure!(
+        cli.url.is_empty() || via == PublishVia::Http || cli.key_prefix.is_some(),
+        "with --url and --redis-url, give the gateways' --key-prefix (or --publish-via http)"
+    );
+    summary.gateways = gateways.len();
+    let urls: Vec<String> = gateways.iter().map(|g| g.url.clone()).collect();
+    let per_gateway = cli.connections.div_ceil(urls.len());
+    if per_gateway > MAX_PER_PROCESS {
+        eprintln!(
+            "warning: {per_gateway} connections per gateway process; one process may hold at most 20,000 open files"
+        );
+    }
+
+    // Client processes.
+    let per_process = cli.per_process.clamp(1, MAX_PER_PROCESS);
+    let n_workers = cli.connections.div_ceil(per_process).max(1);
+    summary.client_processes = n_workers;
+    let exe = std::env::current_exe()?;
+    let mut workers = Vec::new();
+    for w in 0..n_workers {
+        let offset = w * per_process;
+        let count = per_process.min(cli.connections - offset);
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--worker")
+            .args(["--url", &urls.join(",")])
+            .args([
+                "--offset",
+                &offset.to_string(),
+                "--count",
+                &count.to_string(),
+            ])
+            .args(["--connections", &cli.connections.to_string()])
+            .args([
+                "--users",
+                &users.to_string(),
+                "--events",
+                &cli.events.to_string(),
+            ])
+            .args(["--run-id", &run_id])
+            .args([
+                "--connect-concurrency",
+                &cli.connect_concurrency.to_string(),
+            ])
+            .args(["--connect-secs", &cli.connect_secs.to_string()])
+            .args(["--start-concurrency", &cli.start_concurrency.to_string()])
+            .args(["--duration-limit", &cli.duration_limit.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("starting a worker")?;
+        let stdin = child.stdin.take().context("worker stdin")?;
+        let stdout = child.stdout.take().context("worker stdout")?;
+        workers.push(Worker {
+            child,
+            stdin,
+            lines: BufReader::new(stdout).lines(),
+        });
+    }
+
+    // Connect.
+    let connect_deadline = (Instant::now() + Duration::from_secs(cli.connect_secs + 10)).min(hard);
+    let (mut start_ms, mut end_ms) = (u64::MAX, 0);
+    let mut client_idle = 0;
+    for w in &mut workers {
+        match w.next(connect_deadline).await? {
+            WorkerMsg::Connected {
+                held,
+                start_ms: s,
+                end_ms: e,
+                connect_errors,
+                rss_idle_kb,
+            } => {
+                summary.connections_held += held;
+                summary.connect_errors += connect_errors;
+                start_ms = start_ms.min(s);
+                end_ms = end_ms.max(e);
+                client_idle += rss_idle_kb;
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    let connect_secs = end_ms.saturating_sub(start_ms).max(1) as f64 / 1000.0;
+    summary.handshakes_per_sec = summary.connections_held as f64 / connect_secs;
+    eprintln!(
+        "held {} of {} connections in {connect_secs:.2} s",
+        summary.connections_held, cli.connections
+    );
+
+    ensure!(summary.connections_held > 0, "no connection was held");
+
+    // Jobs.
+    for w in &mut workers {
+        w.say("jobs").await?;
+    }
+    let jobs_deadline = (Instant::now() + Duration::from_secs(45)).min(hard);
+    let mut jobs = HashMap::new();
+    for w in &mut workers {
+        match w.next(jobs_deadline).await? {
+            WorkerMsg::Jobs { jobs: j, failed } => {
+                summary.jobs_failed += failed;
+                jobs.extend(j);
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    let missing: Vec<String> = (0..users)
+        .filter(|u| !jobs.contains_key(u))
+        .map(|u| u.to_string())
+        .collect();
+    summary.jobs_failed = summary.jobs_failed.max(missing.len());
+
+    // Publish, then let the workers drain.
+    let publish_deadline =
+        hard - Duration::from_secs(cli.drain_secs.min(cli.duration_limit / 4) + 3);
+    let (published, failed, secs, lag) =
+        publish(cli, via, &prefix, &urls, &jobs, &run_id, publish_deadline).await?;
+    summary.events_published = published;
+    summary.publish_failed = failed;
+    summary.publish_rate = published as f64 / secs.max(0.001);
+    summary.publish_max_lag_ms = lag;
+    eprintln!("published {published} events in {secs:.2} s ({failed} failed)");
+    let left_ms = hard.saturating_duration_since(Instant::now()).as_millis() as u64;
+    let drain_ms = unix_ms() + (cli.drain_secs * 1000).min(left_ms.saturating_sub(1500));
+    for w in &mut workers {
+        w.say(&format!("done {drain_ms} {}", missing.join(",")))
+            .await?;
+    }
+    let report_deadline = (Instant::now() + Duration::from_secs(cli.drain_secs + 30)).min(hard);
+    let mut hist = Histogram::default();
+    let mut client_rss = 0;
+    let mut held_end = 0;
+    for w in &mut workers {
+        match w.next(report_deadline).await? {
+            WorkerMsg::Report(r) => {
+                held_end += r.held;
+                summary.events_expected += r.expected;
+                summary.delivered += r.delivered;
+                summary.duplicated += r.duplicated;
+                summary.reordered += r.reordered;
+                summary.seq_breaks += r.seq_breaks;
+                summary.replays += r.replays;
+                summary.reconnects += r.reconnects;
+                summary.invalid += r.invalid;
+                client_rss += r.rss_kb;
+                hist.merge(&r.latency, r.latency_max_us);
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    summary.connections_held = summary.connections_held.min(held_end);
+    // Expected counts every connection asked for whose user has a job: a
+    // connection that was never held lost its events.
+    let with_job = (0..cli.connections)
+        .filter(|g| jobs.contains_key(&(g % users)))
+        .count();
+    summary.events_expected = summary.events_expected.max(with_job as u64 * cli.events);
+    summary.lost = summary.events_expected.saturating_sub(summary.delivered);
+    summary.latency_p50_ms = hist.quantile_ms(0.50);
+    summary.latency_p95_ms = hist.quantile_ms(0.95);
+    summary.latency_p99_ms = hist.quantile_ms(0.99);
+    summary.latency_max_ms = hist.max as f64 / 1000.0;
+    let held = summary.connections_held.max(1) as f64;
+    summary.client_rss_kb = client_rss;
+    summary.client_rss_per_conn_kb = client_rss.saturating_sub(client_idle) as f64 / held;
+    // Gateway RSS while the connections are still held.
+    if gateways.iter().all(|g| g.child.is_some()) {
+        let (mut now, mut idle) = (0, 0);
+        for g in &gateways {
+            now += rss_kb(g.child.as_ref().and_then(Child::id));
+            idle += g.rss_idle_kb;
+        }
+        summary.gateway_rss_kb = Some(now);
+        summary.gateway_rss_per_conn_kb = Some(now.saturating_sub(idle) as f64 / held);
+    }
+    for w in &mut workers {
+        let _ = w.say("exit").await;
+    }
+    for w in &mut workers {
+        let _ = timeout(Duration::from_secs(5), w.child.wait()).await;
+    }
+    for w in workers {
+        children.push(w.child);
+    }
+    // Stop the gateways before the cleanup, so no late write (e.g. session
+    // analytics of the closing sockets) recreates a key.
+    for g in &mut gateways {
+        if let Some(mut c) = g.child.take() {
+            let _ = c.start_kill();
+            let _ = timeout(Duration::from_secs(5), c.wait()).await;
+        }
+    }
+    if let Some(url) = &cli.redis_url
+        && cli.key_prefix.is_none()
+    {
+        match timeout(Duration::from_secs(20), cleanup_redis(url, &prefix)).await {
+            Ok(Ok(n)) => eprintln!("deleted {n} Redis keys under {prefix}"),
+            Ok(Err(e)) => eprintln!("Redis cleanup failed: {e}"),
+            Err(_) => eprintln!("Redis cleanup timed out"),
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(s: &Summary) {
+    let gw = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} KiB"));
+    println!(
+        "connections held     {} of {} ({} client process(es), {} gateway(s), {} broker, publish via {})",
+        s.connections_held,
+        s.connections_asked,
+        s.client_processes,
+        s.gateways,
+        s.broker,
+        s.publish_via
+    );
+    println!(
+        "users                {} (jobs failed {})",
+        s.users, s.jobs_failed
+    );
+    println!(
+        "events published     {} at {:.0}/s (failed {}, max schedule lag {:.1} ms)",
+        s.events_published, s.publish_rate, s.publish_failed, s.publish_max_lag_ms
+    );
+    println!("events expected      {}", s.events_expected);
+    println!("delivered            {}", s.delivered);
+    println!("lost                 {}", s.lost);
+    println!("duplicated           {}", s.duplicated);
+    println!("reordered            {}", s.reordered);
+    println!(
+        "seq breaks           {} (replays {}, reconnects {}, invalid {})",
+        s.seq_breaks, s.replays, s.reconnects, s.invalid
+    );
+    println!(
+        "latency ms           p50 {:.2}  p95 {:.2}  p99 {:.2}  max {:.2}",
+        s.latency_p50_ms, s.latency_p95_ms, s.latency_p99_ms, s.latency_max_ms
+    );
+    println!(
+        "handshakes           {:.0} connections/s (connect errors {})",
+        s.handshakes_per_sec, s.connect_errors
+    );
+    println!(
+        "client RSS           {} KiB total, {:.1} KiB per connection",
+        s.client_rss_kb, s.client_rss_per_conn_kb
+    );
+    println!(
+        "gateway RSS          {} total, {} per connection",
+        s.gateway_rss_kb
+            .map_or_else(|| "n/a".to_owned(), |v| format!("{v} KiB")),
+        gw(s.gateway_rss_per_conn_kb)
+    );
+    if let Some(e) = &s.error {
+        println!("error                {e}");
+    }
+    println!(
+        "result               {}",
+        if s.ok { "PASS" } else { "FAIL" }
+    );
+    if let Ok(j) = serde_json::to_string(s) {
+        println!("RESULT {j}");
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("liveline-load: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let limit = Duration::from_secs(cli.duration_limit);
+    if cli.worker {
+        let result = runtime.block_on(async { timeout(limit, worker(cli)).await });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        return match result {
+            Ok(Ok(())) => std::process::ExitCode::SUCCESS,
+            Ok(Err(e)) => {
+                eprintln!("liveline-load worker: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+            Err(_) => {
+                eprintln!("liveline-load worker: duration limit reached");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    let mut summary = Summary {
+        connections_asked: cli.connections,
+        ..Summary::default()
+    };
+    let check = || -> anyhow::Result<()> {
+        ensure!(cli.connections >= 1, "--connections must be at least 1");
+        ensure!(cli.events >= 1, "--events must be at least 1");
+        ensure!(cli.rate > 0.0, "--rate must be positive");
+        ensure!(cli.gateways >= 1, "--gateways must be at least 1");
+        if let Some(r) = &cli.redis_url {
+            check_redis_url(r)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = check() {
+        eprintln!("liveline-load: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
+    let result = runtime.block_on(async {
+        let mut children = Vec::new();
+        let r = timeout(limit, coordinate(&cli, &mut summary, &mut children)).await;
+        for mut c in children {
+            let _ = c.start_kill();
+            let _ = timeout(Duration::from_secs(5), c.wait()).await;
+        }
+        r
+    });
+    // Gateways and workers not yet handed over are killed when dropped (kill_on_drop).
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => summary.error = Some(format!("{e:#}")),
+        Err(_) => summary.error = Some("duration limit reached".to_owned()),
+    }
+    summary.ok = summary.error.is_none()
+        && summary.connections_held >= cli.connections
+        && summary.lost == 0
+        && summary.duplicated == 0
+        && summary.reordered == 0
+        && summary.invalid == 0
+        && summary.jobs_failed == 0
+        && summary.publish_failed == 0
+        && summary.events_expected > 0;
+    print_summary(&summary);
+    if summary.ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,54 @@
+//! The load test in CI (DESIGN.md section 10): `liveline-load` holds 1000
+//! SDK connections (the native driver over the same core as the browser)
+//! against a gateway process on the memory broker, and again on Redis, and
+//! must see every event exactly once and in order. Figures are printed, not
+//! asserted (section 11: tests do not time them).
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// The two runs share two cores: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn run_load(extra: &[&str]) -> Value {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_liveline-load"))
+        .args(["--gateway-bin", env!("CARGO_BIN_EXE_liveline-gateway")])
+        .args(["--connections", "1000", "--events", "10", "--rate", "2000"])
+        .args(["--duration-limit", "60"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    let result: Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .unwrap_or_else(|| panic!("no RESULT line; stdout:\n{stdout}\nstderr:\n{stderr}"));
+    assert!(out.status.success(), "liveline-load failed: {result}");
+    assert_eq!(result["connections_held"], 1000, "{result}");
+    assert_eq!(result["events_expected"], 10_000, "{result}");
+    assert_eq!(result["delivered"], 10_000, "{result}");
+    assert_eq!(result["lost"], 0, "{result}");
+    assert_eq!(result["duplicated"], 0, "{result}");
+    assert_eq!(result["reordered"], 0, "{result}");
+    result
+}
+
+#[test]
+fn holds_1000_connections_on_the_memory_broker_without_loss() {
+    let r = run_load(&[]);
+    assert_eq!(r["broker"], "memory");
+}
+
+#[test]
+fn holds_1000_connections_on_redis_without_loss() {
+    let r = run_load(&["--redis-url", "redis://127.0.0.1:6379"]);
+    assert_eq!(r["broker"], "redis");
+}

@@ -1,0 +1,199 @@
+//! The publishing examples of docs/publishing.md (docs/examples/) run for
+//! real: Node and Python, over HTTP with a service token and over Redis with
+//! the publish script; a connected socket receives what they publish.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Backend, Gateway, REDIS_URL, start_job};
+use serde_json::Value;
+
+fn examples() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/examples")
+}
+
+fn lua() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/broker/publish.lua")
+        .display()
+        .to_string()
+}
+
+/// Starts a job for alice (no worker: it stays queued), runs `program` with
+/// `args(gw, job_id)`, and checks alice receives the published status.
+async fn run_example(
+    backend: Backend,
+    program: &str,
+    script: &str,
+    args: impl Fn(&Gateway, &str) -> Vec<String>,
+    from: &str,
+) {
+    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let mut alice = gw.connect("alice").await;
+    let id = start_job(&mut alice, "k-pub", "research").await;
+    let (_, queued) = alice.event().await;
+    assert_eq!(queued["data"]["status"], "queued");
+    let output = tokio::process::Command::new(program)
+        .arg(examples().join(script))
+        .args(args(&gw, &id))
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{program} must be on PATH: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(printed["seq"], 2, "{printed}");
+    let (name, env) = alice.event().await;
+    assert_eq!(name, "job:status:v1");
+    assert_eq!(env["stream"], format!("job:{id}").as_str());
+    assert_eq!(env["seq"], 2);
+    assert_eq!(env["epoch"], queued["epoch"]);
+    assert_eq!(env["data"]["status"], "running");
+    assert_eq!(env["data"]["progress"], 0.5);
+    assert!(
+        env["data"]["message"].as_str().unwrap().contains(from),
+        "{env}"
+    );
+    // The job record moved with the event.
+    let job = gw.handle.state.broker.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.status.as_str(), "running");
+    alice.close().await;
+    gw.stop().await;
+}
+
+fn http_args(gw: &Gateway, id: &str) -> Vec<String> {
+    vec![
+        format!("http://{}", gw.addr),
+        gw.role_token("worker-1", "service"),
+        "alice".to_owned(),
+        id.to_owned(),
+    ]
+}
+
+fn redis_args(gw: &Gateway, id: &str) -> Vec<String> {
+    vec![
+        REDIS_URL.trim_start_matches("redis://").to_owned(),
+        gw.config.key_prefix.clone(),
+        "alice".to_owned(),
+        id.to_owned(),
+        lua(),
+    ]
+}
+
+#[tokio::test]
+async fn node_publishes_over_http() {
+    run_example(
+        Backend::Memory,
+        "node",
+        "publish-http.mjs",
+        http_args,
+        "Node over HTTP",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn node_publishes_over_redis_script() {
+    run_example(
+        Backend::Redis,
+        "node",
+        "publish-redis.mjs",
+        redis_args,
+        "Node over Redis",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn python_publishes_over_http() {
+    run_example(
+        Backend::Redis,
+        "python3",
+        "publish_http.py",
+        http_args,
+        "Python over HTTP",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn python_publishes_over_redis_script() {
+    run_example(
+        Backend::Redis,
+        "python3",
+        "publish_redis.py",
+        redis_args,
+        "Python over Redis",
+    )
+    .await;
+}
+
+/// The Rust API of docs/publishing.md: `RedisBroker::publish_job`.
+#[tokio::test]
+async fn rust_api_publishes_over_redis() {
+    use liveline_gateway::broker::{Broker, RedisBroker, StatusUpdate};
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo_worker = false).await;
+    let mut alice = gw.connect("alice").await;
+    let id = start_job(&mut alice, "k-rs", "research").await;
+    alice.event().await;
+    let broker = RedisBroker::connect(REDIS_URL, &gw.config.key_prefix, 1000)
+        .await
+        .unwrap();
+    let data = serde_json::json!({"jobId": id, "status": "running", "progress": 0.5, "message": "from Rust"});
+    let update = StatusUpdate {
+        status: liveline::contract::JobState::Running,
+        progress: 0.5,
+        message: "from Rust".to_owned(),
+    };
+    let env = broker
+        .publish_job("alice", &id, "job:status:v1", data, Some(update))
+        .await
+        .unwrap()
+        .expect("the job is live");
+    assert_eq!(env.seq, 2);
+    let (name, got) = alice.event().await;
+    assert_eq!(name, "job:status:v1");
+    assert_eq!(got["data"]["message"], "from Rust");
+    alice.close().await;
+    gw.stop().await;
+}
+
+/// The CLI of docs/publishing.md: `liveline-gateway publish`.
+#[tokio::test]
+async fn cli_publishes_over_redis() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo_worker = false).await;
+    let mut alice = gw.connect("alice").await;
+    let id = start_job(&mut alice, "k-cli", "research").await;
+    alice.event().await;
+    let data =
+        format!(r#"{{"jobId":"{id}","status":"running","progress":0.5,"message":"from the CLI"}}"#);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
+        .args(["publish", "--redis-url", REDIS_URL, "--key-prefix"])
+        .arg(&gw.config.key_prefix)
+        .args(["--user", "alice", "--stream"])
+        .arg(format!("job:{id}"))
+        .args(["--event", "job:status:v1", "--data"])
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (name, got) = alice.event().await;
+    assert_eq!(name, "job:status:v1");
+    assert_eq!(got["seq"], 2);
+    assert_eq!(got["data"]["message"], "from the CLI");
+    let job = gw.handle.state.broker.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.status.as_str(), "running");
+    alice.close().await;
+    gw.stop().await;
+}
