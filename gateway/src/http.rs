@@ -537,6 +537,9 @@ async fn job(
 #[derive(Debug, Deserialize)]
 struct DevTokenRequest {
     sub: String,
+    /// `service` or `admin` for the analytics page and worker demos.
+    #[serde(default)]
+    role: Option<String>,
 }
 
 /// `POST /api/v1/dev/token`: a token for any `sub`. Only with `dev_tokens` on.
@@ -551,7 +554,17 @@ async fn dev_token(
             "sub must be 1 to 128 bytes",
         );
     }
-    match state.auth.mint(&req.sub, DEV_TOKEN_TTL_SECS) {
+    if !matches!(req.role.as_deref(), None | Some("service" | "admin")) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            "role must be service or admin when given",
+        );
+    }
+    match state
+        .auth
+        .mint_with_role(&req.sub, DEV_TOKEN_TTL_SECS, req.role.as_deref())
+    {
         Ok(token) => Json(json!({"token": token})).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "minting failed");

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_STREAM_REPLAY_V1, ACTION_TOPIC_SUBSCRIBE_V1,
-    ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, AckReply,
+    ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, AckReply, PROBE_V1,
     STREAM_RECOVERED_V1, StreamRecovered,
 };
 use serde::Deserialize;
@@ -326,42 +326,24 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
         ACTION_TOPIC_UNSUBSCRIBE_V1,
         |st, s, _user, v| async move { topic_unsubscribe(&st, &s, v).await },
     );
-    let st = state.clone();
-    s.on(
+    on_action(
+        state,
+        s,
         ACTION_JOB_START_V1,
-        move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            let state = st.clone();
-            async move {
-                act(
-                    &state,
-                    &s,
-                    ACTION_JOB_START_V1,
-                    data,
-                    Some(ack),
-                    |st, user, v| async move { actions::job_start(&st, &user, v).await },
-                )
-                .await;
-            }
-        },
+        |st, _s, user, v| async move { actions::job_start(&st, &user, v).await },
     );
-    let st = state.clone();
-    s.on(
+    on_action(
+        state,
+        s,
         ACTION_JOB_CANCEL_V1,
-        move |s: SocketRef, TryData(data): TryData<Value>, ack: AckSender| {
-            let state = st.clone();
-            async move {
-                act(
-                    &state,
-                    &s,
-                    ACTION_JOB_CANCEL_V1,
-                    data,
-                    Some(ack),
-                    |st, user, v| async move { actions::job_cancel(&st, &user, v).await },
-                )
-                .await;
-            }
-        },
+        |st, _s, user, v| async move { actions::job_cancel(&st, &user, v).await },
     );
+    // The SDK's liveness probe on wake: answered at once, outside the rate
+    // limit, so a sleeping laptop learns within a moment whether its link
+    // survived.
+    s.on(PROBE_V1, |ack: AckSender| async move {
+        let _ = ack.send(&AckReply::ok(json!({})));
+    });
     let st = state.clone();
     s.on(
         ACTION_STREAM_REPLAY_V1,

@@ -277,35 +277,30 @@ pub async fn run_job(
             return Ok(false);
         }
     }
-    let answer = match job.kind {
+    // Both kinds stream their answer token by token as `job:chunk:v1`, the
+    // way a model generates it; the result carries the whole text too.
+    let (text, answer) = match job.kind {
         JobKind::Llm => {
-            let pieces = [
-                "Liveline ",
-                "streams ",
-                "events ",
-                "instead ",
-                "of ",
-                "polling.",
-            ];
-            for (index, text) in pieces.iter().enumerate() {
-                tokio::time::sleep(step / 3).await;
-                let chunk = JobChunk {
-                    job_id: job.id.clone(),
-                    index: index as u64,
-                    text: (*text).to_owned(),
-                };
-                if !event(broker, job, JOB_CHUNK_V1, to_value(&chunk), None).await? {
-                    return Ok(false);
-                }
-            }
-            json!({ "text": pieces.concat() })
+            let text = "Liveline streams events instead of polling.".to_owned();
+            (text.clone(), json!({ "text": text }))
         }
-        _ => json!({
-            "query": query,
-            "summary": format!("7 sources about \"{query}\" agree: push beats polling."),
-            "sources": 7,
-        }),
+        _ => {
+            let summary = format!("7 sources about \"{query}\" agree: push beats polling.");
+            let answer = json!({ "query": query, "summary": summary, "sources": 7 });
+            (summary, answer)
+        }
     };
+    for (index, piece) in text.split_inclusive(' ').enumerate() {
+        tokio::time::sleep(step / 3).await;
+        let chunk = JobChunk {
+            job_id: job.id.clone(),
+            index: index as u64,
+            text: piece.to_owned(),
+        };
+        if !event(broker, job, JOB_CHUNK_V1, to_value(&chunk), None).await? {
+            return Ok(false);
+        }
+    }
     tokio::time::sleep(step).await;
     let result = JobResult {
         job_id: job.id.clone(),
