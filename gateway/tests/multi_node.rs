@@ -111,3 +111,105 @@ async fn admin_revoke_closes_the_users_sockets_on_every_node_only() {
     b.handle.shutdown();
     a.stop().await;
 }
+
+/// A gateway binary serving on its own port; killed on drop.
+struct Process {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    async fn spawn(prefix: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
+            .args([
+                "serve",
+                "--port",
+                &port.to_string(),
+                "--redis-url",
+                common::REDIS_URL,
+            ])
+            .args([
+                "--key-prefix",
+                prefix,
+                "--demo-worker",
+                "--demo-step-ms",
+                "60",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn two_gateway_processes_on_one_redis_deliver_each_users_events_to_that_user_only() {
+    // A node in this process only to mint tokens and clean the prefix up after.
+    let keeper = Gateway::start(Backend::Redis).await;
+    let prefix = keeper.config.key_prefix.clone();
+    let (a, b) = (Process::spawn(&prefix).await, Process::spawn(&prefix).await);
+    let auth = |sub: &str| json!({ "token": keeper.token(sub) });
+    let mut alice_a = common::Client::connect(a.addr, auth("alice"))
+        .await
+        .unwrap();
+    let mut alice_b = common::Client::connect(b.addr, auth("alice"))
+        .await
+        .unwrap();
+    let mut bob_b = common::Client::connect(b.addr, auth("bob")).await.unwrap();
+
+    let id = start_job(&mut alice_a, "k-proc-a", "research").await;
+    let on_a = alice_a.events_until(is_completed).await;
+    let on_b = alice_b.events_until(is_completed).await;
+    assert_eq!(
+        on_a, on_b,
+        "alice's socket on the other process gets the same events"
+    );
+    for (i, (_, env)) in on_a.iter().enumerate() {
+        assert_eq!(env["stream"], format!("job:{id}").as_str());
+        assert_eq!(env["seq"], (i + 1) as u64, "once, in order: {on_a:?}");
+    }
+    assert!(
+        bob_b
+            .maybe_event(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    let bob_job = start_job(&mut bob_b, "k-proc-b", "research").await;
+    let bobs = bob_b.events_until(is_completed).await;
+    assert!(
+        bobs.iter()
+            .all(|(_, e)| e["stream"] == format!("job:{bob_job}").as_str())
+    );
+    assert!(
+        alice_b
+            .maybe_event(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    for c in [alice_a, alice_b, bob_b] {
+        c.close().await;
+    }
+    drop((a, b));
+    keeper.stop().await;
+}
