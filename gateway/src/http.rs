@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Claims;
-use crate::broker::{ControlMessage, OrderUpdate, StatusUpdate, job_stream, today};
+use crate::broker::{ControlMessage, OrderUpdate, OwnedRecord, StatusUpdate, job_stream, today};
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
 pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
