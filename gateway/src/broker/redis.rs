@@ -39,8 +39,8 @@ use tokio::sync::mpsc;
 use super::{
     ANALYTICS_TTL_SECS, Broker, BrokerError, ControlMessage, DayStats, IDEMPOTENCY_TTL_SECS,
     JobRecord, LiveMessage, OrderRecord, OrderUpdate, OwnedRecord, QueuedAction, RecordKind,
-    StatusUpdate, StreamHead, TOPIC_HISTORY_LEN, WORKER_GROUP, job_stream, new_epoch,
-    order_state_str, order_stream, side_str,
+    StatusUpdate, StreamHead, TOPIC_HISTORY_LEN, WORKER_GROUP, new_epoch, order_state_str,
+    side_str,
 };
 use crate::auth::unix_millis;
 
@@ -68,11 +68,12 @@ end
 return 0
 ";
 
-/// What the publish script checks and updates besides appending.
-enum Guard<'a> {
+/// What the publish script checks and updates besides appending: nothing, or
+/// the stream's record of a kind (which must exist and not have ended), with
+/// the update's status and two kind-specific fields (ARGV 10 to 12).
+enum Guard {
     None,
-    Job(Option<&'a StatusUpdate>),
-    Order(Option<&'a OrderUpdate>),
+    Record(RecordKind, Option<[String; 3]>),
 }
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<LiveMessage>>>>;
@@ -284,6 +285,28 @@ impl RedisBroker {
         Ok(records)
     }
 
+    /// Publishes on the stream of record `id` of `kind`, guarded by the record.
+    async fn publish_record(
+        &self,
+        user: &str,
+        kind: RecordKind,
+        id: &str,
+        event: &str,
+        data: &Value,
+        update: Option<[String; 3]>,
+    ) -> Result<Option<Envelope<Value>>, BrokerError> {
+        self.run_publish(
+            &self.channel(user),
+            user,
+            &kind.stream(id),
+            event,
+            data,
+            self.history_len,
+            Guard::Record(kind, update),
+        )
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn run_publish(
         &self,
@@ -293,12 +316,13 @@ impl RedisBroker {
         event: &str,
         data: &Value,
         history_len: usize,
-        guard: Guard<'_>,
+        guard: Guard,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
         let data = serde_json::to_string(data).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-        let record = match guard {
-            Guard::Order(_) => RecordKind::Order.name(),
-            _ => RecordKind::Job.name(),
+        // Streams without a record still pass a key of their own slot.
+        let record = match &guard {
+            Guard::Record(kind, _) => kind.name(),
+            Guard::None => RecordKind::Job.name(),
         };
         let mut inv = self.script.prepare_invoke();
         inv.key(self.key(stream, "seq"))
@@ -313,21 +337,15 @@ impl RedisBroker {
             .arg(unix_millis())
             .arg(history_len)
             .arg(new_epoch());
-        match guard {
-            Guard::None => inv.arg("0").arg("").arg("").arg(""),
-            Guard::Job(None) => inv.arg("1").arg("").arg("").arg(""),
-            Guard::Job(Some(u)) => inv
-                .arg("1")
-                .arg(u.status.as_str())
-                .arg(u.progress.to_string())
-                .arg(&u.message),
-            Guard::Order(None) => inv.arg("2").arg("").arg("").arg(""),
-            Guard::Order(Some(u)) => inv
-                .arg("2")
-                .arg(order_state_str(u.status))
-                .arg(u.filled_qty.to_string())
-                .arg(u.price.to_string()),
+        let (mode, update) = match guard {
+            Guard::None => ("0", None),
+            Guard::Record(RecordKind::Job, u) => ("1", u),
+            Guard::Record(RecordKind::Order, u) => ("2", u),
         };
+        inv.arg(mode);
+        for field in update.unwrap_or_default() {
+            inv.arg(field);
+        }
         inv.arg(STREAM_TTL_SECS);
         let mut conn = self.conn.clone();
         let env: Option<String> = inv.invoke_async(&mut conn).await?;
@@ -506,16 +524,15 @@ impl Broker for RedisBroker {
         data: Value,
         update: Option<StatusUpdate>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        self.run_publish(
-            &self.channel(user),
-            user,
-            &job_stream(job_id),
-            event,
-            &data,
-            self.history_len,
-            Guard::Job(update.as_ref()),
-        )
-        .await
+        let update = update.map(|u| {
+            [
+                u.status.as_str().to_owned(),
+                u.progress.to_string(),
+                u.message,
+            ]
+        });
+        self.publish_record(user, RecordKind::Job, job_id, event, &data, update)
+            .await
     }
 
     async fn publish_order(
@@ -526,16 +543,15 @@ impl Broker for RedisBroker {
         data: Value,
         update: Option<OrderUpdate>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        self.run_publish(
-            &self.channel(user),
-            user,
-            &order_stream(order_id),
-            event,
-            &data,
-            self.history_len,
-            Guard::Order(update.as_ref()),
-        )
-        .await
+        let update = update.map(|u| {
+            [
+                order_state_str(u.status).to_owned(),
+                u.filled_qty.to_string(),
+                u.price.to_string(),
+            ]
+        });
+        self.publish_record(user, RecordKind::Order, order_id, event, &data, update)
+            .await
     }
 
     async fn publish_topic(
