@@ -155,6 +155,18 @@ fn to_values<R: serde::Serialize>(
         .collect())
 }
 
+/// The stream and JSON of `record` when it is the caller's.
+fn owned_value<R: OwnedRecord + serde::Serialize>(
+    record: Option<R>,
+    claims: &Claims,
+) -> Option<(String, Value)> {
+    let record = record.filter(|r| r.owner() == claims.sub)?;
+    Some((
+        record.stream(),
+        serde_json::to_value(&record).unwrap_or_default(),
+    ))
+}
+
 /// The owner of the record `id` of `kind`, if it exists.
 async fn owner_of(
     state: &AppState,
@@ -167,17 +179,35 @@ async fn owner_of(
     })
 }
 
-/// The owner's snapshot of `record`: the record with its stream, epoch and
-/// head seq.
-async fn snapshot<R: OwnedRecord + serde::Serialize>(state: &AppState, record: &R) -> Response {
-    let head = match state.broker.head(&record.stream()).await {
+/// The caller's snapshot of their record `id` of `kind`: the record with its
+/// stream, epoch and head seq; `404` when it is missing or someone else's.
+async fn snapshot(state: &AppState, headers: &HeaderMap, kind: RecordKind, id: &str) -> Response {
+    let Some(claims) = bearer(state, headers) else {
+        return unauthorized();
+    };
+    let record = match kind {
+        RecordKind::Job => state.broker.job(id).await.map(|r| owned_value(r, &claims)),
+        RecordKind::Order => state
+            .broker
+            .order(id)
+            .await
+            .map(|r| owned_value(r, &claims)),
+    };
+    let (stream, mut body) = match record {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let message = format!("no such {}", kind.name());
+            return error(StatusCode::NOT_FOUND, "not_found", &message);
+        }
+        Err(e) => return unavailable(e),
+    };
+    let head = match state.broker.head(&stream).await {
         Ok(h) => h,
         Err(e) => return unavailable(e),
     };
     let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
-    let mut body = serde_json::to_value(record).unwrap_or_default();
     if let Some(obj) = body.as_object_mut() {
-        obj.insert("stream".into(), json!(record.stream()));
+        obj.insert("stream".into(), json!(stream));
         obj.insert("epoch".into(), json!(epoch));
         obj.insert("seq".into(), json!(seq));
     }
@@ -212,15 +242,7 @@ async fn order(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
-        return unauthorized();
-    };
-    let order = match state.broker.order(&id).await {
-        Ok(Some(o)) if o.owner == claims.sub => o,
-        Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such order"),
-        Err(e) => return unavailable(e),
-    };
-    snapshot(&state, &order).await
+    snapshot(&state, &headers, RecordKind::Order, &id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -542,15 +564,7 @@ async fn job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
-        return unauthorized();
-    };
-    let job = match state.broker.job(&id).await {
-        Ok(Some(job)) if job.owner == claims.sub => job,
-        Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such job"),
-        Err(e) => return unavailable(e),
-    };
-    snapshot(&state, &job).await
+    snapshot(&state, &headers, RecordKind::Job, &id).await
 }
 
 #[derive(Debug, Deserialize)]

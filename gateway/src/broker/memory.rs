@@ -67,6 +67,14 @@ impl MemoryBroker {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Routes live messages of `channel` to the returned receiver (replacing
+    /// an earlier route of that channel).
+    fn open_route(&self, channel: String) -> mpsc::UnboundedReceiver<LiveMessage> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().live.insert(channel, tx);
+        rx
+    }
+
     /// Publishes on the owned `stream` of `user` when `guard` (run under the
     /// same lock) finds its record open and applies the update; `None` otherwise.
     fn publish_guarded(
@@ -243,9 +251,7 @@ impl Broker for MemoryBroker {
         &self,
         topic: &str,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().live.insert(topic_channel(topic), tx);
-        Ok(rx)
+        Ok(self.open_route(topic_channel(topic)))
     }
 
     async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError> {
@@ -310,9 +316,7 @@ impl Broker for MemoryBroker {
         &self,
         user: &str,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().live.insert(user_channel(user), tx);
-        Ok(rx)
+        Ok(self.open_route(user_channel(user)))
     }
 
     async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError> {
