@@ -111,18 +111,26 @@ pub trait OwnedRecord: Clone + Send + Sync {
     }
 }
 
-impl OwnedRecord for JobRecord {
-    const KIND: RecordKind = RecordKind::Job;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn owner(&self) -> &str {
-        &self.owner
-    }
-    fn created_at(&self) -> u64 {
-        self.created_at
-    }
+/// Implements [`OwnedRecord`] for a record type with `id`, `owner` and
+/// `created_at` fields.
+macro_rules! owned_record {
+    ($record:ty, $kind:expr) => {
+        impl OwnedRecord for $record {
+            const KIND: RecordKind = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn owner(&self) -> &str {
+                &self.owner
+            }
+            fn created_at(&self) -> u64 {
+                self.created_at
+            }
+        }
+    };
 }
+
+owned_record!(JobRecord, RecordKind::Job);
 
 /// The stream name of job `id`.
 pub fn job_stream(id: &str) -> String {
@@ -158,18 +166,7 @@ pub struct OrderRecord {
     pub updated_at: u64,
 }
 
-impl OwnedRecord for OrderRecord {
-    const KIND: RecordKind = RecordKind::Order;
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn owner(&self) -> &str {
-        &self.owner
-    }
-    fn created_at(&self) -> u64 {
-        self.created_at
-    }
-}
+owned_record!(OrderRecord, RecordKind::Order);
 
 /// The stream name of order `id`.
 pub fn order_stream(id: &str) -> String {
