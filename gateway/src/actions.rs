@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::unix_millis;
 use crate::broker::{
-    JobRecord, OrderRecord, OrderUpdate, QueuedAction, StatusUpdate, order_state_str, random_hex,
-    side_str, today,
+    BrokerError, JobRecord, OrderRecord, OrderUpdate, QueuedAction, RecordKind, StatusUpdate,
+    order_state_str, random_hex, side_str, today,
 };
 
 /// Longest accepted idempotency key, in bytes.
@@ -60,6 +60,84 @@ fn internal(e: impl std::fmt::Display) -> AckReply {
     )
 }
 
+/// The ack field naming a record of `kind`: `jobId` or `orderId`.
+fn id_field(kind: RecordKind) -> &'static str {
+    match kind {
+        RecordKind::Job => "jobId",
+        RecordKind::Order => "orderId",
+    }
+}
+
+/// Whether the record `id` of `kind` exists.
+async fn record_exists(state: &AppState, kind: RecordKind, id: &str) -> Result<bool, BrokerError> {
+    Ok(match kind {
+        RecordKind::Job => state.broker.job(id).await?.is_some(),
+        RecordKind::Order => state.broker.order(id).await?.is_some(),
+    })
+}
+
+/// Records a fresh id of `kind` as the result of (`user`, `action`, `key`).
+/// `Ok((id, result))` to create the record under; `Err(reply)` to answer at
+/// once: the earlier result of a repeated key whose record exists, or an error.
+/// A repeat whose first attempt died before its record existed gets the
+/// recorded id back, to finish creating it.
+async fn claim_id(
+    state: &AppState,
+    user: &str,
+    kind: RecordKind,
+    action: &str,
+    key: &str,
+) -> Result<(String, Value), AckReply> {
+    let id = random_hex();
+    let result = json!({ id_field(kind): id });
+    match state.broker.remember(user, action, key, &result).await {
+        Ok(Some(earlier)) => {
+            let Some(earlier_id) = earlier[id_field(kind)].as_str().map(str::to_owned) else {
+                return Err(AckReply::ok(earlier));
+            };
+            match record_exists(state, kind, &earlier_id).await {
+                Ok(true) => Err(AckReply::ok(earlier)),
+                // The first attempt stopped before the record existed: finish it.
+                Ok(false) => Ok((earlier_id, earlier)),
+                Err(e) => Err(internal(e)),
+            }
+        }
+        Ok(None) => Ok((id, result)),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// Forwards `action` of `user` with `data` to workers.
+async fn forward(
+    state: &AppState,
+    action: &str,
+    user: &str,
+    data: Value,
+) -> Result<String, BrokerError> {
+    let queued = QueuedAction {
+        action: action.to_owned(),
+        user: user.to_owned(),
+        data,
+    };
+    state.broker.enqueue_action(&queued).await
+}
+
+/// Answers `result` after recording it for (`user`, `action`, `key`), or the
+/// result recorded earlier under that key.
+async fn remember_reply(
+    state: &AppState,
+    user: &str,
+    action: &str,
+    key: &str,
+    result: Value,
+) -> AckReply {
+    match state.broker.remember(user, action, key, &result).await {
+        Ok(Some(earlier)) => AckReply::ok(earlier),
+        Ok(None) => AckReply::ok(result),
+        Err(e) => internal(e),
+    }
+}
+
 /// `job:start:v1`: creates a job owned by `user`, publishes its `queued`
 /// status and hands it to the worker. Answers `{"jobId": id}`; a repeated key
 /// answers the first result.
@@ -71,30 +149,11 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
     if !(start.params.is_object() || start.params.is_null()) {
         return AckReply::err("invalid_payload", "data.params must be an object");
     }
-    let mut id = random_hex();
-    let mut result = json!({ "jobId": id });
-    match state
-        .broker
-        .remember(user, ACTION_JOB_START_V1, &key, &result)
-        .await
+    let (id, result) = match claim_id(state, user, RecordKind::Job, ACTION_JOB_START_V1, &key).await
     {
-        Ok(Some(earlier)) => {
-            let Some(earlier_id) = earlier["jobId"].as_str().map(str::to_owned) else {
-                return AckReply::ok(earlier);
-            };
-            match state.broker.job(&earlier_id).await {
-                Ok(Some(_)) => return AckReply::ok(earlier),
-                // The first attempt stopped before the job existed: finish it.
-                Ok(None) => {
-                    id = earlier_id;
-                    result = earlier;
-                }
-                Err(e) => return internal(e),
-            }
-        }
-        Ok(None) => {}
-        Err(e) => return internal(e),
-    }
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
     let now = unix_millis();
     let job = JobRecord {
         id: id.clone(),
@@ -129,12 +188,8 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
         return internal(e);
     }
     let kind = kind_str(job.kind);
-    let queued = QueuedAction {
-        action: ACTION_JOB_START_V1.to_owned(),
-        user: user.to_owned(),
-        data: serde_json::to_value(&job).unwrap_or(Value::Null),
-    };
-    if let Err(e) = state.broker.enqueue_action(&queued).await {
+    let data = serde_json::to_value(&job).unwrap_or(Value::Null);
+    if let Err(e) = forward(state, ACTION_JOB_START_V1, user, data).await {
         return internal(e);
     }
     if let Err(e) = state
@@ -189,12 +244,8 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
         {
             tracing::warn!(error = %e, "analytics: job cancel not recorded");
         }
-        let forward = QueuedAction {
-            action: ACTION_JOB_CANCEL_V1.to_owned(),
-            user: user.to_owned(),
-            data: json!({ "jobId": job.id }),
-        };
-        if let Err(e) = state.broker.enqueue_action(&forward).await {
+        let data = json!({ "jobId": job.id });
+        if let Err(e) = forward(state, ACTION_JOB_CANCEL_V1, user, data).await {
             tracing::warn!(error = %e, "cancel not forwarded to workers");
         }
         JobState::Cancelled
@@ -206,15 +257,7 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
         }
     };
     let result = json!({ "jobId": job.id, "status": final_status.as_str() });
-    match state
-        .broker
-        .remember(user, ACTION_JOB_CANCEL_V1, &key, &result)
-        .await
-    {
-        Ok(Some(earlier)) => AckReply::ok(earlier),
-        Ok(None) => AckReply::ok(result),
-        Err(e) => internal(e),
-    }
+    remember_reply(state, user, ACTION_JOB_CANCEL_V1, &key, result).await
 }
 
 /// Largest accepted order quantity.
@@ -253,30 +296,11 @@ pub async fn trade_place(state: &AppState, user: &str, payload: Value) -> AckRep
             );
         }
     }
-    let mut id = random_hex();
-    let mut result = json!({ "orderId": id });
-    match state
-        .broker
-        .remember(user, ACTION_TRADE_PLACE_V1, &key, &result)
-        .await
-    {
-        Ok(Some(earlier)) => {
-            let Some(earlier_id) = earlier["orderId"].as_str().map(str::to_owned) else {
-                return AckReply::ok(earlier);
-            };
-            match state.broker.order(&earlier_id).await {
-                Ok(Some(_)) => return AckReply::ok(earlier),
-                // The first attempt stopped before the order existed: finish it.
-                Ok(None) => {
-                    id = earlier_id;
-                    result = earlier;
-                }
-                Err(e) => return internal(e),
-            }
-        }
-        Ok(None) => {}
-        Err(e) => return internal(e),
-    }
+    let (id, result) =
+        match claim_id(state, user, RecordKind::Order, ACTION_TRADE_PLACE_V1, &key).await {
+            Ok(v) => v,
+            Err(reply) => return reply,
+        };
     let now = unix_millis();
     let order = OrderRecord {
         id,
@@ -294,12 +318,8 @@ pub async fn trade_place(state: &AppState, user: &str, payload: Value) -> AckRep
     if let Err(e) = state.broker.create_order(&order).await {
         return internal(e);
     }
-    let queued = QueuedAction {
-        action: ACTION_TRADE_PLACE_V1.to_owned(),
-        user: user.to_owned(),
-        data: serde_json::to_value(&order).unwrap_or(Value::Null),
-    };
-    if let Err(e) = state.broker.enqueue_action(&queued).await {
+    let data = serde_json::to_value(&order).unwrap_or(Value::Null);
+    if let Err(e) = forward(state, ACTION_TRADE_PLACE_V1, user, data).await {
         return internal(e);
     }
     AckReply::ok(result)
@@ -348,12 +368,8 @@ pub async fn trade_cancel(state: &AppState, user: &str, payload: Value) -> AckRe
         Err(e) => return internal(e),
     };
     let final_status = if published.is_some() {
-        let forward = QueuedAction {
-            action: ACTION_TRADE_CANCEL_V1.to_owned(),
-            user: user.to_owned(),
-            data: json!({ "orderId": order.id }),
-        };
-        if let Err(e) = state.broker.enqueue_action(&forward).await {
+        let data = json!({ "orderId": order.id });
+        if let Err(e) = forward(state, ACTION_TRADE_CANCEL_V1, user, data).await {
             tracing::warn!(error = %e, "order cancel not forwarded to workers");
         }
         OrderState::Cancelled
@@ -365,15 +381,7 @@ pub async fn trade_cancel(state: &AppState, user: &str, payload: Value) -> AckRe
         }
     };
     let result = json!({ "orderId": order.id, "status": order_state_str(final_status) });
-    match state
-        .broker
-        .remember(user, ACTION_TRADE_CANCEL_V1, &key, &result)
-        .await
-    {
-        Ok(Some(earlier)) => AckReply::ok(earlier),
-        Ok(None) => AckReply::ok(result),
-        Err(e) => internal(e),
-    }
+    remember_reply(state, user, ACTION_TRADE_CANCEL_V1, &key, result).await
 }
 
 /// The topic of a `topic:subscribe:v1` / `topic:unsubscribe:v1` payload

@@ -21,7 +21,10 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Claims;
-use crate::broker::{ControlMessage, OrderUpdate, StatusUpdate, job_stream, today};
+use crate::broker::{
+    BrokerError, ControlMessage, OrderUpdate, OwnedRecord, RecordKind, StatusUpdate, job_stream,
+    today,
+};
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
 pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
@@ -126,11 +129,89 @@ async fn jobs(
     let Some(claims) = bearer(&state, &headers) else {
         return unauthorized();
     };
+    list_owned(&state, RecordKind::Job, &claims.sub, &q).await
+}
+
+/// The list body `{"jobs"|"orders": [...]}` of `owner`'s records of `kind`,
+/// newest first (50 unless `limit`, at most 100).
+async fn list_owned(state: &AppState, kind: RecordKind, owner: &str, q: &ListQuery) -> Response {
     let limit = q.limit.unwrap_or(50).min(100);
-    match state.broker.jobs_of(&claims.sub, limit).await {
-        Ok(jobs) => Json(json!({ "jobs": jobs })).into_response(),
+    let records = match kind {
+        RecordKind::Job => to_values(state.broker.jobs_of(owner, limit).await),
+        RecordKind::Order => to_values(state.broker.orders_of(owner, limit).await),
+    };
+    match records {
+        Ok(records) => Json(json!({ kind.plural(): records })).into_response(),
         Err(e) => unavailable(e),
     }
+}
+
+fn to_values<R: serde::Serialize>(
+    records: Result<Vec<R>, BrokerError>,
+) -> Result<Vec<Value>, BrokerError> {
+    Ok(records?
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or_default())
+        .collect())
+}
+
+/// The stream and JSON of `record` when it is the caller's.
+fn owned_value<R: OwnedRecord + serde::Serialize>(
+    record: Option<R>,
+    claims: &Claims,
+) -> Option<(String, Value)> {
+    let record = record.filter(|r| r.owner() == claims.sub)?;
+    Some((
+        record.stream(),
+        serde_json::to_value(&record).unwrap_or_default(),
+    ))
+}
+
+/// The owner of the record `id` of `kind`, if it exists.
+async fn owner_of(
+    state: &AppState,
+    kind: RecordKind,
+    id: &str,
+) -> Result<Option<String>, BrokerError> {
+    Ok(match kind {
+        RecordKind::Job => state.broker.job(id).await?.map(|j| j.owner),
+        RecordKind::Order => state.broker.order(id).await?.map(|o| o.owner),
+    })
+}
+
+/// The caller's snapshot of their record `id` of `kind`: the record with its
+/// stream, epoch and head seq; `404` when it is missing or someone else's.
+async fn snapshot(state: &AppState, headers: &HeaderMap, kind: RecordKind, id: &str) -> Response {
+    let Some(claims) = bearer(state, headers) else {
+        return unauthorized();
+    };
+    let record = match kind {
+        RecordKind::Job => state.broker.job(id).await.map(|r| owned_value(r, &claims)),
+        RecordKind::Order => state
+            .broker
+            .order(id)
+            .await
+            .map(|r| owned_value(r, &claims)),
+    };
+    let (stream, mut body) = match record {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let message = format!("no such {}", kind.name());
+            return error(StatusCode::NOT_FOUND, "not_found", &message);
+        }
+        Err(e) => return unavailable(e),
+    };
+    let head = match state.broker.head(&stream).await {
+        Ok(h) => h,
+        Err(e) => return unavailable(e),
+    };
+    let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("stream".into(), json!(stream));
+        obj.insert("epoch".into(), json!(epoch));
+        obj.insert("seq".into(), json!(seq));
+    }
+    Json(body).into_response()
 }
 
 /// `GET /api/v1/openapi.json`: the OpenAPI 3 document of this API.
@@ -151,11 +232,7 @@ async fn orders(
     let Some(claims) = bearer(&state, &headers) else {
         return unauthorized();
     };
-    let limit = q.limit.unwrap_or(50).min(100);
-    match state.broker.orders_of(&claims.sub, limit).await {
-        Ok(orders) => Json(json!({ "orders": orders })).into_response(),
-        Err(e) => unavailable(e),
-    }
+    list_owned(&state, RecordKind::Order, &claims.sub, &q).await
 }
 
 /// `GET /api/v1/orders/{id}`: the owner's snapshot of an order with its
@@ -165,26 +242,7 @@ async fn order(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
-        return unauthorized();
-    };
-    let order = match state.broker.order(&id).await {
-        Ok(Some(o)) if o.owner == claims.sub => o,
-        Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such order"),
-        Err(e) => return unavailable(e),
-    };
-    let head = match state.broker.head(&order.stream()).await {
-        Ok(h) => h,
-        Err(e) => return unavailable(e),
-    };
-    let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
-    let mut body = serde_json::to_value(&order).unwrap_or_default();
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("stream".into(), json!(order.stream()));
-        obj.insert("epoch".into(), json!(epoch));
-        obj.insert("seq".into(), json!(seq));
-    }
-    Json(body).into_response()
+    snapshot(&state, &headers, RecordKind::Order, &id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,8 +262,8 @@ async fn job_events(
     let Some(claims) = bearer(&state, &headers) else {
         return unauthorized();
     };
-    match state.broker.job(&id).await {
-        Ok(Some(job)) if job.owner == claims.sub => {}
+    match owner_of(&state, RecordKind::Job, &id).await {
+        Ok(Some(owner)) if owner == claims.sub => {}
         Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such job"),
         Err(e) => return unavailable(e),
     }
@@ -329,88 +387,96 @@ async fn publish(
             Err(e) => unavailable(e),
         };
     };
-    match state.broker.job(job_id).await {
-        Ok(Some(job)) if job.owner == req.user => {}
-        Ok(_) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such job for this user",
-            );
-        }
-        Err(e) => return unavailable(e),
+    let job_id = job_id.to_owned();
+    if let Err(refused) = check_owner(&state, RecordKind::Job, &job_id, &req.user).await {
+        return refused;
     }
-    let update = if req.event == JOB_STATUS_V1 {
-        match serde_json::from_value::<JobStatus>(req.data.clone()) {
-            Ok(st) => Some(StatusUpdate {
-                status: st.status,
-                progress: st.progress,
-                message: st.message,
-            }),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_payload",
-                    &format!("job:status:v1 data: {e}"),
-                );
-            }
-        }
-    } else {
-        None
+    let update = match parse_update(&req, JOB_STATUS_V1, |st: JobStatus| StatusUpdate {
+        status: st.status,
+        progress: st.progress,
+        message: st.message,
+    }) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
     };
-    match state
+    let published = state
         .broker
-        .publish_job(&req.user, job_id, &req.event, req.data, update)
-        .await
-    {
-        Ok(Some(env)) => Json(env).into_response(),
-        Ok(None) => error(StatusCode::CONFLICT, "job_ended", "the job already ended"),
-        Err(e) => unavailable(e),
-    }
+        .publish_job(&req.user, &job_id, &req.event, req.data, update)
+        .await;
+    guarded_reply(RecordKind::Job, published)
 }
 
 /// Publishes on an order stream: the order must exist, be the user's and not
 /// have ended; a `trade:order:v1` also updates the order record.
 async fn publish_order(state: &AppState, order_id: &str, req: PublishRequest) -> Response {
-    match state.broker.order(order_id).await {
-        Ok(Some(o)) if o.owner == req.user => {}
-        Ok(_) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such order for this user",
-            );
-        }
-        Err(e) => return unavailable(e),
+    if let Err(refused) = check_owner(state, RecordKind::Order, order_id, &req.user).await {
+        return refused;
     }
-    let update = if req.event == TRADE_ORDER_V1 {
-        match serde_json::from_value::<TradeOrder>(req.data.clone()) {
-            Ok(o) => Some(OrderUpdate {
-                status: o.status,
-                filled_qty: o.filled_qty,
-                price: o.price,
-            }),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_payload",
-                    &format!("trade:order:v1 data: {e}"),
-                );
-            }
-        }
-    } else {
-        None
+    let update = match parse_update(&req, TRADE_ORDER_V1, |o: TradeOrder| OrderUpdate {
+        status: o.status,
+        filled_qty: o.filled_qty,
+        price: o.price,
+    }) {
+        Ok(u) => u,
+        Err(refused) => return *refused,
     };
-    match state
+    let published = state
         .broker
         .publish_order(&req.user, order_id, &req.event, req.data, update)
-        .await
-    {
+        .await;
+    guarded_reply(RecordKind::Order, published)
+}
+
+/// `Err(404)` unless the record `id` of `kind` exists and is `user`'s.
+async fn check_owner(
+    state: &AppState,
+    kind: RecordKind,
+    id: &str,
+    user: &str,
+) -> Result<(), Response> {
+    match owner_of(state, kind, id).await {
+        Ok(Some(owner)) if owner == user => Ok(()),
+        Ok(_) => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no such {} for this user", kind.name()),
+        )),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// The record update carried by `req` when its event is `event` (parsed as
+/// `T`, then mapped by `to_update`); `None` for any other event.
+fn parse_update<T: serde::de::DeserializeOwned, U>(
+    req: &PublishRequest,
+    event: &str,
+    to_update: impl FnOnce(T) -> U,
+) -> Result<Option<U>, Box<Response>> {
+    if req.event != event {
+        return Ok(None);
+    }
+    match serde_json::from_value::<T>(req.data.clone()) {
+        Ok(v) => Ok(Some(to_update(v))),
+        Err(e) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            &format!("{event} data: {e}"),
+        ))),
+    }
+}
+
+/// The reply to a guarded publish on a record stream of `kind`: the envelope,
+/// or `409 {kind}_ended` when the record already ended.
+fn guarded_reply(
+    kind: RecordKind,
+    published: Result<Option<liveline::contract::Envelope<Value>>, BrokerError>,
+) -> Response {
+    match published {
         Ok(Some(env)) => Json(env).into_response(),
         Ok(None) => error(
             StatusCode::CONFLICT,
-            "order_ended",
-            "the order already ended",
+            &format!("{}_ended", kind.name()),
+            &format!("the {} already ended", kind.name()),
         ),
         Err(e) => unavailable(e),
     }
@@ -498,40 +564,7 @@ async fn job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
-        return unauthorized();
-    };
-    let job = match state.broker.job(&id).await {
-        Ok(Some(job)) if job.owner == claims.sub => job,
-        Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such job"),
-        Err(e) => {
-            tracing::error!(error = %e, "job lookup failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "retry later",
-            );
-        }
-    };
-    let head = match state.broker.head(&job.stream()).await {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::error!(error = %e, "head lookup failed");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "retry later",
-            );
-        }
-    };
-    let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
-    let mut body = serde_json::to_value(&job).unwrap_or_default();
-    if let Some(obj) = body.as_object_mut() {
-        obj.insert("stream".into(), json!(job.stream()));
-        obj.insert("epoch".into(), json!(epoch));
-        obj.insert("seq".into(), json!(seq));
-    }
-    Json(body).into_response()
+    snapshot(&state, &headers, RecordKind::Job, &id).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -95,6 +95,45 @@ struct UserShared {
     resuming: Mutex<HashMap<Sid, Vec<LiveMessage>>>,
 }
 
+/// What a slot carries live: one user's events or one public topic's.
+#[derive(Clone, Copy)]
+enum Feed<'a> {
+    User(&'a str),
+    Topic(&'a str),
+}
+
+impl<'a> Feed<'a> {
+    /// The user or topic.
+    fn name(self) -> &'a str {
+        match self {
+            Self::User(name) | Self::Topic(name) => name,
+        }
+    }
+
+    /// The room its sockets join.
+    fn room(self) -> String {
+        match self {
+            Self::User(user) => user_room(user),
+            Self::Topic(topic) => topic_room(topic),
+        }
+    }
+}
+
+/// How many slots of `map` have a live subscription.
+async fn count_live(map: &StdMutex<HashMap<String, Arc<Slot>>>) -> usize {
+    let slots: Vec<Arc<Slot>> = {
+        let map = map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    };
+    let mut n = 0;
+    for slot in slots {
+        if slot.state.lock().await.live.is_some() {
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Marks a socket cut off for being too slow; it gets nothing more.
 #[derive(Debug, Clone, Copy)]
 struct Overflowed;
@@ -137,26 +176,12 @@ impl Hub {
     /// node to the topic when it is the first socket here (reference-counted).
     pub async fn join_topic(&self, topic: &str, socket: &SocketRef) -> Result<(), BrokerError> {
         loop {
-            let slot = {
-                let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-                topics.entry(topic.to_owned()).or_default().clone()
-            };
+            let slot = self.slot_of(Feed::Topic(topic));
             let mut state = slot.state.lock().await;
             if state.dead {
                 continue;
             }
-            if state.live.as_ref().is_none_or(|l| l.task.is_finished()) {
-                let rx = self.broker.subscribe_topic(topic).await?;
-                let shared = Arc::new(UserShared::default());
-                let task = tokio::spawn(dispatch(
-                    rx,
-                    shared.clone(),
-                    self.io.clone(),
-                    self.metrics.clone(),
-                    topic_room(topic),
-                ));
-                state.live = Some(Live { shared, task });
-            }
+            self.ensure_live(Feed::Topic(topic), &mut state).await?;
             state.sockets.insert(socket.id);
             socket.join(topic_room(topic));
             return Ok(());
@@ -169,48 +194,90 @@ impl Hub {
         if let Some(s) = self.io.get_socket(sid) {
             s.leave(topic_room(topic));
         }
-        let slot = {
-            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-            match topics.get(topic) {
-                Some(s) => s.clone(),
-                None => return,
-            }
+        let feed = Feed::Topic(topic);
+        let Some(slot) = self.find(feed) else {
+            return;
         };
         let mut state = slot.state.lock().await;
         if state.dead || !state.sockets.remove(&sid) || !state.sockets.is_empty() {
             return;
         }
-        state.dead = true;
-        if let Some(live) = state.live.take() {
-            live.task.abort();
-            if let Err(e) = self.broker.unsubscribe_topic(topic).await {
-                tracing::warn!(error = %e, "topic unsubscribe failed");
-            }
-        }
-        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        if topics.get(topic).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-            topics.remove(topic);
-        }
+        self.retire(feed, &slot, &mut state).await;
     }
 
     /// How many topics this node is subscribed to.
     pub async fn subscribed_topics(&self) -> usize {
-        let slots: Vec<Arc<Slot>> = {
-            let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-            topics.values().cloned().collect()
-        };
-        let mut n = 0;
-        for slot in slots {
-            if slot.state.lock().await.live.is_some() {
-                n += 1;
-            }
-        }
-        n
+        count_live(&self.topics).await
     }
 
     fn slot(&self, user: &str) -> Arc<Slot> {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        users.entry(user.to_owned()).or_default().clone()
+        self.slot_of(Feed::User(user))
+    }
+
+    /// The node-wide map of `feed`'s kind.
+    fn slots(&self, feed: Feed<'_>) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
+        let map = match feed {
+            Feed::User(_) => &self.users,
+            Feed::Topic(_) => &self.topics,
+        };
+        map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `feed`'s slot, if it has one.
+    fn find(&self, feed: Feed<'_>) -> Option<Arc<Slot>> {
+        self.slots(feed).get(feed.name()).cloned()
+    }
+
+    /// `feed`'s slot, created when missing.
+    fn slot_of(&self, feed: Feed<'_>) -> Arc<Slot> {
+        self.slots(feed)
+            .entry(feed.name().to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Subscribes this node to `feed` and starts its dispatcher unless one runs.
+    async fn ensure_live(&self, feed: Feed<'_>, state: &mut SlotState) -> Result<(), BrokerError> {
+        if state.live.as_ref().is_some_and(|l| !l.task.is_finished()) {
+            return Ok(());
+        }
+        let rx = match feed {
+            Feed::User(user) => self.broker.subscribe(user).await?,
+            Feed::Topic(topic) => self.broker.subscribe_topic(topic).await?,
+        };
+        let shared = Arc::new(UserShared::default());
+        let task = tokio::spawn(dispatch(
+            rx,
+            shared.clone(),
+            self.io.clone(),
+            self.metrics.clone(),
+            feed.room(),
+        ));
+        state.live = Some(Live { shared, task });
+        Ok(())
+    }
+
+    /// Retires `feed`'s `slot` once its last socket left: stops the
+    /// dispatcher, unsubscribes this node and forgets the slot.
+    async fn retire(&self, feed: Feed<'_>, slot: &Arc<Slot>, state: &mut SlotState) {
+        state.dead = true;
+        if let Some(live) = state.live.take() {
+            live.task.abort();
+            let unsubscribed = match feed {
+                Feed::User(user) => self.broker.unsubscribe(user).await,
+                Feed::Topic(topic) => self.broker.unsubscribe_topic(topic).await,
+            };
+            if let Err(e) = unsubscribed {
+                match feed {
+                    Feed::User(_) => tracing::warn!(error = %e, "unsubscribe failed"),
+                    Feed::Topic(_) => tracing::warn!(error = %e, "topic unsubscribe failed"),
+                }
+            }
+        }
+        let mut slots = self.slots(feed);
+        if slots.get(feed.name()).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(feed.name());
+        }
     }
 
     /// Counts socket `sid` of `user`, subscribing to the user's live events when
@@ -226,18 +293,7 @@ impl Hub {
             if !state.sockets.contains(&sid) && state.sockets.len() >= self.max_per_user {
                 return Err(AcquireError::TooManyConnections);
             }
-            if state.live.as_ref().is_none_or(|l| l.task.is_finished()) {
-                let rx = self.broker.subscribe(user).await?;
-                let shared = Arc::new(UserShared::default());
-                let task = tokio::spawn(dispatch(
-                    rx,
-                    shared.clone(),
-                    self.io.clone(),
-                    self.metrics.clone(),
-                    user_room(user),
-                ));
-                state.live = Some(Live { shared, task });
-            }
+            self.ensure_live(Feed::User(user), &mut state).await?;
             state.sockets.insert(sid);
             if resuming {
                 if let Some(live) = &state.live {
@@ -288,12 +344,9 @@ impl Hub {
     /// Uncounts socket `sid` (idempotent); unsubscribes when it was the user's
     /// last socket here.
     pub async fn release(&self, user: &str, sid: Sid) {
-        let slot = {
-            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-            match users.get(user) {
-                Some(s) => s.clone(),
-                None => return,
-            }
+        let feed = Feed::User(user);
+        let Some(slot) = self.find(feed) else {
+            return;
         };
         let mut state = slot.state.lock().await;
         if state.dead || !state.sockets.remove(&sid) {
@@ -305,27 +358,14 @@ impl Hub {
         if !state.sockets.is_empty() {
             return;
         }
-        state.dead = true;
-        if let Some(live) = state.live.take() {
-            live.task.abort();
-            if let Err(e) = self.broker.unsubscribe(user).await {
-                tracing::warn!(error = %e, "unsubscribe failed");
-            }
-        }
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-        if users.get(user).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-            users.remove(user);
-        }
+        self.retire(feed, &slot, &mut state).await;
     }
 
     /// Emits `event` with `data` to every socket of `user` on this node, then
     /// disconnects them. Returns how many were closed.
     pub async fn close_user(&self, user: &str, event: &str, data: &Value) -> usize {
         let sids: Vec<Sid> = {
-            let slot = {
-                let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-                users.get(user).cloned()
-            };
+            let slot = self.find(Feed::User(user));
             match slot {
                 Some(slot) => slot.state.lock().await.sockets.iter().copied().collect(),
                 None => Vec::new(),
@@ -350,25 +390,12 @@ impl Hub {
 
     /// How many users this node is subscribed for.
     pub async fn subscribed_users(&self) -> usize {
-        let slots: Vec<Arc<Slot>> = {
-            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-            users.values().cloned().collect()
-        };
-        let mut n = 0;
-        for slot in slots {
-            if slot.state.lock().await.live.is_some() {
-                n += 1;
-            }
-        }
-        n
+        count_live(&self.users).await
     }
 
     /// How many sockets `user` has on this node.
     pub async fn sockets_of(&self, user: &str) -> usize {
-        let slot = {
-            let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
-            users.get(user).cloned()
-        };
+        let slot = self.find(Feed::User(user));
         match slot {
             Some(slot) => slot.state.lock().await.sockets.len(),
             None => 0,

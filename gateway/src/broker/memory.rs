@@ -11,8 +11,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{
     Broker, BrokerError, ControlMessage, DayStats, JobRecord, LiveMessage, OrderRecord,
-    OrderUpdate, QueuedAction, StatusUpdate, StreamHead, TOPIC_HISTORY_LEN, job_stream, new_epoch,
-    order_is_terminal, order_stream,
+    OrderUpdate, OwnedRecord, QueuedAction, StatusUpdate, StreamHead, TOPIC_HISTORY_LEN,
+    job_stream, new_epoch, order_is_terminal, order_stream,
 };
 use crate::auth::unix_millis;
 
@@ -66,6 +66,50 @@ impl MemoryBroker {
         // mutation is a single step), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Routes live messages of `channel` to the returned receiver (replacing
+    /// an earlier route of that channel).
+    fn open_route(&self, channel: String) -> mpsc::UnboundedReceiver<LiveMessage> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().live.insert(channel, tx);
+        rx
+    }
+
+    /// Publishes on the owned `stream` of `user` when `guard` (run under the
+    /// same lock) finds its record open and applies the update; `None` otherwise.
+    fn publish_guarded(
+        &self,
+        user: &str,
+        stream: &str,
+        event: &str,
+        data: Value,
+        guard: impl FnOnce(&mut Inner) -> bool,
+    ) -> Option<Envelope<Value>> {
+        let mut inner = self.lock();
+        if !guard(&mut inner) {
+            return None;
+        }
+        Some(inner.append(
+            self.history_len,
+            &user_channel(user),
+            user,
+            stream,
+            event,
+            data,
+        ))
+    }
+}
+
+/// The records of `owner` in `records`, newest first, at most `limit`.
+fn newest_of<R: OwnedRecord>(records: &HashMap<String, R>, owner: &str, limit: usize) -> Vec<R> {
+    let mut owned: Vec<R> = records
+        .values()
+        .filter(|r| r.owner() == owner)
+        .cloned()
+        .collect();
+    owned.sort_by(|a, b| b.created_at().cmp(&a.created_at()).then(b.id().cmp(a.id())));
+    owned.truncate(limit);
+    owned
 }
 
 impl Inner {
@@ -141,28 +185,23 @@ impl Broker for MemoryBroker {
         data: Value,
         update: Option<StatusUpdate>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        let mut inner = self.lock();
-        let Some(job) = inner.jobs.get_mut(job_id) else {
-            return Ok(None);
-        };
-        if job.status.is_terminal() {
-            return Ok(None);
-        }
-        if let Some(update) = update {
-            job.status = update.status;
-            job.progress = update.progress;
-            job.message = update.message;
-            job.updated_at = unix_millis();
-        }
-        let stream = job_stream(job_id);
-        Ok(Some(inner.append(
-            self.history_len,
-            &user_channel(user),
-            user,
-            &stream,
-            event,
-            data,
-        )))
+        Ok(
+            self.publish_guarded(user, &job_stream(job_id), event, data, |inner| {
+                let Some(job) = inner.jobs.get_mut(job_id) else {
+                    return false;
+                };
+                if job.status.is_terminal() {
+                    return false;
+                }
+                if let Some(update) = update {
+                    job.status = update.status;
+                    job.progress = update.progress;
+                    job.message = update.message;
+                    job.updated_at = unix_millis();
+                }
+                true
+            }),
+        )
     }
 
     async fn publish_order(
@@ -173,28 +212,23 @@ impl Broker for MemoryBroker {
         data: Value,
         update: Option<OrderUpdate>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        let mut inner = self.lock();
-        let Some(order) = inner.orders.get_mut(order_id) else {
-            return Ok(None);
-        };
-        if order_is_terminal(order.status) {
-            return Ok(None);
-        }
-        if let Some(update) = update {
-            order.status = update.status;
-            order.filled_qty = update.filled_qty;
-            order.price = update.price;
-            order.updated_at = unix_millis();
-        }
-        let stream = order_stream(order_id);
-        Ok(Some(inner.append(
-            self.history_len,
-            &user_channel(user),
-            user,
-            &stream,
-            event,
-            data,
-        )))
+        Ok(
+            self.publish_guarded(user, &order_stream(order_id), event, data, |inner| {
+                let Some(order) = inner.orders.get_mut(order_id) else {
+                    return false;
+                };
+                if order_is_terminal(order.status) {
+                    return false;
+                }
+                if let Some(update) = update {
+                    order.status = update.status;
+                    order.filled_qty = update.filled_qty;
+                    order.price = update.price;
+                    order.updated_at = unix_millis();
+                }
+                true
+            }),
+        )
     }
 
     async fn publish_topic(
@@ -217,9 +251,7 @@ impl Broker for MemoryBroker {
         &self,
         topic: &str,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().live.insert(topic_channel(topic), tx);
-        Ok(rx)
+        Ok(self.open_route(topic_channel(topic)))
     }
 
     async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError> {
@@ -237,16 +269,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError> {
-        let inner = self.lock();
-        let mut orders: Vec<OrderRecord> = inner
-            .orders
-            .values()
-            .filter(|o| o.owner == owner)
-            .cloned()
-            .collect();
-        orders.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        orders.truncate(limit);
-        Ok(orders)
+        Ok(newest_of(&self.lock().orders, owner, limit))
     }
 
     async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
@@ -293,9 +316,7 @@ impl Broker for MemoryBroker {
         &self,
         user: &str,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().live.insert(user_channel(user), tx);
-        Ok(rx)
+        Ok(self.open_route(user_channel(user)))
     }
 
     async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError> {
@@ -333,16 +354,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
-        let inner = self.lock();
-        let mut jobs: Vec<JobRecord> = inner
-            .jobs
-            .values()
-            .filter(|j| j.owner == owner)
-            .cloned()
-            .collect();
-        jobs.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-        jobs.truncate(limit);
-        Ok(jobs)
+        Ok(newest_of(&self.lock().jobs, owner, limit))
     }
 
     async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {

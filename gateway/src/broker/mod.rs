@@ -62,16 +62,79 @@ pub struct JobRecord {
     pub updated_at: u64,
 }
 
-impl JobRecord {
-    /// The job's stream name, `job:{id}`.
-    pub fn stream(&self) -> String {
-        job_stream(&self.id)
+/// The two kinds of owned stream record: a job on stream `job:{id}` or an
+/// order on stream `order:{id}`, each kept in a record only its owner sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A [`JobRecord`].
+    Job,
+    /// An [`OrderRecord`].
+    Order,
+}
+
+impl RecordKind {
+    /// `job` or `order`: the stream prefix and the Redis record key suffix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Job => "job",
+            Self::Order => "order",
+        }
+    }
+
+    /// `jobs` or `orders`: the owner index key suffix.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Job => "jobs",
+            Self::Order => "orders",
+        }
+    }
+
+    /// The stream name of record `id`, `{name}:{id}`.
+    pub fn stream(self, id: &str) -> String {
+        format!("{}:{id}", self.name())
     }
 }
 
+/// A record owned by one user, with its own event stream.
+pub trait OwnedRecord: Clone + Send + Sync {
+    /// Which kind of record this is.
+    const KIND: RecordKind;
+    /// The record id.
+    fn id(&self) -> &str;
+    /// The owner's user id.
+    fn owner(&self) -> &str;
+    /// Creation time, ms since the Unix epoch.
+    fn created_at(&self) -> u64;
+    /// The record's stream name, `{kind}:{id}`.
+    fn stream(&self) -> String {
+        Self::KIND.stream(self.id())
+    }
+}
+
+/// Implements [`OwnedRecord`] for a record type with `id`, `owner` and
+/// `created_at` fields.
+macro_rules! owned_record {
+    ($record:ty, $kind:expr) => {
+        impl OwnedRecord for $record {
+            const KIND: RecordKind = $kind;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn owner(&self) -> &str {
+                &self.owner
+            }
+            fn created_at(&self) -> u64 {
+                self.created_at
+            }
+        }
+    };
+}
+
+owned_record!(JobRecord, RecordKind::Job);
+
 /// The stream name of job `id`.
 pub fn job_stream(id: &str) -> String {
-    format!("job:{id}")
+    RecordKind::Job.stream(id)
 }
 
 /// An order as stored in the broker.
@@ -103,16 +166,11 @@ pub struct OrderRecord {
     pub updated_at: u64,
 }
 
-impl OrderRecord {
-    /// The order's stream name, `order:{id}`.
-    pub fn stream(&self) -> String {
-        order_stream(&self.id)
-    }
-}
+owned_record!(OrderRecord, RecordKind::Order);
 
 /// The stream name of order `id`.
 pub fn order_stream(id: &str) -> String {
-    format!("order:{id}")
+    RecordKind::Order.stream(id)
 }
 
 /// The stream (and live topic) of a market symbol, `market:{symbol}`.

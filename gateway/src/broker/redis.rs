@@ -38,8 +38,8 @@ use tokio::sync::mpsc;
 
 use super::{
     ANALYTICS_TTL_SECS, Broker, BrokerError, ControlMessage, DayStats, IDEMPOTENCY_TTL_SECS,
-    JobRecord, LiveMessage, OrderRecord, OrderUpdate, QueuedAction, StatusUpdate, StreamHead,
-    TOPIC_HISTORY_LEN, WORKER_GROUP, job_stream, new_epoch, order_state_str, order_stream,
+    JobRecord, LiveMessage, OrderRecord, OrderUpdate, OwnedRecord, QueuedAction, RecordKind,
+    StatusUpdate, StreamHead, TOPIC_HISTORY_LEN, WORKER_GROUP, new_epoch, order_state_str,
     side_str,
 };
 use crate::auth::unix_millis;
@@ -68,11 +68,12 @@ end
 return 0
 ";
 
-/// What the publish script checks and updates besides appending.
-enum Guard<'a> {
+/// What the publish script checks and updates besides appending: nothing, or
+/// the stream's record of a kind (which must exist and not have ended), with
+/// the update's status and two kind-specific fields (ARGV 10 to 12).
+enum Guard {
     None,
-    Job(Option<&'a StatusUpdate>),
-    Order(Option<&'a OrderUpdate>),
+    Record(RecordKind, Option<[String; 3]>),
 }
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<LiveMessage>>>>;
@@ -208,6 +209,104 @@ impl RedisBroker {
         Ok(())
     }
 
+    /// The owner index of `kind`: `{prefix}owner:{user}:jobs|orders`.
+    fn owner_index(&self, kind: RecordKind, owner: &str) -> String {
+        format!("{}owner:{owner}:{}", self.prefix, kind.plural())
+    }
+
+    /// Stores `record` as the hash `fields` and adds it to its owner's index
+    /// (newest 1000 kept), in one MULTI.
+    async fn store_record<R: OwnedRecord>(
+        &self,
+        record: &R,
+        fields: &[(&str, String)],
+    ) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(&record.stream(), R::KIND.name());
+        let owned = self.owner_index(R::KIND, record.owner());
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(&key, fields)
+            .ignore()
+            .expire(&key, STREAM_TTL_SECS as i64)
+            .ignore()
+            .zadd(&owned, record.id(), record.created_at())
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&owned)
+            .arg(0)
+            .arg(-1001)
+            .ignore()
+            .expire(&owned, STREAM_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The record `id` of `kind`, parsed by `parse`, if it exists.
+    async fn load_record<R>(
+        &self,
+        kind: RecordKind,
+        id: &str,
+        parse: fn(&str, HashMap<String, String>) -> Result<R, BrokerError>,
+    ) -> Result<Option<R>, BrokerError> {
+        let mut conn = self.conn.clone();
+        let h: HashMap<String, String> = conn
+            .hgetall(self.key(&kind.stream(id), kind.name()))
+            .await?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        parse(id, h).map(Some)
+    }
+
+    /// The records of `kind` that `owner` created, newest first, at most `limit`.
+    async fn records_of<R>(
+        &self,
+        kind: RecordKind,
+        owner: &str,
+        limit: usize,
+        parse: fn(&str, HashMap<String, String>) -> Result<R, BrokerError>,
+    ) -> Result<Vec<R>, BrokerError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrevrange(self.owner_index(kind, owner), 0, limit as isize - 1)
+            .await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(record) = self.load_record(kind, &id, parse).await? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Publishes on the stream of record `id` of `kind`, guarded by the record.
+    async fn publish_record(
+        &self,
+        user: &str,
+        kind: RecordKind,
+        id: &str,
+        event: &str,
+        data: &Value,
+        update: Option<[String; 3]>,
+    ) -> Result<Option<Envelope<Value>>, BrokerError> {
+        self.run_publish(
+            &self.channel(user),
+            user,
+            &kind.stream(id),
+            event,
+            data,
+            self.history_len,
+            Guard::Record(kind, update),
+        )
+        .await
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn run_publish(
         &self,
@@ -217,12 +316,13 @@ impl RedisBroker {
         event: &str,
         data: &Value,
         history_len: usize,
-        guard: Guard<'_>,
+        guard: Guard,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
         let data = serde_json::to_string(data).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-        let record = match guard {
-            Guard::Order(_) => "order",
-            _ => "job",
+        // Streams without a record still pass a key of their own slot.
+        let record = match &guard {
+            Guard::Record(kind, _) => kind.name(),
+            Guard::None => RecordKind::Job.name(),
         };
         let mut inv = self.script.prepare_invoke();
         inv.key(self.key(stream, "seq"))
@@ -237,21 +337,15 @@ impl RedisBroker {
             .arg(unix_millis())
             .arg(history_len)
             .arg(new_epoch());
-        match guard {
-            Guard::None => inv.arg("0").arg("").arg("").arg(""),
-            Guard::Job(None) => inv.arg("1").arg("").arg("").arg(""),
-            Guard::Job(Some(u)) => inv
-                .arg("1")
-                .arg(u.status.as_str())
-                .arg(u.progress.to_string())
-                .arg(&u.message),
-            Guard::Order(None) => inv.arg("2").arg("").arg("").arg(""),
-            Guard::Order(Some(u)) => inv
-                .arg("2")
-                .arg(order_state_str(u.status))
-                .arg(u.filled_qty.to_string())
-                .arg(u.price.to_string()),
+        let (mode, update) = match guard {
+            Guard::None => ("0", None),
+            Guard::Record(RecordKind::Job, u) => ("1", u),
+            Guard::Record(RecordKind::Order, u) => ("2", u),
         };
+        inv.arg(mode);
+        for field in update.unwrap_or_default() {
+            inv.arg(field);
+        }
         inv.arg(STREAM_TTL_SECS);
         let mut conn = self.conn.clone();
         let env: Option<String> = inv.invoke_async(&mut conn).await?;
@@ -339,19 +433,29 @@ fn enum_of<T: serde::de::DeserializeOwned>(s: String) -> Result<T, BrokerError> 
     serde_json::from_value(Value::String(s)).map_err(|e| BrokerError::Corrupt(e.to_string()))
 }
 
+fn num(s: String) -> Result<f64, BrokerError> {
+    s.parse::<f64>()
+        .map_err(|e| BrokerError::Corrupt(e.to_string()))
+}
+
+fn int(s: String) -> Result<u64, BrokerError> {
+    s.parse::<u64>()
+        .map_err(|e| BrokerError::Corrupt(e.to_string()))
+}
+
+/// Takes field `f` out of the stored hash `h` of record `id` of `kind`.
+fn take_field(
+    kind: RecordKind,
+    id: &str,
+    h: &mut HashMap<String, String>,
+    f: &str,
+) -> Result<String, BrokerError> {
+    h.remove(f)
+        .ok_or_else(|| BrokerError::Corrupt(format!("{} {id} lacks {f}", kind.name())))
+}
+
 fn parse_order(id: &str, mut h: HashMap<String, String>) -> Result<OrderRecord, BrokerError> {
-    let mut take = |f: &str| {
-        h.remove(f)
-            .ok_or_else(|| BrokerError::Corrupt(format!("order {id} lacks {f}")))
-    };
-    let num = |s: String| {
-        s.parse::<f64>()
-            .map_err(|e| BrokerError::Corrupt(e.to_string()))
-    };
-    let int = |s: String| {
-        s.parse::<u64>()
-            .map_err(|e| BrokerError::Corrupt(e.to_string()))
-    };
+    let mut take = |f: &str| take_field(RecordKind::Order, id, &mut h, f);
     let limit = take("limitPrice")?;
     Ok(OrderRecord {
         id: id.to_owned(),
@@ -373,22 +477,9 @@ fn parse_order(id: &str, mut h: HashMap<String, String>) -> Result<OrderRecord, 
 }
 
 fn parse_job(id: &str, mut h: HashMap<String, String>) -> Result<JobRecord, BrokerError> {
-    let mut take = |f: &str| {
-        h.remove(f)
-            .ok_or_else(|| BrokerError::Corrupt(format!("job {id} lacks {f}")))
-    };
-    let kind: JobKind = serde_json::from_value(Value::String(take("kind")?))
-        .map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-    let status: JobState = serde_json::from_value(Value::String(take("status")?))
-        .map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-    let num = |s: String| {
-        s.parse::<f64>()
-            .map_err(|e| BrokerError::Corrupt(e.to_string()))
-    };
-    let int = |s: String| {
-        s.parse::<u64>()
-            .map_err(|e| BrokerError::Corrupt(e.to_string()))
-    };
+    let mut take = |f: &str| take_field(RecordKind::Job, id, &mut h, f);
+    let kind: JobKind = enum_of(take("kind")?)?;
+    let status: JobState = enum_of(take("status")?)?;
     Ok(JobRecord {
         id: id.to_owned(),
         owner: take("owner")?,
@@ -433,16 +524,15 @@ impl Broker for RedisBroker {
         data: Value,
         update: Option<StatusUpdate>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        self.run_publish(
-            &self.channel(user),
-            user,
-            &job_stream(job_id),
-            event,
-            &data,
-            self.history_len,
-            Guard::Job(update.as_ref()),
-        )
-        .await
+        let update = update.map(|u| {
+            [
+                u.status.as_str().to_owned(),
+                u.progress.to_string(),
+                u.message,
+            ]
+        });
+        self.publish_record(user, RecordKind::Job, job_id, event, &data, update)
+            .await
     }
 
     async fn publish_order(
@@ -453,16 +543,15 @@ impl Broker for RedisBroker {
         data: Value,
         update: Option<OrderUpdate>,
     ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        self.run_publish(
-            &self.channel(user),
-            user,
-            &order_stream(order_id),
-            event,
-            &data,
-            self.history_len,
-            Guard::Order(update.as_ref()),
-        )
-        .await
+        let update = update.map(|u| {
+            [
+                order_state_str(u.status).to_owned(),
+                u.filled_qty.to_string(),
+                u.price.to_string(),
+            ]
+        });
+        self.publish_record(user, RecordKind::Order, order_id, event, &data, update)
+            .await
     }
 
     async fn publish_topic(
@@ -496,7 +585,6 @@ impl Broker for RedisBroker {
     }
 
     async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
         let fields: Vec<(&str, String)> = vec![
             ("owner", order.owner.clone()),
             ("symbol", order.symbol.clone()),
@@ -512,56 +600,16 @@ impl Broker for RedisBroker {
             ("createdAt", order.created_at.to_string()),
             ("updatedAt", order.updated_at.to_string()),
         ];
-        let key = self.key(&order.stream(), "order");
-        let owned = format!("{}owner:{}:orders", self.prefix, order.owner);
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_multiple(&key, &fields)
-            .ignore()
-            .expire(&key, STREAM_TTL_SECS as i64)
-            .ignore()
-            .zadd(&owned, &order.id, order.created_at)
-            .ignore()
-            .cmd("ZREMRANGEBYRANK")
-            .arg(&owned)
-            .arg(0)
-            .arg(-1001)
-            .ignore()
-            .expire(&owned, STREAM_TTL_SECS as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.store_record(order, &fields).await
     }
 
     async fn order(&self, id: &str) -> Result<Option<OrderRecord>, BrokerError> {
-        let mut conn = self.conn.clone();
-        let h: HashMap<String, String> = conn.hgetall(self.key(&order_stream(id), "order")).await?;
-        if h.is_empty() {
-            return Ok(None);
-        }
-        parse_order(id, h).map(Some)
+        self.load_record(RecordKind::Order, id, parse_order).await
     }
 
     async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn
-            .zrevrange(
-                format!("{}owner:{owner}:orders", self.prefix),
-                0,
-                limit as isize - 1,
-            )
-            .await?;
-        let mut orders = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(order) = self.order(&id).await? {
-                orders.push(order);
-            }
-        }
-        Ok(orders)
+        self.records_of(RecordKind::Order, owner, limit, parse_order)
+            .await
     }
 
     async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
@@ -627,7 +675,6 @@ impl Broker for RedisBroker {
     }
 
     async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
         let params =
             serde_json::to_string(&job.params).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
         let fields: Vec<(&str, String)> = vec![
@@ -640,35 +687,11 @@ impl Broker for RedisBroker {
             ("createdAt", job.created_at.to_string()),
             ("updatedAt", job.updated_at.to_string()),
         ];
-        let key = self.key(&job.stream(), "job");
-        let owned = format!("{}owner:{}:jobs", self.prefix, job.owner);
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_multiple(&key, &fields)
-            .ignore()
-            .expire(&key, STREAM_TTL_SECS as i64)
-            .ignore()
-            .zadd(&owned, &job.id, job.created_at)
-            .ignore()
-            .cmd("ZREMRANGEBYRANK")
-            .arg(&owned)
-            .arg(0)
-            .arg(-1001)
-            .ignore()
-            .expire(&owned, STREAM_TTL_SECS as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
+        self.store_record(job, &fields).await
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError> {
-        let mut conn = self.conn.clone();
-        let h: HashMap<String, String> = conn.hgetall(self.key(&job_stream(id), "job")).await?;
-        if h.is_empty() {
-            return Ok(None);
-        }
-        parse_job(id, h).map(Some)
+        self.load_record(RecordKind::Job, id, parse_job).await
     }
 
     async fn remember(
@@ -710,24 +733,8 @@ impl Broker for RedisBroker {
     }
 
     async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn
-            .zrevrange(
-                format!("{}owner:{owner}:jobs", self.prefix),
-                0,
-                limit as isize - 1,
-            )
-            .await?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(job) = self.job(&id).await? {
-                jobs.push(job);
-            }
-        }
-        Ok(jobs)
+        self.records_of(RecordKind::Job, owner, limit, parse_job)
+            .await
     }
 
     async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
