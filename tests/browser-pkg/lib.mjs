@@ -1,26 +1,21 @@
 // Shared helpers of the package's browser tests: a static server for the
 // harness and the package, gateway processes, tokens, publishing, Redis
 // clean-up, Chromium.
-import { spawn, execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { readFile, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { join, normalize, extname, sep } from 'node:path';
-import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
+import { ROOT, GATEWAY, REDIS_URL, freePort, mintToken, sleep } from '../support/node.mjs';
 
-const run = promisify(execFile);
+export {
+  ROOT, GATEWAY, REDIS_URL, CHROMIUM, run, sleep, freePort, launchBrowser, mintToken, cleanRedis,
+  publishRedis as publish,
+} from '../support/node.mjs';
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const HARNESS_DIR = join(ROOT, 'tests/browser-pkg/harness');
 export const PKG_DIR = join(ROOT, 'pkg');
-export const GATEWAY = process.env.LIVELINE_GATEWAY_BIN || join(ROOT, 'target/debug/liveline-gateway');
-export const REDIS_URL = process.env.LIVELINE_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
-export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `fn` until it returns a truthy value; throws `what` (and the last value) after `timeout`. */
 export async function waitFor(what, fn, { timeout = 15_000, interval = 50 } = {}) {
@@ -38,18 +33,6 @@ export async function waitFor(what, fn, { timeout = 15_000, interval = 50 } = {}
 
 export function randomPrefix() {
   return `llbrowser:${randomBytes(6).toString('hex')}:`;
-}
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 const TYPES = {
@@ -100,32 +83,6 @@ export async function startStaticServer() {
         server.close(() => resolve());
       }),
   };
-}
-
-/** Mints an HS256 token with the gateway binary (`mint-token`). */
-export async function mintToken(sub, ttl = 3600, extra = []) {
-  const { stdout } = await run(GATEWAY, ['mint-token', '--sub', sub, '--ttl', String(ttl), ...extra], { timeout: 10_000 });
-  return stdout.trim();
-}
-
-/** Publishes one event with the gateway binary (`publish`, straight to Redis). Returns the envelope. */
-export async function publish({ prefix, user, stream, event, data }) {
-  const { stdout } = await run(
-    GATEWAY,
-    ['publish', '--redis-url', REDIS_URL, '--key-prefix', prefix, '--user', user, '--stream', stream, '--event', event, '--data', JSON.stringify(data)],
-    { timeout: 10_000 },
-  );
-  return JSON.parse(stdout.trim());
-}
-
-/** Deletes every Redis key under `prefix`. */
-export async function cleanRedis(prefix) {
-  const { stdout } = await run('redis-cli', ['-u', REDIS_URL, '--scan', '--pattern', `${prefix}*`], { timeout: 10_000 });
-  const keys = stdout.split('\n').filter(Boolean);
-  for (let i = 0; i < keys.length; i += 200) {
-    await run('redis-cli', ['-u', REDIS_URL, 'DEL', ...keys.slice(i, i + 200)], { timeout: 10_000 });
-  }
-  return keys.length;
 }
 
 /**
@@ -206,21 +163,6 @@ export async function api(gw, token, path, init = {}) {
   return { status: res.status, body };
 }
 
-export async function launchBrowser() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    timeout: 30_000,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-dev-shm-usage',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-    ],
-  });
-}
-
 /**
  * Opens the harness in a new context: exposes `__mintToken`, collects page
  * errors, waits for `init()`. Returns {context, page, problems}.
@@ -234,7 +176,7 @@ export async function openHarness(browser, staticUrl, { tokenLog } = {}) {
     // Long-lived tokens are minted once per user; short ones every time.
     const key = `${sub}/${ttl}`;
     if (ttl >= 3600 && cache.has(key)) return cache.get(key);
-    const t = await mintToken(sub, ttl);
+    const t = await mintToken(sub, { ttl });
     tokenLog?.push({ sub, ttl, at: Date.now(), token: t });
     if (ttl >= 3600) cache.set(key, t);
     return t;

@@ -3,14 +3,11 @@
 // reload and take effect exactly once.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import {
   startStaticServer, startGateway, launchBrowser, openHarness, gotoHarness, waitState, waitFor,
-  randomPrefix, cleanRedis, mintToken, api, REDIS_URL, sleep,
+  randomPrefix, cleanRedis, mintToken, api, REDIS_URL, sleep, run,
 } from './lib.mjs';
 
-const run = promisify(execFile);
 let browser, web, gw;
 const prefix = randomPrefix();
 
@@ -27,7 +24,7 @@ after(async () => {
 });
 
 async function jobsOf(user) {
-  const token = await mintToken(user, 600);
+  const token = await mintToken(user, { ttl: 600 });
   const r = await api(gw, token, '/api/v1/jobs?limit=100');
   assert.equal(r.status, 200, JSON.stringify(r.body));
   return r.body.jobs;

@@ -277,7 +277,7 @@ test('analytics: charts of DAU, sessions, job outcomes and delivery latency from
       page.waitForSelector('[data-testid="analytics-token"]', { timeout: 10_000 }).then(() => false),
     ]);
     if (!charts) {
-      await page.fill('[data-testid="analytics-token"]', await mintToken('e2e-admin', ['--role', 'admin']));
+      await page.fill('[data-testid="analytics-token"]', await mintToken('e2e-admin', { extra: ['--role', 'admin'] }));
       await page.press('[data-testid="analytics-token"]', 'Enter');
     }
     await page.waitForSelector('[data-testid="charts"]', { timeout: 10_000 });

@@ -4,12 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
-
-const APP_URL = (process.env.LIVELINE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const RESULTS_DIR = fileURLToPath(new URL('../../test-results/', import.meta.url));
+import { APP_URL, RESULTS_DIR, launchBrowser } from './lib.mjs';
 
 const CONNECT_TIMEOUT_MS = 15_000;
 const JOB_TIMEOUT_MS = 20_000;
@@ -17,17 +12,7 @@ const JOB_TIMEOUT_MS = 20_000;
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-dev-shm-usage',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-    ],
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
@@ -98,7 +83,7 @@ test('research job runs to completion over the websocket, with no HTTP polling',
     assert.ok(jobId, 'job id shown');
     await assertJobCompletedOverRest(jobId);
   } finally {
-    await page.screenshot({ path: RESULTS_DIR + 'demo.png', fullPage: true }).catch(() => {});
+    await page.screenshot({ path: `${RESULTS_DIR}/demo.png`, fullPage: true }).catch(() => {});
     await context.close();
   }
 

@@ -1,40 +1,20 @@
 // Helpers of the app's end-to-end tests: Chromium, pages that record their
 // requests, data-testid waits, tokens, REST, and gateway processes of a test's own.
-import { spawn, execFile } from 'node:child_process';
-import { createServer as createNetServer } from 'node:net';
+import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
+import { ROOT, GATEWAY, REDIS_URL, freePort, sleep } from '../support/node.mjs';
 
-const run = promisify(execFile);
+export {
+  ROOT, GATEWAY, REDIS_URL, CHROMIUM, sleep, freePort, launchBrowser, mintToken, cleanRedis, publishRedis,
+} from '../support/node.mjs';
 
-export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const APP_URL = (process.env.LIVELINE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
-export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-export const GATEWAY = process.env.LIVELINE_GATEWAY_BIN || join(ROOT, 'target/debug/liveline-gateway');
-export const REDIS_URL = process.env.LIVELINE_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
 export const RESULTS_DIR = join(ROOT, 'test-results');
 export const SCREENSHOTS_DIR = join(ROOT, 'docs/screenshots');
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 export const rand = () => randomBytes(5).toString('hex');
-
-export function launchBrowser() {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-dev-shm-usage',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--no-first-run',
-    ],
-  });
-}
 
 /**
  * A new context and page at `url` that record every request (with the phase
@@ -111,12 +91,6 @@ export async function devToken(base, sub) {
   return (await res.json()).token;
 }
 
-/** Mints a token with the gateway binary (e.g. `--role service`). */
-export async function mintToken(sub, extra = []) {
-  const { stdout } = await run(GATEWAY, ['mint-token', '--sub', sub, ...extra], { timeout: 10_000 });
-  return stdout.trim();
-}
-
 /** A REST call from Node (outside the page, so not among its requests). */
 export async function api(base, token, path, init = {}) {
   const res = await fetch(`${base}${path}`, {
@@ -158,36 +132,6 @@ export async function publishRest(base, serviceToken, { user, stream, event, dat
   });
   if (status !== 200) throw new Error(`publish ${event} on ${stream}: ${status} ${JSON.stringify(body)}`);
   return body;
-}
-
-/** Publishes straight to Redis with the gateway binary (works while no gateway runs). */
-export async function publishRedis({ prefix, user, stream, event, data }) {
-  const { stdout } = await run(
-    GATEWAY,
-    ['publish', '--redis-url', REDIS_URL, '--key-prefix', prefix, '--user', user, '--stream', stream, '--event', event, '--data', JSON.stringify(data)],
-    { timeout: 10_000 },
-  );
-  return JSON.parse(stdout.trim());
-}
-
-export async function cleanRedis(prefix) {
-  const { stdout } = await run('redis-cli', ['-u', REDIS_URL, '--scan', '--pattern', `${prefix}*`], { timeout: 10_000 });
-  const keys = stdout.split('\n').filter(Boolean);
-  for (let i = 0; i < keys.length; i += 200) {
-    await run('redis-cli', ['-u', REDIS_URL, 'DEL', ...keys.slice(i, i + 200)], { timeout: 10_000 });
-  }
-}
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createNetServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /**

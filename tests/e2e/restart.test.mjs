@@ -77,7 +77,7 @@ test('gateway killed and restarted mid-answer: reconnecting, then connected; the
     assert.equal(before.seq, missed.seq, 'the event published while down is the head');
     const have = before.chunks.map((c) => c.text).join('');
     const rest = ['after ', 'a ', 'gateway ', 'restart.'];
-    const service = await mintToken('e2e-worker', ['--role', 'service']);
+    const service = await mintToken('e2e-worker', { extra: ['--role', 'service'] });
     let index = before.chunks.length;
     for (const text of rest) {
       await publishRest(gw.url, service, { user, stream: `job:${jobId}`, event: 'job:chunk:v1', data: { jobId, index: index++, text } });

@@ -1,0 +1,73 @@
+// What the Node test suites (tests/browser-pkg, tests/e2e, tests/packaging)
+// share: paths, the Chromium launch, free ports, and driving the gateway
+// binary and Redis from outside the page.
+import { execFile } from 'node:child_process';
+import { createServer as createNetServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { chromium } from 'playwright-core';
+
+export const run = promisify(execFile);
+
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const GATEWAY = process.env.LIVELINE_GATEWAY_BIN || join(ROOT, 'target/debug/liveline-gateway');
+export const REDIS_URL = process.env.LIVELINE_TEST_REDIS_URL || 'redis://127.0.0.1:6379';
+export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Headless Chromium as this machine needs it (root, no GPU, no outside network). */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    timeout: 30_000,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-dev-shm-usage',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--no-first-run',
+    ],
+  });
+}
+
+/** A TCP port free on 127.0.0.1 right now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createNetServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Mints an HS256 token with the gateway binary (`extra`: e.g. `['--role', 'service']`). */
+export async function mintToken(sub, { ttl = 3600, extra = [] } = {}) {
+  const { stdout } = await run(GATEWAY, ['mint-token', '--sub', sub, '--ttl', String(ttl), ...extra], { timeout: 10_000 });
+  return stdout.trim();
+}
+
+/** Publishes one event straight to Redis with the gateway binary (works while no gateway runs). Returns the envelope. */
+export async function publishRedis({ prefix, user, stream, event, data }) {
+  const { stdout } = await run(
+    GATEWAY,
+    ['publish', '--redis-url', REDIS_URL, '--key-prefix', prefix, '--user', user, '--stream', stream, '--event', event, '--data', JSON.stringify(data)],
+    { timeout: 10_000 },
+  );
+  return JSON.parse(stdout.trim());
+}
+
+/** Deletes every Redis key under `prefix`; returns how many. */
+export async function cleanRedis(prefix) {
+  const { stdout } = await run('redis-cli', ['-u', REDIS_URL, '--scan', '--pattern', `${prefix}*`], { timeout: 10_000 });
+  const keys = stdout.split('\n').filter(Boolean);
+  for (let i = 0; i < keys.length; i += 200) {
+    await run('redis-cli', ['-u', REDIS_URL, 'DEL', ...keys.slice(i, i + 200)], { timeout: 10_000 });
+  }
+  return keys.length;
+}
