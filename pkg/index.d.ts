@@ -1,13 +1,15 @@
-/** The states an app can show. */
-export type ConnectionStateName =
-  | 'idle'
-  | 'connecting'
-  | 'connected'
-  | 'reconnecting'
-  | 'offline'
-  | 'suspended'
-  | 'closed'
-  | 'failed';
+// The contract types (event payloads and their envelope, action payloads and ack results,
+// EventMap, ActionMap, ConnectionStateName, LivelineErrorCode) are generated from the Rust
+// definitions in src/contract.rs into contracts.d.ts, and re-exported from here.
+import type {
+  ActionMap,
+  ConnectionStateName,
+  Envelope,
+  EventMap as ContractEventMap,
+  LivelineErrorCode,
+} from './contracts.js';
+
+export * from './contracts.js';
 
 /** A state snapshot: the same object until the state changes. */
 export interface ConnectionSnapshot {
@@ -64,64 +66,14 @@ export interface ActionSettled {
   error?: LivelineError;
 }
 
-/** The wrapper of every server event. */
-export interface Envelope<T> {
-  stream: string;
-  epoch: string;
-  seq: number;
-  ts: number;
-  data: T;
-}
-
-export type JobState = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
-export interface JobStatus { jobId: string; status: JobState; progress: number; message: string }
-export interface JobChunk { jobId: string; index: number; text: string }
-export interface JobResult { jobId: string; result: unknown }
-export interface JobError { jobId: string; code: string; message: string }
-export type OrderState = 'accepted' | 'partially_filled' | 'filled' | 'rejected' | 'cancelled';
-export interface TradeOrder {
-  orderId: string; symbol: string; side: 'buy' | 'sell'; qty: number; filledQty: number; price: number; status: OrderState;
-}
-export interface MarketTick { symbol: string; price: number }
-export interface StreamRecovered { stream: string; recovered: boolean; epoch: string; seq: number }
-
-/** Server-to-client events by contract name. */
-export interface EventMap {
-  'job:status:v1': Envelope<JobStatus>;
-  'job:chunk:v1': Envelope<JobChunk>;
-  'job:result:v1': Envelope<JobResult>;
-  'job:error:v1': Envelope<JobError>;
-  'trade:order:v1': Envelope<TradeOrder>;
-  'market:tick:v1': Envelope<MarketTick>;
-  'stream:recovered:v1': StreamRecovered;
+/**
+ * Server-to-client events by contract name (generated), plus the SDK's local events.
+ * This declaration is the one `liveline` exports as `EventMap`.
+ */
+export interface EventMap extends ContractEventMap {
   /** Local: an action restored from storage after a reload was acked, refused or expired. */
   'action:settled': ActionSettled;
 }
-
-export type JobKind = 'research' | 'llm';
-/** Client-to-server actions by contract name: [payload, result]. */
-export interface ActionMap {
-  'job:start:v1': [{ kind: JobKind; params?: Record<string, unknown> }, { jobId: string }];
-  'job:cancel:v1': [{ jobId: string }, unknown];
-  'trade:place:v1': [{ symbol: string; side: 'buy' | 'sell'; qty: number; price?: number }, { orderId: string }];
-  'trade:cancel:v1': [{ orderId: string }, { orderId: string; status: OrderState }];
-  'topic:subscribe:v1': [{ topic: string }, { topic: string; epoch: string; seq: number }];
-  'topic:unsubscribe:v1': [{ topic: string }, { topic: string }];
-}
-
-/** Stable error codes on rejected promises and thrown errors. */
-export type LivelineErrorCode =
-  | 'not_initialized'
-  | 'disposed'
-  | 'invalid_argument'
-  | 'outbox_full'
-  | 'expired'
-  | 'invalid_payload'
-  | 'unauthorized'
-  | 'forbidden'
-  | 'not_found'
-  | 'rate_limited'
-  | (string & {});
 
 export interface LivelineError extends Error {
   code: LivelineErrorCode;

@@ -12,6 +12,181 @@ use serde_json::Value;
 
 use crate::json;
 
+/// Declares the contract types. Each struct or enum is emitted exactly as
+/// written (derives, serde attributes, docs), and, outside wasm32, with its
+/// TypeScript declaration ([`crate::ts`]) built from the same tokens: the doc
+/// comments become JSDoc, the field types map through
+/// [`TsType`](crate::ts::TsType), and the wire names are read from serde. So
+/// `pkg/contracts.d.ts` cannot drift from these definitions.
+///
+/// What it accepts: `pub struct`s with named `pub` fields (at most one type
+/// parameter, named `T`) and `pub enum`s of unit variants. On a field,
+/// `#[serde(default)]` and `#[serde(skip_serializing_if = "...")]` make the
+/// TypeScript property optional (`Option::is_none` also drops its `| null`),
+/// `#[serde(rename = "...")]` is read from serde, any other serde attribute
+/// is a compile error (teach this macro first), and `#[ts(as = Type)]` (not
+/// emitted on the Rust field) declares the field as `Type` does in TypeScript,
+/// for a field whose Rust type is looser than its contract.
+macro_rules! contract_types {
+    // Items, one at a time; the names declared so far are collected for
+    // `ts_declarations`.
+    (@items [$(($name:ident $($g:ident)?))*]) => {
+        /// TypeScript declarations of every contract type, in source order.
+        #[cfg(not(target_arch = "wasm32"))]
+        pub(crate) fn ts_declarations() -> Vec<String> {
+            vec![$(
+                <$name $(<contract_types!(@param $g)>)? as $crate::ts::TsDecl>::decl()
+            ),*]
+        }
+    };
+    (@items [$($names:tt)*]
+        $(#[$($attr:tt)*])*
+        pub struct $name:ident $(<$g:ident>)? { $($body:tt)* }
+        $($rest:tt)*
+    ) => {
+        contract_types!(@struct [$(#[$($attr)*])*] $name [$($g)?] [] [] [] [] $($body)*);
+        contract_types!(@items [$($names)* ($name $($g)?)] $($rest)*);
+    };
+    (@items [$($names:tt)*]
+        $(#[$($attr:tt)*])*
+        pub enum $name:ident { $( $(#[$($vattr:tt)*])* $variant:ident ),* $(,)? }
+        $($rest:tt)*
+    ) => {
+        $(#[$($attr)*])*
+        pub enum $name { $( $(#[$($vattr)*])* $variant ),* }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        impl $crate::ts::TsType for $name {
+            fn ts() -> String {
+                stringify!($name).to_owned()
+            }
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        impl $crate::ts::TsDecl for $name {
+            fn decl() -> String {
+                $crate::ts::union::<Self>(
+                    contract_types!(@docs [] $(#[$($attr)*])*),
+                    &[$(contract_types!(@docs [] $(#[$($vattr)*])*)),*],
+                )
+            }
+        }
+
+        contract_types!(@items [$($names)* ($name)] $($rest)*);
+    };
+
+    // A struct's fields, one attribute at a time. State: [struct attributes]
+    // name [type parameter] [Rust fields so far] [(type, [attributes]) of each
+    // field, for TypeScript] [the current field's Rust attributes (all but
+    // `#[ts]`)] [all its attributes].
+    (@struct $attrs:tt $name:ident $g:tt [$($rf:tt)*] [$($tf:tt)*] [$($ca:tt)*] [$($cl:tt)*]
+        #[ts $($t:tt)*] $($rest:tt)*
+    ) => {
+        contract_types!(@struct $attrs $name $g [$($rf)*] [$($tf)*] [$($ca)*] [$($cl)* [ts $($t)*]] $($rest)*);
+    };
+    (@struct $attrs:tt $name:ident $g:tt [$($rf:tt)*] [$($tf:tt)*] [$($ca:tt)*] [$($cl:tt)*]
+        #[$($a:tt)*] $($rest:tt)*
+    ) => {
+        contract_types!(@struct $attrs $name $g [$($rf)*] [$($tf)*] [$($ca)* #[$($a)*]] [$($cl)* [$($a)*]] $($rest)*);
+    };
+    (@struct $attrs:tt $name:ident $g:tt [$($rf:tt)*] [$($tf:tt)*] [$($ca:tt)*] [$($cl:tt)*]
+        pub $field:ident : $fty:ty $(, $($rest:tt)*)?
+    ) => {
+        contract_types!(@struct $attrs $name $g
+            [$($rf)* $($ca)* pub $field: $fty,] [$($tf)* ($fty, [$($cl)*])] [] []
+            $($($rest)*)?);
+    };
+    (@struct [$($attr:tt)*] $name:ident [$($g:ident)?] [$($rf:tt)*] [$(($fty:ty, [$($fa:tt)*]))*] [] []) => {
+        $($attr)*
+        pub struct $name $(<$g>)? { $($rf)* }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        impl $(<$g: $crate::ts::TsType>)? $crate::ts::TsType for $name $(<$g>)? {
+            fn ts() -> String {
+                #[allow(unused_mut)]
+                let mut ts = stringify!($name).to_owned();
+                $(ts = format!("{ts}<{}>", <$g as $crate::ts::TsType>::ts());)?
+                ts
+            }
+        }
+
+        #[cfg(not(target_arch = "wasm32"))]
+        impl $(<$g: $crate::ts::TsType>)? $crate::ts::TsDecl for $name $(<$g>)?
+        where
+            Self: serde::de::DeserializeOwned,
+        {
+            fn decl() -> String {
+                let fields = vec![$({
+                    #[allow(unused_mut)]
+                    let mut field = $crate::ts::Field::new::<$fty>();
+                    contract_types!(@field field; $($fa)*);
+                    field
+                }),*];
+                $crate::ts::interface::<Self>(contract_types!(@docs [] $($attr)*), fields)
+            }
+        }
+    };
+
+    // The doc comments among attributes, as a `&[&str]`.
+    (@docs [$($d:literal)*]) => {
+        &[$($d),*] as &[&'static str]
+    };
+    (@docs [$($d:literal)*] #[doc = $line:literal] $($rest:tt)*) => {
+        contract_types!(@docs [$($d)* $line] $($rest)*)
+    };
+    (@docs [$($d:literal)*] #[$($other:tt)*] $($rest:tt)*) => {
+        contract_types!(@docs [$($d)*] $($rest)*)
+    };
+
+    // A field's attributes into `$f`, a `ts::Field`.
+    (@field $f:ident;) => {};
+    (@field $f:ident; [doc = $d:literal] $($rest:tt)*) => {
+        $f.docs.push($d);
+        contract_types!(@field $f; $($rest)*);
+    };
+    (@field $f:ident; [ts(as = $t:ty)] $($rest:tt)*) => {
+        $f.declare_as::<$t>();
+        contract_types!(@field $f; $($rest)*);
+    };
+    (@field $f:ident; [ts $($other:tt)*] $($rest:tt)*) => {
+        compile_error!(concat!("contract_types!: unknown #[ts", stringify!($($other)*), "]; only #[ts(as = Type)]"));
+    };
+    (@field $f:ident; [serde($($s:tt)*)] $($rest:tt)*) => {
+        contract_types!(@serde $f; $($s)*);
+        contract_types!(@field $f; $($rest)*);
+    };
+    (@field $f:ident; [$($other:tt)*] $($rest:tt)*) => {
+        contract_types!(@field $f; $($rest)*);
+    };
+
+    // The serde field attributes TypeScript understands.
+    (@serde $f:ident;) => {};
+    (@serde $f:ident; default $(= $path:literal)? $(, $($rest:tt)*)?) => {
+        $f.default = true;
+        contract_types!(@serde $f; $($($rest)*)?);
+    };
+    (@serde $f:ident; skip_serializing_if = $path:literal $(, $($rest:tt)*)?) => {
+        $f.skip_serializing_if = Some($path);
+        contract_types!(@serde $f; $($($rest)*)?);
+    };
+    (@serde $f:ident; rename = $wire:literal $(, $($rest:tt)*)?) => {
+        contract_types!(@serde $f; $($($rest)*)?);
+    };
+    (@serde $f:ident; $($other:tt)*) => {
+        compile_error!(concat!(
+            "contract_types!: the TypeScript generator does not know #[serde(",
+            stringify!($($other)*),
+            ")]; teach contract_types! and src/ts.rs what it does to the wire shape"
+        ));
+    };
+
+    (@param $g:ident) => { $crate::ts::TsParam };
+
+    ($($items:tt)*) => {
+        contract_types!(@items [] $($items)*);
+    };
+}
+
 /// Event name of [`JobStatus`].
 pub const JOB_STATUS_V1: &str = "job:status:v1";
 /// Event name of [`JobChunk`].
@@ -56,20 +231,364 @@ pub const ACTION_TOPIC_SUBSCRIBE_V1: &str = "topic:subscribe:v1";
 /// Action name of [`TopicSubscribe`] (unsubscribe).
 pub const ACTION_TOPIC_UNSUBSCRIBE_V1: &str = "topic:unsubscribe:v1";
 
-/// The wrapper of every server-to-client event.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Envelope<T> {
-    /// The stream the event belongs to, e.g. `job:42` or `market:BTC-USD`.
-    pub stream: String,
-    /// Changes whenever the stream's history was lost; positions from another
-    /// epoch cannot be resumed.
-    pub epoch: String,
-    /// Contiguous per stream: 1, 2, 3, ... with no holes.
-    pub seq: u64,
-    /// Publish time, milliseconds since the Unix epoch.
-    pub ts: u64,
-    /// The contract's payload.
-    pub data: T,
+/// The connection states an app can show, as
+/// [`ConnectionState::name`](crate::client::ConnectionState::name) spells them
+/// (the JS API's `current` and `previous`). `pkg/contracts.d.ts` declares
+/// them as `ConnectionStateName`.
+pub const STATE_NAMES: &[&str] = &[
+    "idle",
+    "connecting",
+    "connected",
+    "reconnecting",
+    "offline",
+    "suspended",
+    "closed",
+    "failed",
+];
+
+/// Declares the stable error codes: a constant each in [`error_code`],
+/// [`ERROR_CODES`] with all of them, and (outside wasm32) their docs for the
+/// TypeScript union `LivelineErrorCode`.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $name:ident = $code:literal;)*) => {
+        /// The stable error codes an app sees as `LivelineError.code`: the
+        /// SDK's own, and those the gateway answers a refused action or
+        /// connection with (docs/states.md, docs/errors.md). Codes are
+        /// stable; messages are for humans and may change.
+        pub mod error_code {
+            $($(#[doc = $doc])* pub const $name: &str = $code;)*
+        }
+
+        /// Every code in [`error_code`], in order.
+        pub const ERROR_CODES: &[&str] = &[$($code),*];
+
+        /// The docs of [`ERROR_CODES`], line by line, in the same order.
+        #[cfg(not(target_arch = "wasm32"))]
+        pub(crate) const ERROR_CODE_DOCS: &[&[&str]] = &[$(&[$($doc),*]),*];
+    };
+}
+
+error_codes! {
+    /// SDK: `new Liveline()` before `await init()`; call `await init()` first.
+    NOT_INITIALIZED = "not_initialized";
+    /// SDK: a method called after `dispose()`; create a new client.
+    DISPOSED = "disposed";
+    /// SDK: bad constructor options or `send()` data (`url` a string,
+    /// `getToken` a function, data JSON-serializable); fix the argument.
+    INVALID_ARGUMENT = "invalid_argument";
+    /// SDK: `send()` while the outbox holds `outboxCapacity` actions; wait
+    /// for acks, or raise `outboxCapacity`.
+    OUTBOX_FULL = "outbox_full";
+    /// SDK: an action not acknowledged before its expiry (5 minutes); show
+    /// it failed, send it again if still wanted.
+    EXPIRED = "expired";
+    /// SDK: a `liveline/react` hook used outside `<LivelineProvider>`.
+    NO_PROVIDER = "no_provider";
+    /// Gateway ack: the action's payload is not `{key, data}` or a field of
+    /// `data` is wrong; the message names the field. Do not retry as is.
+    INVALID_PAYLOAD = "invalid_payload";
+    /// Gateway ack: no such job, order or market for this user (another
+    /// user's job or order is `not_found` too, so ids leak nothing).
+    NOT_FOUND = "not_found";
+    /// Gateway ack: too many actions per second from this user; repeated,
+    /// the socket is closed. Slow down, retry later.
+    RATE_LIMITED = "rate_limited";
+    /// Gateway ack: the connection already holds the most topics allowed;
+    /// unsubscribe from one first.
+    TOO_MANY_TOPICS = "too_many_topics";
+    /// Gateway ack: the gateway could not reach Redis; retry later (the
+    /// outbox does, with the same key).
+    UNAVAILABLE = "unavailable";
+    /// Gateway: the token was refused (CONNECT, or REST 401). The SDK asks
+    /// `getToken()` once more, then enters `failed`.
+    UNAUTHORIZED = "unauthorized";
+    /// Gateway REST: the route needs a `service` or `admin` token.
+    FORBIDDEN = "forbidden";
+}
+
+// The contract types: see `contract_types!` above; their TypeScript twins are
+// `pkg/contracts.d.ts`.
+contract_types! {
+    /// The wrapper of every server-to-client event.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct Envelope<T> {
+        /// The stream the event belongs to, e.g. `job:42` or `market:BTC-USD`.
+        pub stream: String,
+        /// Changes whenever the stream's history was lost; positions from another
+        /// epoch cannot be resumed.
+        pub epoch: String,
+        /// Contiguous per stream: 1, 2, 3, ... with no holes.
+        pub seq: u64,
+        /// Publish time, milliseconds since the Unix epoch.
+        pub ts: u64,
+        /// The contract's payload.
+        pub data: T,
+    }
+
+    /// Lifecycle of a job.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[non_exhaustive]
+    pub enum JobState {
+        /// Accepted, waiting for a worker.
+        Queued,
+        /// A worker is on it.
+        Running,
+        /// Finished successfully; a `job:result:v1` carries the result.
+        Completed,
+        /// Finished with an error; a `job:error:v1` carries it.
+        Failed,
+        /// Cancelled by its owner.
+        Cancelled,
+    }
+
+    /// What kind of work a job does.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    #[non_exhaustive]
+    pub enum JobKind {
+        /// A research search: sources found, then a summary.
+        Research,
+        /// An LLM answer streamed token by token.
+        Llm,
+    }
+
+    /// `job:status:v1`: a job's status changed.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobStatus {
+        /// The job.
+        pub job_id: String,
+        /// Its new status.
+        pub status: JobState,
+        /// 0.0 to 1.0.
+        #[serde(default)]
+        pub progress: f64,
+        /// A human-readable line about what is happening.
+        #[serde(default)]
+        pub message: String,
+    }
+
+    /// `job:chunk:v1`: a piece of streamed text.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobChunk {
+        /// The job.
+        pub job_id: String,
+        /// 0-based position of this chunk in the answer.
+        pub index: u64,
+        /// The text.
+        pub text: String,
+    }
+
+    /// `job:result:v1`: the job's final result.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobResult {
+        /// The job.
+        pub job_id: String,
+        /// Kind-specific result.
+        pub result: Value,
+    }
+
+    /// `job:error:v1`: the job failed.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobError {
+        /// The job.
+        pub job_id: String,
+        /// Stable machine-readable code.
+        pub code: String,
+        /// Human-readable explanation.
+        pub message: String,
+    }
+
+    /// Order lifecycle.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    #[non_exhaustive]
+    pub enum OrderState {
+        /// Accepted by the venue.
+        Accepted,
+        /// Some quantity filled.
+        PartiallyFilled,
+        /// Completely filled.
+        Filled,
+        /// Refused.
+        Rejected,
+        /// Cancelled by its owner.
+        Cancelled,
+    }
+
+    /// `trade:order:v1`: an order changed.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TradeOrder {
+        /// The order.
+        pub order_id: String,
+        /// e.g. `BTC-USD`.
+        pub symbol: String,
+        /// `buy` or `sell`.
+        #[ts(as = Side)]
+        pub side: String,
+        /// Ordered quantity.
+        pub qty: f64,
+        /// Filled so far.
+        #[serde(default)]
+        pub filled_qty: f64,
+        /// Limit or average fill price.
+        #[serde(default)]
+        pub price: f64,
+        /// New state.
+        pub status: OrderState,
+    }
+
+    /// `market:tick:v1`: a price on a public topic.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct MarketTick {
+        /// e.g. `BTC-USD`.
+        pub symbol: String,
+        /// Last price.
+        pub price: f64,
+    }
+
+    /// `stream:recovered:v1`: the outcome of a resume for one stream.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct StreamRecovered {
+        /// The stream.
+        pub stream: String,
+        /// True when every missed event was replayed; false when the client must
+        /// reload a snapshot.
+        pub recovered: bool,
+        /// The stream's current epoch.
+        pub epoch: String,
+        /// The stream's head sequence number.
+        pub seq: u64,
+    }
+
+    /// `job:start:v1` action payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobStart {
+        /// What to run.
+        pub kind: JobKind,
+        /// Kind-specific parameters (e.g. `{"query": "..."}`).
+        #[serde(default)]
+        pub params: Value,
+    }
+
+    /// `job:start:v1` ack payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobStarted {
+        /// The new job's id; its events come on stream `job:{jobId}`.
+        pub job_id: String,
+    }
+
+    /// `job:cancel:v1` action payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobCancel {
+        /// The job to cancel.
+        pub job_id: String,
+    }
+
+    /// `job:cancel:v1` ack payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct JobCancelled {
+        /// The job.
+        pub job_id: String,
+        /// Its status afterwards: `cancelled`, or the terminal status it reached
+        /// first.
+        pub status: JobState,
+    }
+
+    /// Buy or sell.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Side {
+        /// Buy.
+        Buy,
+        /// Sell.
+        Sell,
+    }
+
+    /// `trade:place:v1` action payload. The order's events come on stream
+    /// `order:{orderId}` as `trade:order:v1`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TradePlace {
+        /// e.g. `BTC-USD`.
+        pub symbol: String,
+        /// Buy or sell.
+        pub side: Side,
+        /// Quantity, greater than 0.
+        pub qty: f64,
+        /// Limit price; absent for a market order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub price: Option<f64>,
+    }
+
+    /// `trade:place:v1` ack payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TradePlaced {
+        /// The new order's id.
+        pub order_id: String,
+    }
+
+    /// `trade:cancel:v1` action payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TradeCancel {
+        /// The order to cancel.
+        pub order_id: String,
+    }
+
+    /// `trade:cancel:v1` ack payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TradeCancelled {
+        /// The order.
+        pub order_id: String,
+        /// Its state afterwards: `cancelled` (a `trade:order:v1` follows), or the
+        /// state it reached first (`filled`, `rejected`; no event follows).
+        pub status: OrderState,
+    }
+
+    /// `topic:subscribe:v1` / `topic:unsubscribe:v1` payload: a public topic such
+    /// as `market:BTC-USD`. Subscribing acks `{topic, epoch, seq}` (the head).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TopicSubscribe {
+        /// The topic, which is also its stream.
+        pub topic: String,
+    }
+
+    /// `topic:subscribe:v1` ack payload: the topic's head when the socket joined
+    /// (an empty epoch and 0 before the first event); every later event arrives
+    /// live.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TopicSubscribed {
+        /// The topic.
+        pub topic: String,
+        /// The topic stream's epoch.
+        pub epoch: String,
+        /// The topic stream's head sequence number.
+        pub seq: u64,
+    }
+
+    /// `topic:unsubscribe:v1` ack payload.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TopicUnsubscribed {
+        /// The topic.
+        pub topic: String,
+    }
 }
 
 impl<T> Envelope<T> {
@@ -83,23 +602,6 @@ impl<T> Envelope<T> {
             data: f(self.data),
         }
     }
-}
-
-/// Lifecycle of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum JobState {
-    /// Accepted, waiting for a worker.
-    Queued,
-    /// A worker is on it.
-    Running,
-    /// Finished successfully; a `job:result:v1` carries the result.
-    Completed,
-    /// Finished with an error; a `job:error:v1` carries it.
-    Failed,
-    /// Cancelled by its owner.
-    Cancelled,
 }
 
 impl JobState {
@@ -118,209 +620,6 @@ impl JobState {
             Self::Cancelled => "cancelled",
         }
     }
-}
-
-/// What kind of work a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum JobKind {
-    /// A research search: sources found, then a summary.
-    Research,
-    /// An LLM answer streamed token by token.
-    Llm,
-}
-
-/// `job:status:v1`: a job's status changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStatus {
-    /// The job.
-    pub job_id: String,
-    /// Its new status.
-    pub status: JobState,
-    /// 0.0 to 1.0.
-    #[serde(default)]
-    pub progress: f64,
-    /// A human-readable line about what is happening.
-    #[serde(default)]
-    pub message: String,
-}
-
-/// `job:chunk:v1`: a piece of streamed text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobChunk {
-    /// The job.
-    pub job_id: String,
-    /// 0-based position of this chunk in the answer.
-    pub index: u64,
-    /// The text.
-    pub text: String,
-}
-
-/// `job:result:v1`: the job's final result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobResult {
-    /// The job.
-    pub job_id: String,
-    /// Kind-specific result.
-    pub result: Value,
-}
-
-/// `job:error:v1`: the job failed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobError {
-    /// The job.
-    pub job_id: String,
-    /// Stable machine-readable code.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-/// Order lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum OrderState {
-    /// Accepted by the venue.
-    Accepted,
-    /// Some quantity filled.
-    PartiallyFilled,
-    /// Completely filled.
-    Filled,
-    /// Refused.
-    Rejected,
-    /// Cancelled by its owner.
-    Cancelled,
-}
-
-/// `trade:order:v1`: an order changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TradeOrder {
-    /// The order.
-    pub order_id: String,
-    /// e.g. `BTC-USD`.
-    pub symbol: String,
-    /// `buy` or `sell`.
-    pub side: String,
-    /// Ordered quantity.
-    pub qty: f64,
-    /// Filled so far.
-    #[serde(default)]
-    pub filled_qty: f64,
-    /// Limit or average fill price.
-    #[serde(default)]
-    pub price: f64,
-    /// New state.
-    pub status: OrderState,
-}
-
-/// `market:tick:v1`: a price on a public topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MarketTick {
-    /// e.g. `BTC-USD`.
-    pub symbol: String,
-    /// Last price.
-    pub price: f64,
-}
-
-/// `stream:recovered:v1`: the outcome of a resume for one stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StreamRecovered {
-    /// The stream.
-    pub stream: String,
-    /// True when every missed event was replayed; false when the client must
-    /// reload a snapshot.
-    pub recovered: bool,
-    /// The stream's current epoch.
-    pub epoch: String,
-    /// The stream's head sequence number.
-    pub seq: u64,
-}
-
-/// `job:start:v1` action payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStart {
-    /// What to run.
-    pub kind: JobKind,
-    /// Kind-specific parameters (e.g. `{"query": "..."}`).
-    #[serde(default)]
-    pub params: Value,
-}
-
-/// `job:start:v1` ack payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobStarted {
-    /// The new job's id; its events come on stream `job:{jobId}`.
-    pub job_id: String,
-}
-
-/// `job:cancel:v1` action payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobCancel {
-    /// The job to cancel.
-    pub job_id: String,
-}
-
-/// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Side {
-    /// Buy.
-    Buy,
-    /// Sell.
-    Sell,
-}
-
-/// `trade:place:v1` action payload. The order's events come on stream
-/// `order:{orderId}` as `trade:order:v1`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TradePlace {
-    /// e.g. `BTC-USD`.
-    pub symbol: String,
-    /// Buy or sell.
-    pub side: Side,
-    /// Quantity, greater than 0.
-    pub qty: f64,
-    /// Limit price; absent for a market order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub price: Option<f64>,
-}
-
-/// `trade:place:v1` ack payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TradePlaced {
-    /// The new order's id.
-    pub order_id: String,
-}
-
-/// `trade:cancel:v1` action payload.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TradeCancel {
-    /// The order to cancel.
-    pub order_id: String,
-}
-
-/// `topic:subscribe:v1` / `topic:unsubscribe:v1` payload: a public topic such
-/// as `market:BTC-USD`. Subscribing acks `{topic, epoch, seq}` (the head).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TopicSubscribe {
-    /// The topic, which is also its stream.
-    pub topic: String,
 }
 
 /// The reply to every action: `{"ok":true,"data":...}` or
@@ -731,6 +1030,61 @@ mod tests {
         let env = json!({"stream":"market:BTC-USD","epoch":"e","seq":1,"ts":0,"data":arg});
         let ev = decode_event(MARKET_TICK_V1, vec![env, json!("offset-1")]).expect("decodes");
         assert!(matches!(ev, ServerEvent::MarketTick(_)));
+    }
+
+    #[test]
+    fn state_names_are_the_names_of_the_connection_states() {
+        use crate::client::ConnectionState as S;
+        let all = [
+            S::Idle,
+            S::Connecting,
+            S::Connected,
+            S::Reconnecting {
+                attempt: 1,
+                retry_in_ms: 0,
+                last_error: String::new(),
+            },
+            S::Offline,
+            S::Suspended { retry_in_ms: 0 },
+            S::Closed,
+            S::Failed {
+                reason: String::new(),
+            },
+        ];
+        // Exhaustive on purpose: a new state does not compile until it is
+        // numbered here, and the count below fails until it is in `all`.
+        let number = |s: &S| match s {
+            S::Idle => 0,
+            S::Connecting => 1,
+            S::Connected => 2,
+            S::Reconnecting { .. } => 3,
+            S::Offline => 4,
+            S::Suspended { .. } => 5,
+            S::Closed => 6,
+            S::Failed { .. } => 7,
+        };
+        let numbers: std::collections::BTreeSet<_> = all.iter().map(number).collect();
+        assert_eq!(numbers.len(), all.len(), "every state once");
+        assert_eq!(
+            numbers.last(),
+            Some(&(all.len() - 1)),
+            "every state numbered"
+        );
+        let names: Vec<&str> = all.iter().map(S::name).collect();
+        assert_eq!(names, STATE_NAMES);
+    }
+
+    #[test]
+    fn error_codes_are_unique_snake_case_and_documented() {
+        let unique: std::collections::BTreeSet<_> = ERROR_CODES.iter().collect();
+        assert_eq!(unique.len(), ERROR_CODES.len());
+        for code in ERROR_CODES {
+            assert!(
+                code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{code}"
+            );
+        }
+        assert_eq!(error_code::RATE_LIMITED, "rate_limited");
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub mod contract;
 pub mod json;
 pub mod outbox;
 pub mod protocol;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod ts;
 mod vec_map;
 
 pub use client::{Client, Config, ConnectionState, Output, StateChange};

@@ -1,0 +1,151 @@
+// Type-level use of the package: what an app writes must compile, and each
+// `@ts-expect-error` marks a payload shape the types must refuse. Checked by
+// tests/packaging/types.test.mjs (tsc --noEmit); never run.
+import { init, Liveline } from 'liveline';
+import type {
+  ActionMap,
+  ActionSettled,
+  ConnectionSnapshot,
+  ConnectionStateName,
+  Envelope,
+  EventMap,
+  JobKind,
+  JobState,
+  JobStatus,
+  LivelineError,
+  LivelineErrorCode,
+  MarketTick,
+  OrderState,
+  Side,
+  StreamRecovered,
+  TradeOrder,
+} from 'liveline';
+import {
+  LivelineProvider,
+  useConnectionState,
+  useEvent,
+  useJob,
+  useLiveline,
+  useSend,
+  useTopic,
+} from 'liveline/react';
+import type { UseJobResult, UseTopicResult } from 'liveline/react';
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+declare function expectType<T extends true>(): void;
+
+// The generated contract types are the ones the package exports.
+expectType<Equal<EventMap['job:status:v1'], Envelope<JobStatus>>>();
+expectType<Equal<EventMap['market:tick:v1']['data'], MarketTick>>();
+expectType<Equal<EventMap['stream:recovered:v1'], StreamRecovered>>();
+expectType<Equal<EventMap['action:settled'], ActionSettled>>();
+expectType<Equal<JobKind, 'research' | 'llm'>>();
+expectType<Equal<JobState, 'queued' | 'running' | 'completed' | 'failed' | 'cancelled'>>();
+expectType<Equal<OrderState, 'accepted' | 'partially_filled' | 'filled' | 'rejected' | 'cancelled'>>();
+expectType<Equal<TradeOrder['side'], Side>>();
+expectType<Equal<Side, 'buy' | 'sell'>>();
+expectType<Equal<ActionMap['trade:cancel:v1'][1]['status'], OrderState>>();
+expectType<Equal<ActionMap['job:cancel:v1'][1]['status'], JobState>>();
+expectType<Equal<ConnectionSnapshot['current'], ConnectionStateName>>();
+expectType<Equal<LivelineError['code'], LivelineErrorCode>>();
+
+export async function app(): Promise<void> {
+  await init();
+  const client = new Liveline({ url: 'ws://localhost:8080', getToken: async () => 'jwt', storage: 'memory' });
+  client.connect();
+
+  // Events: the listener gets the contract's payload.
+  client.on('job:chunk:v1', (env) => {
+    const text: string = env.data.text;
+    const seq: number = env.seq;
+    void [text, seq];
+  });
+  client.on('job:status:v1', (env) => {
+    const status: JobState = env.data.status;
+    const progress: number = env.data.progress ?? 0;
+    void [status, progress];
+  });
+  client.on('trade:order:v1', (env) => {
+    const side: 'buy' | 'sell' = env.data.side;
+    void side;
+  });
+  client.on('stream:recovered:v1', (r) => {
+    const recovered: boolean = r.recovered;
+    void recovered;
+  });
+  client.on('action:settled', (s) => {
+    const code: LivelineErrorCode | undefined = s.error?.code;
+    void code;
+  });
+  client.on('*', (payload, name) => void [payload, name.length]);
+  client.on('some:future:v2', (payload) => void payload);
+  // @ts-expect-error a chunk's text is a string
+  client.on('job:chunk:v1', (env) => { const n: number = env.data.text; void n; });
+  // @ts-expect-error a market tick has no jobId
+  client.on('market:tick:v1', (env) => void env.data.jobId);
+
+  // Actions: the payload is checked and the promise carries the ack's result.
+  const { jobId } = await client.send('job:start:v1', { kind: 'research', params: { query: 'rust' } });
+  await client.send('job:start:v1', { kind: 'llm' });
+  const cancelled = await client.send('job:cancel:v1', { jobId });
+  const jobState: JobState = cancelled.status;
+  const placed = await client.send('trade:place:v1', { symbol: 'BTC-USD', side: 'buy', qty: 1, price: 100 });
+  const tradeCancelled = await client.send('trade:cancel:v1', { orderId: placed.orderId });
+  const orderState: OrderState = tradeCancelled.status;
+  const head = await client.send('topic:subscribe:v1', { topic: 'market:BTC-USD' });
+  const headSeq: number = head.seq;
+  await client.send('topic:unsubscribe:v1', { topic: head.topic });
+  void [jobState, orderState, headSeq];
+  // Wrong payload shapes, against the action map (`send` itself also has an
+  // untyped `send(action: string, data: unknown)` overload that accepts them).
+  // @ts-expect-error no such job kind
+  const poem: ActionMap['job:start:v1'][0] = { kind: 'poem' };
+  // @ts-expect-error kind is required
+  const noKind: ActionMap['job:start:v1'][0] = { params: {} };
+  // @ts-expect-error qty is a number
+  const textQty: ActionMap['trade:place:v1'][0] = { symbol: 'BTC-USD', side: 'buy', qty: '1' };
+  // @ts-expect-error side is buy or sell
+  const hold: ActionMap['trade:place:v1'][0] = { symbol: 'BTC-USD', side: 'hold', qty: 1 };
+  // @ts-expect-error price is left out, not null, for a market order
+  const nullPrice: ActionMap['trade:place:v1'][0] = { symbol: 'BTC-USD', side: 'sell', qty: 1, price: null };
+  // @ts-expect-error orderId is required
+  const noOrder: ActionMap['trade:cancel:v1'][0] = {};
+  void [poem, noKind, textQty, hold, nullPrice, noOrder];
+  // @ts-expect-error the job:start ack has no orderId
+  void (await client.send('job:start:v1', { kind: 'llm' })).orderId;
+
+  // States and error codes.
+  const snapshot = client.getSnapshot();
+  const current: ConnectionStateName = snapshot.current;
+  // @ts-expect-error not a connection state
+  const asleep: ConnectionStateName = 'sleeping';
+  const known: LivelineErrorCode = 'outbox_full';
+  const newer: LivelineErrorCode = 'a_code_from_a_newer_gateway';
+  void [current, asleep, known, newer];
+
+  client.close();
+  client.dispose();
+}
+
+// React hooks (called outside a component: only their types matter here).
+export function hooks(client: Liveline): void {
+  const provider = LivelineProvider({ client, children: null });
+  const same: Liveline = useLiveline();
+  const state: ConnectionStateName = useConnectionState().current;
+  const job: UseJobResult = useJob('42');
+  const status: JobState | null = job.status;
+  const send = useSend();
+  void send('job:cancel:v1', { jobId: '42' });
+  const sent: Promise<{ jobId: string; status: JobState }> = send('job:cancel:v1', { jobId: '42' });
+  // @ts-expect-error the job:cancel ack has no orderId
+  void sent.then((r) => r.orderId);
+  const tick: UseTopicResult<MarketTick> = useTopic('market:BTC-USD');
+  const price: number | undefined = tick.data?.price;
+  useEvent('trade:order:v1', (env) => {
+    const filled: number | undefined = env.data.filledQty;
+    void filled;
+  });
+  // @ts-expect-error a status event's data has no text
+  useEvent('job:status:v1', (env) => void env.data.text);
+  void [provider, same, state, status, price];
+}
