@@ -82,6 +82,9 @@ export interface LivelineError extends Error {
 /** Loads the WebAssembly module; call once before `new Liveline()`. */
 export function init(input?: string | URL | Response | BufferSource | WebAssembly.Module): Promise<void>;
 
+/** Answers a server event that asked for an acknowledgement; the arguments must be JSON-serializable. */
+export type Reply = (...args: unknown[]) => void;
+
 export class Liveline {
   constructor(options: LivelineOptions);
   /** Where queued actions survive a reload. */
@@ -92,16 +95,22 @@ export class Liveline {
   close(): void;
   /**
    * Closes and frees the client's WebAssembly memory at once; later calls throw `disposed`.
-   * A dropped client whose callbacks reach it is not garbage-collected: dispose it.
+   * (A closed client holds no timer, socket or page listener and is garbage-collected
+   * like any object; dispose() only frees its WebAssembly memory sooner.)
    */
   dispose(): void;
   /** Sends an action through the outbox; resolves with the gateway's result. */
   send<K extends keyof ActionMap>(action: K, data: ActionMap[K][0]): Promise<ActionMap[K][1]>;
-  send(action: string, data: unknown): Promise<unknown>;
-  /** Listens to one event; returns a function that removes the listener. */
-  on<K extends keyof EventMap>(event: K, fn: (payload: EventMap[K]) => void): () => void;
-  on(event: '*', fn: (payload: unknown, name: string) => void): () => void;
-  on(event: string, fn: (payload: unknown) => void): () => void;
+  /** Any other action (a known one must match its contract). */
+  send<A extends string>(action: A extends keyof ActionMap ? never : A, data: unknown): Promise<unknown>;
+  /**
+   * Listens to one event; returns a function that removes the listener.
+   * When the server asked for an acknowledgement, `reply` is a function that
+   * sends it (the first call counts); otherwise it is `undefined`.
+   */
+  on<K extends keyof EventMap>(event: K, fn: (payload: EventMap[K], reply?: Reply) => void): () => void;
+  on(event: '*', fn: (payload: unknown, name: string, reply?: Reply) => void): () => void;
+  on(event: string, fn: (payload: unknown, reply?: Reply) => void): () => void;
   /** Every event whose `data.jobId` is this job. */
   watchJob(jobId: string, fn: (payload: Envelope<{ jobId: string }>, name: string) => void): () => void;
   /** For useSyncExternalStore: called on every state change. */

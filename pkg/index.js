@@ -1,6 +1,10 @@
 // The public entry of the `liveline` package: an explicit async `init()` and
-// the `Liveline` class over the wasm core (`LivelineCore`).
-import wasmInit, { LivelineCore } from './wasm/liveline.js';
+// the `Liveline` class, the browser driver of the sans-IO core compiled to
+// WebAssembly (`Core`, src/wasm.rs). The core decides everything (protocol,
+// state, backoff, outbox, resume); this file owns what belongs to the page:
+// the WebSocket, one timer, the online/offline/visibility listeners, the
+// app's callbacks and where the outbox is stored.
+import wasmInit, { Core } from './wasm/liveline.js';
 
 let ready = null;
 let initialized = false;
@@ -97,6 +101,42 @@ function pickStorage(choice, key) {
   return { kind: 'memory' };
 }
 
+// What happened, for Core.input (src/wasm.rs).
+const CONNECT = 0;
+const CLOSE = 1;
+const OPENED = 2;
+const TEXT = 3;
+const CLOSED = 4;
+const TIMEOUT = 5;
+const TOKEN = 6;
+const TOKEN_FAILED = 7;
+const ONLINE = 8;
+const OFFLINE = 9;
+const VISIBLE = 10;
+const HIDDEN = 11;
+
+const IDLE = Object.freeze({
+  current: 'idle',
+  previous: 'idle',
+  reason: '',
+  queued: 0,
+  attempt: 0,
+  retryIn: null,
+  retryAt: null,
+  error: null,
+});
+
+const messageOf = (e) => (e instanceof Error ? e.message : typeof e === 'string' ? e : 'unknown error');
+
+/** Replaces `{_placeholder: true, num}` with binary attachment `num`. */
+function fillPlaceholders(v, take) {
+  if (Array.isArray(v)) return v.map((x) => fillPlaceholders(x, take));
+  if (v === null || typeof v !== 'object') return v;
+  if (v._placeholder === true && typeof v.num === 'number') return take(v.num);
+  for (const k of Object.keys(v)) v[k] = fillPlaceholders(v[k], take);
+  return v;
+}
+
 /** The Liveline client. See index.d.ts for the API. */
 export class Liveline {
   constructor(options) {
@@ -104,13 +144,47 @@ export class Liveline {
       throw livelineError('not_initialized', 'liveline: call `await init()` before `new Liveline()`');
     }
     const opts = options ?? {};
+    if (typeof opts.url !== 'string') throw livelineError('invalid_argument', 'options.url must be a string');
+    if (typeof opts.getToken !== 'function') {
+      throw livelineError('invalid_argument', 'options.getToken must be a function');
+    }
     const storage = pickStorage(opts.storage, opts.storageKey ?? `liveline:outbox:${opts.url}`);
     /** Where queued actions survive a reload: 'indexeddb', 'localstorage', 'memory' or 'custom'. */
     this.storage = storage.kind;
-    this._core = new LivelineCore({ ...opts, storage: storage.load ? storage : undefined });
+    const num = (v) => (typeof v === 'number' ? v : NaN);
+    const seed = new Uint32Array(2);
+    globalThis.crypto.getRandomValues(seed);
+    this._core = new Core(
+      opts.url,
+      seed[0],
+      seed[1],
+      new Float64Array([
+        num(opts.backoff?.initialMs),
+        num(opts.backoff?.maxMs),
+        num(opts.ackTimeoutMs),
+        num(opts.outboxCapacity),
+        num(opts.connectTimeoutMs),
+        num(opts.probeTimeoutMs),
+        opts.livenessProbe === false ? 0 : NaN,
+      ]),
+    );
+    this._getToken = opts.getToken;
+    this._store = storage.load ? storage : null;
+    this._loaded = !this._store;
+    this._wantConnect = false;
+    this._snapshot = IDLE;
+    this._listeners = new Map(); // event name -> Map(id -> fn)
+    this._subscribers = new Map(); // id -> fn
+    this._nextId = 0;
+    this._pending = new Map(); // action id -> [resolve, reject]
+    this._restored = new Map(); // action id -> name, for actions a previous page queued
+    this._ws = null;
+    this._timer = null;
+    this._page = null;
     // Bound so they can be passed straight to useSyncExternalStore.
     this.subscribe = this.subscribe.bind(this);
     this.getSnapshot = this.getSnapshot.bind(this);
+    if (this._store) this._loadOutbox();
   }
 
   /** The wasm object, or a `disposed` error after `dispose()`. */
@@ -119,43 +193,77 @@ export class Liveline {
     return this._core;
   }
 
+  /** Tells the core what happened, then does what it asks. */
+  _input(kind, text = '') {
+    if (!this._core) return;
+    this._core.input(kind, text, Date.now());
+    this._pump();
+  }
+
   connect() {
-    this._live().connect();
+    this._live();
+    this._attachPage();
+    if (this._loaded) this._input(CONNECT);
+    else this._wantConnect = true;
   }
 
   close() {
-    this._live().close();
+    this._live();
+    this._wantConnect = false;
+    this._input(CLOSE);
+    clearTimeout(this._timer);
+    this._timer = null;
+    this._dropSocket();
+    this._detachPage();
   }
 
   /**
-   * Closes the client and frees its WebAssembly memory at once. The wasm side
-   * holds the app's callbacks (getToken, listeners), which often reach the
-   * client again, so a dropped client is not garbage-collected by itself:
-   * call dispose() when you are done with one. Queued actions stay stored.
+   * Closes the client and frees its WebAssembly memory at once; later calls
+   * throw `disposed`. Queued actions stay stored.
    */
   dispose() {
     if (!this._core) return;
-    const core = this._core;
+    this.close();
+    this._core.free();
     this._core = null;
-    core.close();
-    core.free();
+    this._listeners.clear();
+    this._subscribers.clear();
   }
 
   send(action, data) {
+    let id;
     try {
-      return this._live().send(action, data);
+      const core = this._live();
+      const text = data === undefined ? 'null' : JSON.stringify(data);
+      if (typeof text !== 'string') throw livelineError('invalid_argument', 'data must be JSON-serializable');
+      try {
+        id = core.send(String(action), text, Date.now());
+      } catch (e) {
+        const m = String(e);
+        const at = m.indexOf(' ');
+        throw livelineError(m.slice(0, at), m.slice(at + 1));
+      }
     } catch (err) {
+      if (!err.code) err = livelineError('invalid_argument', messageOf(err));
       return Promise.reject(err);
     }
+    const promise = new Promise((resolve, reject) => this._pending.set(id, [resolve, reject]));
+    this._pump();
+    return promise;
   }
 
-  /** A function that removes listener `id` (a no-op once disposed). */
-  _off(id) {
-    return () => this._core?.off(id);
+  /** Adds `fn` to `map` under a new id; returns the function that removes it. */
+  _add(map, fn) {
+    const id = ++this._nextId;
+    map.set(id, fn);
+    return () => map.delete(id);
   }
 
   on(event, fn) {
-    return this._off(this._live().on(event, fn));
+    this._live();
+    let map = this._listeners.get(event);
+    if (!map) this._listeners.set(event, (map = new Map()));
+    return this._add(map, fn);
   }
 
   watchJob(jobId, fn) {
@@ -165,14 +273,239 @@ export class Liveline {
   }
 
   subscribe(fn) {
-    return this._off(this._live().subscribe(fn));
+    this._live();
+    return this._add(this._subscribers, fn);
   }
 
   getSnapshot() {
-    return this._live().getSnapshot();
+    this._live();
+    return this._snapshot;
   }
 
   stats() {
-    return this._live().stats();
+    this._live();
+    let listeners = 0;
+    for (const m of this._listeners.values()) listeners += m.size;
+    return {
+      listeners,
+      subscribers: this._subscribers.size,
+      pending: this._pending.size,
+      timers: this._timer ? 1 : 0,
+      sockets: this._ws ? 1 : 0,
+      pageListeners: this._page ? 1 : 0,
+    };
+  }
+
+  /** Calls the listeners of `event` with `args`. */
+  _emit(event, ...args) {
+    const map = this._listeners.get(event);
+    if (map) for (const fn of [...map.values()]) fn(...args);
+  }
+
+  _setSnapshot(snapshot) {
+    this._snapshot = Object.freeze(snapshot);
+    for (const fn of [...this._subscribers.values()]) fn();
+  }
+
+  /** Runs the core's outputs until there are none, then re-arms the timer. */
+  _pump() {
+    let out;
+    while (this._core && (out = this._core.poll()) !== undefined) {
+      const rest = out.slice(1);
+      switch (out[0]) {
+        case 't':
+          this._fetchToken();
+          break;
+        case 'o':
+          this._open(rest);
+          break;
+        case 's':
+          this._ws?.send(rest);
+          break;
+        case 'b':
+          this._ws?.send(this._core.bytes());
+          break;
+        case 'c':
+          this._dropSocket();
+          break;
+        case 'z': {
+          const s = JSON.parse(rest);
+          s.retryAt = s.retryIn == null ? null : Date.now() + s.retryIn;
+          this._setSnapshot(s);
+          break;
+        }
+        case 'q':
+          this._saveOutbox();
+          this._setSnapshot({ ...this._snapshot, queued: Number(rest) });
+          break;
+        case 'e':
+          this._event(JSON.parse(rest));
+          break;
+        case 'a':
+          this._settle(JSON.parse(rest));
+          break;
+        case 'i':
+          console.warn(`liveline: dropped event: ${rest}`);
+          break;
+      }
+    }
+    this._armTimer();
+  }
+
+  /** An event: named listeners get `(payload, reply)`, `*` ones `(payload, name, reply)`. */
+  _event([ackId, attachments, name, payload]) {
+    if (attachments > 0) {
+      const core = this._core;
+      const parts = [];
+      for (let i = 0; i < attachments; i++) parts.push(core.attachment(i));
+      payload = fillPlaceholders(payload, (n) => parts[n]);
+    }
+    let reply;
+    if (ackId !== null) {
+      let done = false;
+      reply = (...args) => {
+        if (done || !this._core) return;
+        done = true;
+        this._core.reply(ackId, JSON.stringify(args));
+        this._pump();
+      };
+    }
+    this._emit(name, payload, reply);
+    this._emit('*', payload, name, reply);
+  }
+
+  /** An action ended: settle its promise, or tell `action:settled` after a reload. */
+  _settle([id, ok, a, b]) {
+    const error = ok ? undefined : livelineError(a, b);
+    const name = this._restored.get(id);
+    if (name !== undefined) {
+      this._restored.delete(id);
+      this._emit('action:settled', ok ? { action: name, ok, data: a } : { action: name, ok, error });
+      return;
+    }
+    const p = this._pending.get(id);
+    if (!p) return;
+    this._pending.delete(id);
+    if (ok) p[0](a);
+    else p[1](error);
+  }
+
+  _armTimer() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    const at = this._core ? this._core.deadline() : -1;
+    if (at < 0) return;
+    const delay = Math.min(Math.max(at - Date.now(), 0), 0x3fffffff);
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._input(TIMEOUT);
+    }, delay);
+  }
+
+  _fetchToken() {
+    let token;
+    try {
+      token = Promise.resolve(this._getToken());
+    } catch (e) {
+      token = Promise.reject(e);
+    }
+    token.then(
+      (t) =>
+        typeof t === 'string' ? this._input(TOKEN, t) : this._input(TOKEN_FAILED, 'getToken must return a string'),
+      (e) => this._input(TOKEN_FAILED, messageOf(e)),
+    );
+  }
+
+  _open(url) {
+    this._dropSocket();
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      this._input(CLOSED, messageOf(e));
+      return;
+    }
+    ws.binaryType = 'arraybuffer';
+    ws.onopen = () => this._input(OPENED);
+    ws.onmessage = (e) => {
+      if (typeof e.data === 'string') this._input(TEXT, e.data);
+      else if (this._core) {
+        this._core.binary(new Uint8Array(e.data), Date.now());
+        this._pump();
+      }
+    };
+    ws.onclose = (e) => {
+      this._dropSocket();
+      this._input(CLOSED, `socket closed (${e.code})`);
+    };
+    this._ws = ws;
+  }
+
+  /** Closes the socket, if any, and forgets its handlers. */
+  _dropSocket() {
+    const ws = this._ws;
+    if (!ws) return;
+    this._ws = null;
+    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    try {
+      ws.close();
+    } catch {
+      // Already closing.
+    }
+  }
+
+  _attachPage() {
+    if (this._page || typeof window === 'undefined') return;
+    const page = {
+      online: () => this._input(ONLINE),
+      offline: () => this._input(OFFLINE),
+      visibility: () => this._input(document.hidden ? HIDDEN : VISIBLE),
+    };
+    window.addEventListener('online', page.online);
+    window.addEventListener('offline', page.offline);
+    globalThis.document?.addEventListener('visibilitychange', page.visibility);
+    this._page = page;
+  }
+
+  _detachPage() {
+    const page = this._page;
+    if (!page) return;
+    this._page = null;
+    window.removeEventListener('online', page.online);
+    window.removeEventListener('offline', page.offline);
+    globalThis.document?.removeEventListener('visibilitychange', page.visibility);
+  }
+
+  /** Reads the outbox a previous page saved and puts it back in front. */
+  _loadOutbox() {
+    const done = (text) => {
+      if (!this._core) return;
+      if (typeof text === 'string') {
+        try {
+          for (const [id, name] of JSON.parse(this._core.restore(text, Date.now()))) this._restored.set(id, name);
+        } catch (e) {
+          console.warn(`liveline: saved outbox unreadable, ignored: ${messageOf(e)}`);
+        }
+      }
+      this._loaded = true;
+      this._saveOutbox();
+      if (this._wantConnect) {
+        this._wantConnect = false;
+        this._input(CONNECT);
+      } else {
+        this._pump();
+      }
+    };
+    Promise.resolve()
+      .then(() => this._store.load())
+      .then(done, () => done(null));
+  }
+
+  /**
+   * Writes the outbox to storage, once the saved one has been read (so an
+   * early save never overwrites what the last page left).
+   */
+  _saveOutbox() {
+    if (this._store && this._loaded && this._core) this._store.save(this._core.outbox());
   }
 }

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# Prints the gzip size of what a browser downloads from the package:
-# the wasm, its JS glue and the entry. Exits 1 above the budget (bytes).
+# Prints the gzip size (gzip -9) of what a browser downloads for the
+# package's main entry: the wasm and the minified entry bundle (the driver
+# plus the wasm-bindgen glue). Exits 1 above the budget, in bytes (40 KB).
+# The optional `liveline/react` subpath is printed too, outside the budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${LIVELINE_SIZE_BUDGET:-40960}
 total=0
-for f in pkg/wasm/liveline_bg.wasm pkg/wasm/liveline.js pkg/index.js; do
-  n=$(gzip -9c "$f" | wc -c)
+gz() { gzip -9c "$1" | wc -c; }
+for f in pkg/wasm/liveline_bg.wasm pkg/wasm/index.js; do
+  n=$(gz "$f")
   printf '%-28s %7d bytes gzip\n' "$f" "$n"
   total=$((total + n))
 done
 printf '%-28s %7d bytes gzip (budget %d)\n' total "$total" "$budget"
-[ "$total" -le "$budget" ]
+printf '%-28s %7d bytes gzip (optional subpath, not in the total)\n' pkg/react.js "$(gz pkg/react.js)"
+if [ "$total" -gt "$budget" ]; then
+  echo "size: over budget by $((total - budget)) bytes" >&2
+  exit 1
+fi

@@ -139,7 +139,7 @@ impl<'a> Reader<'a> {
             b'-' | b'0'..=b'9' => self.number()?,
             _ => return Err(self.err()),
         }
-        Ok(&self.s[start..self.i])
+        self.s.get(start..self.i).ok_or_else(|| self.err())
     }
 
     fn digits(&mut self) -> usize {
@@ -279,7 +279,7 @@ pub fn object(text: &str) -> Result<Vec<(&str, &str)>, JsonError> {
             r.ws();
             let start = r.i;
             r.string()?;
-            let key = &text[start..r.i];
+            let key = text.get(start..r.i).ok_or_else(|| r.err())?;
             r.ws();
             r.eat(b':')?;
             let v = r.value(1)?;

@@ -26,3 +26,5 @@ pub use client::{Client, Config, ConnectionState, Output, StateChange};
 pub mod native;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
+#[cfg(target_arch = "wasm32")]
+mod wasm_alloc;

@@ -146,9 +146,9 @@ impl EioPacket {
         match self {
             Self::Open(h) => format!("0{}", h.to_json()),
             Self::Close => "1".to_owned(),
-            Self::Ping(d) => format!("2{d}"),
-            Self::Pong(d) => format!("3{d}"),
-            Self::Message(d) => format!("4{d}"),
+            Self::Ping(d) => tagged('2', d),
+            Self::Pong(d) => tagged('3', d),
+            Self::Message(d) => tagged('4', d),
             Self::Upgrade => "5".to_owned(),
             Self::Noop => "6".to_owned(),
         }
@@ -240,23 +240,25 @@ impl Packet {
         let mut chars = text.char_indices();
         let (_, first) = chars.next().ok_or(ProtocolError::Empty)?;
         let kind = PacketType::from_char(first)?;
-        let mut rest = &text[1..];
+        // `get` rather than `[..]` on str: the wasm build then carries no
+        // char-boundary panic (and its formatting), and none can happen here.
+        let mut rest = text.get(first.len_utf8()..).unwrap_or_default();
 
         let mut attachments = 0;
         if kind.is_binary() {
-            let dash = rest.find('-').ok_or(ProtocolError::BadAttachments)?;
-            attachments = rest[..dash]
-                .parse::<usize>()
-                .map_err(|_| ProtocolError::BadAttachments)?;
-            rest = &rest[dash + 1..];
+            let (count, after) = rest.split_once('-').ok_or(ProtocolError::BadAttachments)?;
+            attachments = digits(count)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or(ProtocolError::BadAttachments)?;
+            rest = after;
         }
 
         let mut nsp = "/".to_owned();
         if rest.starts_with('/') {
-            match rest.find(',') {
-                Some(comma) => {
-                    nsp = rest[..comma].to_owned();
-                    rest = &rest[comma + 1..];
+            match rest.split_once(',') {
+                Some((name, after)) => {
+                    nsp = name.to_owned();
+                    rest = after;
                 }
                 None => {
                     nsp = rest.to_owned();
@@ -265,13 +267,11 @@ impl Packet {
             }
         }
 
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let id = if digits > 0 {
-            let id = rest[..digits]
-                .parse::<u64>()
-                .map_err(|_| ProtocolError::BadAckId)?;
-            rest = &rest[digits..];
-            Some(id)
+        let n = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let id = if n > 0 {
+            let (id, after) = rest.split_at_checked(n).ok_or(ProtocolError::BadAckId)?;
+            rest = after;
+            Some(digits(id).ok_or(ProtocolError::BadAckId)?)
         } else {
             None
         };
@@ -426,6 +426,26 @@ impl Decoder {
     pub fn reset(&mut self) {
         self.pending = None;
     }
+}
+
+/// `tag` followed by `rest` (the hot path of encoding: no formatting machinery).
+fn tagged(tag: char, rest: &str) -> String {
+    let mut s = String::with_capacity(rest.len() + 1);
+    s.push(tag);
+    s.push_str(rest);
+    s
+}
+
+/// A non-empty run of ASCII digits as a number (`None` on anything else or overflow).
+fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    s.bytes().try_fold(0u64, |n, b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 #[cfg(test)]

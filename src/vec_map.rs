@@ -53,38 +53,12 @@ impl<K: Eq, V> VecMap<K, V> {
         self.index(key).map(|i| self.entries.swap_remove(i).1)
     }
 
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
-    /// The value for `key`, inserted with `V::default()` when absent.
-    pub(crate) fn get_or_default(&mut self, key: K) -> &mut V
-    where
-        V: Default,
-    {
-        let i = match self.index(&key) {
-            Some(i) => i,
-            None => {
-                self.entries.push((key, V::default()));
-                self.entries.len() - 1
-            }
-        };
-        &mut self.entries[i].1
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, v)| v)
-    }
-
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
-    pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.entries.iter_mut().map(|(_, v)| v)
-    }
-
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // the wasm driver's
-    pub(crate) fn len(&self) -> usize {
-        self.entries.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -106,9 +80,8 @@ mod tests {
         assert_eq!(m.insert("a".into(), 1), None);
         assert_eq!(m.insert("b".into(), 2), None);
         assert_eq!(m.insert("a".into(), 3), Some(1));
-        assert_eq!((m.get("a"), m.get("b"), m.len()), (Some(&3), Some(&2), 2));
-        *m.get_or_default("c".into()) += 5;
-        *m.get_or_default("c".into()) += 5;
+        assert_eq!((m.get("a"), m.get("b")), (Some(&3), Some(&2)));
+        assert_eq!(m.insert("c".into(), 10), None);
         assert_eq!(m.get("c"), Some(&10));
         assert_eq!(m.remove("a"), Some(3));
         assert_eq!(m.get("a"), None);

@@ -1,4 +1,9 @@
-//! Browser tests: the wasm SDK in headless Chromium against a real gateway.
+//! Browser tests: the wasm build of the core (`Core`, its allocator) in
+//! headless Chromium, driven over a real `WebSocket` against a real gateway.
+//!
+//! The package's own driver (pkg/index.js) is tested through Playwright in
+//! tests/browser-pkg/; here a minimal driver written with web-sys checks the
+//! wasm handle's contract (the tagged outputs) from Rust.
 //!
 //! `scripts/test.sh` starts the gateway (embedded broker, demo worker) and
 //! passes its URL and a token minted by the gateway binary at compile time:
@@ -8,17 +13,31 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use js_sys::{Function, Object, Promise, Reflect};
-use liveline::wasm::LivelineCore;
+use js_sys::{JSON, Promise, Reflect};
+use liveline::wasm::Core;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
+use web_sys::{BinaryType, MessageEvent, WebSocket};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
 const URL: Option<&str> = option_env!("LIVELINE_TEST_URL");
 const TOKEN: Option<&str> = option_env!("LIVELINE_TEST_TOKEN");
+
+// The `kind` numbers of `Core::input`.
+const CONNECT: u32 = 0;
+const CLOSE: u32 = 1;
+const OPENED: u32 = 2;
+const TEXT: u32 = 3;
+const CLOSED: u32 = 4;
+const TIMEOUT: u32 = 5;
+const TOKEN_OK: u32 = 6;
+
+fn now() -> f64 {
+    js_sys::Date::now()
+}
 
 fn get(v: &JsValue, path: &[&str]) -> JsValue {
     path.iter().fold(v.clone(), |acc, k| {
@@ -26,142 +45,265 @@ fn get(v: &JsValue, path: &[&str]) -> JsValue {
     })
 }
 
-fn client(token: &'static str) -> LivelineCore {
+fn parse(text: &str) -> JsValue {
+    JSON::parse(text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// What the driver saw: every output, by tag.
+#[derive(Default)]
+struct Seen {
+    states: Vec<JsValue>,
+    events: Vec<JsValue>,
+    acks: Vec<JsValue>,
+}
+
+struct Driver {
+    core: Core,
+    token: &'static str,
+    ws: Option<WebSocket>,
+    handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+    seen: Seen,
+}
+
+type Shared = Rc<RefCell<Driver>>;
+
+fn driver(token: &'static str) -> Shared {
     let url =
         URL.expect("LIVELINE_TEST_URL is not set: run the browser tests through scripts/test.sh");
-    let opts = Object::new();
-    Reflect::set(&opts, &"url".into(), &url.into()).expect("set");
-    let get_token = Closure::<dyn FnMut() -> JsValue>::new(move || JsValue::from(token));
-    Reflect::set(&opts, &"getToken".into(), get_token.as_ref()).expect("set");
-    get_token.forget();
-    LivelineCore::new(opts.into()).expect("client")
+    let nan = f64::NAN;
+    let core = Core::new(url.to_owned(), 7, 11, &[nan; 7]);
+    Rc::new(RefCell::new(Driver {
+        core,
+        token,
+        ws: None,
+        handlers: Vec::new(),
+        seen: Seen::default(),
+    }))
 }
 
-/// A promise that rejects after `ms`, to bound a wait.
-fn deadline(ms: i32, what: &'static str) -> Promise {
-    Promise::new(&mut |_resolve, reject| {
-        let window = web_sys::window().expect("window");
-        let cb = Closure::once_into_js(move || {
-            let _ = reject.call1(&JsValue::NULL, &JsValue::from(format!("timed out: {what}")));
-        });
-        window
-            .set_timeout_with_callback_and_timeout_and_arguments_0(cb.unchecked_ref(), ms)
-            .expect("setTimeout");
-    })
+fn input(d: &Shared, kind: u32, text: &str) {
+    d.borrow_mut().core.input(kind, text.to_owned(), now());
+    pump(d);
 }
 
-async fn within(p: Promise, ms: i32, what: &'static str) -> JsValue {
-    let race = Promise::race(&js_sys::Array::of2(&p, &deadline(ms, what)));
-    JsFuture::from(race).await.expect(what)
+/// Runs the core's outputs until there are none.
+fn pump(d: &Shared) {
+    loop {
+        let out = d.borrow_mut().core.poll();
+        let Some(out) = out else { break };
+        let (tag, rest) = out.split_at(1);
+        match tag {
+            "t" => {
+                let token = d.borrow().token;
+                d.borrow_mut().core.input(TOKEN_OK, token.to_owned(), now());
+            }
+            "o" => open(d, rest),
+            "s" => {
+                if let Some(ws) = &d.borrow().ws {
+                    ws.send_with_str(rest).expect("send");
+                }
+            }
+            "b" => {
+                let bytes = d.borrow_mut().core.bytes();
+                if let Some(ws) = &d.borrow().ws {
+                    ws.send_with_u8_array(&bytes).expect("send");
+                }
+            }
+            "c" => {
+                if let Some(ws) = d.borrow_mut().ws.take() {
+                    let _ = ws.close();
+                }
+            }
+            "z" => d.borrow_mut().seen.states.push(parse(rest)),
+            "q" => assert!(rest.parse::<u32>().is_ok(), "q carries a count: {out}"),
+            "e" => d.borrow_mut().seen.events.push(parse(rest)),
+            "a" => d.borrow_mut().seen.acks.push(parse(rest)),
+            "i" => panic!("a contract was broken: {rest}"),
+            _ => panic!("unknown output {out}"),
+        }
+    }
 }
 
-#[wasm_bindgen_test]
-async fn job_status_events_arrive_in_order_through_completed() {
-    let token = TOKEN.expect("LIVELINE_TEST_TOKEN is not set: run through scripts/test.sh");
-    let client = client(token);
-
-    let seen: Rc<RefCell<Vec<(f64, String)>>> = Rc::default();
-    let resolve_slot: Rc<RefCell<Option<Function>>> = Rc::default();
-    let slot = resolve_slot.clone();
-    let completed = Promise::new(&mut |resolve, _| *slot.borrow_mut() = Some(resolve));
-    let sink = seen.clone();
-    let listener = Closure::<dyn FnMut(JsValue)>::new(move |payload: JsValue| {
-        let seq = get(&payload, &["seq"]).as_f64().unwrap_or(-1.0);
-        let status = get(&payload, &["data", "status"])
-            .as_string()
-            .unwrap_or_default();
-        sink.borrow_mut().push((seq, status.clone()));
-        if status == "completed" {
-            if let Some(r) = resolve_slot.borrow_mut().take() {
-                let _ = r.call0(&JsValue::NULL);
+fn open(d: &Shared, url: &str) {
+    let ws = WebSocket::new(url).expect("WebSocket");
+    ws.set_binary_type(BinaryType::Arraybuffer);
+    let weak = Rc::downgrade(d);
+    let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        if let Some(d) = weak.upgrade() {
+            input(&d, OPENED, "");
+        }
+    });
+    let weak = Rc::downgrade(d);
+    let on_message = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
+        let Some(d) = weak.upgrade() else { return };
+        let data = e.unchecked_into::<MessageEvent>().data();
+        match data.as_string() {
+            Some(text) => input(&d, TEXT, &text),
+            None => {
+                let bytes = js_sys::Uint8Array::new(&data).to_vec();
+                d.borrow_mut().core.binary(&bytes, now());
+                pump(&d);
             }
         }
     });
-    let listener_id = client.on(
-        "job:status:v1".into(),
-        listener.as_ref().unchecked_ref::<Function>().clone(),
+    let weak = Rc::downgrade(d);
+    let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+        if let Some(d) = weak.upgrade() {
+            d.borrow_mut().ws = None;
+            input(&d, CLOSED, "socket closed");
+        }
+    });
+    ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    let mut drv = d.borrow_mut();
+    drv.ws = Some(ws);
+    drv.handlers.extend([on_open, on_message, on_close]);
+}
+
+async fn sleep(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        web_sys::window()
+            .expect("window")
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .expect("setTimeout");
+    });
+    JsFuture::from(p).await.expect("sleep");
+}
+
+/// Polls `check` every 20 ms until it holds, for at most `ms`; fires the
+/// core's timer when it is due (the driver's only timer).
+async fn wait_until(d: &Shared, ms: i32, what: &str, check: impl Fn(&Seen) -> bool) {
+    let mut waited = 0;
+    while !check(&d.borrow().seen) {
+        assert!(waited < ms, "timed out: {what}");
+        sleep(20).await;
+        waited += 20;
+        let due = d.borrow().core.deadline();
+        if due >= 0.0 && now() >= due {
+            input(d, TIMEOUT, "");
+        }
+    }
+}
+
+fn state_of(v: &JsValue) -> String {
+    get(v, &["current"]).as_string().unwrap_or_default()
+}
+
+#[wasm_bindgen_test]
+async fn a_job_streams_its_status_in_order_through_completed() {
+    let token = TOKEN.expect("LIVELINE_TEST_TOKEN is not set: run through scripts/test.sh");
+    let d = driver(token);
+    input(&d, CONNECT, "");
+    let id = d
+        .borrow_mut()
+        .core
+        .send(
+            "job:start:v1",
+            r#"{"kind":"research","params":{"query":"wasm in the browser"}}"#,
+            now(),
+        )
+        .expect("queued");
+    pump(&d);
+    wait_until(&d, 10_000, "job:start:v1 is acked", |s| !s.acks.is_empty()).await;
+    let ack = d.borrow().seen.acks[0].clone();
+    // `[id, true, result]`
+    assert_eq!(get(&ack, &["0"]).as_f64(), Some(id));
+    assert_eq!(get(&ack, &["1"]).as_bool(), Some(true));
+    let job_id = get(&ack, &["2", "jobId"]).as_string().expect("jobId");
+    assert!(
+        d.borrow()
+            .seen
+            .states
+            .iter()
+            .any(|s| state_of(s) == "connected")
     );
 
-    client.connect();
-    let data =
-        js_sys::JSON::parse(r#"{"kind":"research","params":{"query":"wasm in the browser"}}"#)
-            .expect("json");
-    let ack = within(
-        client.send("job:start:v1".into(), data),
-        10_000,
-        "job:start:v1 ack",
-    )
+    let status_of = |e: &JsValue| get(e, &["3", "data", "status"]).as_string();
+    wait_until(&d, 20_000, "the job reaches completed", |s| {
+        s.events
+            .iter()
+            .any(|e| status_of(e).as_deref() == Some("completed"))
+    })
     .await;
-    let job_id = get(&ack, &["jobId"])
-        .as_string()
-        .expect("ack carries jobId");
-    assert!(!job_id.is_empty());
-    assert_eq!(
-        get(&client.snapshot(), &["current"]).as_string().as_deref(),
-        Some("connected")
-    );
-
-    within(completed, 20_000, "job reaches completed").await;
-    let seen = seen.borrow().clone();
-    assert_eq!(
-        seen.first().map(|s| s.1.as_str()),
-        Some("queued"),
-        "{seen:?}"
-    );
-    assert_eq!(
-        seen.last().map(|s| s.1.as_str()),
-        Some("completed"),
-        "{seen:?}"
-    );
-    for pair in seen.windows(2) {
-        assert!(pair[1].0 > pair[0].0, "seq must increase: {seen:?}");
+    // `[ackId, attachments, name, payload]`
+    let statuses: Vec<(f64, String)> = d
+        .borrow()
+        .seen
+        .events
+        .iter()
+        .filter(|e| get(e, &["2"]).as_string().as_deref() == Some("job:status:v1"))
+        .filter(|e| get(e, &["3", "data", "jobId"]).as_string().as_deref() == Some(&job_id))
+        .map(|e| {
+            let seq = get(e, &["3", "seq"]).as_f64().unwrap_or(-1.0);
+            (seq, status_of(e).unwrap_or_default())
+        })
+        .collect();
+    assert_eq!(statuses.first().map(|s| s.1.as_str()), Some("queued"));
+    assert_eq!(statuses.last().map(|s| s.1.as_str()), Some("completed"));
+    for pair in statuses.windows(2) {
+        assert!(pair[1].0 > pair[0].0, "seq must increase: {statuses:?}");
     }
-
-    client.off(listener_id);
-    client.close();
-    let stats = client.stats();
-    for key in ["listeners", "timers", "sockets", "pageListeners", "pending"] {
-        assert_eq!(
-            get(&stats, &[key]).as_f64(),
-            Some(0.0),
-            "{key} left after close"
-        );
-    }
-    assert_eq!(
-        get(&client.snapshot(), &["current"]).as_string().as_deref(),
-        Some("closed")
-    );
+    input(&d, CLOSE, "");
+    assert!(d.borrow().ws.is_none(), "close drops the socket");
+    let last = d.borrow().seen.states.last().cloned().expect("a state");
+    assert_eq!(state_of(&last), "closed");
 }
 
 #[wasm_bindgen_test]
 async fn a_rejected_token_ends_in_failed_with_a_reason() {
-    let client = client("not-a-jwt");
-    let slot: Rc<RefCell<Option<Function>>> = Rc::default();
-    let s = slot.clone();
-    let failed = Promise::new(&mut |resolve, _| *s.borrow_mut() = Some(resolve));
-    let core_snapshot = Rc::new(RefCell::new(JsValue::UNDEFINED));
-    let snap = core_snapshot.clone();
-    let client = Rc::new(client);
-    let c = Rc::downgrade(&client);
-    let on_change = Closure::<dyn FnMut()>::new(move || {
-        let Some(c) = c.upgrade() else { return };
-        let now = c.snapshot();
-        if get(&now, &["current"]).as_string().as_deref() == Some("failed") {
-            *snap.borrow_mut() = now;
-            if let Some(r) = slot.borrow_mut().take() {
-                let _ = r.call0(&JsValue::NULL);
-            }
-        }
-    });
-    let _unsub = client.subscribe(on_change.as_ref().unchecked_ref::<Function>().clone());
-    client.connect();
-    within(failed, 10_000, "state reaches failed").await;
-    let error = get(&core_snapshot.borrow(), &["error"])
-        .as_string()
-        .unwrap_or_default();
+    let d = driver("not-a-jwt");
+    input(&d, CONNECT, "");
+    let failed = |s: &Seen| s.states.iter().any(|s| state_of(s) == "failed");
+    wait_until(&d, 10_000, "state reaches failed", failed).await;
+    let seen = &d.borrow().seen;
+    let state = seen
+        .states
+        .iter()
+        .find(|s| state_of(s) == "failed")
+        .expect("failed");
+    let error = get(state, &["error"]).as_string().unwrap_or_default();
     assert!(
         error.contains("refused"),
         "reason should say the connection was refused: {error}"
     );
-    client.close();
+}
+
+/// The wasm build's allocator (src/wasm_alloc.rs) under churn: blocks of
+/// every class, freed in a scrambled order and reused, never overlap.
+#[wasm_bindgen_test]
+fn the_allocator_keeps_blocks_apart_under_churn() {
+    let mut live: Vec<Vec<u8>> = Vec::new();
+    let mut x: u32 = 12345;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    for round in 0..20_000u32 {
+        let r = next();
+        if r % 3 == 0 && !live.is_empty() {
+            let i = (next() as usize) % live.len();
+            let v = live.swap_remove(i);
+            let tag = v.first().copied().unwrap_or(0);
+            assert!(v.iter().all(|b| *b == tag), "block overwritten");
+        } else {
+            let size = match r % 7 {
+                0 => (next() % 70_000) as usize,
+                _ => (next() % 300) as usize,
+            };
+            let tag = (round % 251) as u8;
+            let mut v = vec![tag; size];
+            if r % 5 == 0 {
+                // Grow in place or move: realloc keeps the contents.
+                v.resize(size * 2 + 1, tag);
+            }
+            live.push(v);
+        }
+    }
+    for v in &live {
+        let tag = v.first().copied().unwrap_or(0);
+        assert!(v.iter().all(|b| *b == tag), "block overwritten");
+    }
 }

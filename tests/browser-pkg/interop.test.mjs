@@ -93,6 +93,21 @@ for (const recovery of [false, true]) {
       // The unknown event after the ticks arrives too, by name.
       await waitFor('mystery:event:v7', async () => (await page.evaluate(() => window.harness.events('c'))).some((e) => e.name === 'mystery:event:v7'));
 
+      // Server-to-client acks: the server emits `ask` with an ack callback;
+      // the listener's `reply` answers it (once), and the server reports
+      // what it got as `answer`.
+      await page.evaluate(() => window.harness.answer('c', 'ask', 'pong'));
+      const asked = await page.evaluate(() => window.harness.sendAndWait('c', 'ask:v1', { q: 42 }));
+      assert.equal(asked.ok, true);
+      const answer = await waitFor('answer', async () => (await page.evaluate(() => window.harness.events('c'))).find((e) => e.name === 'answer'));
+      assert.deepEqual(answer.payload, ['pong', { q: 42 }]);
+      assert.deepEqual(await page.evaluate(() => window.harness.answers('c')), { withReply: 1, without: 0 });
+
+      // Binary attachments arrive as Uint8Array, nested ones too.
+      await page.evaluate(() => window.harness.sendAndWait('c', 'bin:v1', {}));
+      const bin = await waitFor('bin', async () => (await page.evaluate(() => window.harness.events('c'))).find((e) => e.name === 'bin'));
+      assert.deepEqual(bin.payload, [{ bytes: [1, 2, 3] }, { nested: { bytes: [4, 5] } }]);
+
       assert.deepEqual(problems, []);
       await page.evaluate(() => window.harness.close('c'));
       assert.equal(await page.evaluate(() => window.harness.snapshot('c').current), 'closed');

@@ -45,6 +45,9 @@ test('after init() the client starts idle and rejects bad options with stable co
   assert.equal(client.getSnapshot().queued, 1);
   await assert.rejects(client.send('job:start:v1', { big: 1n }), (e) => e.code === 'invalid_argument');
   pending.catch(() => {});
+  // The queued action's expiry is a timer: dispose() releases it.
+  client.dispose();
+  assert.throws(() => client.getSnapshot(), (e) => e.code === 'disposed');
 });
 
 test('the react subpath exports the hooks', async () => {

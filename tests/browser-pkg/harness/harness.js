@@ -43,7 +43,8 @@ const harness = {
             epoch: payload?.epoch ?? null,
             seq: typeof payload?.seq === 'number' ? payload.seq : null,
             at: Date.now(),
-            payload: JSON.parse(JSON.stringify(payload ?? null)),
+            // Binary attachments arrive as Uint8Array: recorded as {bytes: [...]}.
+            payload: JSON.parse(JSON.stringify(payload ?? null, (_k, v) => (v instanceof Uint8Array ? { bytes: [...v] } : v))),
           });
         }),
       );
@@ -72,6 +73,26 @@ const harness = {
   unlisten(id) {
     const rec = clients.get(id);
     for (const u of rec.unsubs.splice(0)) u();
+  },
+
+  /**
+   * Answers every `event` that asks for an ack with `(value, payload)`;
+   * counts the events that came with a `reply` and those without.
+   */
+  answer(id, event, value) {
+    const rec = clients.get(id);
+    rec.answers = { withReply: 0, without: 0 };
+    rec.unsubs.push(
+      rec.client.on(event, (payload, reply) => {
+        if (typeof reply !== 'function') return void (rec.answers.without += 1);
+        rec.answers.withReply += 1;
+        reply(value, payload);
+        reply('a second reply is ignored');
+      }),
+    );
+  },
+  answers(id) {
+    return clients.get(id).answers;
   },
 
   /** Sends without waiting; returns a ticket for `result(ticket)`. */
