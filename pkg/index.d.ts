@@ -1,9 +1,11 @@
 // The contract types (event payloads and their envelope, action payloads and ack results,
 // EventMap, ActionMap, ConnectionStateName, LivelineErrorCode) are generated from the Rust
-// definitions in src/contract.rs into contracts.d.ts, and re-exported from here.
+// definitions in src/contract.rs into contracts.d.ts, and so is CoreOptions (the core's
+// tunables, with their docs and defaults, from src/client.rs); all are re-exported from here.
 import type {
   ActionMap,
   ConnectionStateName,
+  CoreOptions,
   Envelope,
   EventMap as ContractEventMap,
   LivelineErrorCode,
@@ -28,21 +30,15 @@ export interface ConnectionSnapshot {
   readonly error: string | null;
 }
 
-export interface LivelineOptions {
+/**
+ * The options of `new Liveline()`: the core's tunables (`CoreOptions`, generated from Rust
+ * with their defaults) plus what the JavaScript driver itself uses.
+ */
+export interface LivelineOptions extends CoreOptions {
   /** The gateway's base URL, e.g. `https://rt.example.com` or `ws://localhost:8080`. */
   url: string;
   /** Called before every connect; returns a JWT. */
   getToken: () => string | Promise<string>;
-  backoff?: { initialMs?: number; maxMs?: number };
-  ackTimeoutMs?: number;
-  connectTimeoutMs?: number;
-  /**
-   * On wake (page visible, network online) send an acked `probe:v1` and reconnect if no ack
-   * comes within `probeTimeoutMs` (default 3000). Set false for servers that don't answer probes.
-   */
-  livenessProbe?: boolean;
-  probeTimeoutMs?: number;
-  outboxCapacity?: number;
   /**
    * Where queued actions survive a reload. `'auto'` (default) picks IndexedDB, then
    * localStorage, then memory (lost on reload); an object supplies your own.

@@ -27,6 +27,23 @@ use crate::outbox::{Action, ActionError, Outbox, SendError};
 use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType};
 use crate::vec_map::VecMap;
 
+/// The settings an app can tune from JavaScript, by their `CoreOptions`
+/// names, in the order the JS driver passes them to the wasm core:
+/// `new Core(url, seedHigh, seedLow, tunables)` in `src/wasm.rs` reads
+/// index `i` as this list's `i`-th entry, and `pkg/index.js` builds that
+/// `Float64Array` in this order. The `ts_types` test checks both sides;
+/// `liveline::ts` describes each (its [`Config`] field, type, doc and
+/// default) for `pkg/contracts.d.ts`. Never read by the wasm build.
+pub const TUNABLES: &[&str] = &[
+    "backoff.initialMs",
+    "backoff.maxMs",
+    "ackTimeoutMs",
+    "outboxCapacity",
+    "connectTimeoutMs",
+    "probeTimeoutMs",
+    "livenessProbe",
+];
+
 /// Client settings.
 #[derive(Debug, Clone)]
 pub struct Config {

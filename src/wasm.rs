@@ -3,7 +3,7 @@
 //! tagged strings.
 //!
 //! The browser driver that owns the `WebSocket`, the timer, the page
-//! listeners, the app's callbacks and the outbox storage is `pkg/driver.js`.
+//! listeners, the app's callbacks and the outbox storage is `pkg/index.js`.
 //! Keeping every JavaScript object on the JavaScript side is what keeps the
 //! package inside its size budget: a driver built from web-sys closures and
 //! futures measured 17 KB gzip more than this handle plus the JS driver, and
@@ -30,7 +30,7 @@ use crate::client::{Client, Config, ConnectionState, Output, StateChange};
 use crate::json;
 use crate::outbox::{self, ActionError, SendError};
 
-/// The sans-IO client behind `pkg/driver.js`. Not for direct use.
+/// The sans-IO client behind `pkg/index.js`. Not for direct use.
 #[wasm_bindgen]
 pub struct Core {
     client: Client,
@@ -174,7 +174,7 @@ impl Core {
     }
 
     /// Tells the client what happened: `kind` is one of the `INPUT_*`
-    /// numbers of `pkg/driver.js`; `text` is the frame, token, error or
+    /// numbers of `pkg/index.js`; `text` is the frame, token, error or
     /// close reason where the kind has one (else empty).
     pub fn input(&mut self, kind: u32, text: String, now: f64) {
         let c = &mut self.client;

@@ -1,14 +1,19 @@
 //! `pkg/contracts.d.ts` is generated from the Rust contract types
-//! (`src/contract.rs`, through `liveline::ts`): this test fails when the
+//! (`src/contract.rs`) and client settings (`Config` in `src/client.rs`),
+//! through `liveline::ts`: this test fails when the
 //! checked-in file differs from what the Rust definitions give, and
 //! `LIVELINE_UPDATE_TYPES=1 cargo test -p liveline --test ts_types` rewrites
 //! it. It also checks that every error code the gateway and the SDK send is
-//! one `LivelineErrorCode` lists.
+//! one `LivelineErrorCode` lists, and that the tunables (`CoreOptions`) are
+//! passed from `pkg/index.js` to `src/wasm.rs` in the order
+//! `liveline::client::TUNABLES` gives, and that `docs/sdk.md` lists each
+//! tunable with its generated default.
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use liveline::client::TUNABLES;
 use liveline::contract::ERROR_CODES;
 
 fn root() -> &'static Path {
@@ -31,7 +36,7 @@ fn contracts_d_ts_is_generated_from_the_rust_contracts() {
             .position(|(a, b)| a != b)
             .unwrap_or_else(|| on_disk.lines().count().min(text.lines().count()));
         panic!(
-            "pkg/contracts.d.ts is not what src/contract.rs gives (first difference at line {}: \
+            "pkg/contracts.d.ts is not what src/contract.rs and src/client.rs give (first difference at line {}: \
              {:?} on disk, {:?} generated); run `LIVELINE_UPDATE_TYPES=1 cargo test -p liveline \
              --test ts_types` and commit the file",
             line + 1,
@@ -132,4 +137,129 @@ fn every_error_code_the_gateway_and_the_sdk_send_is_listed() {
         seen >= 10,
         "found only {seen} ack error codes in gateway/src: did `AckReply::err(` change?"
     );
+}
+
+/// The elements of the first `new Float64Array([...])` in `text`, trimmed.
+fn float64_array_elements(text: &str) -> Vec<&str> {
+    let start = text
+        .find("new Float64Array([")
+        .expect("pkg/index.js: no `new Float64Array([` (the tunables passed to `new Core`)")
+        + "new Float64Array([".len();
+    let mut depth = 0usize;
+    let mut elements = Vec::new();
+    let mut from = start;
+    for (i, c) in text[start..].char_indices() {
+        let i = start + i;
+        match c {
+            '(' | '[' | '{' => depth += 1,
+            ')' | '}' => depth -= 1,
+            ']' if depth == 0 => {
+                elements.push(text[from..i].trim());
+                break;
+            }
+            ']' => depth -= 1,
+            ',' if depth == 0 => {
+                elements.push(text[from..i].trim());
+                from = i + 1;
+            }
+            _ => {}
+        }
+    }
+    elements.retain(|e| !e.is_empty());
+    elements
+}
+
+/// The option an element reads: `num(opts.backoff?.initialMs)` reads
+/// `backoff.initialMs`.
+fn option_read(element: &str) -> String {
+    let rest = element
+        .split_once("opts.")
+        .unwrap_or_else(|| panic!("pkg/index.js: tunable {element:?} reads no `opts.` option"))
+        .1;
+    rest.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '.' | '?'))
+        .filter(|c| *c != '?')
+        .collect()
+}
+
+#[test]
+fn pkg_index_js_passes_the_tunables_in_order() {
+    let js = fs::read_to_string(root().join("pkg/index.js")).expect("read pkg/index.js");
+    let passed: Vec<String> = float64_array_elements(&js)
+        .into_iter()
+        .map(option_read)
+        .collect();
+    assert_eq!(
+        passed, TUNABLES,
+        "pkg/index.js passes the tunables to `new Core` in another order than \
+         liveline::client::TUNABLES (src/client.rs)"
+    );
+}
+
+#[test]
+fn src_wasm_rs_reads_the_tunables_in_order() {
+    let wasm = fs::read_to_string(root().join("src/wasm.rs")).expect("read src/wasm.rs");
+    let tunables = liveline::ts::tunables();
+    let field_of = |name: &str| {
+        tunables
+            .iter()
+            .find(|t| t.name == name)
+            .map(|t| t.field.clone())
+            .unwrap_or_else(|| panic!("liveline::ts::tunables() does not describe {name}"))
+    };
+    // The code: `t(i)` sets `config.<the field of TUNABLES[i]>`.
+    for (i, name) in TUNABLES.iter().enumerate() {
+        let at = wasm
+            .find(&format!("t({i})"))
+            .unwrap_or_else(|| panic!("src/wasm.rs never reads tunable {i} ({name})"));
+        let field: String = wasm[at..]
+            .split_once("config.")
+            .expect("a `config.` field after the read")
+            .1
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.'))
+            .collect();
+        assert_eq!(
+            field,
+            field_of(name),
+            "src/wasm.rs: tunable {i} sets `config.{field}`, but TUNABLES[{i}] is {name}"
+        );
+    }
+    assert!(
+        !wasm.contains(&format!("t({})", TUNABLES.len())),
+        "src/wasm.rs reads a tunable that liveline::client::TUNABLES does not list"
+    );
+    // The docs of `Core::new`: `tunables` is `[initialMs, maxMs, ...]`.
+    let documented = wasm
+        .split_once("`tunables` is")
+        .and_then(|(_, rest)| rest.split_once("`["))
+        .and_then(|(_, rest)| rest.split_once("]`"))
+        .expect("src/wasm.rs: the docs of `Core::new` list no `tunables` [...]")
+        .0
+        .replace("///", " ");
+    let documented: Vec<&str> = documented
+        .split(',')
+        .filter_map(|d| d.split_whitespace().next())
+        .collect();
+    let leaves: Vec<&str> = TUNABLES
+        .iter()
+        .map(|n| n.rsplit('.').next().unwrap_or(n))
+        .collect();
+    assert_eq!(
+        documented, leaves,
+        "src/wasm.rs documents the tunables in another order than liveline::client::TUNABLES"
+    );
+}
+
+#[test]
+fn docs_sdk_md_lists_every_tunable_with_its_default() {
+    let docs = fs::read_to_string(root().join("docs/sdk.md")).expect("read docs/sdk.md");
+    for t in liveline::ts::tunables() {
+        let row = format!("| `{}` | {} |", t.name, t.default);
+        assert!(
+            docs.contains(&row),
+            "docs/sdk.md has no row starting {row:?}: the options table differs from \
+             CoreOptions (liveline::ts::tunables, defaults from Config::new)"
+        );
+    }
 }

@@ -7,6 +7,7 @@ import type {
   ActionSettled,
   ConnectionSnapshot,
   ConnectionStateName,
+  CoreOptions,
   Envelope,
   EventMap,
   JobKind,
@@ -14,6 +15,7 @@ import type {
   JobStatus,
   LivelineError,
   LivelineErrorCode,
+  LivelineOptions,
   MarketTick,
   OrderState,
   Side,
@@ -48,6 +50,32 @@ expectType<Equal<ActionMap['trade:cancel:v1'][1]['status'], OrderState>>();
 expectType<Equal<ActionMap['job:cancel:v1'][1]['status'], JobState>>();
 expectType<Equal<ConnectionSnapshot['current'], ConnectionStateName>>();
 expectType<Equal<LivelineError['code'], LivelineErrorCode>>();
+
+// Options: the core's tunables are generated (CoreOptions) and part of LivelineOptions.
+expectType<Equal<LivelineOptions['ackTimeoutMs'], CoreOptions['ackTimeoutMs']>>();
+expectType<Equal<CoreOptions['livenessProbe'], boolean | undefined>>();
+const options: LivelineOptions = {
+  url: 'wss://rt.example.com',
+  getToken: () => 'jwt',
+  backoff: { initialMs: 500, maxMs: 30_000 },
+  ackTimeoutMs: 5_000,
+  connectTimeoutMs: 8_000,
+  livenessProbe: false,
+  probeTimeoutMs: 2_000,
+  outboxCapacity: 64,
+  storage: 'auto',
+  storageKey: 'liveline:outbox:user-1',
+};
+const tunedOnly: CoreOptions = { backoff: { maxMs: 1_000 } };
+// @ts-expect-error backoff delays are numbers
+const textBackoff: LivelineOptions = { url: 'ws://x', getToken: () => 'jwt', backoff: { initialMs: 'x' } };
+// @ts-expect-error livenessProbe is a boolean
+const numericProbe: CoreOptions = { livenessProbe: 0 };
+// @ts-expect-error getToken is required
+const noToken: LivelineOptions = { url: 'ws://x' };
+// @ts-expect-error no such tunable
+const typo: CoreOptions = { ackTimeout: 5_000 };
+void [options, tunedOnly, textBackoff, numericProbe, noToken, typo];
 
 export async function app(): Promise<void> {
   await init();
