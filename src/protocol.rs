@@ -18,10 +18,10 @@ pub enum ProtocolError {
     #[error("empty frame")]
     Empty,
     /// The first character is not a known Engine.IO packet type.
-    #[error("unknown engine.io packet type {0:?}")]
+    #[error("unknown engine.io packet type '{0}'")]
     UnknownEioType(char),
     /// The first character of a message is not a known Socket.IO packet type.
-    #[error("unknown socket.io packet type {0:?}")]
+    #[error("unknown socket.io packet type '{0}'")]
     UnknownSioType(char),
     /// The open packet's handshake is not the expected JSON.
     #[error("bad handshake: {0}")]
