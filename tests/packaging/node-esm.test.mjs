@@ -6,8 +6,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { ROOT, run } from '../support/node.mjs';
 
 const require = createRequire(import.meta.url);
+const PKG = join(ROOT, 'pkg');
 
 test('the package resolves by name to the workspace pkg/', () => {
   const manifest = require.resolve('liveline/package.json');
@@ -15,6 +18,19 @@ test('the package resolves by name to the workspace pkg/', () => {
   const pkg = require('liveline/package.json');
   assert.equal(pkg.name, 'liveline');
   assert.ok(pkg.exports['.'].types && pkg.exports['./react'].default, 'exports . and ./react with types');
+});
+
+test('the packed tarball holds every file the exports map and the types point to', async () => {
+  // What `npm publish` would upload: `npm pack --dry-run --json` lists it.
+  const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: PKG });
+  const packed = new Set(JSON.parse(stdout)[0].files.map((f) => f.path));
+  const pkg = require('liveline/package.json');
+  const targets = [pkg.main, pkg.types];
+  const walk = (v) => (typeof v === 'string' ? targets.push(v) : Object.values(v).forEach(walk));
+  walk(pkg.exports);
+  for (const t of targets) assert.ok(packed.has(t.replace(/^\.\//, '')), `${t} is not in the tarball: ${[...packed].join(', ')}`);
+  // index.d.ts re-exports the generated contracts.
+  assert.ok(packed.has('contracts.d.ts'));
 });
 
 test('using the API before init() throws not_initialized', async () => {
