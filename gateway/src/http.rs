@@ -22,8 +22,7 @@ use serde_json::{Value, json};
 use crate::AppState;
 use crate::auth::Claims;
 use crate::broker::{
-    BrokerError, ControlMessage, OrderUpdate, OwnedRecord, RecordKind, StatusUpdate, job_stream,
-    today,
+    BrokerError, OrderUpdate, OwnedRecord, RecordKind, StatusUpdate, job_stream, today,
 };
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
@@ -75,10 +74,12 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn bearer(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
+/// The claims of the request's bearer token, unless it is missing, invalid
+/// or revoked.
+async fn bearer(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ")?;
-    state.auth.verify(token.trim()).ok()
+    state.authenticate(token.trim()).await.ok()
 }
 
 fn unauthorized() -> Response {
@@ -126,7 +127,7 @@ async fn jobs(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
+    let Some(claims) = bearer(&state, &headers).await else {
         return unauthorized();
     };
     list_owned(&state, RecordKind::Job, &claims.sub, &q).await
@@ -182,7 +183,7 @@ async fn owner_of(
 /// The caller's snapshot of their record `id` of `kind`: the record with its
 /// stream, epoch and head seq; `404` when it is missing or someone else's.
 async fn snapshot(state: &AppState, headers: &HeaderMap, kind: RecordKind, id: &str) -> Response {
-    let Some(claims) = bearer(state, headers) else {
+    let Some(claims) = bearer(state, headers).await else {
         return unauthorized();
     };
     let record = match kind {
@@ -229,7 +230,7 @@ async fn orders(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
+    let Some(claims) = bearer(&state, &headers).await else {
         return unauthorized();
     };
     list_owned(&state, RecordKind::Order, &claims.sub, &q).await
@@ -259,7 +260,7 @@ async fn job_events(
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
+    let Some(claims) = bearer(&state, &headers).await else {
         return unauthorized();
     };
     match owner_of(&state, RecordKind::Job, &id).await {
@@ -328,7 +329,7 @@ async fn publish(
     headers: HeaderMap,
     body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
+    let Some(claims) = bearer(&state, &headers).await else {
         return unauthorized();
     };
     if !claims.is_service() {
@@ -495,7 +496,7 @@ async fn analytics_summary(
     headers: HeaderMap,
     Query(q): Query<SummaryQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
+    let Some(claims) = bearer(&state, &headers).await else {
         return unauthorized();
     };
     if !claims.is_service() {
@@ -542,17 +543,13 @@ async fn revoke(
     headers: HeaderMap,
     Json(req): Json<RevokeRequest>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers) else {
+    let Some(claims) = bearer(&state, &headers).await else {
         return unauthorized();
     };
     if !claims.is_admin() {
         return forbidden();
     }
-    match state
-        .broker
-        .broadcast_control(&ControlMessage::Revoke { user: req.user })
-        .await
-    {
+    match state.revoke(&req.user).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({"ok": true}))).into_response(),
         Err(e) => unavailable(e),
     }

@@ -36,7 +36,7 @@ use socketioxide::{SocketIo, TransportType};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
-use crate::auth::{AuthError, JwtAlgorithm, JwtAuth};
+use crate::auth::{AuthError, Claims, JwtAlgorithm, JwtAuth};
 use crate::broker::{Broker, BrokerError, ControlMessage, MemoryBroker, RedisBroker};
 use crate::hub::Hub;
 use crate::limits::RateLimiter;
@@ -124,6 +124,10 @@ pub struct Config {
     pub max_buffer_packets: usize,
     /// Time a client has to send CONNECT after the WebSocket opens (default 10 s).
     pub connect_timeout: Duration,
+    /// How long a revocation is remembered: at least the longest a user's
+    /// token lives (default 24 h). A revoked user's tokens issued before the
+    /// revocation are refused on CONNECT and REST until then.
+    pub revocation_ttl: Duration,
     /// Sockets one user may hold on one node (default 16).
     pub max_connections_per_user: usize,
     /// Sustained actions per second per user (default 10).
@@ -175,6 +179,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             max_buffer_packets: 128,
             connect_timeout: Duration::from_secs(10),
+            revocation_ttl: Duration::from_secs(24 * 3600),
             max_connections_per_user: 16,
             action_rate_per_sec: 10.0,
             action_burst: 20,
@@ -239,6 +244,44 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRefused {
+    /// Malformed, badly signed, expired, wrong issuer or audience, ...
+    #[error(transparent)]
+    Invalid(#[from] AuthError),
+    /// Issued before its user was revoked ([`Handle::revoke`]).
+    #[error("token revoked")]
+    Revoked,
+    /// The revocation record could not be read: refused, to be safe.
+    #[error("revocation check failed: {0}")]
+    Unavailable(#[from] BrokerError),
+}
+
+impl AppState {
+    /// See [`Handle::revoke`].
+    pub async fn revoke(&self, user: &str) -> Result<(), BrokerError> {
+        self.broker
+            .revoke_tokens(user, auth::unix_secs(), self.config.revocation_ttl)
+            .await?;
+        self.broker
+            .broadcast_control(&ControlMessage::Revoke {
+                user: user.to_owned(),
+            })
+            .await
+    }
+
+    /// Verifies `token` and refuses it when its user was revoked after it
+    /// was issued (`iat` at or before the revocation, in unix seconds).
+    pub async fn authenticate(&self, token: &str) -> Result<Claims, TokenRefused> {
+        let claims = self.auth.verify(token)?;
+        match self.broker.tokens_revoked_at(&claims.sub).await? {
+            Some(at) if claims.iat <= at => Err(TokenRefused::Revoked),
+            _ => Ok(claims),
+        }
+    }
+}
+
 /// A running gateway's parts, for the binary and for tests.
 #[derive(Debug, Clone)]
 pub struct Handle {
@@ -249,16 +292,14 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Closes every socket of `user` on every node (each gets
-    /// [`hub::SESSION_REVOKED_V1`] first). Carried on the broker's control
-    /// channel (Redis pub/sub `{prefix}control`), not the socketioxide adapter.
+    /// Revokes `user`: every token issued up to now (`iat`) is refused on
+    /// CONNECT and REST for [`Config::revocation_ttl`], and every socket of
+    /// the user on every node is closed (each gets
+    /// [`hub::SESSION_REVOKED_V1`] first). The close is carried on the
+    /// broker's control channel (Redis pub/sub `{prefix}control`), not the
+    /// socketioxide adapter.
     pub async fn revoke(&self, user: &str) -> Result<(), BrokerError> {
-        self.state
-            .broker
-            .broadcast_control(&ControlMessage::Revoke {
-                user: user.to_owned(),
-            })
-            .await
+        self.state.revoke(user).await
     }
 
     /// Starts a graceful shutdown of this node's sockets: refuses new CONNECTs

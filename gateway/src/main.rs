@@ -104,6 +104,9 @@ struct ServeArgs {
     /// Seconds a client has to send CONNECT after the WebSocket opens.
     #[arg(long, env = "LIVELINE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     connect_timeout_secs: u64,
+    /// Seconds a revocation is remembered; at least the longest token lifetime.
+    #[arg(long, env = "LIVELINE_REVOCATION_TTL_SECS", default_value_t = 86_400)]
+    revocation_ttl_secs: u64,
     /// Sockets per user on this node.
     #[arg(long, env = "LIVELINE_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     max_connections_per_user: usize,
@@ -314,6 +317,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         max_buffer_packets: args.max_buffer_packets,
         connect_timeout: Duration::from_secs(args.connect_timeout_secs),
+        revocation_ttl: Duration::from_secs(args.revocation_ttl_secs),
         max_connections_per_user: args.max_connections_per_user,
         action_rate_per_sec: args.action_rate,
         action_burst: args.action_burst,

@@ -34,11 +34,11 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 
-use crate::AppState;
 use crate::actions;
 use crate::auth::{Claims, unix_secs};
 use crate::broker::today;
 use crate::hub::{AcquireError, close_socket, emit_paced, user_room};
+use crate::{AppState, TokenRefused};
 
 /// The message of every refused CONNECT. The reason is never told to the client.
 pub const UNAUTHORIZED: &str = "unauthorized";
@@ -135,8 +135,12 @@ async fn admit(
     let Some(token) = auth.token.as_deref() else {
         return Err(Refused(UNAUTHORIZED));
     };
-    let claims = match state.auth.verify(token) {
+    let claims = match state.authenticate(token).await {
         Ok(c) => c,
+        Err(e @ TokenRefused::Unavailable(_)) => {
+            tracing::error!(error = %e, "connect refused");
+            return Err(Refused("unavailable"));
+        }
         Err(e) => {
             tracing::info!(reason = %e, "connect refused");
             return Err(Refused(UNAUTHORIZED));

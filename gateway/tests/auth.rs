@@ -234,7 +234,45 @@ async fn live_socket_gets_session_expired_then_is_closed_when_its_token_expires(
     gw.stop().await;
 }
 
+/// `Handle::revoke`: the user's tokens issued up to the revocation (by `iat`)
+/// are refused; tokens issued later, and other users' tokens, are not.
+async fn tokens_issued_before_a_revocation_are_refused(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let now = unix_secs();
+    let token = |sub: &str, iat: u64| {
+        gw.jwt()
+            .mint_claims(&Claims {
+                sub: sub.into(),
+                exp: now + 600,
+                iat,
+                nbf: None,
+                iss: "liveline".into(),
+                aud: "liveline".into(),
+                role: None,
+            })
+            .unwrap()
+    };
+    let (before, later) = (token("alice", now - 5), token("alice", now + 2));
+    let bob = token("bob", now - 5);
+    Client::connect(gw.addr, json!({"token": before}))
+        .await
+        .unwrap()
+        .close()
+        .await;
+    gw.handle.revoke("alice").await.unwrap();
+    refused(&gw, json!({"token": before})).await;
+    for ok in [later, bob] {
+        Client::connect(gw.addr, json!({"token": ok}))
+            .await
+            .unwrap()
+            .close()
+            .await;
+    }
+    gw.stop().await;
+}
+
 on_both_brokers!(
+    tokens_issued_before_a_revocation_are_refused,
     bad_expired_or_foreign_tokens_get_connect_error_unauthorized,
     token_with_alg_none_is_refused,
     rs256_gateway_accepts_its_key_and_refuses_forgeries_and_alg_confusion,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use common::{Backend, Gateway, is_completed, start_job};
+use common::{Backend, Client, Gateway, is_completed, start_job};
 use serde_json::json;
 use tower::ServiceExt;
 
@@ -72,6 +72,7 @@ async fn clients_on_two_nodes_get_their_own_users_events_and_never_anothers() {
 #[tokio::test]
 async fn admin_revoke_closes_the_users_sockets_on_every_node_only() {
     let (a, b) = two_nodes().await;
+    let old_token = a.token("alice");
     let mut alice_a = a.connect("alice").await;
     let mut alice_b = b.connect("alice").await;
     let mut bob_a = a.connect("bob").await;
@@ -104,6 +105,32 @@ async fn admin_revoke_closes_the_users_sockets_on_every_node_only() {
             "{seen:?}"
         );
     }
+    // Tokens issued before the revocation are refused on every node, on
+    // CONNECT and on REST: a revoked session cannot simply reconnect.
+    for node in [&a, &b] {
+        let refused = Client::connect(node.addr, json!({ "token": old_token })).await;
+        assert_eq!(
+            refused.err().map(|e| e["message"].clone()),
+            Some(json!("unauthorized"))
+        );
+        let res = node
+            .router
+            .clone()
+            .oneshot(
+                Request::get("/api/v1/jobs")
+                    .header(header::AUTHORIZATION, format!("Bearer {old_token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    // A token issued after it (a new sign-in; `iat` is in whole seconds) works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut alice_again = b.connect("alice").await;
+    start_job(&mut alice_again, "k-alice-again", "research").await;
+    alice_again.close().await;
     // Bob is untouched and still gets his events.
     start_job(&mut bob_a, "k-bob", "research").await;
     bob_a.events_until(is_completed).await;

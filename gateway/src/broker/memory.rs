@@ -39,6 +39,8 @@ struct Inner {
     actions: VecDeque<(String, QueuedAction)>,
     next_action: u64,
     days: HashMap<String, (HashSet<String>, DayStats)>,
+    /// Token revocations by user: (issued at or before, unix s; record expiry).
+    revoked: HashMap<String, (u64, tokio::time::Instant)>,
 }
 
 #[derive(Debug)]
@@ -360,6 +362,26 @@ impl Broker for MemoryBroker {
     async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
         let _ = self.control_tx.send(msg.clone());
         Ok(())
+    }
+
+    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError> {
+        let until = tokio::time::Instant::now() + ttl;
+        let mut inner = self.lock();
+        inner
+            .revoked
+            .retain(|_, (_, until)| *until > tokio::time::Instant::now());
+        let entry = inner.revoked.entry(user.to_owned()).or_insert((at, until));
+        *entry = (entry.0.max(at), until);
+        Ok(())
+    }
+
+    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
+        let inner = self.lock();
+        Ok(inner
+            .revoked
+            .get(user)
+            .filter(|(_, until)| *until > tokio::time::Instant::now())
+            .map(|(at, _)| *at))
     }
 
     fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {

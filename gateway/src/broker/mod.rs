@@ -412,6 +412,15 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends `msg` to every node (this one included).
     async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError>;
 
+    /// Records that every token of `user` issued at or before `at` (unix
+    /// seconds, the `iat` claim) is revoked, for `ttl` (the longest a token
+    /// lives). Every node reads it on CONNECT and on REST calls.
+    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError>;
+
+    /// When `user`'s tokens were last revoked (unix seconds), if that record
+    /// has not expired.
+    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError>;
+
     /// The receiver of control messages; `Some` only on the first call.
     fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>>;
 

@@ -14,6 +14,7 @@
 //! - `{prefix}owner:{user}:jobs` sorted set of the user's job ids by creation time
 //! - `{prefix}actions`       Redis stream of actions for workers, consumer group `workers`
 //! - `{prefix}control`       pub/sub channel between gateway nodes (revocation)
+//! - `{prefix}revoked:{user}` unix seconds: the user's tokens issued then or before are revoked (SET EX)
 //! - `{prefix}an:{day}:dau|sessions|jobs` analytics of one UTC day
 //!
 //! Stream keys and job records expire [`STREAM_TTL_SECS`] after their last
@@ -745,6 +746,23 @@ impl Broker for RedisBroker {
             .publish(format!("{}control", self.prefix), payload)
             .await?;
         Ok(())
+    }
+
+    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set_ex(
+                format!("{}revoked:{user}", self.prefix),
+                at,
+                ttl.as_secs().max(1),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(format!("{}revoked:{user}", self.prefix)).await?)
     }
 
     fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {
