@@ -21,9 +21,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::Claims;
-use crate::broker::{
-    BrokerError, OrderUpdate, OwnedRecord, RecordKind, StatusUpdate, job_stream, today,
-};
+use crate::broker::{BrokerError, OrderUpdate, OwnedRecord, RecordKind, StatusUpdate, today};
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
 pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
@@ -39,6 +37,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}/events", get(job_events))
         .route("/api/v1/orders", get(orders))
         .route("/api/v1/orders/{id}", get(order))
+        .route("/api/v1/orders/{id}/events", get(order_events))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/publish", post(publish))
         .route("/api/v1/analytics/summary", get(analytics_summary))
@@ -260,15 +259,39 @@ async fn job_events(
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers).await else {
+    events(&state, &headers, RecordKind::Job, &id, q).await
+}
+
+/// `GET /api/v1/orders/{id}/events?after=N`: as for jobs, for an order's stream.
+async fn order_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    events(&state, &headers, RecordKind::Order, &id, q).await
+}
+
+/// The owner's view of the history of a job's or an order's stream after `q.after`.
+async fn events(
+    state: &AppState,
+    headers: &HeaderMap,
+    kind: RecordKind,
+    id: &str,
+    q: EventsQuery,
+) -> Response {
+    let Some(claims) = bearer(state, headers).await else {
         return unauthorized();
     };
-    match owner_of(&state, RecordKind::Job, &id).await {
+    match owner_of(state, kind, id).await {
         Ok(Some(owner)) if owner == claims.sub => {}
-        Ok(_) => return error(StatusCode::NOT_FOUND, "not_found", "no such job"),
+        Ok(_) => {
+            let message = format!("no such {}", kind.name());
+            return error(StatusCode::NOT_FOUND, "not_found", &message);
+        }
         Err(e) => return unavailable(e),
     }
-    let stream = job_stream(&id);
+    let stream = kind.stream(id);
     let after = q.after.unwrap_or(0);
     let (head, events) = match (
         state.broker.head(&stream).await,

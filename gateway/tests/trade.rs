@@ -81,6 +81,20 @@ async fn placed_order_goes_accepted_partially_filled_filled_with_contiguous_seq(
     assert_eq!(list["orders"][0]["id"], id.as_str(), "{list}");
     let foreign = reqwest_status(&gw, &format!("/api/v1/orders/{id}"), "mallory").await;
     assert_eq!(foreign, 404);
+    // Its history after seq 1, as for jobs: the same envelopes, in order.
+    let after = reqwest_get(&gw, &format!("/api/v1/orders/{id}/events?after=1"), "alice").await;
+    assert_eq!(after["stream"], stream.as_str());
+    assert_eq!(after["complete"], true, "{after}");
+    let history: Vec<&Value> = after["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["envelope"])
+        .collect();
+    let live: Vec<&Value> = events.iter().skip(1).map(|(_, e)| e).collect();
+    assert_eq!(history, live);
+    let uri = format!("/api/v1/orders/{id}/events");
+    assert_eq!(reqwest_status(&gw, &uri, "mallory").await, 404);
     alice.close().await;
     gw.stop().await;
 }
