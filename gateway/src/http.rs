@@ -81,6 +81,11 @@ async fn bearer(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
     state.authenticate(token.trim()).await.ok()
 }
 
+/// Compares secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn unauthorized() -> Response {
     error(
         StatusCode::UNAUTHORIZED,
@@ -107,7 +112,23 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(want) = &state.config.metrics_token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        let scraper = constant_time_eq(given.as_bytes(), want.as_bytes());
+        if !scraper {
+            match bearer(&state, &headers).await {
+                Some(c) if c.is_service() || c.is_admin() => {}
+                Some(_) => return forbidden(),
+                None => return unauthorized(),
+            }
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -110,6 +110,9 @@ pub struct Config {
     pub demo_step: Duration,
     /// Serve `POST /api/v1/dev/token` (mints a token for anyone; off by default).
     pub dev_tokens: bool,
+    /// When set, `GET /metrics` needs `Authorization: Bearer <this>` (or a
+    /// `service`/`admin` JWT); when unset it is open, for a private port.
+    pub metrics_token: Option<String>,
     /// Exact origins allowed for WebSocket upgrades and CORS; empty allows all.
     pub allowed_origins: Vec<String>,
     /// Engine.IO ping interval (default 10 s; Socket.IO's is 25 s).
@@ -172,6 +175,7 @@ impl Default for Config {
             demo_worker: false,
             demo_step: worker::STEP,
             dev_tokens: false,
+            metrics_token: None,
             allowed_origins: Vec::new(),
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(5),

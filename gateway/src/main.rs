@@ -83,6 +83,9 @@ struct ServeArgs {
     /// Serve POST /api/v1/dev/token (anyone can get a token: development only).
     #[arg(long, env = "LIVELINE_DEV_TOKENS")]
     dev_tokens: bool,
+    /// Bearer token GET /metrics requires (service/admin JWTs work too); unset: open.
+    #[arg(long, env = "LIVELINE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Exact allowed origins, comma-separated; empty allows all (development).
     #[arg(long, env = "LIVELINE_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
@@ -334,6 +337,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         demo_worker: args.demo_worker,
         demo_step: Duration::from_millis(args.demo_step_ms),
         dev_tokens: args.dev_tokens,
+        metrics_token: args.metrics_token.filter(|t| !t.is_empty()),
         allowed_origins: args
             .allowed_origins
             .into_iter()

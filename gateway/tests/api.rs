@@ -173,3 +173,27 @@ async fn started_job_goes_to_the_redis_actions_stream_once_per_idempotency_key()
     alice.close().await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_need_the_scrape_token_or_a_service_token_when_one_is_set() {
+    let gw = Gateway::start_with(Backend::Memory, |c| {
+        c.metrics_token = Some("scrape-secret".into());
+    })
+    .await;
+    let status = |token: Option<String>| {
+        let gw = &gw;
+        async move { call(gw, "GET", "/metrics", token, None).await.0 }
+    };
+    assert_eq!(status(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(Some("scrape-secreT".into())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(status(Some(gw.token("alice"))).await, StatusCode::FORBIDDEN);
+    assert_eq!(status(Some("scrape-secret".into())).await, StatusCode::OK);
+    assert_eq!(
+        status(Some(gw.role_token("prom", "service"))).await,
+        StatusCode::OK
+    );
+    gw.stop().await;
+}
