@@ -2,13 +2,14 @@
 //! sequencing, resume without loss or duplicates, and live fan-out through
 //! Redis (or an in-memory broker when no Redis is configured).
 //!
-//! [`build`] returns the [`axum::Router`] and a [`Handle`]; `main` only binds it.
+//! [`build`] returns the [`axum::Router`] and a [`Handle`]; [`serve`] runs
+//! it on a listener; `main` only binds it.
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! let config = liveline_gateway::Config::default();
 //! let (router, _handle) = liveline_gateway::build(config.clone()).await?;
 //! let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
-//! axum::serve(listener, router).await?;
+//! liveline_gateway::serve(listener, router, config.header_timeout, std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -127,6 +128,10 @@ pub struct Config {
     pub max_buffer_packets: usize,
     /// Time a client has to send CONNECT after the WebSocket opens (default 10 s).
     pub connect_timeout: Duration,
+    /// Time a client has to send a request's headers once its TCP connection
+    /// is open (default 10 s): a client that never finishes the WebSocket
+    /// upgrade request loses its connection instead of holding a file.
+    pub header_timeout: Duration,
     /// How long a revocation is remembered: at least the longest a user's
     /// token lives (default 24 h). A revoked user's tokens issued before the
     /// revocation are refused on CONNECT and REST until then.
@@ -183,6 +188,7 @@ impl Default for Config {
             max_message_bytes: 64 * 1024,
             max_buffer_packets: 128,
             connect_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
             revocation_ttl: Duration::from_secs(24 * 3600),
             max_connections_per_user: 16,
             action_rate_per_sec: 10.0,
@@ -284,6 +290,67 @@ impl AppState {
             _ => Ok(claims),
         }
     }
+}
+
+/// Serves `router` on `listener` over HTTP/1.1 (with upgrades, for the
+/// WebSocket) until `shutdown` resolves, then waits for the requests in
+/// flight (not for upgraded WebSockets: [`Handle::drain`] tells those to go).
+///
+/// Unlike `axum::serve`, a connection that does not deliver a request's
+/// headers within `header_timeout` is closed, so clients that open TCP
+/// connections and never finish the upgrade cannot pile up open files.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    // Every connection task holds a receiver: `closed()` on the sender
+    // resolves once the last one has finished.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of files, or a connection reset before accept:
+                    // back off a little instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                // (The guard `wait_for` returns must not live across the await.)
+                () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(stop_rx);
+    stop_tx.closed().await;
 }
 
 /// A running gateway's parts, for the binary and for tests.

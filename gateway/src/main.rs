@@ -107,6 +107,9 @@ struct ServeArgs {
     /// Seconds a client has to send CONNECT after the WebSocket opens.
     #[arg(long, env = "LIVELINE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     connect_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers after its TCP connection opens.
+    #[arg(long, env = "LIVELINE_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
     /// Seconds a revocation is remembered; at least the longest token lifetime.
     #[arg(long, env = "LIVELINE_REVOCATION_TTL_SECS", default_value_t = 86_400)]
     revocation_ttl_secs: u64,
@@ -320,6 +323,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_message_bytes: args.max_message_bytes,
         max_buffer_packets: args.max_buffer_packets,
         connect_timeout: Duration::from_secs(args.connect_timeout_secs),
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
         revocation_ttl: Duration::from_secs(args.revocation_ttl_secs),
         max_connections_per_user: args.max_connections_per_user,
         action_rate_per_sec: args.action_rate,
@@ -364,12 +368,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, redis = config.redis_url.is_some(), "listening");
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_handle = handle.clone();
+    let header_timeout = config.header_timeout;
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped_rx.await;
-            })
-            .await
+        liveline_gateway::serve(listener, router, header_timeout, async move {
+            let _ = stopped_rx.await;
+        })
+        .await;
     });
     shutdown_signal().await;
     tracing::info!("shutting down: telling clients to reconnect elsewhere");
@@ -378,8 +382,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _ = stopped_tx.send(());
     tracing::info!(sockets = told, "clients told; closing");
     match tokio::time::timeout(config.shutdown_timeout, server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server error during shutdown"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
         Err(_) => tracing::warn!("connections still open after the shutdown timeout"),
     }

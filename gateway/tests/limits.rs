@@ -127,6 +127,64 @@ async fn websocket_that_never_sends_connect_is_closed_after_connect_timeout() {
     gw.stop().await;
 }
 
+/// Waits for the server to close `tcp`; how long it took.
+async fn closed_within(tcp: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        // Any answer (a 408) is read and skipped; the end is EOF or a reset.
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| start.elapsed())
+}
+
+#[tokio::test]
+async fn connections_that_never_finish_their_request_headers_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    let gw = Gateway::start_with(Backend::Memory, |c| {
+        c.header_timeout = Duration::from_millis(500)
+    })
+    .await;
+    // Nothing at all, then half an upgrade request.
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut partial = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    partial
+        .write_all(b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    for tcp in [&mut silent, &mut partial] {
+        let took = closed_within(tcp, Duration::from_secs(5)).await;
+        assert!(
+            took.is_some(),
+            "still open 5 s after a 500 ms header timeout"
+        );
+    }
+    // A WebSocket that finished its upgrade is not subject to it.
+    let mut alice = gw.connect("alice").await;
+    assert!(
+        alice
+            .maybe_event(Duration::from_millis(1200))
+            .await
+            .is_none()
+    );
+    let ack = alice
+        .call(
+            "job:cancel:v1",
+            json!({"key": "k", "data": {"jobId": "nope"}}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "not_found");
+    alice.close().await;
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn slow_reader_is_cut_off_and_disconnected_while_a_fast_one_gets_everything() {
     let gw = Gateway::start_with(Backend::Memory, |c| {

@@ -67,8 +67,9 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = router.clone();
+        let header_timeout = config.header_timeout;
         let server = tokio::spawn(async move {
-            axum::serve(listener, served).await.unwrap();
+            liveline_gateway::serve(listener, served, header_timeout, std::future::pending()).await;
         });
         Self {
             addr,
