@@ -6,6 +6,7 @@
 // The token must carry `role: "service"` (or "admin"), e.g.
 //   liveline-gateway mint-token --sub worker-1 --role service
 const [gateway, token, user, jobId] = process.argv.slice(2);
+// Exit status: 2 on a usage error, 1 when the gateway refuses (gateway/tests/publishing.rs checks it).
 if (!jobId) {
   console.error('usage: node publish-http.mjs <gateway-url> <service-token> <user> <job-id>');
   process.exit(2);

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 
 const [hostPort, prefix, user, jobId, luaPath] = process.argv.slice(2);
+// Exit status: 2 on a usage error, 1 when Redis or the publish script refuses.
 if (!jobId) {
   console.error('usage: node publish-redis.mjs <host:port> <key-prefix> <user> <job-id> [publish.lua]');
   process.exit(2);

@@ -45,4 +45,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    # The exit status is main()'s: 0 published, 1 refused, 2 usage.
     sys.exit(main())

@@ -12,6 +12,7 @@ use tower::ServiceExt;
 fn router_routes() -> Vec<(String, String)> {
     let src = include_str!("../src/http.rs");
     let mut out = Vec::new();
+    // `.skip(1)`: the text before the first `.route("` is no route.
     for part in src.split(".route(\"").skip(1) {
         let (path, rest) = part.split_once('"').unwrap();
         let rest = rest.trim_start_matches(',').trim_start();
@@ -79,6 +80,7 @@ async fn every_router_route_is_in_the_openapi_document_and_back() {
     }
     // Every $ref resolves.
     let text = body.as_str();
+    // `.skip(1)`: the text before the first `$ref` names no schema.
     for part in text.split("\"$ref\": \"#/components/schemas/").skip(1) {
         let name = part.split('"').next().unwrap();
         assert!(

@@ -908,6 +908,7 @@ async fn publish(
     let mut tasks = Vec::new();
     for j in 0..k {
         let users = users.clone();
+        // Publisher task j takes every k-th user, starting at user j.
         let jobs: Vec<(usize, String)> = users
             .iter()
             .skip(j)

@@ -6,6 +6,7 @@ import { io } from "socket.io-client";
 
 const [url, token] = process.argv.slice(2);
 const out = { connected: false, ack: null, events: [], error: null };
+// Prints the result, then exits with `code` (0 ok, 1 failed): the Rust test reads both.
 const done = (code) => {
   console.log(JSON.stringify(out));
   process.exit(code);
