@@ -429,7 +429,7 @@ impl Decoder {
 }
 
 /// `tag` followed by `rest` (the hot path of encoding: no formatting machinery).
-fn tagged(tag: char, rest: &str) -> String {
+pub(crate) fn tagged(tag: char, rest: &str) -> String {
     let mut s = String::with_capacity(rest.len() + 1);
     s.push(tag);
     s.push_str(rest);

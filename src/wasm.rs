@@ -29,6 +29,7 @@ use wasm_bindgen::prelude::*;
 use crate::client::{Client, Config, ConnectionState, Output, StateChange};
 use crate::json;
 use crate::outbox::{self, ActionError, SendError};
+use crate::protocol::tagged;
 
 /// The sans-IO client behind `pkg/index.js`. Not for direct use.
 #[wasm_bindgen]
@@ -66,13 +67,6 @@ fn push_u64(out: &mut String, mut n: u64) {
     for &b in &buf[i..] {
         out.push(char::from(b));
     }
-}
-
-fn tagged(tag: char, rest: &str) -> String {
-    let mut s = String::with_capacity(rest.len() + 1);
-    s.push(tag);
-    s.push_str(rest);
-    s
 }
 
 /// The state as a JSON object: `{current, previous, reason, queued, attempt, retryIn, error}`.

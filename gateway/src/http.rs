@@ -76,9 +76,28 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 /// The claims of the request's bearer token, unless it is missing, invalid
 /// or revoked.
 async fn bearer(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
+    state.authenticate(bearer_token(headers)?).await.ok()
+}
+
+/// The token of the `Authorization: Bearer …` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ")?;
-    state.authenticate(token.trim()).await.ok()
+    Some(value.strip_prefix("Bearer ")?.trim())
+}
+
+/// The claims of a caller whose token is valid (else 401) and whose role
+/// `allowed` accepts (else 403).
+async fn caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    allowed: fn(&Claims) -> bool,
+) -> Result<Claims, Response> {
+    let claims = bearer(state, headers).await.ok_or_else(unauthorized)?;
+    if allowed(&claims) {
+        Ok(claims)
+    } else {
+        Err(forbidden())
+    }
 }
 
 /// Compares secrets without an early exit on the first differing byte.
@@ -114,18 +133,10 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(want) = &state.config.metrics_token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or_default();
-        let scraper = constant_time_eq(given.as_bytes(), want.as_bytes());
-        if !scraper {
-            match bearer(&state, &headers).await {
-                Some(c) if c.is_service() || c.is_admin() => {}
-                Some(_) => return forbidden(),
-                None => return unauthorized(),
+        let given = bearer_token(&headers).unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
+            if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
+                return refused;
             }
         }
     }
@@ -373,11 +384,8 @@ async fn publish(
     headers: HeaderMap,
     body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers).await else {
-        return unauthorized();
-    };
-    if !claims.is_service() {
-        return forbidden();
+    if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
+        return refused;
     }
     let Ok(Json(req)) = body else {
         return error(
@@ -540,11 +548,8 @@ async fn analytics_summary(
     headers: HeaderMap,
     Query(q): Query<SummaryQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers).await else {
-        return unauthorized();
-    };
-    if !claims.is_service() {
-        return forbidden();
+    if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
+        return refused;
     }
     let day = q.day.unwrap_or_else(today);
     let valid_day = day.len() == 10
@@ -587,11 +592,8 @@ async fn revoke(
     headers: HeaderMap,
     Json(req): Json<RevokeRequest>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers).await else {
-        return unauthorized();
-    };
-    if !claims.is_admin() {
-        return forbidden();
+    if let Err(refused) = caller(&state, &headers, Claims::is_admin).await {
+        return refused;
     }
     match state.revoke(&req.user).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({"ok": true}))).into_response(),
