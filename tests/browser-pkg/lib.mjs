@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join, normalize, extname, sep } from 'node:path';
-import { ROOT, GATEWAY, REDIS_URL, freePort, mintToken, sleep } from '../support/node.mjs';
+import { ROOT, GATEWAY, REDIS_URL, freePort, mintToken, sleep, api as restApi } from '../support/node.mjs';
 
 export {
   ROOT, GATEWAY, REDIS_URL, CHROMIUM, run, sleep, freePort, launchBrowser, mintToken, cleanRedis,
@@ -146,22 +146,8 @@ export async function startGateway(opts = {}) {
   return gw;
 }
 
-/** A user's REST call to the gateway. */
-export async function api(gw, token, path, init = {}) {
-  const res = await fetch(`${gw.url}${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
-    signal: AbortSignal.timeout(10_000),
-  });
-  const text = await res.text();
-  let body;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = text;
-  }
-  return { status: res.status, body };
-}
+/** A user's REST call to gateway process `gw`. */
+export const api = (gw, token, path, init) => restApi(gw.url, token, path, init);
 
 /**
  * Opens the harness in a new context: exposes `__mintToken`, collects page

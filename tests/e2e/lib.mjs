@@ -4,10 +4,10 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { ROOT, GATEWAY, REDIS_URL, freePort, sleep } from '../support/node.mjs';
+import { ROOT, GATEWAY, REDIS_URL, freePort, sleep, api } from '../support/node.mjs';
 
 export {
-  ROOT, GATEWAY, REDIS_URL, CHROMIUM, sleep, freePort, launchBrowser, mintToken, cleanRedis, publishRedis,
+  ROOT, GATEWAY, REDIS_URL, CHROMIUM, sleep, freePort, launchBrowser, mintToken, cleanRedis, publishRedis, api,
 } from '../support/node.mjs';
 
 export const APP_URL = (process.env.LIVELINE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
@@ -91,22 +91,6 @@ export async function devToken(base, sub) {
   return (await res.json()).token;
 }
 
-/** A REST call from Node (outside the page, so not among its requests). */
-export async function api(base, token, path, init = {}) {
-  const res = await fetch(`${base}${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
-    signal: AbortSignal.timeout(10_000),
-  });
-  const text = await res.text();
-  let body;
-  try {
-    body = JSON.parse(text);
-  } catch {
-    body = text;
-  }
-  return { status: res.status, body };
-}
 
 /** The job's events from its history: {chunks: [{index, text, seq}], result, statuses}. */
 export async function jobHistory(base, token, jobId) {

@@ -71,3 +71,20 @@ export async function cleanRedis(prefix) {
   }
   return keys.length;
 }
+
+/** A REST call to the gateway at `base` with a bearer token: {status, body (JSON, else text)}. */
+export async function api(base, token, path, init = {}) {
+  const res = await fetch(`${base}${path}`, {
+    ...init,
+    headers: { authorization: `Bearer ${token}`, ...(init.headers ?? {}) },
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await res.text();
+  let body;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = text;
+  }
+  return { status: res.status, body };
+}
