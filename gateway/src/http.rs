@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
@@ -19,9 +20,10 @@ use liveline::contract::{JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::AppState;
 use crate::auth::Claims;
 use crate::broker::{BrokerError, OrderUpdate, OwnedRecord, RecordKind, StatusUpdate, today};
+use crate::edge::read_body;
+use crate::{AppState, TokenRefused};
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
 pub const DEV_TOKEN_TTL_SECS: u64 = 3600;
@@ -65,6 +67,25 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Largest body `POST /api/v1/publish` accepts (one event).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Largest body of the other routes (a user id, a role).
+const SMALL_BODY_BYTES: usize = 4096;
+
+/// Reads a JSON body of at most `limit` bytes: `Ok(None)` when it is not the
+/// expected JSON, `Err` with the answer when it is too large, too slow or
+/// broken. Routes call it after checking their caller.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    body: Body,
+    limit: usize,
+) -> Result<Option<T>, Response> {
+    match read_body(body, limit).await {
+        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        Err(e) => Err(error(e.status(), e.code(), &e.to_string())),
+    }
+}
+
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
@@ -73,10 +94,16 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// The claims of the request's bearer token, unless it is missing, invalid
-/// or revoked.
-async fn bearer(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
-    state.authenticate(bearer_token(headers)?).await.ok()
+/// The claims of the request's bearer token; `Err` is the answer to give:
+/// 401 when it is missing, invalid or revoked, 503 when the revocation check
+/// could not reach the broker (a broker failure is never an auth failure).
+async fn bearer(state: &AppState, headers: &HeaderMap) -> Result<Claims, Response> {
+    let token = bearer_token(headers).ok_or_else(unauthorized)?;
+    match state.authenticate(token).await {
+        Ok(claims) => Ok(claims),
+        Err(TokenRefused::Unavailable(e)) => Err(unavailable(e)),
+        Err(_) => Err(unauthorized()),
+    }
 }
 
 /// The token of the `Authorization: Bearer …` header.
@@ -92,7 +119,7 @@ async fn caller(
     headers: &HeaderMap,
     allowed: fn(&Claims) -> bool,
 ) -> Result<Claims, Response> {
-    let claims = bearer(state, headers).await.ok_or_else(unauthorized)?;
+    let claims = bearer(state, headers).await?;
     if allowed(&claims) {
         Ok(claims)
     } else {
@@ -158,8 +185,9 @@ async fn jobs(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers).await else {
-        return unauthorized();
+    let claims = match bearer(&state, &headers).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     list_owned(&state, RecordKind::Job, &claims.sub, &q).await
 }
@@ -214,8 +242,9 @@ async fn owner_of(
 /// The caller's snapshot of their record `id` of `kind`: the record with its
 /// stream, epoch and head seq; `404` when it is missing or someone else's.
 async fn snapshot(state: &AppState, headers: &HeaderMap, kind: RecordKind, id: &str) -> Response {
-    let Some(claims) = bearer(state, headers).await else {
-        return unauthorized();
+    let claims = match bearer(state, headers).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     let record = match kind {
         RecordKind::Job => state.broker.job(id).await.map(|r| owned_value(r, &claims)),
@@ -261,8 +290,9 @@ async fn orders(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let Some(claims) = bearer(&state, &headers).await else {
-        return unauthorized();
+    let claims = match bearer(&state, &headers).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     list_owned(&state, RecordKind::Order, &claims.sub, &q).await
 }
@@ -312,8 +342,9 @@ async fn events(
     id: &str,
     q: EventsQuery,
 ) -> Response {
-    let Some(claims) = bearer(state, headers).await else {
-        return unauthorized();
+    let claims = match bearer(state, headers).await {
+        Ok(c) => c,
+        Err(refused) => return refused,
     };
     match owner_of(state, kind, id).await {
         Ok(Some(owner)) if owner == claims.sub => {}
@@ -379,20 +410,20 @@ fn valid_event_name(name: &str) -> bool {
 
 /// `POST /api/v1/publish` (service token): publishes one event. A
 /// `job:status:v1` on a job stream also updates the job record.
-async fn publish(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<PublishRequest>, axum::extract::rejection::JsonRejection>,
-) -> Response {
+async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
         return refused;
     }
-    let Ok(Json(req)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_payload",
-            "expected {user, stream, event, data}",
-        );
+    let req: PublishRequest = match json_body(body, MAX_BODY_BYTES).await {
+        Ok(Some(req)) => req,
+        Ok(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                "expected {user, stream, event, data}",
+            );
+        }
+        Err(refused) => return refused,
     };
     let public = req.stream.starts_with("market:");
     if (req.user.is_empty() && !public) || req.stream.is_empty() || req.stream.len() > 256 {
@@ -587,14 +618,21 @@ struct RevokeRequest {
 
 /// `POST /api/v1/admin/revoke` `{user}` (admin token): closes the user's
 /// sockets on every node, each after a `session:revoked:v1` event.
-async fn revoke(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Json(req): Json<RevokeRequest>,
-) -> Response {
+async fn revoke(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     if let Err(refused) = caller(&state, &headers, Claims::is_admin).await {
         return refused;
     }
+    let req: RevokeRequest = match json_body(body, SMALL_BODY_BYTES).await {
+        Ok(Some(req)) => req,
+        Ok(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                "expected {user}",
+            );
+        }
+        Err(refused) => return refused,
+    };
     match state.revoke(&req.user).await {
         Ok(()) => (StatusCode::ACCEPTED, Json(json!({"ok": true}))).into_response(),
         Err(e) => unavailable(e),
@@ -619,10 +657,18 @@ struct DevTokenRequest {
 }
 
 /// `POST /api/v1/dev/token`: a token for any `sub`. Only with `dev_tokens` on.
-async fn dev_token(
-    State(state): State<Arc<AppState>>,
-    Json(req): Json<DevTokenRequest>,
-) -> Response {
+async fn dev_token(State(state): State<Arc<AppState>>, body: Body) -> Response {
+    let req: DevTokenRequest = match json_body(body, SMALL_BODY_BYTES).await {
+        Ok(Some(req)) => req,
+        Ok(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_payload",
+                "expected {sub, role?}",
+            );
+        }
+        Err(refused) => return refused,
+    };
     if req.sub.is_empty() || req.sub.len() > 128 {
         return error(
             StatusCode::BAD_REQUEST,
@@ -653,21 +699,26 @@ async fn dev_token(
     }
 }
 
-/// Refuses (403) a WebSocket upgrade whose `Origin` is not exactly one of the
-/// allowed origins. An empty list allows every origin (development); a request
-/// without `Origin` (not a browser) passes.
+/// Refuses (403) a request that upgrades, or that reaches the Socket.IO
+/// endpoint (WebSocket or long-polling), when its `Origin` is not exactly one
+/// of the allowed origins, or when it carries several `Origin` headers. An
+/// empty list allows every origin (development); a request without `Origin`
+/// (not a browser) passes. Any `Upgrade` header counts, whatever its form
+/// (`websocket`, `WebSocket, foo`, ...).
 pub async fn origin_check(
     State(allowed): State<Arc<Vec<String>>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let is_upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if is_upgrade && !allowed.is_empty() {
-        if let Some(origin) = req.headers().get(header::ORIGIN) {
+    let guarded =
+        req.headers().contains_key(header::UPGRADE) || req.uri().path().starts_with("/socket.io");
+    if guarded {
+        let mut origins = req.headers().get_all(header::ORIGIN).iter();
+        let origin = origins.next();
+        if origins.next().is_some() {
+            return (StatusCode::FORBIDDEN, "several Origin headers").into_response();
+        }
+        if let (Some(origin), false) = (origin, allowed.is_empty()) {
             let ok = origin
                 .to_str()
                 .is_ok_and(|o| allowed.iter().any(|a| a == o));

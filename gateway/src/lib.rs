@@ -9,7 +9,7 @@
 //! let config = liveline_gateway::Config::default();
 //! let (router, _handle) = liveline_gateway::build(config.clone()).await?;
 //! let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
-//! liveline_gateway::serve(listener, router, config.header_timeout, std::future::pending()).await;
+//! liveline_gateway::serve(listener, router, (&config).into(), std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -17,6 +17,7 @@
 pub mod actions;
 pub mod auth;
 pub mod broker;
+pub mod edge;
 pub mod http;
 pub mod hub;
 pub mod limits;
@@ -33,7 +34,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, header};
-use socketioxide::{SocketIo, TransportType};
+use socketioxide::{ParserConfig, SocketIo, TransportType};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -43,36 +44,70 @@ use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
 
-/// Crates that log raw WebSocket frames or packets (and so the CONNECT auth
-/// payload with its token) at debug or trace level; [`log_filter`] caps them.
+/// Crates that log raw WebSocket frames, HTTP headers or packets (and so the
+/// CONNECT auth payload or an `Authorization` header with its token) at
+/// debug or trace level; [`log_filter`] caps them, and every module under
+/// them, at `info`.
 pub const PAYLOAD_LOGGING_CRATES: &[&str] = &[
     "tungstenite",
     "tokio_tungstenite",
     "engineioxide",
+    "engineioxide_core",
     "socketioxide",
     "socketioxide_core",
     "socketioxide_parser_common",
     "hyper",
+    "hyper_util",
     "h2",
+    "http_body_util",
+    "axum",
+    "tower_http",
 ];
 
-/// The log filter for `spec` (e.g. `RUST_LOG`), with the crates that log raw
-/// frames capped at `info` whatever `spec` says, so no token is ever logged.
-pub fn log_filter(spec: &str) -> tracing_subscriber::EnvFilter {
-    let kept: Vec<&str> = spec
-        .split(',')
-        .filter(|d| {
-            let target = d.split(['=', '[']).next().unwrap_or("").trim();
-            !PAYLOAD_LOGGING_CRATES.contains(&target)
-        })
-        .collect();
-    let mut filter = tracing_subscriber::EnvFilter::new(kept.join(","));
-    for krate in PAYLOAD_LOGGING_CRATES {
-        if let Ok(d) = format!("{krate}=info").parse() {
-            filter = filter.add_directive(d);
-        }
+/// The log filter for `spec` (e.g. `RUST_LOG`): an `EnvFilter`, and on top of
+/// it a cap that drops every debug or trace event of the crates that log raw
+/// frames ([`PAYLOAD_LOGGING_CRATES`]) whatever `spec` says: per-module
+/// directives (`tungstenite::protocol=trace`), span filters and global levels
+/// included. The cap looks at each event's target, so no directive can lift
+/// it and no token is ever logged.
+pub fn log_filter<S>(
+    spec: &str,
+) -> impl tracing_subscriber::layer::Filter<S> + Send + Sync + 'static
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    use tracing_subscriber::filter::FilterExt;
+    let env = tracing_subscriber::EnvFilter::builder().parse_lossy(spec);
+    env.and(tracing_subscriber::filter::filter_fn(|meta| {
+        !may_carry_payloads(meta)
+    }))
+}
+
+/// Whether an event or span at `meta` may carry a raw frame or header.
+fn may_carry_payloads(meta: &tracing::Metadata<'_>) -> bool {
+    if *meta.level() <= tracing::Level::INFO {
+        return false;
     }
-    filter
+    let target = meta.target();
+    PAYLOAD_LOGGING_CRATES.iter().any(|krate| {
+        target
+            .strip_prefix(krate)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+/// Installs the process's logger: `spec` through [`log_filter`], to stderr.
+pub fn init_logging(spec: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(log_filter(spec)),
+        )
+        .init();
 }
 
 /// The development HS256 secret. Production must set its own
@@ -116,6 +151,10 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Exact origins allowed for WebSocket upgrades and CORS; empty allows all.
     pub allowed_origins: Vec<String>,
+    /// Serve the HTTP long-polling transport (with upgrade to WebSocket), as
+    /// official `socket.io-client`s start with by default (default on).
+    /// Several nodes then need sticky sessions; see docs/deployment.md.
+    pub polling: bool,
     /// Engine.IO ping interval (default 10 s; Socket.IO's is 25 s).
     pub ping_interval: Duration,
     /// Engine.IO ping timeout (default 5 s; Socket.IO's is 20 s).
@@ -132,6 +171,20 @@ pub struct Config {
     /// is open (default 10 s): a client that never finishes the WebSocket
     /// upgrade request loses its connection instead of holding a file.
     pub header_timeout: Duration,
+    /// Longest a request's whole body may take to arrive once its headers
+    /// are in (default 10 s); a slower body is answered 408 and its
+    /// connection closed.
+    pub body_timeout: Duration,
+    /// Connections in their HTTP phase (not upgraded to a WebSocket, so not
+    /// authenticated) this node keeps at most (default 1024; never more than
+    /// half the open-file limit). Past it, the oldest such connection is
+    /// closed to make room: peers that stall can hold only this many files,
+    /// and `/healthz` and new clients still get in.
+    pub max_pending_connections: usize,
+    /// Longest one Redis command or reconnect may take before the call fails
+    /// with `unavailable` (default 1 s); after a failure, calls fail at once
+    /// for a moment (a circuit breaker), then Redis is tried again.
+    pub redis_timeout: Duration,
     /// How long a revocation is remembered: at least the longest a user's
     /// token lives (default 24 h). A revoked user's tokens issued before the
     /// revocation are refused on CONNECT and REST until then.
@@ -182,6 +235,7 @@ impl Default for Config {
             dev_tokens: false,
             metrics_token: None,
             allowed_origins: Vec::new(),
+            polling: true,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(5),
             history_len: 1000,
@@ -189,6 +243,9 @@ impl Default for Config {
             max_buffer_packets: 128,
             connect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            max_pending_connections: 1024,
+            redis_timeout: broker::DEFAULT_COMMAND_TIMEOUT,
             revocation_ttl: Duration::from_secs(24 * 3600),
             max_connections_per_user: 16,
             action_rate_per_sec: 10.0,
@@ -204,7 +261,71 @@ impl Default for Config {
     }
 }
 
+/// A configuration the gateway cannot run with.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {field} {problem}")]
+pub struct ConfigError {
+    /// The setting, as its command-line flag.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
 impl Config {
+    /// Checks every setting the gateway could not run with (a zero ping
+    /// interval would panic inside the Engine.IO server, a zero ping timeout
+    /// would close every connection at once, ...).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field: &'static str, problem: &str| {
+            Err(ConfigError {
+                field,
+                problem: problem.to_owned(),
+            })
+        };
+        let positive = [
+            ("--ping-interval", self.ping_interval),
+            ("--ping-timeout", self.ping_timeout),
+            ("--connect-timeout", self.connect_timeout),
+            ("--header-timeout", self.header_timeout),
+            ("--body-timeout", self.body_timeout),
+            ("--redis-timeout", self.redis_timeout),
+            ("--shutdown-timeout", self.shutdown_timeout),
+        ];
+        for (field, d) in positive {
+            if d < Duration::from_millis(1) {
+                return err(field, "must be at least 1ms");
+            }
+        }
+        if self.max_message_bytes < 1024 {
+            return err("--max-message-bytes", "must be at least 1024");
+        }
+        if self.max_buffer_packets < 8 {
+            return err("--max-buffer-packets", "must be at least 8");
+        }
+        if self.history_len == 0 {
+            return err("--history-len", "must be at least 1");
+        }
+        if self.max_connections_per_user == 0 {
+            return err("--max-connections-per-user", "must be at least 1");
+        }
+        if self.max_pending_connections == 0 {
+            return err("--max-pending-connections", "must be at least 1");
+        }
+        if !(self.action_rate_per_sec.is_finite() && self.action_rate_per_sec > 0.0) {
+            return err("--action-rate", "must be a positive number");
+        }
+        if self.action_burst == 0 {
+            return err("--action-burst", "must be at least 1");
+        }
+        if self.jwt_leeway_secs > auth::LEEWAY_SECS {
+            return err("--jwt-leeway-secs", "must be at most 30");
+        }
+        if self.key_prefix.is_empty() {
+            return err("--key-prefix", "must not be empty");
+        }
+        Ok(())
+    }
+
     /// The token verifier this configuration describes (a minter too for HS256).
     pub fn jwt(&self) -> Result<JwtAuth, AuthError> {
         let auth = match self.jwt_algorithm {
@@ -292,20 +413,47 @@ impl AppState {
     }
 }
 
+/// What [`serve`] bounds for every connection before it is answered or
+/// upgraded.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// See [`Config::header_timeout`].
+    pub header_timeout: Duration,
+    /// See [`Config::max_pending_connections`] (lowered further to half of
+    /// the process's open-file limit).
+    pub max_pending_connections: usize,
+}
+
+impl From<&Config> for ServeLimits {
+    fn from(config: &Config) -> Self {
+        Self {
+            header_timeout: config.header_timeout,
+            max_pending_connections: config.max_pending_connections,
+        }
+    }
+}
+
 /// Serves `router` on `listener` over HTTP/1.1 (with upgrades, for the
 /// WebSocket) until `shutdown` resolves, then waits for the requests in
 /// flight (not for upgraded WebSockets: [`Handle::drain`] tells those to go).
 ///
 /// Unlike `axum::serve`, a connection that does not deliver a request's
-/// headers within `header_timeout` is closed, so clients that open TCP
-/// connections and never finish the upgrade cannot pile up open files.
+/// headers within `limits.header_timeout` is closed, and at most
+/// `limits.max_pending_connections` connections may be in their HTTP phase
+/// (not yet answered or upgraded) at once: past that, the oldest is closed to
+/// make room. So clients that open TCP connections and stall cannot pile up
+/// open files or lock new clients out.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
-    header_timeout: Duration,
+    limits: ServeLimits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     use hyper_util::rt::{TokioIo, TokioTimer};
+    let pending = Arc::new(edge::Pending::new(edge::pending_cap(
+        limits.max_pending_connections,
+    )));
+    tracing::debug!(cap = pending.cap(), "pending connections cap");
     // Every connection task holds a receiver: `closed()` on the sender
     // resolves once the last one has finished.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -328,22 +476,29 @@ pub async fn serve(
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_timeout)
+            .header_read_timeout(limits.header_timeout)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut stop = stop_rx.clone();
+        let mut ticket = pending.admit();
+        let pending = pending.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
+                ended = conn.as_mut() => Some(ended),
+                // Made room for a newer connection: dropping `conn` closes it.
+                _ = &mut ticket.evicted => None,
                 // (The guard `wait_for` returns must not live across the await.)
                 () = async { drop(stop.wait_for(|stop| *stop).await) } => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    Some(conn.await)
                 }
             };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "connection ended with an error");
+            pending.done(&ticket);
+            match ended {
+                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+                None => tracing::debug!("pending connection closed to make room"),
+                Some(Ok(())) => {}
             }
         });
     }
@@ -376,9 +531,11 @@ impl Handle {
     /// Starts a graceful shutdown of this node's sockets: refuses new CONNECTs
     /// (and turns `/readyz` to 503), sends every socket
     /// `session:shutdown:v1` `{"retryInMs": n}` with `n` drawn per socket from
-    /// `0..=shutdown_jitter` (so clients spread over the other nodes), then
-    /// disconnects it. Waits until the sockets are gone or `shutdown_timeout`
-    /// passes; returns how many sockets were told.
+    /// `0..=shutdown_jitter` (so Liveline clients spread over the other
+    /// nodes), then closes every transport. It closes the transport rather
+    /// than sending a Socket.IO DISCONNECT, so official `socket.io-client`s
+    /// reconnect by themselves, as after any network loss. Waits at most
+    /// `shutdown_timeout`; returns how many sockets were told.
     pub async fn drain(&self) -> usize {
         use rand::RngExt;
         self.state.draining.store(true, Ordering::SeqCst);
@@ -391,12 +548,15 @@ impl Handle {
                 hub::SESSION_SHUTDOWN_V1,
                 &serde_json::json!({ "retryInMs": retry }),
             );
-            hub::close_socket(s);
         }
-        let deadline = tokio::time::Instant::now() + self.state.config.shutdown_timeout;
-        while !self.io.sockets().is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Each transport writes what it has queued (the notice) before it closes.
+        let closed = tokio::time::timeout(self.state.config.shutdown_timeout, self.io.close());
+        if closed.await.is_err() {
+            tracing::warn!("transports still open after the shutdown timeout");
         }
+        // Closing removed the namespace: register it again, so a late CONNECT
+        // gets the draining refusal (`unavailable`), not "Invalid namespace".
+        socket::register(&self.io, self.state.clone());
         told
     }
 
@@ -417,10 +577,17 @@ impl Handle {
 
 /// Connects the broker and builds the whole app.
 pub async fn build(config: Config) -> anyhow::Result<(Router, Handle)> {
+    config.validate()?;
     let broker: Arc<dyn Broker> = match &config.redis_url {
-        Some(url) => {
-            Arc::new(RedisBroker::connect(url, &config.key_prefix, config.history_len).await?)
-        }
+        Some(url) => Arc::new(
+            RedisBroker::connect_with(
+                url,
+                &config.key_prefix,
+                config.history_len,
+                config.redis_timeout,
+            )
+            .await?,
+        ),
         None => Arc::new(MemoryBroker::new(config.history_len)),
     };
     app(config, broker)
@@ -429,10 +596,20 @@ pub async fn build(config: Config) -> anyhow::Result<(Router, Handle)> {
 /// Builds the app on a given broker: Socket.IO at `/socket.io/` (WebSocket
 /// only), the HTTP routes, static files, CORS and the Origin check.
 pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, Handle)> {
-    let max_message = config.max_message_bytes.max(1024);
-    let (layer, io) = SocketIo::builder()
+    config.validate()?;
+    let max_message = config.max_message_bytes;
+    let builder = SocketIo::builder()
         .req_path("/socket.io/")
-        .transports([TransportType::Websocket])
+        // The gateway's protocol is JSON: a packet announcing binary
+        // attachments closes its connection at once, before CONNECT as after,
+        // so nothing of a client's is buffered beyond one frame.
+        .with_parser(ParserConfig::common().max_incoming_binaries(0));
+    let builder = if config.polling {
+        builder.transports([TransportType::Polling, TransportType::Websocket])
+    } else {
+        builder.transports([TransportType::Websocket])
+    };
+    let (layer, io) = builder
         .ping_interval(config.ping_interval)
         .ping_timeout(config.ping_timeout)
         .connect_timeout(config.connect_timeout)
@@ -494,13 +671,17 @@ pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, H
         router = router.fallback_service(ServeDir::new(dir).fallback(index));
     }
     let allowed = Arc::new(config.allowed_origins.clone());
+    let body_timeout = config.body_timeout;
     let router = router
         .layer(layer)
         .layer(cors(&config.allowed_origins))
         .layer(axum::middleware::from_fn_with_state(
             allowed,
             http::origin_check,
-        ));
+        ))
+        .layer(tower::util::MapRequestLayer::new(move |req| {
+            edge::DeadlineBody::wrap(req, body_timeout)
+        }));
     Ok((router, Handle { io, state }))
 }
 

@@ -89,12 +89,16 @@ struct ServeArgs {
     /// Exact allowed origins, comma-separated; empty allows all (development).
     #[arg(long, env = "LIVELINE_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<String>,
-    /// Engine.IO ping interval in seconds.
-    #[arg(long, env = "LIVELINE_PING_INTERVAL_SECS", default_value_t = 10)]
-    ping_interval_secs: u64,
-    /// Engine.IO ping timeout in seconds.
-    #[arg(long, env = "LIVELINE_PING_TIMEOUT_SECS", default_value_t = 5)]
-    ping_timeout_secs: u64,
+    /// Serve only the WebSocket transport (no HTTP long-polling); official
+    /// socket.io-clients then need `transports: ['websocket']`.
+    #[arg(long, env = "LIVELINE_WEBSOCKET_ONLY")]
+    websocket_only: bool,
+    /// Engine.IO ping interval: `300ms`, `10s`, `1m` (a bare number is seconds).
+    #[arg(long, alias = "ping-interval-secs", env = "LIVELINE_PING_INTERVAL", default_value = "10s", value_parser = duration)]
+    ping_interval: Duration,
+    /// Engine.IO ping timeout (`200ms`, `5s`; a bare number is seconds).
+    #[arg(long, alias = "ping-timeout-secs", env = "LIVELINE_PING_TIMEOUT", default_value = "5s", value_parser = duration)]
+    ping_timeout: Duration,
     /// Events kept per stream for resume.
     #[arg(long, env = "LIVELINE_HISTORY_LEN", default_value_t = 1000)]
     history_len: usize,
@@ -104,12 +108,23 @@ struct ServeArgs {
     /// Outgoing packets queued per socket before it is cut off as slow.
     #[arg(long, env = "LIVELINE_MAX_BUFFER_PACKETS", default_value_t = 128)]
     max_buffer_packets: usize,
-    /// Seconds a client has to send CONNECT after the WebSocket opens.
-    #[arg(long, env = "LIVELINE_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
-    connect_timeout_secs: u64,
-    /// Seconds a client has to send a request's headers after its TCP connection opens.
-    #[arg(long, env = "LIVELINE_HEADER_TIMEOUT_SECS", default_value_t = 10)]
-    header_timeout_secs: u64,
+    /// Time a client has to send CONNECT after its transport opens.
+    #[arg(long, alias = "connect-timeout-secs", env = "LIVELINE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// Time a client has to send a request's headers after its TCP connection opens.
+    #[arg(long, alias = "header-timeout-secs", env = "LIVELINE_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    header_timeout: Duration,
+    /// Time a request's whole body has to arrive after its headers (then 408).
+    #[arg(long, env = "LIVELINE_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    body_timeout: Duration,
+    /// Connections in their HTTP phase (not yet upgraded) kept at most; past
+    /// it the oldest is closed. Never more than half the open-file limit.
+    #[arg(long, env = "LIVELINE_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
+    max_pending_connections: usize,
+    /// Longest one Redis command or reconnect may take before it fails
+    /// (`unavailable`); then calls fail at once for a moment.
+    #[arg(long, env = "LIVELINE_REDIS_TIMEOUT", default_value = "1s", value_parser = duration)]
+    redis_timeout: Duration,
     /// Seconds a revocation is remembered; at least the longest token lifetime.
     #[arg(long, env = "LIVELINE_REVOCATION_TTL_SECS", default_value_t = 86_400)]
     revocation_ttl_secs: u64,
@@ -192,12 +207,9 @@ struct PublishArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(liveline_gateway::log_filter(
-            &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
-        ))
-        .with_writer(std::io::stderr)
-        .init();
+    liveline_gateway::init_logging(
+        &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+    );
     match Cli::parse().command {
         Command::Serve(args) => serve(*args).await,
         Command::MintToken(args) => {
@@ -322,8 +334,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         jwt_leeway_secs: args.jwt.jwt_leeway_secs,
         max_message_bytes: args.max_message_bytes,
         max_buffer_packets: args.max_buffer_packets,
-        connect_timeout: Duration::from_secs(args.connect_timeout_secs),
-        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        connect_timeout: args.connect_timeout,
+        header_timeout: args.header_timeout,
+        body_timeout: args.body_timeout,
+        max_pending_connections: args.max_pending_connections,
+        redis_timeout: args.redis_timeout,
+        polling: !args.websocket_only,
         revocation_ttl: Duration::from_secs(args.revocation_ttl_secs),
         max_connections_per_user: args.max_connections_per_user,
         action_rate_per_sec: args.action_rate,
@@ -347,8 +363,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .into_iter()
             .filter(|o| !o.is_empty())
             .collect(),
-        ping_interval: Duration::from_secs(args.ping_interval_secs),
-        ping_timeout: Duration::from_secs(args.ping_timeout_secs),
+        ping_interval: args.ping_interval,
+        ping_timeout: args.ping_timeout,
         history_len: args.history_len,
         symbols: args
             .symbols
@@ -361,6 +377,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_jitter: Duration::from_millis(args.shutdown_jitter_ms),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
     };
+    config.validate()?;
+    // Use every file the hard limit allows; the pending-connection cap is
+    // derived from what this leaves.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "could not raise the open-file limit");
+    }
     let (router, handle) = liveline_gateway::build(config.clone()).await?;
     let listener = tokio::net::TcpListener::bind((config.bind, config.port))
         .await
@@ -368,9 +390,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, redis = config.redis_url.is_some(), "listening");
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_handle = handle.clone();
-    let header_timeout = config.header_timeout;
+    let limits = liveline_gateway::ServeLimits::from(&config);
     let server = tokio::spawn(async move {
-        liveline_gateway::serve(listener, router, header_timeout, async move {
+        liveline_gateway::serve(listener, router, limits, async move {
             let _ = stopped_rx.await;
         })
         .await;
@@ -388,6 +410,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     handle.shutdown();
     Ok(())
+}
+
+/// Parses a duration flag: `300ms`, `1.5s`, `10s`, `2m` (humantime), or a
+/// bare number of seconds (what the older `--…-secs` flags took).
+fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 300ms, 10s, 2m)"))
 }
 
 /// Resolves on SIGTERM or SIGINT (Ctrl-C).

@@ -76,6 +76,7 @@ pub struct Metrics {
     refused: AtomicU64,
     delivered: AtomicU64,
     slow_clients: AtomicU64,
+    acks_undelivered: AtomicU64,
     latency: Histogram,
     sessions: Histogram,
     actions: Mutex<BTreeMap<(String, String), u64>>,
@@ -90,6 +91,7 @@ impl Default for Metrics {
             refused: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             slow_clients: AtomicU64::new(0),
+            acks_undelivered: AtomicU64::new(0),
             latency: Histogram::new(&LATENCY_BUCKETS),
             sessions: Histogram::new(&DURATION_BUCKETS),
             actions: Mutex::default(),
@@ -109,6 +111,11 @@ impl Metrics {
     pub fn disconnected(&self, secs: f64) {
         self.connections.fetch_sub(1, Ordering::Relaxed);
         self.sessions.observe(secs, 1);
+    }
+
+    /// An ack could not be queued (its socket was then closed).
+    pub fn ack_undelivered(&self) {
+        self.acks_undelivered.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A CONNECT was refused.
@@ -211,6 +218,13 @@ impl Metrics {
             "Sockets cut off because their outgoing buffer was full.",
             "counter",
             self.slow_clients.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "liveline_acks_undelivered_total",
+            "Acks that could not be queued; each closed its socket so the client resends.",
+            "counter",
+            self.acks_undelivered.load(Ordering::Relaxed).to_string(),
         );
         let name = "liveline_delivery_latency_seconds";
         let _ = writeln!(

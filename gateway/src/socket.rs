@@ -258,7 +258,7 @@ async fn act<E, F, Fut>(
         if n > state.config.rate_limit_strikes {
             state.metrics.action(name, RATE_LIMITED);
             if let Some(ack) = ack {
-                let _ = ack.send(&reply);
+                send_ack(state, s, ack, &reply);
             }
             tracing::info!("socket closed: rate limit exceeded repeatedly");
             close_socket(s.clone());
@@ -278,7 +278,22 @@ async fn act<E, F, Fut>(
     };
     state.metrics.action(name, outcome);
     if let Some(ack) = ack {
-        let _ = ack.send(&reply);
+        send_ack(state, s, ack, &reply);
+    }
+}
+
+/// Sends an action's ack. An ack is never dropped in silence: when it cannot
+/// be queued (the socket's outgoing buffer is full), the socket is closed, so
+/// the client reconnects, resumes and resends the action under the same
+/// idempotency key (which answers with the recorded result); the
+/// `liveline_acks_undelivered_total` metric counts it.
+fn send_ack(state: &AppState, s: &SocketRef, ack: AckSender, reply: &AckReply) {
+    if let Err(e) = ack.send(reply) {
+        state.metrics.ack_undelivered();
+        if s.connected() {
+            tracing::info!(error = %e, "ack could not be queued: socket closed, the client resends");
+            close_socket(s.clone());
+        }
     }
 }
 
@@ -345,8 +360,10 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
     // The SDK's liveness probe on wake: answered at once, outside the rate
     // limit, so a sleeping laptop learns within a moment whether its link
     // survived.
-    s.on(PROBE_V1, |ack: AckSender| async move {
-        let _ = ack.send(&AckReply::ok(json!({})));
+    let st = state.clone();
+    s.on(PROBE_V1, move |s: SocketRef, ack: AckSender| {
+        let state = st.clone();
+        async move { send_ack(&state, &s, ack, &AckReply::ok(json!({}))) }
     });
     let st = state.clone();
     s.on(

@@ -1,5 +1,5 @@
 //! HTTP routes: health, readiness, job snapshots, dev tokens, static files,
-//! the Origin check and the refusal of polling.
+//! the Origin check in every header form, and long-polling (on by default).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -122,14 +122,102 @@ async fn static_dir_is_served_with_index_html_for_spa_routes() {
 }
 
 #[tokio::test]
-async fn polling_transport_is_refused() {
+async fn polling_is_served_by_default_and_refused_when_websocket_only() {
     let (router, _) = liveline_gateway::build(liveline_gateway::Config::default())
         .await
         .unwrap();
+    let (status, body) = send(&router, get("/socket.io/?EIO=4&transport=polling")).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "official clients start with polling"
+    );
+    let open = String::from_utf8(body).unwrap();
+    assert!(
+        open.starts_with("0{") && open.contains(r#""upgrades":["websocket"]"#),
+        "{open}"
+    );
+    let config = liveline_gateway::Config {
+        polling: false,
+        ..Default::default()
+    };
+    let (router, _) = liveline_gateway::build(config).await.unwrap();
     let (status, _) = send(&router, get("/socket.io/?EIO=4&transport=polling")).await;
     assert!(
         status.is_client_error(),
-        "polling must be refused, got {status}"
+        "websocket only: polling refused, got {status}"
+    );
+}
+
+/// A request to the Socket.IO endpoint with these headers, through the app.
+async fn socketio_request(router: &axum::Router, headers: &[(&str, &str)]) -> StatusCode {
+    let mut req = Request::get("/socket.io/?EIO=4&transport=websocket");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(router, req.body(Body::empty()).unwrap()).await.0
+}
+
+#[tokio::test]
+async fn the_origin_check_holds_whatever_the_form_of_the_headers() {
+    let config = liveline_gateway::Config {
+        allowed_origins: vec!["https://app.example".to_owned()],
+        ..Default::default()
+    };
+    let (router, _) = liveline_gateway::build(config).await.unwrap();
+    let evil = ("Origin", "https://evil.example");
+    let good = ("Origin", "https://app.example");
+    let upgrade_list = [("Connection", "Upgrade"), ("Upgrade", "websocket, foo")];
+    for (name, headers) in [
+        (
+            "token list in Upgrade",
+            vec![upgrade_list[0], upgrade_list[1], evil],
+        ),
+        (
+            "mixed-case Upgrade",
+            vec![upgrade_list[0], ("Upgrade", "WebSocket"), evil],
+        ),
+        ("no Upgrade header (polling)", vec![evil]),
+        (
+            "allowed then foreign Origin",
+            vec![upgrade_list[0], ("Upgrade", "websocket"), good, evil],
+        ),
+    ] {
+        assert_eq!(
+            socketio_request(&router, &headers).await,
+            StatusCode::FORBIDDEN,
+            "{name}"
+        );
+    }
+    let (status, _) = send(
+        &router,
+        Request::get("/socket.io/?EIO=4&transport=polling")
+            .header("Origin", "https://evil.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "polling from a foreign origin"
+    );
+    let (status, _) = send(
+        &router,
+        Request::get("/socket.io/?EIO=4&transport=polling")
+            .header("Origin", "https://app.example")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "polling from the allowed origin");
+    // Several Origin headers are refused even with no allowlist.
+    let (open, _) = liveline_gateway::build(liveline_gateway::Config::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        socketio_request(&open, &[good, good]).await,
+        StatusCode::FORBIDDEN
     );
 }
 

@@ -30,12 +30,19 @@ fn logs() -> &'static Buffer {
     LOGS.get_or_init(|| {
         let buf = Buffer::default();
         let writer = buf.clone();
-        tracing_subscriber::fmt()
-            .with_env_filter(liveline_gateway::log_filter(
-                "trace,tungstenite=trace,engineioxide=trace",
-            ))
-            .with_writer(move || writer.clone())
-            .with_ansi(false)
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || writer.clone())
+                    .with_ansi(false)
+                    .with_filter(liveline_gateway::log_filter(
+                        "trace,tungstenite=trace,engineioxide=trace,\
+                         tungstenite::protocol=trace,socketioxide::client=trace",
+                    )),
+            )
             .init();
         buf
     })

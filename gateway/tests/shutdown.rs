@@ -1,5 +1,6 @@
 //! Graceful shutdown: every socket gets `session:shutdown:v1 {retryInMs}`
-//! (jittered per socket) then DISCONNECT; new CONNECTs are refused and
+//! (jittered per socket), then its transport closes (no Socket.IO DISCONNECT,
+//! so official clients reconnect by themselves); new CONNECTs are refused and
 //! `/readyz` turns 503; the binary exits 0 on SIGTERM within a bounded time.
 #![allow(clippy::unwrap_used)]
 
@@ -8,7 +9,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Client, Gateway};
+use common::{Backend, Client, Closed, Gateway};
 use liveline_gateway::Config;
 use serde_json::json;
 
@@ -26,7 +27,12 @@ async fn drain_tells_every_socket_to_reconnect_with_jitter_then_refuses(backend:
     let drained = tokio::spawn(async move { handle.drain().await });
     let mut delays = Vec::new();
     for c in &mut clients {
-        let seen = c.until_closed(Duration::from_secs(5)).await;
+        let (seen, how) = c.until_closed_by(Duration::from_secs(5)).await;
+        assert_eq!(
+            how,
+            Closed::Transport,
+            "the transport closes, no DISCONNECT"
+        );
         let notice = seen
             .iter()
             .find(|(n, _)| n == "session:shutdown:v1")
@@ -80,6 +86,8 @@ async fn binary_on_sigterm_notifies_clients_and_exits_zero() {
             "1000",
             "--shutdown-timeout-secs",
             "5",
+            "--ping-interval",
+            "300ms",
         ])
         .env_remove("LIVELINE_REDIS_URL")
         .env("RUST_LOG", "warn")

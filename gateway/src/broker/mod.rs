@@ -2,6 +2,7 @@
 //! idempotency records. [`MemoryBroker`] runs in one process; [`RedisBroker`]
 //! lets workers and several gateway nodes share one Redis.
 
+pub mod circuit;
 mod memory;
 mod redis;
 
@@ -16,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use self::memory::MemoryBroker;
-pub use self::redis::RedisBroker;
+pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, RedisBroker};
 
 /// One event on its way to a user's sockets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

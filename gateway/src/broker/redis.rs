@@ -10,7 +10,9 @@
 //! - `{prefix}topic:{topic}` pub/sub channel of a public topic (`market:BTC-USD`)
 //! - `{prefix}owner:{user}:orders` sorted set of the user's order ids by creation time
 //! - `{prefix}lease:market`  which node's demo worker publishes market ticks
-//! - `{prefix}idem:{user}:{scope}:{key}` idempotency record (SET NX EX)
+//! - `{prefix}idem:{len(user)}:{user}:{len(scope)}:{scope}:{key}` idempotency
+//!   record (SET NX EX); the lengths (in bytes) keep every (user, scope, key)
+//!   triple on its own key, whatever `:` the parts contain
 //! - `{prefix}owner:{user}:jobs` sorted set of the user's job ids by creation time
 //! - `{prefix}actions`       Redis stream of actions for workers, consumer group `workers`
 //! - `{prefix}control`       pub/sub channel between gateway nodes (revocation)
@@ -33,6 +35,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use liveline::contract::{Envelope, JobKind, JobState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+
+use super::circuit::{Circuit, Guarded};
 use redis::{AsyncCommands, Script};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -47,6 +51,10 @@ use crate::auth::unix_millis;
 
 /// How long a stream's keys and job record live after their last event.
 pub const STREAM_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// Longest a Redis command (or a reconnect) may take before the call fails
+/// and the circuit opens (`--redis-timeout`).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Longest wait for a pub/sub SUBSCRIBE or UNSUBSCRIBE reply.
 const PUBSUB_TIMEOUT: Duration = Duration::from_secs(2);
@@ -84,7 +92,9 @@ type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<LiveMessage>>>>;
 pub struct RedisBroker {
     prefix: String,
     history_len: usize,
-    conn: ConnectionManager,
+    /// Every command but blocking reads; fails at once while Redis is
+    /// known to be unreachable (see [`super::circuit`]).
+    conn: Guarded,
     /// For blocking reads (XREADGROUP BLOCK), which would stall `conn`.
     blocking: ConnectionManager,
     script: Script,
@@ -114,11 +124,36 @@ impl RedisBroker {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6379`), with every key
     /// starting with `prefix` and at most about `history_len` events kept per stream.
     pub async fn connect(url: &str, prefix: &str, history_len: usize) -> Result<Self, BrokerError> {
+        Self::connect_with(url, prefix, history_len, DEFAULT_COMMAND_TIMEOUT).await
+    }
+
+    /// [`RedisBroker::connect`] with every command (and every reconnect
+    /// attempt) bounded by `command_timeout`: a dead or stalled Redis fails
+    /// calls within that time, then at once while the circuit is open
+    /// (see [`super::circuit`]).
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        history_len: usize,
+        command_timeout: Duration,
+    ) -> Result<Self, BrokerError> {
         let client = redis::Client::open(url)?;
-        let conn = client.get_connection_manager().await?;
+        let fast = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(command_timeout))
+            .set_connection_timeout(Some(command_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = Guarded::new(
+            client.get_connection_manager_with_config(fast).await?,
+            Arc::new(Circuit::default()),
+        );
+        // Blocking reads wait up to their BLOCK time; only reconnects are fast.
         let blocking = client
             .get_connection_manager_with_config(
-                ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(10))),
+                ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(Duration::from_secs(10)))
+                    .set_connection_timeout(Some(command_timeout))
+                    .set_number_of_retries(1),
             )
             .await?;
         let control = format!("{prefix}control");
@@ -354,9 +389,24 @@ impl RedisBroker {
     }
 }
 
+/// The key of the idempotency record of `(user, scope, key)`. User and scope
+/// are length-prefixed, so no two triples share a key even when the parts
+/// contain the separator (`sub` `"a:x"` with key `"k"` is not `sub` `"a"`
+/// with key `"x:k"`).
+fn idempotency_key(prefix: &str, user: &str, scope: &str, key: &str) -> String {
+    format!(
+        "{prefix}idem:{}:{user}:{}:{scope}:{key}",
+        user.len(),
+        scope.len()
+    )
+}
+
 /// Creates the workers' consumer group (and the stream) unless it exists;
 /// needed at start and after Redis lost its data.
-async fn ensure_group(conn: &mut ConnectionManager, prefix: &str) -> Result<(), BrokerError> {
+async fn ensure_group(
+    conn: &mut impl redis::aio::ConnectionLike,
+    prefix: &str,
+) -> Result<(), BrokerError> {
     let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(format!("{prefix}actions"))
@@ -703,7 +753,7 @@ impl Broker for RedisBroker {
         result: &Value,
     ) -> Result<Option<Value>, BrokerError> {
         let mut conn = self.conn.clone();
-        let k = format!("{}idem:{user}:{scope}:{key}", self.prefix);
+        let k = idempotency_key(&self.prefix, user, scope, key);
         let value =
             serde_json::to_string(result).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
         let set: Option<String> = redis::cmd("SET")
@@ -950,5 +1000,27 @@ fn job_kind_str(kind: JobKind) -> &'static str {
         JobKind::Research => "research",
         JobKind::Llm => "llm",
         _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::idempotency_key;
+
+    #[test]
+    fn idempotency_keys_of_different_triples_differ() {
+        let triples = [
+            ("bob:job", "start", "k"),
+            ("bob", "job:start", "k"),
+            ("bob", "job", "start:k"),
+            ("bob:job:start", "", "k"),
+            ("bob", "", "job:start:k"),
+            ("", "bob:job", "start:k"),
+        ];
+        let keys: std::collections::HashSet<String> = triples
+            .iter()
+            .map(|(u, s, k)| idempotency_key("ll:", u, s, k))
+            .collect();
+        assert_eq!(keys.len(), triples.len(), "{keys:?}");
     }
 }

@@ -67,9 +67,9 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = router.clone();
-        let header_timeout = config.header_timeout;
+        let limits = liveline_gateway::ServeLimits::from(&config);
         let server = tokio::spawn(async move {
-            liveline_gateway::serve(listener, served, header_timeout, std::future::pending()).await;
+            liveline_gateway::serve(listener, served, limits, std::future::pending()).await;
         });
         Self {
             addr,
@@ -128,6 +128,15 @@ impl Gateway {
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How the server closed a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// A Socket.IO DISCONNECT packet: the session is over.
+    Disconnect,
+    /// The transport closed (Engine.IO close, WebSocket close, EOF).
+    Transport,
+}
 
 /// A Socket.IO v5 client speaking raw frames.
 pub struct Client {
@@ -240,6 +249,13 @@ impl Client {
     /// packet, an Engine.IO close, a WebSocket close or EOF) and returns the
     /// events seen before. Panics if it stays open for `within`.
     pub async fn until_closed(&mut self, within: Duration) -> Vec<(String, Value)> {
+        self.until_closed_by(within).await.0
+    }
+
+    /// [`Client::until_closed`], telling also how the server closed: with a
+    /// Socket.IO DISCONNECT (the session is over) or by closing the transport
+    /// (an Engine.IO close, a WebSocket close or EOF: clients reconnect).
+    pub async fn until_closed_by(&mut self, within: Duration) -> (Vec<(String, Value)>, Closed) {
         let mut seen: Vec<(String, Value)> = self.events.drain(..).collect();
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -251,14 +267,18 @@ impl Client {
                     let t = t.to_string();
                     if t == "2" {
                         let _ = self.ws.send(Message::text("3")).await;
-                    } else if t.starts_with("41") || t == "1" {
-                        return seen;
+                    } else if t.starts_with("41") {
+                        return (seen, Closed::Disconnect);
+                    } else if t == "1" {
+                        return (seen, Closed::Transport);
                     } else if t.starts_with("42") {
                         self.queue(&t);
                         seen.extend(self.events.drain(..));
                     }
                 }
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return seen,
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    return (seen, Closed::Transport);
+                }
                 Some(Ok(_)) => {}
             }
         }

@@ -1,0 +1,258 @@
+//! The transport edge: what bounds a peer before it has proved anything.
+//!
+//! - [`DeadlineBody`]: a request body must arrive whole within a deadline
+//!   counted from its headers (not per chunk, so a trickle cannot stretch it).
+//! - [`read_body`]: reads a body after the route checked its caller, within a
+//!   size limit, mapping each failure to its status.
+//! - [`Pending`]: the connections not yet answered or upgraded. Past a cap,
+//!   the oldest is closed to make room, so peers that stall hold a bounded
+//!   number of files and new clients (and `/healthz`) still get in.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::StatusCode;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::oneshot;
+use tokio::time::Sleep;
+
+/// A request body that fails once `deadline` passed before its end.
+pub struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl DeadlineBody {
+    /// `inner`, which must end within `timeout` from now.
+    pub fn new(inner: Body, timeout: Duration) -> Self {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    /// Wraps the body of every request in a [`DeadlineBody`].
+    pub fn wrap(req: axum::extract::Request, timeout: Duration) -> axum::extract::Request {
+        req.map(|b| Body::new(Self::new(b, timeout)))
+    }
+}
+
+/// The error of a body whose deadline passed.
+#[derive(Debug, thiserror::Error)]
+#[error("request body not received within its deadline")]
+pub struct BodyTimedOut;
+
+impl HttpBody for DeadlineBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// It did not arrive within [`crate::Config::body_timeout`].
+    #[error("the request body did not arrive in time")]
+    TimedOut,
+    /// It is larger than the route accepts.
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The connection failed while reading it.
+    #[error("the request body could not be read")]
+    Broken,
+}
+
+impl BodyError {
+    /// The HTTP status this failure is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TimedOut => StatusCode::REQUEST_TIMEOUT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Broken => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The error code of the answer's body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TimedOut => "request_timeout",
+            Self::TooLarge(_) => "payload_too_large",
+            Self::Broken => "invalid_payload",
+        }
+    }
+}
+
+/// Reads `body` whole, refusing more than `limit` bytes. Call it only after
+/// the caller was authenticated: nothing is read before.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    if body.size_hint().lower() > limit as u64 {
+        return Err(BodyError::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(err) = source {
+            if err.is::<BodyTimedOut>() {
+                return BodyError::TimedOut;
+            }
+            if err.is::<http_body_util::LengthLimitError>() {
+                return BodyError::TooLarge(limit);
+            }
+            source = err.source();
+        }
+        BodyError::Broken
+    })
+}
+
+/// The connections of [`crate::serve`] still in their HTTP phase, oldest
+/// first, each with the sender that evicts it.
+#[derive(Debug)]
+pub struct Pending {
+    cap: usize,
+    inner: Mutex<PendingInner>,
+}
+
+#[derive(Debug, Default)]
+struct PendingInner {
+    next: u64,
+    open: BTreeMap<u64, oneshot::Sender<()>>,
+    evicted: u64,
+}
+
+/// One tracked connection; dropping it (or [`Pending::done`]) untracks it.
+#[derive(Debug)]
+pub struct Ticket {
+    id: u64,
+    /// Resolves when the connection was evicted to make room.
+    pub evicted: oneshot::Receiver<()>,
+}
+
+impl Pending {
+    /// A tracker keeping at most `cap` connections (at least 1).
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The cap in force.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Tracks a new connection; at the cap, evicts the oldest first.
+    pub fn admit(&self) -> Ticket {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        while inner.open.len() >= self.cap {
+            if let Some((_, evict)) = inner.open.pop_first() {
+                let _ = evict.send(());
+                inner.evicted += 1;
+            }
+        }
+        let id = inner.next;
+        inner.next += 1;
+        let (tx, rx) = oneshot::channel();
+        inner.open.insert(id, tx);
+        Ticket { id, evicted: rx }
+    }
+
+    /// Untracks a connection that was answered, upgraded or closed.
+    pub fn done(&self, ticket: &Ticket) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.open.remove(&ticket.id);
+    }
+
+    /// Connections tracked now.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .open
+            .len()
+    }
+
+    /// Whether no connection is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Connections evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).evicted
+    }
+}
+
+/// The most pending connections the process's open-file limit leaves room
+/// for: half of the soft limit, so sockets that did authenticate, Redis and
+/// the listener always have files left.
+pub fn pending_cap(configured: usize) -> usize {
+    match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+        Ok((soft, _)) if soft != rlimit::INFINITY => {
+            configured.min(usize::try_from(soft / 2).unwrap_or(usize::MAX).max(1))
+        }
+        _ => configured,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_oldest_pending_connection_makes_room() {
+        let p = Pending::new(2);
+        let mut a = p.admit();
+        let b = p.admit();
+        let mut c = p.admit();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.evicted(), 1);
+        assert!(a.evicted.try_recv().is_ok(), "the oldest goes");
+        p.done(&b);
+        assert_eq!(p.len(), 1);
+        assert!(c.evicted.try_recv().is_err(), "the newest stays");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stalls_fails_at_its_deadline() {
+        use futures_util::StreamExt;
+        let first = futures_util::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("{")) });
+        let stalled = first.chain(futures_util::stream::pending());
+        let body = Body::new(DeadlineBody::new(
+            Body::from_stream(stalled),
+            Duration::from_millis(50),
+        ));
+        let err = read_body(body, 1024).await.err();
+        assert!(matches!(err, Some(BodyError::TimedOut)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_refused() {
+        let body = Body::from(vec![b'x'; 2048]);
+        let err = read_body(body, 1024).await.err();
+        assert!(matches!(err, Some(BodyError::TooLarge(1024))), "{err:?}");
+    }
+}
