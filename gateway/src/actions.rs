@@ -12,9 +12,8 @@
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1,
     AckReply, JOB_STATUS_V1, JobCancel, JobKind, JobStart, JobState, JobStatus, OrderState,
-    TRADE_ORDER_V1, TopicSubscribe, TradeCancel, TradeOrder, TradePlace,
+    TRADE_ORDER_V1, TradeCancel, TradeOrder, TradePlace,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::AppState;
@@ -24,33 +23,8 @@ use crate::broker::{
     order_state_str, random_hex, side_str, today,
 };
 
-/// Longest accepted idempotency key, in bytes.
-pub const MAX_KEY_LEN: usize = 128;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActionPayload {
-    key: String,
-    data: Value,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(payload: Value) -> Result<(String, T), AckReply> {
-    let p: ActionPayload = serde_json::from_value(payload).map_err(|e| {
-        AckReply::err(
-            "invalid_payload",
-            format!("expected {{\"key\": string, \"data\": object}}: {e}"),
-        )
-    })?;
-    if p.key.is_empty() || p.key.len() > MAX_KEY_LEN {
-        return Err(AckReply::err(
-            "invalid_payload",
-            format!("key must be 1 to {MAX_KEY_LEN} bytes"),
-        ));
-    }
-    let data = serde_json::from_value(p.data)
-        .map_err(|e| AckReply::err("invalid_payload", format!("data: {e}")))?;
-    Ok((p.key, data))
-}
+pub use crate::inbound::MAX_KEY_LEN;
+use crate::inbound::action as parse;
 
 fn internal(e: impl std::fmt::Display) -> AckReply {
     tracing::error!(error = %e, "action failed");
@@ -389,12 +363,7 @@ pub async fn trade_cancel(state: &AppState, user: &str, payload: Value) -> AckRe
 /// topics: `market:{symbol}` for a configured symbol. A malformed payload or
 /// topic is `invalid_payload`; an unknown market is `not_found`.
 pub fn topic_of(state: &AppState, payload: Value) -> Result<String, AckReply> {
-    let sub: TopicSubscribe = if payload.get("topic").is_some() {
-        serde_json::from_value(payload)
-            .map_err(|e| AckReply::err("invalid_payload", format!("expected {{topic}}: {e}")))?
-    } else {
-        parse(payload)?.1
-    };
+    let sub = crate::inbound::topic(payload)?;
     check_topic(state, &sub.topic)?;
     Ok(sub.topic)
 }

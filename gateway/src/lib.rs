@@ -20,6 +20,7 @@ pub mod broker;
 pub mod edge;
 pub mod http;
 pub mod hub;
+pub mod inbound;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

@@ -28,16 +28,16 @@ use liveline::contract::{
     ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, AckReply, PROBE_V1,
     STREAM_RECOVERED_V1, StreamRecovered,
 };
-use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{AckSender, Event, SocketRef, TryData};
 use socketioxide::handler::ConnectHandler;
 
 use crate::actions;
 use crate::auth::{Claims, unix_secs};
 use crate::broker::today;
 use crate::hub::{AcquireError, close_socket, emit_paced, user_room};
+use crate::inbound::{self, ConnectRefusal, ResumePosition};
 use crate::{AppState, TokenRefused};
 
 /// The message of every refused CONNECT. The reason is never told to the client.
@@ -65,22 +65,6 @@ struct Topics(Arc<StdMutex<HashSet<String>>>);
 #[derive(Debug, Clone)]
 struct ExpiryTimer(tokio::task::AbortHandle);
 
-/// The CONNECT auth payload.
-#[derive(Debug, Default, Deserialize)]
-struct ConnectAuth {
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default)]
-    resume: Option<HashMap<String, ResumePosition>>,
-}
-
-/// A client's position in one stream.
-#[derive(Debug, Clone, Deserialize)]
-struct ResumePosition {
-    epoch: String,
-    seq: u64,
-}
-
 /// Streams to resume, kept on the socket between middleware and handler.
 #[derive(Debug, Clone)]
 struct Resume(Arc<HashMap<String, ResumePosition>>);
@@ -94,13 +78,12 @@ impl std::fmt::Display for Refused {
     }
 }
 
-/// Most streams one CONNECT may ask to resume.
-pub const MAX_RESUME_STREAMS: usize = 64;
+pub use crate::inbound::MAX_RESUME_STREAMS;
 
 /// Registers the `/` namespace on `io`.
 pub fn register(io: &SocketIo, state: Arc<AppState>) {
     let mw_state = state.clone();
-    let middleware = move |s: SocketRef, TryData(auth): TryData<ConnectAuth>| {
+    let middleware = move |s: SocketRef, TryData(auth): TryData<Value>| {
         let state = mw_state.clone();
         async move { authenticate(&state, s, auth.ok()).await }
     };
@@ -114,7 +97,7 @@ pub fn register(io: &SocketIo, state: Arc<AppState>) {
 async fn authenticate(
     state: &Arc<AppState>,
     s: SocketRef,
-    auth: Option<ConnectAuth>,
+    auth: Option<Value>,
 ) -> Result<(), Refused> {
     let result = admit(state, &s, auth).await;
     if result.is_err() {
@@ -123,19 +106,16 @@ async fn authenticate(
     result
 }
 
-async fn admit(
-    state: &Arc<AppState>,
-    s: &SocketRef,
-    auth: Option<ConnectAuth>,
-) -> Result<(), Refused> {
+async fn admit(state: &Arc<AppState>, s: &SocketRef, auth: Option<Value>) -> Result<(), Refused> {
     if state.draining.load(Ordering::SeqCst) {
         return Err(Refused("unavailable"));
     }
-    let auth = auth.unwrap_or_default();
-    let Some(token) = auth.token.as_deref() else {
-        return Err(Refused(UNAUTHORIZED));
+    let (token, resume) = match inbound::connect_auth(auth) {
+        Ok(parsed) => parsed,
+        Err(ConnectRefusal::Unauthorized) => return Err(Refused(UNAUTHORIZED)),
+        Err(ConnectRefusal::TooManyStreams) => return Err(Refused("too_many_streams")),
     };
-    let claims = match state.authenticate(token).await {
+    let claims = match state.authenticate(&token).await {
         Ok(c) => c,
         Err(e @ TokenRefused::Unavailable(_)) => {
             tracing::error!(error = %e, "connect refused");
@@ -146,10 +126,6 @@ async fn admit(
             return Err(Refused(UNAUTHORIZED));
         }
     };
-    let resume = auth.resume.unwrap_or_default();
-    if resume.len() > MAX_RESUME_STREAMS {
-        return Err(Refused("too_many_streams"));
-    }
     let user = claims.sub.clone();
     let resuming = !resume.is_empty();
     match state.hub.acquire(&user, s.id, resuming).await {
@@ -360,6 +336,20 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
     // The SDK's liveness probe on wake: answered at once, outside the rate
     // limit, so a sleeping laptop learns within a moment whether its link
     // survived.
+    // Any other event with an ack id is answered at once, so a client's
+    // promise settles instead of waiting out its deadline.
+    let st = state.clone();
+    s.on_fallback(move |s: SocketRef, Event(name): Event, ack: AckSender| {
+        let state = st.clone();
+        async move {
+            let shown: String = name.chars().take(64).collect();
+            let reply = AckReply::err(
+                "unknown_action",
+                format!("this gateway has no action {shown:?}"),
+            );
+            send_ack(&state, &s, ack, &reply);
+        }
+    });
     let st = state.clone();
     s.on(PROBE_V1, move |s: SocketRef, ack: AckSender| {
         let state = st.clone();
@@ -455,28 +445,20 @@ async fn topic_unsubscribe(state: &AppState, s: &SocketRef, payload: Value) -> A
     AckReply::ok(json!({ "topic": topic }))
 }
 
-#[derive(Debug, Deserialize)]
-struct ReplayRequest {
-    stream: String,
-    epoch: String,
-    seq: u64,
-}
-
 /// `stream:replay:v1` `{stream, epoch, seq}`: emits the stream's events after
 /// `seq`, then a `stream:recovered:v1` with the outcome. Live events may
 /// interleave (the socket stays in its room); the client drops any seq it has.
 async fn replay_request(state: &AppState, s: &SocketRef, user: &str, payload: Value) -> AckReply {
-    let req: ReplayRequest = match serde_json::from_value(payload) {
+    let req = match inbound::replay(payload) {
         Ok(r) => r,
-        Err(e) => {
-            let _ = s.emit(
-                "error",
-                &json!({"code": "invalid_payload", "message": e.to_string()}),
-            );
-            return AckReply::err(
-                "invalid_payload",
-                format!("expected {{stream, epoch, seq}}: {e}"),
-            );
+        Err(reply) => {
+            if let AckReply::Err { error, .. } = &reply {
+                let _ = s.emit(
+                    "error",
+                    &json!({"code": error.code, "message": error.message}),
+                );
+            }
+            return reply;
         }
     };
     let pos = ResumePosition {

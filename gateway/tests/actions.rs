@@ -58,6 +58,12 @@ async fn malformed_actions_get_invalid_payload_in_the_ack(backend: Backend) {
         )
         .await;
     assert_eq!(ack["error"]["code"], "not_found");
+    // An action this gateway does not know is answered at once, not left to time out.
+    let ack = alice
+        .call("job:stauts:v1", json!({"key": "k", "data": {}}))
+        .await;
+    assert_eq!(ack["ok"], false, "{ack}");
+    assert_eq!(ack["error"]["code"], "unknown_action", "{ack}");
     alice.close().await;
     gw.stop().await;
 }

@@ -59,3 +59,107 @@ async fn official_socket_io_client_connects_gets_ack_and_job_events(backend: Bac
 }
 
 on_both_brokers!(official_socket_io_client_connects_gets_ack_and_job_events);
+
+/// A free TCP port on 127.0.0.1.
+fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The gateway binary serving on `port` (embedded broker), once it listens.
+async fn gateway_process(port: u16) -> tokio::process::Child {
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
+        .args([
+            "serve",
+            "--port",
+            &port.to_string(),
+            "--shutdown-jitter-ms",
+            "200",
+        ])
+        .env_remove("LIVELINE_REDIS_URL")
+        .env("RUST_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gateway did not listen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child
+}
+
+/// The next JSON line the Node client prints.
+async fn next_line(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Value {
+    let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the node client said nothing within a minute")
+        .unwrap()
+        .expect("the node client exited");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}
+
+#[tokio::test]
+async fn official_client_with_default_options_connects_receives_in_order_and_reconnects_after_a_graceful_shutdown()
+ {
+    use tokio::io::AsyncBufReadExt;
+    let dir = node_dir();
+    let port = spare_port();
+    let mut first = gateway_process(port).await;
+    let jwt = liveline_gateway::Config::default().jwt().unwrap();
+    let mut node = tokio::process::Command::new("node")
+        .arg(dir.join("defaults.mjs"))
+        .arg(format!("http://127.0.0.1:{port}"))
+        .arg(jwt.mint("alice", 600).unwrap())
+        .arg(jwt.mint_with_role("worker", 600, Some("service")).unwrap())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node must be on PATH");
+    let mut lines = tokio::io::BufReader::new(node.stdout.take().unwrap()).lines();
+    let received = next_line(&mut lines).await;
+    assert_eq!(received["step"], "received", "{received}");
+    assert_eq!(received["count"], 1000);
+    assert_eq!(received["inOrder"], true, "{received}");
+    // SIGTERM: the node drains (notice, then the transport closes) and exits.
+    let pid = first.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let exited = tokio::time::timeout(std::time::Duration::from_secs(15), first.wait())
+        .await
+        .expect("the gateway exits after draining")
+        .unwrap();
+    assert!(exited.success(), "{exited:?}");
+    // Its replacement on the same address: the client comes back by itself.
+    let mut second = gateway_process(port).await;
+    let reconnected = next_line(&mut lines).await;
+    assert_eq!(reconnected["step"], "reconnected", "{reconnected}");
+    assert_eq!(
+        reconnected["disconnectReason"], "transport close",
+        "not a server DISCONNECT, which would stop official clients for good"
+    );
+    assert!(
+        reconnected["shutdownNotice"]["retryInMs"].is_u64(),
+        "{reconnected}"
+    );
+    let status = node.wait().await.unwrap();
+    assert!(status.success());
+    second.kill().await.unwrap();
+}
