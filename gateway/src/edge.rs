@@ -9,8 +9,9 @@
 //!   number of files and new clients (and `/healthz`) still get in.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -34,11 +35,25 @@ impl DeadlineBody {
             deadline: Box::pin(tokio::time::sleep(timeout)),
         }
     }
+}
 
-    /// Wraps the body of every request in a [`DeadlineBody`].
-    pub fn wrap(req: axum::extract::Request, timeout: Duration) -> axum::extract::Request {
-        req.map(|b| Body::new(Self::new(b, timeout)))
+/// What every request goes through first: its body gets a deadline
+/// ([`DeadlineBody`]), and a request that continues an Engine.IO session
+/// (its query names a `sid`: a polling request or the upgrade to WebSocket)
+/// releases its connection's [`Admission`]. That session is already counted
+/// by the connection that opened it, until it authenticates or ends, and
+/// the connections of an authenticated session must not be evicted.
+pub fn on_request(req: axum::extract::Request, body_timeout: Duration) -> axum::extract::Request {
+    let continues_session = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")));
+    if continues_session {
+        if let Some(admission) = req.extensions().get::<Arc<Admission>>() {
+            admission.release();
+        }
     }
+    req.map(|b| Body::new(DeadlineBody::new(b, body_timeout)))
 }
 
 /// The error of a body whose deadline passed.
@@ -127,8 +142,9 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
     })
 }
 
-/// The connections of [`crate::serve`] still in their HTTP phase, oldest
-/// first, each with the sender that evicts it.
+/// The connections of [`crate::serve`] whose peer has not authenticated yet
+/// (from accept until a Socket.IO CONNECT with a valid token, or until they
+/// close), oldest first, each with the sender that evicts it.
 #[derive(Debug)]
 pub struct Pending {
     cap: usize,
@@ -142,12 +158,27 @@ struct PendingInner {
     evicted: u64,
 }
 
-/// One tracked connection; dropping it (or [`Pending::done`]) untracks it.
+/// One tracked connection. [`Admission::release`] (on authentication) or
+/// dropping the last clone (the connection and its Socket.IO session are
+/// gone) untracks it. `serve` puts it in every request's extensions, so the
+/// Socket.IO session, which keeps its first request, holds it too.
 #[derive(Debug)]
-pub struct Ticket {
+pub struct Admission {
     id: u64,
-    /// Resolves when the connection was evicted to make room.
-    pub evicted: oneshot::Receiver<()>,
+    pending: Arc<Pending>,
+}
+
+impl Admission {
+    /// The peer authenticated: it no longer counts against the cap.
+    pub fn release(&self) {
+        self.pending.done(self.id);
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.pending.done(self.id);
+    }
 }
 
 impl Pending {
@@ -164,8 +195,10 @@ impl Pending {
         self.cap
     }
 
-    /// Tracks a new connection; at the cap, evicts the oldest first.
-    pub fn admit(&self) -> Ticket {
+    /// Tracks a new connection; at the cap, evicts the oldest first. The
+    /// receiver resolves `Ok` when this connection is evicted in turn (and
+    /// `Err` once it was released or closed).
+    pub fn admit(self: &Arc<Self>) -> (Arc<Admission>, oneshot::Receiver<()>) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         while inner.open.len() >= self.cap {
             if let Some((_, evict)) = inner.open.pop_first() {
@@ -177,13 +210,16 @@ impl Pending {
         inner.next += 1;
         let (tx, rx) = oneshot::channel();
         inner.open.insert(id, tx);
-        Ticket { id, evicted: rx }
+        let admission = Admission {
+            id,
+            pending: self.clone(),
+        };
+        (Arc::new(admission), rx)
     }
 
-    /// Untracks a connection that was answered, upgraded or closed.
-    pub fn done(&self, ticket: &Ticket) {
+    fn done(&self, id: u64) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.open.remove(&ticket.id);
+        inner.open.remove(&id);
     }
 
     /// Connections tracked now.
@@ -206,6 +242,92 @@ impl Pending {
     }
 }
 
+/// A TCP stream that fails its reads and writes once its connection was
+/// evicted from [`Pending`], whatever holds it then (hyper, or the WebSocket
+/// task after an upgrade), so the connection closes and its file is freed.
+#[derive(Debug)]
+pub struct Evictable {
+    inner: tokio::net::TcpStream,
+    evict: Option<oneshot::Receiver<()>>,
+    evicted: bool,
+}
+
+impl Evictable {
+    /// `inner`, closed when `evict` resolves `Ok`.
+    pub fn new(inner: tokio::net::TcpStream, evict: oneshot::Receiver<()>) -> Self {
+        Self {
+            inner,
+            evict: Some(evict),
+            evicted: false,
+        }
+    }
+
+    /// `Err` once evicted; polling also registers the task for the eviction.
+    fn check(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        if let Some(evict) = &mut self.evict {
+            match Pin::new(evict).poll(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.evict = None;
+                    self.evicted = true;
+                }
+                // Released (authenticated): no longer evictable.
+                Poll::Ready(Err(_)) => self.evict = None,
+                Poll::Pending => {}
+            }
+        }
+        if self.evicted {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "closed to make room for newer connections",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl tokio::io::AsyncRead for Evictable {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Evictable {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The most pending connections the process's open-file limit leaves room
 /// for: half of the soft limit, so sockets that did authenticate, Redis and
 /// the listener always have files left.
@@ -224,16 +346,20 @@ mod tests {
 
     #[test]
     fn the_oldest_pending_connection_makes_room() {
-        let p = Pending::new(2);
-        let mut a = p.admit();
-        let b = p.admit();
-        let mut c = p.admit();
+        let p = Arc::new(Pending::new(2));
+        let (_a, mut a_evicted) = p.admit();
+        let (b, _b_evicted) = p.admit();
+        let (_c, mut c_evicted) = p.admit();
         assert_eq!(p.len(), 2);
         assert_eq!(p.evicted(), 1);
-        assert!(a.evicted.try_recv().is_ok(), "the oldest goes");
-        p.done(&b);
+        assert!(a_evicted.try_recv().is_ok(), "the oldest goes");
+        b.release();
+        assert_eq!(p.len(), 1, "an authenticated peer no longer counts");
+        drop(b);
         assert_eq!(p.len(), 1);
-        assert!(c.evicted.try_recv().is_err(), "the newest stays");
+        assert!(c_evicted.try_recv().is_err(), "the newest stays");
+        drop(_c);
+        assert!(p.is_empty(), "a closed connection no longer counts");
     }
 
     #[tokio::test]

@@ -176,11 +176,12 @@ pub struct Config {
     /// are in (default 10 s); a slower body is answered 408 and its
     /// connection closed.
     pub body_timeout: Duration,
-    /// Connections in their HTTP phase (not upgraded to a WebSocket, so not
-    /// authenticated) this node keeps at most (default 1024; never more than
-    /// half the open-file limit). Past it, the oldest such connection is
-    /// closed to make room: peers that stall can hold only this many files,
-    /// and `/healthz` and new clients still get in.
+    /// Connections whose peer has not authenticated (from accept until a
+    /// Socket.IO CONNECT with a valid token) this node keeps at most
+    /// (default 8192; never more than half the open-file limit). Past it, the
+    /// oldest such connection is closed to make room: peers that stall (on
+    /// headers, a body, or a WebSocket that never CONNECTs) hold at most this
+    /// many files, and `/healthz` and new clients still get in.
     pub max_pending_connections: usize,
     /// Longest one Redis command or reconnect may take before the call fails
     /// with `unavailable` (default 1 s); after a failure, calls fail at once
@@ -245,7 +246,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
-            max_pending_connections: 1024,
+            max_pending_connections: 8192,
             redis_timeout: broker::DEFAULT_COMMAND_TIMEOUT,
             revocation_ttl: Duration::from_secs(24 * 3600),
             max_connections_per_user: 16,
@@ -440,9 +441,9 @@ impl From<&Config> for ServeLimits {
 ///
 /// Unlike `axum::serve`, a connection that does not deliver a request's
 /// headers within `limits.header_timeout` is closed, and at most
-/// `limits.max_pending_connections` connections may be in their HTTP phase
-/// (not yet answered or upgraded) at once: past that, the oldest is closed to
-/// make room. So clients that open TCP connections and stall cannot pile up
+/// `limits.max_pending_connections` connections whose peer has not
+/// authenticated may be open at once: past that, the oldest is closed to
+/// make room (see [`edge::Pending`]). So clients that open TCP connections and stall cannot pile up
 /// open files or lock new clients out.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -474,32 +475,37 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let (admission, evict) = pending.admit();
+        // Every request carries the admission: the Socket.IO session keeps
+        // its first request, and releases the admission on CONNECT.
+        let service = tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(admission.clone());
+                req
+            },
+        );
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(
+                TokioIo::new(edge::Evictable::new(stream, evict)),
+                hyper_util::service::TowerToHyperService::new(service),
+            )
             .with_upgrades();
         let mut stop = stop_rx.clone();
-        let mut ticket = pending.admit();
-        let pending = pending.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
-                ended = conn.as_mut() => Some(ended),
-                // Made room for a newer connection: dropping `conn` closes it.
-                _ = &mut ticket.evicted => None,
+                ended = conn.as_mut() => ended,
                 // (The guard `wait_for` returns must not live across the await.)
                 () = async { drop(stop.wait_for(|stop| *stop).await) } => {
                     conn.as_mut().graceful_shutdown();
-                    Some(conn.await)
+                    conn.await
                 }
             };
-            pending.done(&ticket);
-            match ended {
-                Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
-                None => tracing::debug!("pending connection closed to make room"),
-                Some(Ok(())) => {}
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
@@ -681,7 +687,7 @@ pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, H
             http::origin_check,
         ))
         .layer(tower::util::MapRequestLayer::new(move |req| {
-            edge::DeadlineBody::wrap(req, body_timeout)
+            edge::on_request(req, body_timeout)
         }));
     Ok((router, Handle { io, state }))
 }

@@ -117,9 +117,10 @@ struct ServeArgs {
     /// Time a request's whole body has to arrive after its headers (then 408).
     #[arg(long, env = "LIVELINE_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
     body_timeout: Duration,
-    /// Connections in their HTTP phase (not yet upgraded) kept at most; past
-    /// it the oldest is closed. Never more than half the open-file limit.
-    #[arg(long, env = "LIVELINE_MAX_PENDING_CONNECTIONS", default_value_t = 1024)]
+    /// Connections not yet authenticated (no Socket.IO CONNECT with a valid
+    /// token) kept at most; past it the oldest is closed. Never more than
+    /// half the open-file limit.
+    #[arg(long, env = "LIVELINE_MAX_PENDING_CONNECTIONS", default_value_t = 8192)]
     max_pending_connections: usize,
     /// Longest one Redis command or reconnect may take before it fails
     /// (`unavailable`); then calls fail at once for a moment.

@@ -136,6 +136,15 @@ async fn admit(state: &Arc<AppState>, s: &SocketRef, auth: Option<Value>) -> Res
             return Err(Refused("unavailable"));
         }
     }
+    // Authenticated: this connection no longer counts against the cap of
+    // unauthenticated ones (see `edge::Pending`).
+    if let Some(admission) = s
+        .req_parts()
+        .extensions
+        .get::<Arc<crate::edge::Admission>>()
+    {
+        admission.release();
+    }
     let exp = claims.exp;
     s.extensions.insert(claims);
     s.extensions.insert(Strikes::default());

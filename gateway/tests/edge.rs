@@ -281,12 +281,22 @@ async fn stalled_post(addr: SocketAddr, path: &str, token: Option<&str>) -> TcpS
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_bodies_neither_exhaust_files_nor_lock_clients_out() {
+async fn stalled_peers_neither_exhaust_files_nor_lock_clients_out() {
     // 1,100 open files at most: without a bound, 1,100 stalled bodies take
     // every file and nothing else gets in.
     let gw = Proc::spawn(&["--dev-tokens"], "warn", Some(1100)).await;
     let jwt = dev_jwt();
     let service = jwt.mint_with_role("worker", 600, Some("service")).unwrap();
+    // Sockets that authenticated before the attack are not touched by it.
+    let mut settled = Vec::new();
+    for i in 0..50 {
+        let token = jwt.mint(&format!("settled-{i}"), 600).unwrap();
+        settled.push(
+            Client::connect(gw.addr, json!({ "token": token }))
+                .await
+                .unwrap(),
+        );
+    }
     // Auth comes before the body: a caller without a token is answered at
     // once, while its body is still "coming".
     let mut anon = stalled_post(gw.addr, "/api/v1/publish", None).await;
@@ -296,8 +306,12 @@ async fn stalled_bodies_neither_exhaust_files_nor_lock_clients_out() {
         .expect("401 before the body arrives")
         .unwrap();
     assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 401"));
-    // 1,100 stalled bodies from authenticated callers (and the anonymous
-    // dev-token route).
+    // 300 WebSockets that never CONNECT, then 1,100 stalled bodies from
+    // authenticated callers (and the anonymous dev-token route).
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(socket(gw.addr, None).await);
+    }
     let mut held = Vec::new();
     for i in 0..1100 {
         let stalled = if i % 10 == 0 {
@@ -312,8 +326,8 @@ async fn stalled_bodies_neither_exhaust_files_nor_lock_clients_out() {
     let (status, _) = http(gw.addr, "GET /healthz", &[], "").await.unwrap();
     let healthz = started.elapsed();
     println!(
-        "stalled bodies: 1,100 held; gateway open files {files} (limit 1,100); \
-         /healthz answered {status} in {:.1} ms",
+        "stalled peers: 1,100 bodies and 300 silent WebSockets held; gateway open files \
+         {files} (limit 1,100); /healthz answered {status} in {:.1} ms",
         healthz.as_secs_f64() * 1e3
     );
     assert_eq!(status, 200);
@@ -328,8 +342,30 @@ async fn stalled_bodies_neither_exhaust_files_nor_lock_clients_out() {
         Client::connect(gw.addr, json!({ "token": token })),
     )
     .await
-    .expect("a new client connects while the bodies are held");
+    .expect("a new client connects while the peers stall");
     assert!(client.is_ok());
+    for c in &mut settled {
+        let ack = c.call("probe:v1", json!({})).await;
+        assert_eq!(ack["ok"], true, "an authenticated socket was evicted");
+    }
+    // The silent WebSockets, the oldest, were closed to make room.
+    let mut closed = 0;
+    for mut ws in silent {
+        let end = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) if t.as_str() == "2" => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await;
+        closed += usize::from(matches!(
+            end,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_))))
+        ));
+    }
+    assert_eq!(closed, 300, "silent WebSockets count against the cap");
     drop(held);
 }
 
