@@ -1,4 +1,4 @@
-//! `liveline-load`: the load test of the gateway (DESIGN.md sections 10, 11).
+//! `liveline-load`: the load test of the gateway (see docs/benchmarks.md).
 //!
 //! It starts gateway processes (or targets running ones with `--url`), opens
 //! `--connections` authenticated connections with the SDK's native driver
