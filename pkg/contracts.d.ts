@@ -293,7 +293,7 @@ export type LivelineErrorCode =
    * it failed, send it again if still wanted.
    */
   | 'expired'
-  /** SDK: a `liveline/react` hook used outside `<LivelineProvider>`. */
+  /** SDK: a `liveline-client/react` hook used outside `<LivelineProvider>`. */
   | 'no_provider'
   /**
    * Gateway ack: the action's payload is not `{key, data}` or a field of

@@ -64,7 +64,7 @@ export interface ActionSettled {
 
 /**
  * Server-to-client events by contract name (generated), plus the SDK's local events.
- * This declaration is the one `liveline` exports as `EventMap`.
+ * This declaration is the one `liveline-client` exports as `EventMap`.
  */
 export interface EventMap extends ContractEventMap {
   /** Local: an action restored from storage after a reload was acked, refused or expired. */

@@ -1,4 +1,4 @@
-// The public entry of the `liveline` package: an explicit async `init()` and
+// The public entry of the `liveline-client` package: an explicit async `init()` and
 // the `Liveline` class, the browser driver of the sans-IO core compiled to
 // WebAssembly (`Core`, src/wasm.rs). The core decides everything (protocol,
 // state, backoff, outbox, resume); this file owns what belongs to the page:

@@ -1,4 +1,4 @@
-// React bindings for Liveline: `import { LivelineProvider, useJob } from 'liveline/react'`.
+// React bindings for Liveline: `import { LivelineProvider, useJob } from 'liveline-client/react'`.
 //
 // Every subscription to the client happens inside an effect (or through
 // useSyncExternalStore, which subscribes in an effect), and every effect returns
@@ -29,7 +29,7 @@ export function LivelineProvider({ client, children }) {
 export function useLiveline() {
   const client = useContext(LivelineContext);
   if (client == null) {
-    const err = new Error('liveline/react: hook used outside <LivelineProvider client={...}>');
+    const err = new Error('liveline-client/react: hook used outside <LivelineProvider client={...}>');
     err.code = 'no_provider';
     throw err;
   }

@@ -4,7 +4,8 @@
 #                     panic=abort), wasm-bindgen --target web, wasm-opt -Oz;
 #   index.js          pkg/index.js (the browser driver) bundled with the
 #                     wasm-bindgen glue and minified by rolldown (from Vite),
-#                     plus its source map.
+#                     plus its source map;
+#   react.js          pkg/react.js (the `react` subpath) minified, with its map.
 # wasm-opt comes from npm's binaryen (version pinned in package-lock.json):
 # Debian's binaryen 108 rewrites the externref table export that
 # wasm-bindgen 0.2.130 emits, and the module then fails to instantiate.
@@ -30,3 +31,8 @@ cp pkg/index.js .tmp/pkg-src/index.js
 cp .tmp/wasm-bindgen/liveline.js .tmp/pkg-src/wasm/liveline.js
 node_modules/.bin/rolldown ./.tmp/pkg-src/index.js --format esm --minify --sourcemap \
   --file pkg/wasm/index.js >/dev/null
+# The React subpath, minified with its source map; React stays the app's.
+node_modules/.bin/rolldown ./pkg/react.js --format esm --minify --sourcemap --external react \
+  --file pkg/wasm/react.js >/dev/null
+# The tarball carries the licenses the `license` field names.
+cp LICENSE-MIT LICENSE-APACHE pkg/

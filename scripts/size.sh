@@ -2,7 +2,7 @@
 # Prints the gzip size (gzip -9) of what a browser downloads for the
 # package's main entry: the wasm and the minified entry bundle (the driver
 # plus the wasm-bindgen glue). Exits 1 above the budget, in bytes (40 KB).
-# The optional `liveline/react` subpath is printed too, outside the budget.
+# The optional `liveline-client/react` subpath is printed too, outside the budget.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${LIVELINE_SIZE_BUDGET:-40960}
@@ -14,7 +14,7 @@ for f in pkg/wasm/liveline_bg.wasm pkg/wasm/index.js; do
   total=$((total + n))
 done
 printf '%-28s %7d bytes gzip (budget %d)\n' total "$total" "$budget"
-printf '%-28s %7d bytes gzip (optional subpath, not in the total)\n' pkg/react.js "$(gz pkg/react.js)"
+printf '%-28s %7d bytes gzip (optional subpath, not in the total)\n' pkg/wasm/react.js "$(gz pkg/wasm/react.js)"
 if [ "$total" -gt "$budget" ]; then
   echo "size: over budget by $((total - budget)) bytes" >&2
   exit 1

@@ -282,7 +282,7 @@ error_codes! {
     /// SDK: an action not acknowledged before its expiry (5 minutes); show
     /// it failed, send it again if still wanted.
     EXPIRED = "expired";
-    /// SDK: a `liveline/react` hook used outside `<LivelineProvider>`.
+    /// SDK: a `liveline-client/react` hook used outside `<LivelineProvider>`.
     NO_PROVIDER = "no_provider";
     /// Gateway ack: the action's payload is not `{key, data}` or a field of
     /// `data` is wrong; the message names the field. Do not retry as is.

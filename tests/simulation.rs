@@ -14,8 +14,8 @@
 //! - every action took effect at most once on the server, under one key, and
 //!   ended exactly once for the app: acked with the server's recorded result
 //!   (so it took effect exactly once), or expired;
-//! - every state change is legal (the table in [`legal`], from DESIGN.md
-//!   section 9) and names the previous state correctly;
+//! - every state change is legal (the table in [`legal`], as docs/states.md
+//!   draws them) and names the previous state correctly;
 //! - the client never opens a second socket without closing the first.
 //!
 //! `SIM_SCHEDULES` sets how many schedules run (default 10000), `SIM_SEED`
@@ -129,7 +129,7 @@ fn random_schedules_lose_nothing_duplicate_nothing_and_apply_actions_once() {
     }
 }
 
-/// The legal state changes, from DESIGN.md section 9. A change to the same
+/// The legal state changes, as docs/states.md draws them. A change to the same
 /// state is a notice (a new attempt, the queue changed).
 fn legal(from: &str, to: &str) -> bool {
     matches!(

@@ -10,7 +10,7 @@ export default defineConfig({
   plugins: [react()],
   // liveline's wasm-bindgen glue loads its .wasm via `new URL(..., import.meta.url)`;
   // pre-bundling would break that path in dev.
-  optimizeDeps: { exclude: ['liveline'] },
+  optimizeDeps: { exclude: ['liveline-client'] },
   server: {
     proxy: {
       '/api': gateway,

@@ -1,4 +1,4 @@
-//! The load test in CI (DESIGN.md section 10): `liveline-load` holds 1000
+//! The load test in CI (docs/benchmarks.md): `liveline-load` holds 1000
 //! SDK connections (the native driver over the same core as the browser)
 //! against a gateway process on the memory broker, and again on Redis, and
 //! must see every event exactly once and in order. Figures are printed, not

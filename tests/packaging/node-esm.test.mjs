@@ -1,5 +1,5 @@
 // The package as a Node ESM user gets it: imported by name through the npm
-// workspace (node_modules/liveline -> pkg/), never by a path into target/.
+// workspace (node_modules/liveline-client -> pkg/), never by a path into target/.
 // Node 20 has no global WebSocket, so this checks loading, the API surface
 // and its errors; the browser tests cover the connection itself.
 import { test } from 'node:test';
@@ -13,10 +13,10 @@ const require = createRequire(import.meta.url);
 const PKG = join(ROOT, 'pkg');
 
 test('the package resolves by name to the workspace pkg/', () => {
-  const manifest = require.resolve('liveline/package.json');
+  const manifest = require.resolve('liveline-client/package.json');
   assert.match(manifest, /\/pkg\/package\.json$/);
-  const pkg = require('liveline/package.json');
-  assert.equal(pkg.name, 'liveline');
+  const pkg = require('liveline-client/package.json');
+  assert.equal(pkg.name, 'liveline-client');
   assert.ok(pkg.exports['.'].types && pkg.exports['./react'].default, 'exports . and ./react with types');
 });
 
@@ -24,17 +24,30 @@ test('the packed tarball holds every file the exports map and the types point to
   // What `npm publish` would upload: `npm pack --dry-run --json` lists it.
   const { stdout } = await run('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: PKG });
   const packed = new Set(JSON.parse(stdout)[0].files.map((f) => f.path));
-  const pkg = require('liveline/package.json');
+  const pkg = require('liveline-client/package.json');
   const targets = [pkg.main, pkg.types];
   const walk = (v) => (typeof v === 'string' ? targets.push(v) : Object.values(v).forEach(walk));
   walk(pkg.exports);
   for (const t of targets) assert.ok(packed.has(t.replace(/^\.\//, '')), `${t} is not in the tarball: ${[...packed].join(', ')}`);
   // index.d.ts re-exports the generated contracts.
   assert.ok(packed.has('contracts.d.ts'));
+  // What a registry page and a legal review need.
+  for (const f of ['README.md', 'LICENSE-MIT', 'LICENSE-APACHE', 'wasm/index.js.map', 'wasm/react.js.map']) {
+    assert.ok(packed.has(f), `${f} is not in the tarball`);
+  }
+  assert.ok(pkg.engines?.node && pkg.keywords?.length > 0, 'engines and keywords');
+  // The React subpath ships minified: one line of code and a source map comment.
+  const react = await readFile(join(PKG, pkg.exports['./react'].default), 'utf8');
+  assert.ok(react.split('\n').length <= 3 && react.includes('sourceMappingURL'), 'react.js is minified');
+});
+
+test('npm publish --dry-run accepts the package', async () => {
+  const { stdout, stderr } = await run('npm', ['publish', '--dry-run', '--ignore-scripts'], { cwd: PKG });
+  assert.match(stdout + stderr, /liveline-client@\d+\.\d+\.\d+/);
 });
 
 test('using the API before init() throws not_initialized', async () => {
-  const { Liveline } = await import('liveline');
+  const { Liveline } = await import('liveline-client');
   assert.throws(
     () => new Liveline({ url: 'ws://127.0.0.1:1', getToken: () => 't' }),
     (err) => err instanceof Error && err.code === 'not_initialized',
@@ -42,8 +55,8 @@ test('using the API before init() throws not_initialized', async () => {
 });
 
 test('after init() the client starts idle and rejects bad options with stable codes', async () => {
-  const { init, Liveline } = await import('liveline');
-  const wasm = await readFile(new URL(import.meta.resolve('liveline/wasm/liveline_bg.wasm')));
+  const { init, Liveline } = await import('liveline-client');
+  const wasm = await readFile(new URL(import.meta.resolve('liveline-client/wasm/liveline_bg.wasm')));
   await init(wasm);
   await init(wasm); // idempotent
 
@@ -67,7 +80,7 @@ test('after init() the client starts idle and rejects bad options with stable co
 });
 
 test('the react subpath exports the hooks', async () => {
-  const react = await import('liveline/react');
+  const react = await import('liveline-client/react');
   for (const name of ['LivelineProvider', 'useConnectionState', 'useJob', 'useSend']) {
     assert.equal(typeof react[name], 'function', name);
   }

@@ -1,5 +1,5 @@
 // The package as a Vite user gets it: tests/packaging/vite-app imports
-// `liveline` and `liveline/react` by name through the npm workspace
+// `liveline-client` and `liveline-client/react` by name through the npm workspace
 // (node_modules/liveline -> pkg/), with no liveline-specific Vite config.
 // `vite build` must emit the .wasm the package loads with
 // `new URL(..., import.meta.url)`; the built app, served from its own origin,

@@ -1,6 +1,6 @@
 import { useEffect, useState } from 'react';
-import type { ConnectionSnapshot, StreamRecovered } from 'liveline';
-import { useConnectionState, useEvent } from 'liveline/react';
+import type { ConnectionSnapshot, StreamRecovered } from 'liveline-client';
+import { useConnectionState, useEvent } from 'liveline-client/react';
 import { notify, useNotices } from './notices';
 
 /**

@@ -1,5 +1,5 @@
 import { useState, type FormEvent } from 'react';
-import { useConnectionState, useSend } from 'liveline/react';
+import { useConnectionState, useSend } from 'liveline-client/react';
 import { JobView } from './JobView';
 import { short, useJobList } from './jobs';
 import { useStores } from './stores';

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from 'react';
-import type { MarketTick } from 'liveline';
-import { useConnectionState, useTopic } from 'liveline/react';
+import type { MarketTick } from 'liveline-client';
+import { useConnectionState, useTopic } from 'liveline-client/react';
 import { useOrders, type Side } from './trade';
 import { useStores } from './stores';
 

@@ -3,7 +3,7 @@
 // applied (from REST or live) is skipped, a hole is filled from the job's
 // history over REST once, and a lost history (`stream:recovered:v1` with
 // recovered:false, or a new epoch) reloads the job from its snapshot.
-import type { Envelope, Liveline, StreamRecovered } from 'liveline';
+import type { Envelope, Liveline, StreamRecovered } from 'liveline-client';
 import { useCallback, useSyncExternalStore } from 'react';
 import { getJob, getJobEvents, listJobs, type JobRecord, type JobStateName } from './api';
 import { notify } from './notices';

@@ -1,7 +1,7 @@
 import { StrictMode } from 'react';
 import { createRoot } from 'react-dom/client';
-import { init, Liveline } from 'liveline';
-import { LivelineProvider } from 'liveline/react';
+import { init, Liveline } from 'liveline-client';
+import { LivelineProvider } from 'liveline-client/react';
 import { App } from './App';
 import { JobsStore } from './jobs';
 import { StoresContext } from './stores';

@@ -1,7 +1,7 @@
 // Orders placed from this page, kept live by `trade:order:v1` events (stream
 // `order:{orderId}`). An order placed offline waits in the SDK's outbox (shown
 // as queued) and goes out once when the connection returns.
-import type { ActionSettled, Envelope, Liveline, OrderState, TradeOrder } from 'liveline';
+import type { ActionSettled, Envelope, Liveline, OrderState, TradeOrder } from 'liveline-client';
 import { useSyncExternalStore } from 'react';
 
 export type Side = 'buy' | 'sell';

@@ -4,7 +4,7 @@
 // Tokens come from `window.__mintToken(sub, ttl)` (a Playwright
 // `exposeFunction` that runs the gateway's `mint-token`), or from a fixed
 // `token` option.
-import { init, Liveline } from 'liveline';
+import { init, Liveline } from 'liveline-client';
 
 const clients = new Map();
 const tickets = new Map();

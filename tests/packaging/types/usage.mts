@@ -1,7 +1,7 @@
 // Type-level use of the package: what an app writes must compile, and each
 // `@ts-expect-error` marks a payload shape the types must refuse. Checked by
 // tests/packaging/types.test.mjs (tsc --noEmit); never run.
-import { init, Liveline } from 'liveline';
+import { init, Liveline } from 'liveline-client';
 import type {
   ActionMap,
   ActionSettled,
@@ -21,7 +21,7 @@ import type {
   Side,
   StreamRecovered,
   TradeOrder,
-} from 'liveline';
+} from 'liveline-client';
 import {
   LivelineProvider,
   useConnectionState,
@@ -30,8 +30,8 @@ import {
   useLiveline,
   useSend,
   useTopic,
-} from 'liveline/react';
-import type { UseJobResult, UseTopicResult } from 'liveline/react';
+} from 'liveline-client/react';
+import type { UseJobResult, UseTopicResult } from 'liveline-client/react';
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 declare function expectType<T extends true>(): void;

@@ -3,8 +3,8 @@
 // come from the query string: ?gw=http://127.0.0.1:8080&token=...
 import { StrictMode, useEffect, useRef, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import { init, Liveline } from 'liveline';
-import { LivelineProvider, useConnectionState, useEvent, useJob, useSend } from 'liveline/react';
+import { init, Liveline } from 'liveline-client';
+import { LivelineProvider, useConnectionState, useEvent, useJob, useSend } from 'liveline-client/react';
 
 const query = new URLSearchParams(window.location.search);
 
