@@ -73,17 +73,25 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Largest body of the other routes (a user id, a role).
 const SMALL_BODY_BYTES: usize = 4096;
 
-/// Reads a JSON body of at most `limit` bytes: `Ok(None)` when it is not the
-/// expected JSON, `Err` with the answer when it is too large, too slow or
-/// broken. Routes call it after checking their caller.
+/// Reads a JSON body of at most `limit` bytes; `Err` is the answer: 400
+/// `invalid_payload` ("expected {expected}") when it is not that JSON, or the
+/// status of a body too large, too slow or broken. Routes call it after
+/// checking their caller.
 async fn json_body<T: serde::de::DeserializeOwned>(
     body: Body,
     limit: usize,
-) -> Result<Option<T>, Response> {
-    match read_body(body, limit).await {
-        Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
-        Err(e) => Err(error(e.status(), e.code(), &e.to_string())),
-    }
+    expected: &str,
+) -> Result<T, Response> {
+    let bytes = read_body(body, limit)
+        .await
+        .map_err(|e| error(e.status(), e.code(), &e.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_payload",
+            &format!("expected {expected}"),
+        )
+    })
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -414,17 +422,11 @@ async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
     if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
         return refused;
     }
-    let req: PublishRequest = match json_body(body, MAX_BODY_BYTES).await {
-        Ok(Some(req)) => req,
-        Ok(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_payload",
-                "expected {user, stream, event, data}",
-            );
-        }
-        Err(refused) => return refused,
-    };
+    let req: PublishRequest =
+        match json_body(body, MAX_BODY_BYTES, "{user, stream, event, data}").await {
+            Ok(req) => req,
+            Err(refused) => return refused,
+        };
     let public = req.stream.starts_with("market:");
     if (req.user.is_empty() && !public) || req.stream.is_empty() || req.stream.len() > 256 {
         return error(
@@ -622,15 +624,8 @@ async fn revoke(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     if let Err(refused) = caller(&state, &headers, Claims::is_admin).await {
         return refused;
     }
-    let req: RevokeRequest = match json_body(body, SMALL_BODY_BYTES).await {
-        Ok(Some(req)) => req,
-        Ok(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_payload",
-                "expected {user}",
-            );
-        }
+    let req: RevokeRequest = match json_body(body, SMALL_BODY_BYTES, "{user}").await {
+        Ok(req) => req,
         Err(refused) => return refused,
     };
     match state.revoke(&req.user).await {
@@ -658,15 +653,8 @@ struct DevTokenRequest {
 
 /// `POST /api/v1/dev/token`: a token for any `sub`. Only with `dev_tokens` on.
 async fn dev_token(State(state): State<Arc<AppState>>, body: Body) -> Response {
-    let req: DevTokenRequest = match json_body(body, SMALL_BODY_BYTES).await {
-        Ok(Some(req)) => req,
-        Ok(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_payload",
-                "expected {sub, role?}",
-            );
-        }
+    let req: DevTokenRequest = match json_body(body, SMALL_BODY_BYTES, "{sub, role?}").await {
+        Ok(req) => req,
         Err(refused) => return refused,
     };
     if req.sub.is_empty() || req.sub.len() > 128 {

@@ -60,8 +60,10 @@ pub fn connect_auth(
     payload: Option<Value>,
 ) -> Result<(String, HashMap<String, ResumePosition>), ConnectRefusal> {
     let auth: ConnectAuth = match payload {
-        Some(v) => serde_json::from_value(v).map_err(|_| ConnectRefusal::Unauthorized)?,
-        None => ConnectAuth::default(),
+        Some(v) if v.is_object() => {
+            serde_json::from_value(v).map_err(|_| ConnectRefusal::Unauthorized)?
+        }
+        _ => return Err(ConnectRefusal::Unauthorized),
     };
     let token = auth.token.ok_or(ConnectRefusal::Unauthorized)?;
     let resume = auth.resume.unwrap_or_default();
@@ -191,6 +193,11 @@ mod tests {
         assert_eq!(
             connect_auth(Some(json!({"token": 5}))).err(),
             Some(ConnectRefusal::Unauthorized)
+        );
+        assert_eq!(
+            connect_auth(Some(json!(["t"]))).err(),
+            Some(ConnectRefusal::Unauthorized),
+            "only an object"
         );
         let many: serde_json::Map<String, Value> = (0..=MAX_RESUME_STREAMS)
             .map(|i| (format!("job:{i}"), json!({"epoch": "e", "seq": 1})))

@@ -10,20 +10,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Client, Gateway};
+use common::{Backend, Client, Gateway, RedisServer, spare_port};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A gateway process; killed when dropped. Its stderr goes to `log`.
 struct Proc {
@@ -387,53 +379,6 @@ async fn a_body_slower_than_its_deadline_is_answered_408() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
-/// A private `redis-server` on `port`; killed when dropped.
-struct Redis(std::process::Child);
-
-impl Redis {
-    async fn start(port: u16) -> Redis {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server must be on PATH");
-        let redis = Redis(child);
-        let url = format!("redis://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let client = redis::Client::open(url.as_str()).unwrap();
-            if client.get_multiplexed_async_connection().await.is_ok() {
-                return redis;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([sig, &self.0.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The status of `GET path` and how long it took.
 async fn timed_get(addr: SocketAddr, path: &str, token: &str) -> (u16, Duration) {
     let started = Instant::now();
@@ -464,7 +409,7 @@ async fn until_status(addr: SocketAddr, path: &str, token: &str, want: u16) {
 #[tokio::test]
 async fn a_dead_or_stalled_redis_fails_fast_with_503_and_recovery_is_automatic() {
     let port = spare_port();
-    let mut redis = Redis::start(port).await;
+    let mut redis = RedisServer::start(port).await;
     let url = format!("redis://127.0.0.1:{port}");
     let gw = Proc::spawn(&["--redis-url", &url], "warn", None).await;
     let token = dev_jwt().mint("alice", 600).unwrap();
@@ -472,8 +417,7 @@ async fn a_dead_or_stalled_redis_fails_fast_with_503_and_recovery_is_automatic()
     assert_eq!(timed_get(gw.addr, "/readyz", &token).await.0, 200);
 
     // Killed: refused connections.
-    redis.signal("-KILL");
-    let _ = redis.0.wait();
+    redis.kill();
     let limit = Duration::from_millis(1500);
     let (status, took) = timed_get(gw.addr, "/api/v1/jobs", &token).await;
     println!("redis killed: REST {status} in {took:?}");
@@ -496,7 +440,7 @@ async fn a_dead_or_stalled_redis_fails_fast_with_503_and_recovery_is_automatic()
     );
 
     // Back: everything recovers by itself.
-    redis = Redis::start(port).await;
+    redis = RedisServer::start(port).await;
     until_status(gw.addr, "/readyz", &token, 200).await;
     until_status(gw.addr, "/api/v1/jobs", &token, 200).await;
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Backend, Gateway};
+use common::{Backend, Gateway, spare_port};
 use serde_json::Value;
 
 fn node_dir() -> PathBuf {
@@ -59,15 +59,6 @@ async fn official_socket_io_client_connects_gets_ack_and_job_events(backend: Bac
 }
 
 on_both_brokers!(official_socket_io_client_connects_gets_ack_and_job_events);
-
-/// A free TCP port on 127.0.0.1.
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The gateway binary serving on `port` (embedded broker), once it listens.
 async fn gateway_process(port: u16) -> tokio::process::Child {

@@ -337,3 +337,70 @@ pub async fn start_job(client: &mut Client, key: &str, kind: &str) -> String {
 pub fn is_completed(name: &str, arg: &Value) -> bool {
     name == "job:status:v1" && arg["data"]["status"] == "completed"
 }
+
+/// A free TCP port on 127.0.0.1.
+pub fn spare_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private `redis-server` (no persistence) for tests that kill, stop or
+/// restart Redis; killed when dropped, also when the test panics.
+pub struct RedisServer(std::process::Child);
+
+impl RedisServer {
+    /// Starts one on `port` and waits until it answers.
+    pub async fn start(port: u16) -> RedisServer {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be on PATH");
+        let server = RedisServer(child);
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            if client.get_multiplexed_async_connection().await.is_ok() {
+                return server;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Sends it a signal (`-KILL`, `-STOP`, `-CONT`).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.0.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// Kills it and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
