@@ -46,6 +46,11 @@ export interface LivelineOptions extends CoreOptions {
   storage?: 'auto' | 'indexeddb' | 'localstorage' | 'memory' | OutboxStorage;
   /** The storage key of the outbox; default `liveline:outbox:<url>`. Use one per user. */
   storageKey?: string;
+  /**
+   * The WebSocket constructor; default `globalThis.WebSocket`. Node 20 has none: pass
+   * one, e.g. `import { WebSocket } from 'ws'`. Without any, `connect()` ends in `failed`.
+   */
+  WebSocket?: new (url: string) => WebSocket;
 }
 
 /** A place for the outbox: `load` returns what `save` stored last (or null). */
@@ -75,7 +80,12 @@ export interface LivelineError extends Error {
   code: LivelineErrorCode;
 }
 
-/** Loads the WebAssembly module; call once before `new Liveline()`. */
+/**
+ * Loads the WebAssembly module. Optional: a client loads it itself on its first
+ * `connect()` or `send()` (in Node, from the file next to the package's entry). Call it
+ * to load earlier or to pass the module yourself; later calls return the same promise.
+ * Importing the package loads nothing, so it is safe during server-side rendering.
+ */
 export function init(input?: string | URL | Response | BufferSource | WebAssembly.Module): Promise<void>;
 
 /** Answers a server event that asked for an acknowledgement; the arguments must be JSON-serializable. */

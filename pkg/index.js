@@ -1,5 +1,5 @@
-// The public entry of the `liveline-client` package: an explicit async `init()` and
-// the `Liveline` class, the browser driver of the sans-IO core compiled to
+// The public entry of the `liveline-client` package: `init()` (optional: the
+// client loads the wasm itself on first use) and the `Liveline` class, the browser driver of the sans-IO core compiled to
 // WebAssembly (`Core`, src/wasm.rs). The core decides everything (protocol,
 // state, backoff, outbox, resume); this file owns what belongs to the page:
 // the WebSocket, one timer, the online/offline/visibility listeners, the
@@ -16,15 +16,37 @@ function livelineError(code, message) {
   return err;
 }
 
+/** Whether this runs in Node (or Deno, Bun) rather than a page. */
+const inNode = () => typeof document === 'undefined' && typeof process !== 'undefined' && !!process.versions?.node;
+
 /**
- * Loads the WebAssembly module. Call once, before `new Liveline()`; later
- * calls return the same promise.
+ * The wasm bytes in Node, read next to this file: Node's fetch() takes no
+ * file: URLs. The module name is not a literal, so bundlers leave it alone.
+ */
+async function nodeWasm() {
+  const fs = 'node:fs/promises';
+  const { readFile } = await import(/* webpackIgnore: true */ /* @vite-ignore */ fs);
+  return readFile(new URL('./liveline_bg.wasm', import.meta.url));
+}
+
+/**
+ * Loads the WebAssembly module. Optional: a client loads it on first
+ * `connect()` or `send()`. Call it to load earlier, or to pass the module
+ * yourself; later calls return the same promise. Importing the package loads
+ * nothing (safe during server-side rendering).
  * @param {string | URL | Response | BufferSource | WebAssembly.Module} [input]
  */
 export function init(input) {
   if (!ready) {
-    ready = wasmInit(input === undefined ? undefined : { module_or_path: input }).then(() => {
-      initialized = true;
+    const source = input !== undefined ? Promise.resolve(input) : inNode() ? nodeWasm() : Promise.resolve(undefined);
+    ready = source
+      .then((s) => wasmInit(s === undefined ? undefined : { module_or_path: s }))
+      .then(() => {
+        initialized = true;
+      });
+    // A failed load may be retried.
+    ready.catch(() => {
+      ready = null;
     });
   }
   return ready;
@@ -140,9 +162,6 @@ function fillPlaceholders(v, take) {
 /** The Liveline client. See index.d.ts for the API. */
 export class Liveline {
   constructor(options) {
-    if (!initialized) {
-      throw livelineError('not_initialized', 'liveline: call `await init()` before `new Liveline()`');
-    }
     const opts = options ?? {};
     if (typeof opts.url !== 'string') throw livelineError('invalid_argument', 'options.url must be a string');
     if (typeof opts.getToken !== 'function') {
@@ -151,6 +170,35 @@ export class Liveline {
     const storage = pickStorage(opts.storage, opts.storageKey ?? `liveline:outbox:${opts.url}`);
     /** Where queued actions survive a reload: 'indexeddb', 'localstorage', 'memory' or 'custom'. */
     this.storage = storage.kind;
+    if (opts.WebSocket !== undefined && typeof opts.WebSocket !== 'function') {
+      throw livelineError('invalid_argument', 'options.WebSocket must be a WebSocket constructor');
+    }
+    this._opts = opts;
+    this._core = null;
+    this._disposed = false;
+    this._WebSocket = opts.WebSocket;
+    this._getToken = opts.getToken;
+    this._store = storage.load ? storage : null;
+    this._loaded = !this._store;
+    this._wantConnect = false;
+    this._snapshot = IDLE;
+    this._listeners = new Map(); // event name -> Map(id -> fn)
+    this._subscribers = new Map(); // id -> fn
+    this._nextId = 0;
+    this._pending = new Map(); // action id -> [resolve, reject]
+    this._restored = new Map(); // action id -> name, for actions a previous page queued
+    this._ws = null;
+    this._timer = null;
+    this._page = null;
+    // Bound so they can be passed straight to useSyncExternalStore.
+    this.subscribe = this.subscribe.bind(this);
+    this.getSnapshot = this.getSnapshot.bind(this);
+    if (initialized) this._makeCore();
+  }
+
+  /** Creates the core (the wasm is loaded), then reads the saved outbox. */
+  _makeCore() {
+    const opts = this._opts;
     const num = (v) => (typeof v === 'number' ? v : NaN);
     const seed = new Uint32Array(2);
     globalThis.crypto.getRandomValues(seed);
@@ -168,28 +216,34 @@ export class Liveline {
         opts.livenessProbe === false ? 0 : NaN,
       ]),
     );
-    this._getToken = opts.getToken;
-    this._store = storage.load ? storage : null;
-    this._loaded = !this._store;
-    this._wantConnect = false;
-    this._snapshot = IDLE;
-    this._listeners = new Map(); // event name -> Map(id -> fn)
-    this._subscribers = new Map(); // id -> fn
-    this._nextId = 0;
-    this._pending = new Map(); // action id -> [resolve, reject]
-    this._restored = new Map(); // action id -> name, for actions a previous page queued
-    this._ws = null;
-    this._timer = null;
-    this._page = null;
-    // Bound so they can be passed straight to useSyncExternalStore.
-    this.subscribe = this.subscribe.bind(this);
-    this.getSnapshot = this.getSnapshot.bind(this);
     if (this._store) this._loadOutbox();
+    else if (this._wantConnect) {
+      this._wantConnect = false;
+      this._input(CONNECT);
+    }
   }
 
-  /** The wasm object, or a `disposed` error after `dispose()`. */
+  /** Resolves once the core exists, loading the wasm first if need be. */
+  _ready() {
+    if (this._core) return Promise.resolve();
+    return (this._loading ??= init().then(
+      () => {
+        if (!this._disposed && !this._core) this._makeCore();
+      },
+      (e) => {
+        this._loading = null;
+        const message = `the WebAssembly module did not load: ${messageOf(e)}`;
+        if (!this._disposed) {
+          this._setSnapshot({ ...this._snapshot, current: 'failed', previous: this._snapshot.current, reason: message, error: message });
+        }
+        throw livelineError('not_initialized', `liveline: ${message}`);
+      },
+    ));
+  }
+
+  /** The wasm object (null until loaded), or a `disposed` error after `dispose()`. */
   _live() {
-    if (!this._core) throw livelineError('disposed', 'liveline: this client was disposed');
+    if (this._disposed) throw livelineError('disposed', 'liveline: this client was disposed');
     return this._core;
   }
 
@@ -201,10 +255,17 @@ export class Liveline {
   }
 
   connect() {
-    this._live();
+    const core = this._live();
+    if (typeof (this._WebSocket ?? globalThis.WebSocket) !== 'function') {
+      // Node 20 has none: retrying would not help.
+      const message = 'no WebSocket here: pass a constructor as options.WebSocket (e.g. from the ws package)';
+      this._setSnapshot({ ...this._snapshot, current: 'failed', previous: this._snapshot.current, reason: message, error: message });
+      return;
+    }
     this._attachPage();
-    if (this._loaded) this._input(CONNECT);
+    if (core && this._loaded) this._input(CONNECT);
     else this._wantConnect = true;
+    if (!core) this._ready().catch(() => {});
   }
 
   close() {
@@ -222,9 +283,10 @@ export class Liveline {
    * throw `disposed`. Queued actions stay stored.
    */
   dispose() {
-    if (!this._core) return;
+    if (this._disposed) return;
     this.close();
-    this._core.free();
+    this._disposed = true;
+    this._core?.free();
     this._core = null;
     this._listeners.clear();
     this._subscribers.clear();
@@ -236,6 +298,7 @@ export class Liveline {
       const core = this._live();
       const text = data === undefined ? 'null' : JSON.stringify(data);
       if (typeof text !== 'string') throw livelineError('invalid_argument', 'data must be JSON-serializable');
+      if (!core) return this._ready().then(() => this.send(action, data));
       try {
         id = core.send(String(action), text, Date.now());
       } catch (e) {
@@ -420,12 +483,15 @@ export class Liveline {
     this._dropSocket();
     let ws;
     try {
-      ws = new WebSocket(url);
+      ws = new (this._WebSocket ?? globalThis.WebSocket)(url);
     } catch (e) {
       this._input(CLOSED, messageOf(e));
       return;
     }
     ws.binaryType = 'arraybuffer';
+    // The close event that follows says what happened; an unhandled error
+    // event would throw in Node's `ws`.
+    ws.onerror = () => {};
     ws.onopen = () => this._input(OPENED);
     ws.onmessage = (e) => {
       if (typeof e.data === 'string') this._input(TEXT, e.data);
@@ -446,7 +512,7 @@ export class Liveline {
     const ws = this._ws;
     if (!ws) return;
     this._ws = null;
-    ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    ws.onopen = ws.onmessage = ws.onclose = null;
     try {
       ws.close();
     } catch {

@@ -46,12 +46,14 @@ test('npm publish --dry-run accepts the package', async () => {
   assert.match(stdout + stderr, /liveline-client@\d+\.\d+\.\d+/);
 });
 
-test('using the API before init() throws not_initialized', async () => {
+test('importing loads nothing and a client can be created before init()', async () => {
   const { Liveline } = await import('liveline-client');
-  assert.throws(
-    () => new Liveline({ url: 'ws://127.0.0.1:1', getToken: () => 't' }),
-    (err) => err instanceof Error && err.code === 'not_initialized',
-  );
+  const client = new Liveline({ url: 'ws://127.0.0.1:1', getToken: () => 't', storage: 'memory' });
+  assert.equal(client.getSnapshot().current, 'idle');
+  const off = client.on('job:status:v1', () => {});
+  off();
+  client.dispose();
+  assert.throws(() => client.getSnapshot(), (e) => e.code === 'disposed');
 });
 
 test('after init() the client starts idle and rejects bad options with stable codes', async () => {

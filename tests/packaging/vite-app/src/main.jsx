@@ -3,12 +3,11 @@
 // come from the query string: ?gw=http://127.0.0.1:8080&token=...
 import { StrictMode, useEffect, useRef, useState } from 'react';
 import { createRoot } from 'react-dom/client';
-import { init, Liveline } from 'liveline-client';
+import { Liveline } from 'liveline-client';
 import { LivelineProvider, useConnectionState, useEvent, useJob, useSend } from 'liveline-client/react';
 
 const query = new URLSearchParams(window.location.search);
 
-await init();
 const client = new Liveline({ url: query.get('gw'), getToken: () => query.get('token') });
 client.connect();
 
