@@ -274,7 +274,10 @@ export type ConnectionStateName =
  * Open-ended: a newer gateway may answer with a code this list does not know yet.
  */
 export type LivelineErrorCode =
-  /** SDK: `new Liveline()` before `await init()`; call `await init()` first. */
+  /**
+   * SDK: the WebAssembly module could not be loaded (the state is
+   * `failed` too); serve the package's `.wasm`, or pass it to `init()`.
+   */
   | 'not_initialized'
   /** SDK: a method called after `dispose()`; create a new client. */
   | 'disposed'
@@ -320,6 +323,18 @@ export type LivelineErrorCode =
    * outbox does, with the same key).
    */
   | 'unavailable'
+  /**
+   * Gateway ack: this gateway has no action of that name; fix the name,
+   * do not retry.
+   */
+  | 'unknown_action'
+  /**
+   * Gateway REST 408: the request body did not arrive within the
+   * gateway's body timeout; the connection is closed.
+   */
+  | 'request_timeout'
+  /** Gateway REST 413: the request body is larger than the route accepts. */
+  | 'payload_too_large'
   /**
    * Gateway: the token was refused (CONNECT, or REST 401). The SDK asks
    * `getToken()` once more, then enters `failed`.

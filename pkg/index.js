@@ -21,12 +21,13 @@ const inNode = () => typeof document === 'undefined' && typeof process !== 'unde
 
 /**
  * The wasm bytes in Node, read next to this file: Node's fetch() takes no
- * file: URLs. The module name is not a literal, so bundlers leave it alone.
+ * file: URLs. `process.getBuiltinModule` (Node 20.16+) rather than an import,
+ * so no bundler sees a Node module in the browser build.
  */
 async function nodeWasm() {
-  const fs = 'node:fs/promises';
-  const { readFile } = await import(/* webpackIgnore: true */ /* @vite-ignore */ fs);
-  return readFile(new URL('./liveline_bg.wasm', import.meta.url));
+  const fs = process.getBuiltinModule?.('node:fs/promises');
+  if (!fs) throw new Error('this Node has no process.getBuiltinModule: pass the wasm bytes to init()');
+  return fs.readFile(new URL('./liveline_bg.wasm', import.meta.url));
 }
 
 /**

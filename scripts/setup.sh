@@ -67,4 +67,12 @@ if [ ! -d gateway/tests/node/node_modules ] ||
   log "npm ci (gateway/tests/node)"
   npm ci --prefix gateway/tests/node --no-audit --no-fund --loglevel=error
 fi
+# 7. The packaging matrix: one npm project per bundler, each pinned by its lock file.
+for dir in tests/packaging/bundlers/*/; do
+  [ -f "$dir/package-lock.json" ] || continue
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "npm ci ($dir)"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+  fi
+done
 log "ready"

@@ -269,7 +269,8 @@ macro_rules! error_codes {
 }
 
 error_codes! {
-    /// SDK: `new Liveline()` before `await init()`; call `await init()` first.
+    /// SDK: the WebAssembly module could not be loaded (the state is
+    /// `failed` too); serve the package's `.wasm`, or pass it to `init()`.
     NOT_INITIALIZED = "not_initialized";
     /// SDK: a method called after `dispose()`; create a new client.
     DISPOSED = "disposed";
@@ -299,6 +300,14 @@ error_codes! {
     /// Gateway ack: the gateway could not reach Redis; retry later (the
     /// outbox does, with the same key).
     UNAVAILABLE = "unavailable";
+    /// Gateway ack: this gateway has no action of that name; fix the name,
+    /// do not retry.
+    UNKNOWN_ACTION = "unknown_action";
+    /// Gateway REST 408: the request body did not arrive within the
+    /// gateway's body timeout; the connection is closed.
+    REQUEST_TIMEOUT = "request_timeout";
+    /// Gateway REST 413: the request body is larger than the route accepts.
+    PAYLOAD_TOO_LARGE = "payload_too_large";
     /// Gateway: the token was refused (CONNECT, or REST 401). The SDK asks
     /// `getToken()` once more, then enters `failed`.
     UNAUTHORIZED = "unauthorized";

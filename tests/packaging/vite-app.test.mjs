@@ -7,13 +7,12 @@
 // starts a job and shows its events.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { extname, join, normalize, sep } from 'node:path';
-import { ROOT, GATEWAY, run, launchBrowser, mintToken, cleanRedis } from '../support/node.mjs';
+import { join } from 'node:path';
+import { ROOT, GATEWAY, run, launchBrowser, mintToken, cleanRedis, startDistServer } from '../support/node.mjs';
 import { startGateway, waitFor } from '../browser-pkg/lib.mjs';
 
 const APP_DIR = join(ROOT, 'tests/packaging/vite-app');
@@ -141,38 +140,3 @@ test('the built app connects, starts a job and receives its events', { timeout: 
     await context.close();
   }
 });
-
-const TYPES = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.css': 'text/css; charset=utf-8',
-  '.wasm': 'application/wasm',
-};
-
-/** Serves the built app from `dir` on a free port, as any static host would. */
-async function startDistServer(dir) {
-  const server = createServer(async (req, res) => {
-    try {
-      let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
-      if (path === '/') path = '/index.html';
-      const file = normalize(join(dir, path));
-      if (!file.startsWith(dir + sep)) throw Object.assign(new Error('outside'), { status: 403 });
-      if (!(await stat(file)).isFile()) throw new Error('not a file');
-      const body = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
-      res.end(body);
-    } catch (err) {
-      res.writeHead(err.status ?? 404, { 'content-type': 'text/plain' });
-      res.end(String(err.message));
-    }
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    url: `http://127.0.0.1:${server.address().port}`,
-    close: () =>
-      new Promise((resolve) => {
-        server.closeAllConnections?.();
-        server.close(() => resolve());
-      }),
-  };
-}

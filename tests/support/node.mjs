@@ -2,9 +2,11 @@
 // share: paths, the Chromium launch, free ports, and driving the gateway
 // binary and Redis from outside the page.
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
+import { readFile, stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
+import { extname, join, normalize, sep } from 'node:path';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
@@ -87,4 +89,39 @@ export async function api(base, token, path, init = {}) {
     body = text;
   }
   return { status: res.status, body };
+}
+
+const TYPES = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.wasm': 'application/wasm',
+};
+
+/** Serves the built app from `dir` on a free port, as any static host would. */
+export async function startDistServer(dir) {
+  const server = createServer(async (req, res) => {
+    try {
+      let path = decodeURIComponent(new URL(req.url, 'http://x').pathname);
+      if (path === '/') path = '/index.html';
+      const file = normalize(join(dir, path));
+      if (!file.startsWith(dir + sep)) throw Object.assign(new Error('outside'), { status: 403 });
+      if (!(await stat(file)).isFile()) throw new Error('not a file');
+      const body = await readFile(file);
+      res.writeHead(200, { 'content-type': TYPES[extname(file)] ?? 'application/octet-stream' });
+      res.end(body);
+    } catch (err) {
+      res.writeHead(err.status ?? 404, { 'content-type': 'text/plain' });
+      res.end(String(err.message));
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -1,0 +1,112 @@
+// The packaging matrix: the `npm pack` tarball installed into a fresh app per
+// bundler (each with its tools pinned in its own lock file, installed by
+// scripts/setup.sh), the same app source (tests/packaging/bundlers/app) built
+// with no liveline-specific config, served as a static host would, loaded in
+// headless Chromium, connected to a real gateway: it starts a job and sees it
+// complete. esbuild needs one line, the one docs/sdk.md gives: copy the
+// package's .wasm next to the bundle.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ROOT, GATEWAY, run, launchBrowser, mintToken, startDistServer } from '../support/node.mjs';
+import { startGateway, waitFor } from '../browser-pkg/lib.mjs';
+
+const DIR = join(ROOT, 'tests/packaging/bundlers');
+const PACK_DIR = join(ROOT, '.tmp/pack');
+const page = (script, type = 'module') =>
+  `<!doctype html><html><head><meta charset="utf-8"></head><body><div id="root"></div>` +
+  `<script${type ? ` type="${type}"` : ''} src="./${script}"></script></body></html>`;
+
+/** Each case: its folder, how it builds, and the folder a static host serves. */
+const CASES = [
+  { name: 'vite5', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist' },
+  { name: 'vite6', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist' },
+  {
+    name: 'webpack5',
+    build: ['node_modules/.bin/webpack', ['--mode', 'production']],
+    out: 'dist',
+    html: page('main.js', null),
+  },
+  {
+    name: 'esbuild',
+    build: ['node_modules/.bin/esbuild', ['src/index.js', '--bundle', '--format=esm', '--minify', '--outdir=dist']],
+    out: 'dist',
+    html: page('index.js'),
+    // The one line of config esbuild needs (docs/sdk.md).
+    after: (dir) => copyFile(join(dir, 'node_modules/liveline-client/wasm/liveline_bg.wasm'), join(dir, 'dist/liveline_bg.wasm')),
+  },
+];
+
+let tarball, gw, browser;
+
+before(async () => {
+  for (const [file, how] of [
+    [join(ROOT, 'pkg/wasm/liveline_bg.wasm'), 'bash scripts/build-pkg.sh'],
+    [GATEWAY, 'cargo build -p liveline-gateway'],
+    ...CASES.map((c) => [join(DIR, c.name, 'node_modules'), 'bash scripts/setup.sh']),
+  ]) {
+    if (!existsSync(file)) throw new Error(`${file} is missing: run \`${how}\` first`);
+  }
+  await rm(PACK_DIR, { recursive: true, force: true });
+  await mkdir(PACK_DIR, { recursive: true });
+  const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--pack-destination', PACK_DIR, '--json'], {
+    cwd: join(ROOT, 'pkg'),
+  });
+  tarball = join(PACK_DIR, JSON.parse(stdout)[0].filename);
+  [gw, browser] = await Promise.all([
+    startGateway({ args: ['--demo-worker', '--demo-step-ms', '50'] }),
+    launchBrowser(),
+  ]);
+});
+
+after(async () => {
+  await browser?.close();
+  await gw?.stop();
+});
+
+for (const c of CASES) {
+  test(`${c.name}: the tarball builds with no config and the app completes a job in Chromium`, { timeout: 120_000 }, async () => {
+    const dir = join(DIR, c.name);
+    // The tarball, as a user installs it (not saved: the lock pins the tools only).
+    await run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error', tarball], { cwd: dir, timeout: 60_000 });
+    await mkdir(join(dir, 'src'), { recursive: true });
+    await copyFile(join(DIR, 'app/index.js'), join(dir, 'src/index.js'));
+    const out = join(dir, c.out);
+    await rm(out, { recursive: true, force: true });
+    const [bin, args] = c.build;
+    await run(join(dir, bin), args, { cwd: dir, timeout: 90_000, env: { ...process.env, NO_COLOR: '1' } });
+    if (c.html) await writeFile(join(out, 'index.html'), c.html);
+    await c.after?.(dir);
+    const files = await readdir(out, { recursive: true });
+    assert.ok(files.some((f) => f.endsWith('.wasm')), `a .wasm next to the bundle: ${files.join(', ')}`);
+
+    const web = await startDistServer(out);
+    const context = await browser.newContext();
+    const problems = [];
+    try {
+      const p = await context.newPage();
+      p.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+      p.on('console', (msg) => {
+        // Failed requests are checked below, by URL (the browser's own favicon request is not the app's).
+        if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) problems.push(`console.error: ${msg.text()}`);
+      });
+      p.on('response', (res) => {
+        if (res.status() >= 400 && !res.url().endsWith('/favicon.ico')) problems.push(`${res.status()} ${res.url()}`);
+      });
+      const token = await mintToken(`bundler-${c.name}`);
+      await p.goto(`${web.url}/?${new URLSearchParams({ gw: gw.url, token })}`, { waitUntil: 'load' });
+      const text = () => p.textContent('#out', { timeout: 5_000 }).catch(() => '');
+      try {
+        await waitFor('"connected completed"', async () => (await text()) === 'connected completed', { timeout: 30_000 });
+      } catch (err) {
+        throw new Error(`${err.message}\nshown: ${await text()}\nproblems: ${problems.join('\n')}`, { cause: err });
+      }
+      assert.deepEqual(problems, []);
+    } finally {
+      await context.close();
+      await web.close();
+    }
+  });
+}
