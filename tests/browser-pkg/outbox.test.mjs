@@ -30,8 +30,10 @@ async function jobsOf(user) {
   return r.body.jobs;
 }
 
+/** The user's idempotency records: `{prefix}idem:{len(user)}:{user}:…` (docs/deployment.md). */
 async function idempotencyKeys(user) {
-  const { stdout } = await run('redis-cli', ['-u', REDIS_URL, '--scan', '--pattern', `${prefix}idem:${user}:*`]);
+  const pattern = `${prefix}idem:${Buffer.byteLength(user)}:${user}:*`;
+  const { stdout } = await run('redis-cli', ['-u', REDIS_URL, '--scan', '--pattern', pattern]);
   return stdout.split('\n').filter(Boolean);
 }
 

@@ -1,5 +1,5 @@
 // The packaging matrix: the `npm pack` tarball installed into a fresh app per
-// bundler (each with its tools pinned in its own lock file, installed by
+// bundler or framework (Vite 5 and 6, webpack 5, esbuild, Next.js) (each with its tools pinned in its own lock file, installed by
 // scripts/setup.sh), the same app source (tests/packaging/bundlers/app) built
 // with no liveline-specific config, served as a static host would, loaded in
 // headless Chromium, connected to a real gateway: it starts a job and sees it
@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ROOT, GATEWAY, run, launchBrowser, mintToken, startDistServer } from '../support/node.mjs';
+import { spawn } from 'node:child_process';
+import { ROOT, GATEWAY, run, launchBrowser, mintToken, startDistServer, freePort } from '../support/node.mjs';
 import { startGateway, waitFor } from '../browser-pkg/lib.mjs';
 
 const DIR = join(ROOT, 'tests/packaging/bundlers');
@@ -37,7 +38,39 @@ const CASES = [
     // The one line of config esbuild needs (docs/sdk.md).
     after: (dir) => copyFile(join(dir, 'node_modules/liveline-client/wasm/liveline_bg.wasm'), join(dir, 'dist/liveline_bg.wasm')),
   },
+  {
+    // The app router: a server page renders a client component that creates
+    // the client in an effect. Server rendering imports the package.
+    name: 'nextjs',
+    ownSource: true,
+    build: ['node_modules/.bin/next', ['build']],
+    out: '.next',
+    serve: startNext,
+  },
 ];
+
+/** `next start` on a free port, once it answers. */
+async function startNext(dir) {
+  const port = await freePort();
+  const proc = spawn(join(dir, 'node_modules/.bin/next'), ['start', '-p', String(port), '-H', '127.0.0.1'], {
+    cwd: dir,
+    stdio: 'ignore',
+    env: { ...process.env, NEXT_TELEMETRY_DISABLED: '1' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor('next start', async () => {
+    if (proc.exitCode !== null) throw new Error(`next start exited with ${proc.exitCode}`);
+    return fetch(url, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok, () => false);
+  }, { timeout: 30_000 });
+  return {
+    url,
+    close: () =>
+      new Promise((resolve) => {
+        proc.on('exit', resolve);
+        proc.kill('SIGTERM');
+      }),
+  };
+}
 
 let tarball, gw, browser;
 
@@ -67,22 +100,28 @@ after(async () => {
 });
 
 for (const c of CASES) {
-  test(`${c.name}: the tarball builds with no config and the app completes a job in Chromium`, { timeout: 120_000 }, async () => {
+  test(`${c.name}: the tarball builds with no config and the app completes a job in Chromium`, { timeout: 300_000 }, async () => {
     const dir = join(DIR, c.name);
     // The tarball, as a user installs it (not saved: the lock pins the tools only).
     await run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error', tarball], { cwd: dir, timeout: 60_000 });
-    await mkdir(join(dir, 'src'), { recursive: true });
-    await copyFile(join(DIR, 'app/index.js'), join(dir, 'src/index.js'));
+    if (!c.ownSource) {
+      await mkdir(join(dir, 'src'), { recursive: true });
+      await copyFile(join(DIR, 'app/index.js'), join(dir, 'src/index.js'));
+    }
     const out = join(dir, c.out);
     await rm(out, { recursive: true, force: true });
     const [bin, args] = c.build;
-    await run(join(dir, bin), args, { cwd: dir, timeout: 90_000, env: { ...process.env, NO_COLOR: '1' } });
+    await run(join(dir, bin), args, {
+      cwd: dir,
+      timeout: 180_000,
+      env: { ...process.env, NO_COLOR: '1', NEXT_TELEMETRY_DISABLED: '1' },
+    });
     if (c.html) await writeFile(join(out, 'index.html'), c.html);
     await c.after?.(dir);
     const files = await readdir(out, { recursive: true });
     assert.ok(files.some((f) => f.endsWith('.wasm')), `a .wasm next to the bundle: ${files.join(', ')}`);
 
-    const web = await startDistServer(out);
+    const web = c.serve ? await c.serve(dir) : await startDistServer(out);
     const context = await browser.newContext();
     const problems = [];
     try {
