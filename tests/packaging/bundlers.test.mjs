@@ -22,8 +22,8 @@ const page = (script, type = 'module') =>
 
 /** Each case: its folder, how it builds, and the folder a static host serves. */
 const CASES = [
-  { name: 'vite5', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist' },
-  { name: 'vite6', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist' },
+  { name: 'vite5', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true },
+  { name: 'vite6', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true },
   {
     name: 'webpack5',
     build: ['node_modules/.bin/webpack', ['--mode', 'production']],
@@ -99,15 +99,70 @@ after(async () => {
   await gw?.stop();
 });
 
+/** Opens `url` with the gateway and a token in its query; waits for the job to complete. */
+async function completesAJob(url, who) {
+  const context = await browser.newContext();
+  const problems = [];
+  try {
+    const p = await context.newPage();
+    p.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
+    p.on('console', (msg) => {
+      // Failed requests are checked below, by URL (the browser's own favicon request is not the app's).
+      if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) problems.push(`console.error: ${msg.text()}`);
+    });
+    p.on('response', (res) => {
+      if (res.status() >= 400 && !res.url().endsWith('/favicon.ico')) problems.push(`${res.status()} ${res.url()}`);
+    });
+    const token = await mintToken(`bundler-${who}`);
+    await p.goto(`${url}/?${new URLSearchParams({ gw: gw.url, token })}`, { waitUntil: 'load' });
+    const text = () => p.textContent('#out', { timeout: 5_000 }).catch(() => '');
+    try {
+      await waitFor('"connected completed"', async () => (await text()) === 'connected completed', { timeout: 30_000 });
+    } catch (err) {
+      throw new Error(`${err.message}\nshown: ${await text()}\nproblems: ${problems.join('\n')}`, { cause: err });
+    }
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+}
+
+/** Installs the tarball into a case's app, as a user does (not saved: the lock pins the tools only). */
+async function installTarball(dir, ownSource) {
+  await run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error', tarball], { cwd: dir, timeout: 60_000 });
+  if (!ownSource) {
+    await mkdir(join(dir, 'src'), { recursive: true });
+    await copyFile(join(DIR, 'app/index.js'), join(dir, 'src/index.js'));
+  }
+}
+
+for (const c of CASES.filter((c) => c.dev)) {
+  test(`${c.name} dev server: with the documented optimizeDeps line the app completes a job`, { timeout: 120_000 }, async () => {
+    const dir = join(DIR, c.name);
+    await installTarball(dir, false);
+    const port = await freePort();
+    const vite = spawn(join(dir, 'node_modules/.bin/vite'), ['--config', 'vite.dev.config.js', '--port', String(port), '--strictPort', '--host', '127.0.0.1'], {
+      cwd: dir,
+      stdio: 'ignore',
+      env: { ...process.env, NO_COLOR: '1' },
+    });
+    const url = `http://127.0.0.1:${port}`;
+    try {
+      await waitFor('vite dev', async () => {
+        if (vite.exitCode !== null) throw new Error(`vite exited with ${vite.exitCode}`);
+        return fetch(url, { signal: AbortSignal.timeout(2_000) }).then((r) => r.ok, () => false);
+      }, { timeout: 30_000 });
+      await completesAJob(url, `${c.name}-dev`);
+    } finally {
+      vite.kill('SIGTERM');
+    }
+  });
+}
+
 for (const c of CASES) {
   test(`${c.name}: the tarball builds with no config and the app completes a job in Chromium`, { timeout: 300_000 }, async () => {
     const dir = join(DIR, c.name);
-    // The tarball, as a user installs it (not saved: the lock pins the tools only).
-    await run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error', tarball], { cwd: dir, timeout: 60_000 });
-    if (!c.ownSource) {
-      await mkdir(join(dir, 'src'), { recursive: true });
-      await copyFile(join(DIR, 'app/index.js'), join(dir, 'src/index.js'));
-    }
+    await installTarball(dir, c.ownSource);
     const out = join(dir, c.out);
     await rm(out, { recursive: true, force: true });
     const [bin, args] = c.build;
@@ -122,29 +177,9 @@ for (const c of CASES) {
     assert.ok(files.some((f) => f.endsWith('.wasm')), `a .wasm next to the bundle: ${files.join(', ')}`);
 
     const web = c.serve ? await c.serve(dir) : await startDistServer(out);
-    const context = await browser.newContext();
-    const problems = [];
     try {
-      const p = await context.newPage();
-      p.on('pageerror', (err) => problems.push(`pageerror: ${err.message}`));
-      p.on('console', (msg) => {
-        // Failed requests are checked below, by URL (the browser's own favicon request is not the app's).
-        if (msg.type() === 'error' && !msg.text().startsWith('Failed to load resource')) problems.push(`console.error: ${msg.text()}`);
-      });
-      p.on('response', (res) => {
-        if (res.status() >= 400 && !res.url().endsWith('/favicon.ico')) problems.push(`${res.status()} ${res.url()}`);
-      });
-      const token = await mintToken(`bundler-${c.name}`);
-      await p.goto(`${web.url}/?${new URLSearchParams({ gw: gw.url, token })}`, { waitUntil: 'load' });
-      const text = () => p.textContent('#out', { timeout: 5_000 }).catch(() => '');
-      try {
-        await waitFor('"connected completed"', async () => (await text()) === 'connected completed', { timeout: 30_000 });
-      } catch (err) {
-        throw new Error(`${err.message}\nshown: ${await text()}\nproblems: ${problems.join('\n')}`, { cause: err });
-      }
-      assert.deepEqual(problems, []);
+      await completesAJob(web.url, c.name);
     } finally {
-      await context.close();
       await web.close();
     }
   });
