@@ -1,7 +1,9 @@
 //! The user docs stay accurate: every `serve` flag and variable is in
-//! docs/configuration.md, and the Grafana dashboard only queries metrics the
-//! gateway exposes.
+//! docs/configuration.md, the Grafana dashboard only queries metrics the
+//! gateway exposes, and the shell blocks marked runnable run as written.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::path::PathBuf;
 
@@ -71,4 +73,69 @@ fn grafana_dashboard_queries_only_exposed_metrics() {
         }
     }
     assert!(used >= 10);
+}
+
+/// The fenced blocks of the user docs marked ```` ```sh runnable ````, with
+/// the file they are in.
+fn runnable_blocks() -> Vec<(String, String)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![dir.join("README.md")];
+    for entry in std::fs::read_dir(dir.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut blocks = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find("```sh runnable\n") {
+            let body = &rest[start + "```sh runnable\n".len()..];
+            let end = body.find("```").expect("an unclosed block");
+            blocks.push((file.display().to_string(), body[..end].to_owned()));
+            rest = &body[end + 3..];
+        }
+    }
+    blocks
+}
+
+/// Every block marked runnable runs as written (with `liveline-gateway` on
+/// the PATH, as `cargo install --path gateway` puts it), against the Redis
+/// at 127.0.0.1:6379, and does what the docs say: a gateway on that Redis
+/// delivers the published note to alice live.
+#[tokio::test]
+async fn runnable_doc_blocks_run_verbatim() {
+    let gw = common::Gateway::start(common::Backend::Redis).await;
+    let mut alice = gw.connect("alice").await;
+    let blocks = runnable_blocks();
+    assert!(blocks.len() >= 2, "{blocks:?}");
+    let bin_dir = PathBuf::from(env!("CARGO_BIN_EXE_liveline-gateway"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    for (file, block) in &blocks {
+        let out = std::process::Command::new("bash")
+            .args(["-euo", "pipefail", "-c", block])
+            .current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .env("PATH", &path)
+            // The test's own key prefix, so nothing lands in the shared `ll:` keys.
+            .env("LIVELINE_KEY_PREFIX", &gw.config.key_prefix)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}:\n{block}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if block.contains("note:added:v1") {
+            let (name, env) = alice.event().await;
+            assert_eq!(name, "note:added:v1", "{file}");
+            assert_eq!(env["data"]["text"], "hello", "{file}");
+        }
+    }
+    alice.close().await;
+    gw.stop().await;
 }
