@@ -333,7 +333,12 @@ export type LivelineErrorCode =
    * gateway's body timeout; the connection is closed.
    */
   | 'request_timeout'
-  /** Gateway REST 413: the request body is larger than the route accepts. */
+  /**
+   * SDK `send()`: the action is larger than the server's `maxPayload`
+   * (learned from its handshake); it is not queued, and one queued before
+   * the limit was known ends with this code. Gateway REST 413: the request
+   * body is larger than the route accepts.
+   */
   | 'payload_too_large'
   /**
    * Gateway: the token was refused (CONNECT, or REST 401). The SDK asks

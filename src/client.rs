@@ -246,6 +246,9 @@ pub struct Client {
     auth_retried: bool,
     token: Option<String>,
     heartbeat_ms: u64,
+    /// The server's largest accepted frame, from its last handshake (0:
+    /// not known yet).
+    max_payload: usize,
     last_rx: u64,
     decoder: Decoder,
     outbox: Outbox,
@@ -271,6 +274,7 @@ impl Client {
         let outbox = Outbox::new(config.outbox_capacity);
         Self {
             heartbeat_ms: config.default_heartbeat_ms,
+            max_payload: 0,
             config,
             rng: SmallRng::seed_from_u64(seed),
             phase: Phase::Idle,
@@ -347,6 +351,13 @@ impl Client {
         json::validate(data).map_err(SendError::InvalidJson)?;
         let data = data.trim().to_owned();
         let key = self.random_key();
+        let size = action_frame_len(name, &key, &data);
+        if self.max_payload > 0 && size > self.max_payload {
+            return Err(SendError::PayloadTooLarge {
+                size,
+                max: self.max_payload,
+            });
+        }
         let ttl = self.config.action_ttl_ms;
         let id = self.outbox.push(name, data, key, now + ttl)?;
         self.queue_changed();
@@ -591,6 +602,7 @@ impl Client {
             Decoded::Pending => {}
             Decoded::Engine(EioPacket::Open(h)) => {
                 self.heartbeat_ms = h.ping_interval + h.ping_timeout;
+                self.learn_max_payload(h.max_payload);
                 if let Phase::Opening { handshake, .. } = &mut self.phase {
                     *handshake = true;
                 }
@@ -837,18 +849,43 @@ impl Client {
         self.send_packet(&p);
     }
 
+    /// The server told its largest frame: actions queued before that are
+    /// too large end now with `payload_too_large`, so none blocks the queue
+    /// or makes the server drop the connection.
+    fn learn_max_payload(&mut self, max: u64) {
+        self.max_payload = usize::try_from(max).unwrap_or(usize::MAX);
+        if self.max_payload == 0 {
+            return;
+        }
+        let gone = self.outbox.remove_oversize(self.max_payload, |a| {
+            action_frame_len(&a.name, &a.key, &a.data)
+        });
+        if gone.is_empty() {
+            return;
+        }
+        for (id, size) in gone {
+            let message = format!(
+                "action is {size} bytes on the wire; the server accepts at most {}",
+                self.max_payload
+            );
+            self.out.push_back(Output::Ack(
+                id,
+                Err(ActionError::Rejected {
+                    code: contract::error_code::PAYLOAD_TOO_LARGE.to_owned(),
+                    message,
+                }),
+            ));
+        }
+        self.queue_changed();
+    }
+
     fn flush_outbox(&mut self, now: u64) {
         let timeout = self.config.ack_timeout_ms;
         let mut packets = Vec::new();
         while let Some(action) = self.outbox.next_unsent() {
             self.next_ack_id += 1;
             let ack_id = self.next_ack_id;
-            let payload = format!(
-                "[{},{{\"key\":{},\"data\":{}}}]",
-                json::quote(&action.name),
-                json::quote(&action.key),
-                action.data
-            );
+            let payload = action_payload(&action.name, &action.key, &action.data);
             let id = action.id;
             packets.push(Packet::new(PacketType::Event, Some(ack_id), Some(payload)));
             self.outbox.mark_sent(id, ack_id, now + timeout);
@@ -1035,6 +1072,22 @@ fn ack_result(first: &str) -> Result<String, ActionError> {
         }
         None => Ok(first.trim().to_owned()),
     }
+}
+
+/// The Socket.IO payload of an action: `[name, {"key", "data"}]`.
+fn action_payload(name: &str, key: &str, data: &str) -> String {
+    format!(
+        "[{},{{\"key\":{},\"data\":{}}}]",
+        json::quote(name),
+        json::quote(key),
+        data
+    )
+}
+
+/// The size of an action's frame on the wire: `42`, an ack id of at most
+/// 20 digits, the payload.
+fn action_frame_len(name: &str, key: &str, data: &str) -> usize {
+    2 + 20 + action_payload(name, key, data).len()
 }
 
 #[cfg(test)]
@@ -1410,5 +1463,61 @@ mod tests {
             panic!("not reconnecting: {:?}", c.state())
         };
         assert_eq!(last_error, "liveness probe timed out");
+    }
+
+    #[test]
+    fn an_action_over_the_servers_max_payload_is_refused_at_send_and_queues_nothing() {
+        let (mut c, _) = connected(0);
+        let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(100_000));
+        let err = c.send("app:upload:v1", &big, 1).expect_err("refused");
+        assert!(
+            matches!(err, SendError::PayloadTooLarge { max: 100_000, .. }),
+            "{err:?}"
+        );
+        assert_eq!(c.queued(), 0);
+        // The action behind it goes out as usual.
+        let id = c
+            .send("job:cancel:v1", r#"{"jobId":"1"}"#, 2)
+            .expect("queued");
+        let frames = sent(&drain(&mut c));
+        assert!(
+            frames.iter().any(|f| f.contains("job:cancel:v1")),
+            "{frames:?}"
+        );
+        assert_eq!(c.queued(), 1, "{id} waits for its ack");
+    }
+
+    #[test]
+    fn actions_queued_before_the_handshake_that_are_too_large_end_with_payload_too_large() {
+        let mut c = Client::new(Config::new("http://gw:8080"), 1);
+        let big = format!("{{\"blob\":\"{}\"}}", "x".repeat(100_000));
+        let big_id = c
+            .send("app:upload:v1", &big, 0)
+            .expect("no limit known yet");
+        let small_id = c
+            .send("job:cancel:v1", r#"{"jobId":"1"}"#, 0)
+            .expect("queued");
+        c.connect(0);
+        c.handle_token(Ok("t".into()), 0);
+        c.handle_open(0);
+        c.handle_text(HANDSHAKE, 0);
+        c.handle_text("40{}", 0);
+        let out = drain(&mut c);
+        assert!(
+            out.iter().any(
+                |o| matches!(o, Output::Ack(id, Err(ActionError::Rejected { code, .. }))
+                if *id == big_id && code == "payload_too_large")
+            ),
+            "{out:?}"
+        );
+        let frames = sent(&out);
+        assert!(
+            !frames.iter().any(|f| f.contains("app:upload:v1")),
+            "never sent"
+        );
+        assert!(
+            frames.iter().any(|f| f.contains("job:cancel:v1")),
+            "{small_id} still goes"
+        );
     }
 }

@@ -306,7 +306,10 @@ error_codes! {
     /// Gateway REST 408: the request body did not arrive within the
     /// gateway's body timeout; the connection is closed.
     REQUEST_TIMEOUT = "request_timeout";
-    /// Gateway REST 413: the request body is larger than the route accepts.
+    /// SDK `send()`: the action is larger than the server's `maxPayload`
+    /// (learned from its handshake); it is not queued, and one queued before
+    /// the limit was known ends with this code. Gateway REST 413: the request
+    /// body is larger than the route accepts.
     PAYLOAD_TOO_LARGE = "payload_too_large";
     /// Gateway: the token was refused (CONNECT, or REST 401). The SDK asks
     /// `getToken()` once more, then enters `failed`.

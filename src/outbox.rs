@@ -19,6 +19,15 @@ pub enum SendError {
     /// The action's data is not one JSON value.
     #[error("action data is not valid json: {0}")]
     InvalidJson(crate::json::JsonError),
+    /// The action, as a frame, is larger than the server accepts (its
+    /// handshake's `maxPayload`); it was not queued.
+    #[error("action is {size} bytes on the wire; the server accepts at most {max}")]
+    PayloadTooLarge {
+        /// The frame's size in bytes.
+        size: usize,
+        /// The server's limit in bytes.
+        max: usize,
+    },
 }
 
 /// How an action ended without a result.
@@ -217,6 +226,25 @@ impl Outbox {
             }
         }
         any
+    }
+
+    /// Removes the actions not yet sent whose frame (`frame_len`) is over
+    /// `max` bytes; returns their ids with their frame sizes.
+    pub fn remove_oversize(
+        &mut self,
+        max: usize,
+        frame_len: impl Fn(&Action) -> usize,
+    ) -> Vec<(u64, usize)> {
+        let mut gone = Vec::new();
+        self.items.retain(|a| {
+            let size = frame_len(a);
+            let keep = a.in_flight.is_some() || size <= max;
+            if !keep {
+                gone.push((a.id, size));
+            }
+            keep
+        });
+        gone
     }
 
     /// Removes expired actions.

@@ -196,6 +196,7 @@ impl Core {
             .map_err(|e| {
                 let mut s = match e {
                     SendError::OutboxFull(_) => String::from("outbox_full "),
+                    SendError::PayloadTooLarge { .. } => String::from("payload_too_large "),
                     _ => String::from("invalid_argument "),
                 };
                 s.push_str(&e.to_string());

@@ -66,3 +66,28 @@ test('connects, receives a job\'s events, and acks resolve or reject with codes'
     await context.close();
   }
 });
+
+test('an action over the gateway\'s limit (100 KiB) is refused at once, nothing queued, and the action behind it is delivered', { timeout: 60_000 }, async () => {
+  const { context, page, problems } = await openHarness(browser, web.url);
+  try {
+    await page.evaluate((url) => window.harness.create('big', { url, sub: 'big-user', storage: 'memory' }), gw.url);
+    await page.evaluate(() => window.harness.connect('big'));
+    await waitState(page, 'big', 'connected');
+    const started = Date.now();
+    const refused = await page.evaluate(() =>
+      window.harness.sendAndWait('big', 'job:start:v1', { kind: 'research', params: { blob: 'x'.repeat(100 * 1024) } }),
+    );
+    assert.ok(Date.now() - started < 1000, 'refused at once');
+    assert.equal(refused.ok, false);
+    assert.equal(refused.error.code, 'payload_too_large', JSON.stringify(refused.error));
+    assert.equal((await page.evaluate(() => window.harness.snapshot('big'))).queued, 0, 'nothing queued');
+    const next = await page.evaluate(() => window.harness.sendAndWait('big', 'job:start:v1', { kind: 'research', params: { query: 'q' } }));
+    assert.equal(next.ok, true, JSON.stringify(next));
+    const snap = await page.evaluate(() => window.harness.snapshot('big'));
+    assert.equal(snap.current, 'connected', 'no reconnect loop');
+    assert.equal(snap.previous, 'connecting', 'the connection never dropped');
+    assert.deepEqual(problems, []);
+  } finally {
+    await context.close();
+  }
+});
