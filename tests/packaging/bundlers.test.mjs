@@ -22,8 +22,8 @@ const page = (script, type = 'module') =>
 
 /** Each case: its folder, how it builds, and the folder a static host serves. */
 const CASES = [
-  { name: 'vite5', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true },
-  { name: 'vite6', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true },
+  { name: 'vite5', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true, entry: page('src/index.js') },
+  { name: 'vite6', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true, entry: page('src/index.js') },
   {
     name: 'webpack5',
     build: ['node_modules/.bin/webpack', ['--mode', 'production']],
@@ -128,18 +128,20 @@ async function completesAJob(url, who) {
 }
 
 /** Installs the tarball into a case's app, as a user does (not saved: the lock pins the tools only). */
-async function installTarball(dir, ownSource) {
+async function installTarball(dir, c) {
   await run('npm', ['install', '--no-save', '--no-audit', '--no-fund', '--loglevel=error', tarball], { cwd: dir, timeout: 60_000 });
-  if (!ownSource) {
+  if (!c.ownSource) {
     await mkdir(join(dir, 'src'), { recursive: true });
     await copyFile(join(DIR, 'app/index.js'), join(dir, 'src/index.js'));
   }
+  // Vite's entry is an index.html at the project's root.
+  if (c.entry) await writeFile(join(dir, 'index.html'), c.entry);
 }
 
 for (const c of CASES.filter((c) => c.dev)) {
   test(`${c.name} dev server: with the documented optimizeDeps line the app completes a job`, { timeout: 120_000 }, async () => {
     const dir = join(DIR, c.name);
-    await installTarball(dir, false);
+    await installTarball(dir, c);
     const port = await freePort();
     const vite = spawn(join(dir, 'node_modules/.bin/vite'), ['--config', 'vite.dev.config.js', '--port', String(port), '--strictPort', '--host', '127.0.0.1'], {
       cwd: dir,
@@ -162,7 +164,7 @@ for (const c of CASES.filter((c) => c.dev)) {
 for (const c of CASES) {
   test(`${c.name}: the tarball builds with no config and the app completes a job in Chromium`, { timeout: 300_000 }, async () => {
     const dir = join(DIR, c.name);
-    await installTarball(dir, c.ownSource);
+    await installTarball(dir, c);
     const out = join(dir, c.out);
     await rm(out, { recursive: true, force: true });
     const [bin, args] = c.build;
