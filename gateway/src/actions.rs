@@ -23,7 +23,6 @@ use crate::broker::{
     order_state_str, random_hex, side_str, today,
 };
 
-pub use crate::inbound::MAX_KEY_LEN;
 use crate::inbound::action as parse;
 
 fn internal(e: impl std::fmt::Display) -> AckReply {

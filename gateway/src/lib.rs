@@ -597,13 +597,19 @@ pub async fn build(config: Config) -> anyhow::Result<(Router, Handle)> {
         ),
         None => Arc::new(MemoryBroker::new(config.history_len)),
     };
-    app(config, broker)
+    assemble(config, broker)
 }
 
-/// Builds the app on a given broker: Socket.IO at `/socket.io/` (WebSocket
-/// only), the HTTP routes, static files, CORS and the Origin check.
+/// Builds the app on a given broker: Socket.IO at `/socket.io/` (long-polling
+/// unless [`Config::polling`] is off, and WebSocket), the HTTP routes, static
+/// files, CORS and the Origin check.
 pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, Handle)> {
     config.validate()?;
+    assemble(config, broker)
+}
+
+/// [`app`] for a configuration already validated.
+fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, Handle)> {
     let max_message = config.max_message_bytes;
     let builder = SocketIo::builder()
         .req_path("/socket.io/")

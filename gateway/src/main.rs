@@ -57,7 +57,7 @@ struct JwtArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// TCP port.
+    /// TCP port (0: any free one; the `listening on` line on stdout says which).
     #[arg(long, env = "LIVELINE_PORT", default_value_t = 8080)]
     port: u16,
     /// Address to bind.
@@ -378,7 +378,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_jitter: Duration::from_millis(args.shutdown_jitter_ms),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
     };
-    config.validate()?;
     // Use every file the hard limit allows; the pending-connection cap is
     // derived from what this leaves.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -388,7 +387,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((config.bind, config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind, config.port))?;
-    tracing::info!(addr = %listener.local_addr()?, redis = config.redis_url.is_some(), "listening");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, redis = config.redis_url.is_some(), "listening");
+    // One line on stdout once the port is bound: supervisors and tests wait
+    // for it (and learn the port, with `--port 0`) instead of polling.
+    println!("listening on http://{addr}");
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_handle = handle.clone();
     let limits = liveline_gateway::ServeLimits::from(&config);

@@ -78,8 +78,6 @@ impl std::fmt::Display for Refused {
     }
 }
 
-pub use crate::inbound::MAX_RESUME_STREAMS;
-
 /// Registers the `/` namespace on `io`.
 pub fn register(io: &SocketIo, state: Arc<AppState>) {
     let mw_state = state.clone();

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{Backend, Gateway, spare_port};
+use common::{Backend, Gateway};
 use serde_json::Value;
 
 fn node_dir() -> PathBuf {
@@ -60,9 +60,10 @@ async fn official_socket_io_client_connects_gets_ack_and_job_events(backend: Bac
 
 on_both_brokers!(official_socket_io_client_connects_gets_ack_and_job_events);
 
-/// The gateway binary serving on `port` (embedded broker), once it listens.
-async fn gateway_process(port: u16) -> tokio::process::Child {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
+/// The gateway binary serving on `port` (0: any free one, embedded broker),
+/// once it says it listens; returns it with its port.
+async fn gateway_process(port: u16) -> (tokio::process::Child, u16) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
         .args([
             "serve",
             "--port",
@@ -72,22 +73,12 @@ async fn gateway_process(port: u16) -> tokio::process::Child {
         ])
         .env_remove("LIVELINE_REDIS_URL")
         .env("RUST_LOG", "error")
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gateway did not listen"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    child
+    let addr = common::listening(child.stdout.take().unwrap()).await;
+    (child, addr.port())
 }
 
 /// The next JSON line the Node client prints.
@@ -107,8 +98,7 @@ async fn official_client_with_default_options_connects_receives_in_order_and_rec
  {
     use tokio::io::AsyncBufReadExt;
     let dir = node_dir();
-    let port = spare_port();
-    let mut first = gateway_process(port).await;
+    let (mut first, port) = gateway_process(0).await;
     let jwt = liveline_gateway::Config::default().jwt().unwrap();
     let mut node = tokio::process::Command::new("node")
         .arg(dir.join("defaults.mjs"))
@@ -139,7 +129,7 @@ async fn official_client_with_default_options_connects_receives_in_order_and_rec
         .unwrap();
     assert!(exited.success(), "{exited:?}");
     // Its replacement on the same address: the client comes back by itself.
-    let mut second = gateway_process(port).await;
+    let (mut second, _) = gateway_process(port).await;
     let reconnected = next_line(&mut lines).await;
     assert_eq!(reconnected["step"], "reconnected", "{reconnected}");
     assert_eq!(

@@ -7,7 +7,7 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, Client, Closed, Gateway};
 use liveline_gateway::Config;
@@ -73,15 +73,11 @@ on_both_brokers!(drain_tells_every_socket_to_reconnect_with_jitter_then_refuses)
 
 #[tokio::test]
 async fn binary_on_sigterm_notifies_clients_and_exits_zero() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
         .args([
             "serve",
             "--port",
-            &port.to_string(),
+            "0",
             "--shutdown-jitter-ms",
             "1000",
             "--shutdown-timeout-secs",
@@ -91,17 +87,12 @@ async fn binary_on_sigterm_notifies_clients_and_exits_zero() {
         ])
         .env_remove("LIVELINE_REDIS_URL")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start listening");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let addr = common::listening(child.stdout.take().unwrap()).await;
     let token = Config::default().jwt().unwrap().mint("alice", 600).unwrap();
     let mut client = Client::connect(addr, json!({ "token": token }))
         .await

@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { readFile, stat } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { join, normalize, extname, sep } from 'node:path';
-import { ROOT, GATEWAY, REDIS_URL, freePort, mintToken, sleep, api as restApi } from '../support/node.mjs';
+import { ROOT, GATEWAY, REDIS_URL, freePort, mintToken, sleep, api as restApi, publishRedis } from '../support/node.mjs';
 
 export {
   ROOT, GATEWAY, REDIS_URL, CHROMIUM, run, sleep, freePort, launchBrowser, mintToken, cleanRedis,
@@ -200,6 +200,30 @@ export function streamEvents(page, id, stream) {
     ([id, stream]) => window.harness.events(id).filter((e) => e.stream === stream && e.name !== 'stream:recovered:v1'),
     [id, stream],
   );
+}
+
+/**
+ * Publishes a job's events straight to Redis, checking each gets the next seq
+ * after `seq` (1: the job's `queued` status): `chunk()` sends `t0 `, `t1 `, …,
+ * `complete()` the final status. `seq` is the stream's head after the last.
+ */
+export function jobPublisher({ prefix, user, jobId, seq = 1 }) {
+  const stream = `job:${jobId}`;
+  const p = {
+    seq,
+    chunks: 0,
+    async send(event, data) {
+      const env = await publishRedis({ prefix, user, stream, event, data });
+      p.seq += 1;
+      if (env.seq !== p.seq) throw new Error(`publish assigned seq ${env.seq}, expected ${p.seq}`);
+    },
+    async chunk() {
+      const index = p.chunks++;
+      await p.send('job:chunk:v1', { jobId, index, text: `t${index} ` });
+    },
+    complete: () => p.send('job:status:v1', { jobId, status: 'completed', progress: 1, message: 'done' }),
+  };
+  return p;
 }
 
 /** Asserts seqs are exactly 1..n in order; returns a message or null. */

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startStaticServer, startGateway, launchBrowser, openHarness, waitState, waitFor, streamEvents,
-  publish, randomPrefix, cleanRedis, checkContiguous,
+  publish, jobPublisher, randomPrefix, cleanRedis, checkContiguous,
 } from './lib.mjs';
 
 let browser, web, gw;
@@ -38,41 +38,33 @@ test('gateway SIGKILLed and restarted mid-job: reconnecting -> connected, every 
     const stream = `job:${jobId}`;
     await waitFor('the queued status (seq 1)', async () => (await streamEvents(page, 'c', stream)).length >= 1);
 
-    let seq = 1;
-    let index = 0;
-    const chunk = async () => {
-      const env = await publish({ prefix, user, stream, event: 'job:chunk:v1', data: { jobId, index, text: `t${index} ` } });
-      index += 1;
-      seq += 1;
-      assert.equal(env.seq, seq, 'publish assigns the next seq');
-    };
+    const pub = jobPublisher({ prefix, user, jobId });
     const received = (n) => waitFor(`seq ${n} in the page`, async () => (await streamEvents(page, 'c', stream)).length >= n, { timeout: 20_000 });
 
     // Live, before the kill.
-    for (let i = 0; i < 5; i++) await chunk();
-    await received(seq);
+    for (let i = 0; i < 5; i++) await pub.chunk();
+    await received(pub.seq);
 
     await gw.kill('SIGKILL');
     await waitState(page, 'c', 'reconnecting');
 
     // While the gateway is down: these exist only in Redis history.
-    for (let i = 0; i < 5; i++) await chunk();
+    for (let i = 0; i < 5; i++) await pub.chunk();
     // Let the client fail a few attempts against the closed port.
     await page.waitForFunction(() => window.harness.snapshot('c').attempt >= 2, null, { timeout: 10_000 });
 
     await gw.restart();
     await waitState(page, 'c', 'connected', 20_000);
-    await received(seq);
+    await received(pub.seq);
 
     // Live again, after the restart, then the end of the job.
-    for (let i = 0; i < 5; i++) await chunk();
-    await publish({ prefix, user, stream, event: 'job:status:v1', data: { jobId, status: 'completed', progress: 1, message: 'done' } });
-    seq += 1;
-    await received(seq);
+    for (let i = 0; i < 5; i++) await pub.chunk();
+    await pub.complete();
+    await received(pub.seq);
     await new Promise((r) => setTimeout(r, 500)); // any late duplicate would show up here
 
     const events = await streamEvents(page, 'c', stream);
-    const bad = checkContiguous(events, seq);
+    const bad = checkContiguous(events, pub.seq);
     assert.equal(bad, null, `events of ${stream}: ${bad}`);
     assert.equal(new Set(events.map((e) => e.epoch)).size, 1, 'one epoch');
     // The chunks' text arrives whole, in order.

@@ -7,7 +7,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { WebSocket } from 'ws';
 import { Liveline } from 'liveline-client';
-import { startGateway, publish, randomPrefix, cleanRedis, checkContiguous, waitFor } from '../browser-pkg/lib.mjs';
+import { startGateway, jobPublisher, randomPrefix, cleanRedis, checkContiguous, waitFor } from '../browser-pkg/lib.mjs';
 import { mintToken } from '../support/node.mjs';
 
 const prefix = randomPrefix();
@@ -57,32 +57,24 @@ test('Node with ws: connects with no init(), runs a job, resumes after a gateway
   const ofJob = () => events.filter((e) => e.stream === stream);
   await waitFor('the queued status (seq 1)', () => ofJob().length >= 1);
 
-  let seq = 1;
-  let index = 0;
-  const chunk = async () => {
-    const env = await publish({ prefix, user, stream, event: 'job:chunk:v1', data: { jobId, index, text: `t${index} ` } });
-    index += 1;
-    seq += 1;
-    assert.equal(env.seq, seq);
-  };
+  const pub = jobPublisher({ prefix, user, jobId });
   const received = (n) => waitFor(`seq ${n}`, () => ofJob().length >= n, { timeout: 20_000 });
 
-  for (let i = 0; i < 5; i++) await chunk();
-  await received(seq);
+  for (let i = 0; i < 5; i++) await pub.chunk();
+  await received(pub.seq);
 
   await gw.kill('SIGKILL');
   await waitFor('reconnecting', () => client.getSnapshot().current === 'reconnecting');
-  for (let i = 0; i < 5; i++) await chunk(); // only in Redis history while the gateway is down
+  for (let i = 0; i < 5; i++) await pub.chunk(); // only in Redis history while the gateway is down
   await gw.restart();
   await waitFor('connected again', () => client.getSnapshot().current === 'connected', { timeout: 20_000 });
-  await received(seq);
+  await received(pub.seq);
 
-  for (let i = 0; i < 5; i++) await chunk();
-  await publish({ prefix, user, stream, event: 'job:status:v1', data: { jobId, status: 'completed', progress: 1, message: 'done' } });
-  seq += 1;
-  await received(seq);
+  for (let i = 0; i < 5; i++) await pub.chunk();
+  await pub.complete();
+  await received(pub.seq);
 
-  const bad = checkContiguous(ofJob(), seq);
+  const bad = checkContiguous(ofJob(), pub.seq);
   assert.equal(bad, null, `events of ${stream}: ${bad}`);
   const text = ofJob().filter((e) => e.name === 'job:chunk:v1').map((e) => e.payload.data.text).join('');
   assert.equal(text, Array.from({ length: 15 }, (_, i) => `t${i} `).join(''));

@@ -352,9 +352,10 @@ pub fn spare_port() -> u16 {
 pub struct RedisServer(std::process::Child);
 
 impl RedisServer {
-    /// Starts one on `port` and waits until it answers.
+    /// Starts one on `port` and returns once it says it accepts connections.
     pub async fn start(port: u16) -> RedisServer {
-        let child = std::process::Command::new("redis-server")
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -363,23 +364,27 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("redis-server must be on PATH");
+        let stdout = child.stdout.take().unwrap();
         let server = RedisServer(child);
-        let url = format!("redis://127.0.0.1:{port}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let client = redis::Client::open(url.as_str()).unwrap();
-            if client.get_multiplexed_async_connection().await.is_ok() {
-                return server;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let ready = tokio::task::spawn_blocking(move || {
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let ready = lines
+                .by_ref()
+                .map_while(Result::ok)
+                .any(|l| l.contains("Ready to accept connections"));
+            // Keep draining, so its log never fills the pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            ready
+        });
+        let ready = tokio::time::timeout(Duration::from_secs(10), ready)
+            .await
+            .expect("redis-server did not start within 10 s")
+            .unwrap();
+        assert!(ready, "redis-server exited before accepting connections");
+        server
     }
 
     /// Sends it a signal (`-KILL`, `-STOP`, `-CONT`).
@@ -403,4 +408,24 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Waits (at most 20 s) for the `listening on http://ADDR` line a gateway
+/// process prints on stdout once its port is bound; returns the address.
+/// The rest of its stdout is drained in the background.
+pub async fn listening(stdout: tokio::process::ChildStdout) -> SocketAddr {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                return addr.parse().unwrap();
+            }
+        }
+        panic!("the gateway exited before listening");
+    })
+    .await
+    .expect("the gateway did not listen within 20 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
 }

@@ -14,6 +14,8 @@ import { io } from "socket.io-client";
 const [url, token, serviceToken] = process.argv.slice(2);
 const N = 1000;
 const say = (line) => console.log(JSON.stringify(line));
+// The exit code is the result the Rust test reads (with the JSON lines):
+// 1 here, after saying why; 0 once the reconnect was seen.
 const fail = (error) => {
   say({ step: "error", error: String(error) });
   process.exit(1);
@@ -50,7 +52,7 @@ socket.on("connect", async () => {
     say({ step: "reconnected", disconnectReason, shutdownNotice });
     clearTimeout(timer);
     socket.close();
-    process.exit(0);
+    process.exit(0); // the result: reconnected by itself (see the top)
   }
   if (phase !== "receiving" || seqs.length > 0) return;
   try {
