@@ -53,6 +53,10 @@ pub fn on_request(req: axum::extract::Request, body_timeout: Duration) -> axum::
             admission.release();
         }
     }
+    // A request with no body (a GET, the WebSocket upgrade) needs no timer.
+    if req.body().is_end_stream() {
+        return req;
+    }
     req.map(|b| Body::new(DeadlineBody::new(b, body_timeout)))
 }
 

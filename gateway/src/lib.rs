@@ -291,7 +291,7 @@ impl Config {
             ("--header-timeout", self.header_timeout),
             ("--body-timeout", self.body_timeout),
             ("--redis-timeout", self.redis_timeout),
-            ("--shutdown-timeout", self.shutdown_timeout),
+            ("--shutdown-timeout-secs", self.shutdown_timeout),
         ];
         for (field, d) in positive {
             if d < Duration::from_millis(1) {
@@ -415,8 +415,8 @@ impl AppState {
     }
 }
 
-/// What [`serve`] bounds for every connection before it is answered or
-/// upgraded.
+/// What [`serve`] bounds for every connection before its peer
+/// authenticates.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
     /// See [`Config::header_timeout`].
@@ -626,7 +626,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         .ping_interval(config.ping_interval)
         .ping_timeout(config.ping_timeout)
         .connect_timeout(config.connect_timeout)
-        .max_buffer_size(config.max_buffer_packets.max(8))
+        .max_buffer_size(config.max_buffer_packets)
         .max_payload(max_message as u64)
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
