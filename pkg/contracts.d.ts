@@ -31,13 +31,6 @@ export type JobState =
   /** Cancelled by its owner. */
   | 'cancelled';
 
-/** What kind of work a job does. */
-export type JobKind =
-  /** A research search: sources found, then a summary. */
-  | 'research'
-  /** An LLM answer streamed token by token. */
-  | 'llm';
-
 /** `job:status:v1`: a job's status changed. */
 export interface JobStatus {
   /** The job. */
@@ -134,8 +127,11 @@ export interface StreamRecovered {
 
 /** `job:start:v1` action payload. */
 export interface JobStart {
-  /** What to run. */
-  kind: JobKind;
+  /**
+   * What to run: any kind the app's workers handle (1 to 64 of
+   * `a-z 0-9 . _ -`; a gateway may list the kinds it accepts).
+   */
+  kind: string;
   /** Kind-specific parameters (e.g. `{"query": "..."}`). */
   params?: unknown;
 }

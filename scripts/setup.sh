@@ -75,4 +75,15 @@ for dir in tests/packaging/bundlers/*/; do
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
   fi
 done
+# 8. The publishing examples of docs/: ioredis (npm) and redis-py (PyPI), pinned.
+if [ ! -d docs/examples/node_modules ] ||
+  [ docs/examples/package-lock.json -nt docs/examples/node_modules/.package-lock.json ]; then
+  log "npm ci (docs/examples)"
+  npm ci --prefix docs/examples --no-audit --no-fund --loglevel=error
+fi
+redis_py=$(sed -n 's/^redis==//p' docs/examples/requirements.txt)
+if ! python3 -c "import redis, sys; sys.exit(redis.__version__ != '$redis_py')" 2>/dev/null; then
+  log "pip install redis==$redis_py"
+  python3 -m pip install -q --root-user-action=ignore -r docs/examples/requirements.txt
+fi
 log "ready"

@@ -47,8 +47,8 @@ CHROMEDRIVER=/usr/bin/chromedriver \
 WASM_BINDGEN_TEST_TIMEOUT=60 \
   cargo test -p liveline --target wasm32-unknown-unknown --test browser
 
-step "the npm package in Chromium: own gateways on Redis, the official socket.io server; packaging"
-node --test tests/browser-pkg/ tests/packaging/
+step "the npm package in Chromium: own gateways on Redis, the official socket.io server; packaging; the layer with a Python worker"
+node --test tests/browser-pkg/ tests/packaging/ tests/layer/
 
 step "end to end: the React app with Playwright"
 LIVELINE_URL="http://127.0.0.1:$port" node --test tests/e2e/

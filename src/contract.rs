@@ -354,17 +354,6 @@ contract_types! {
         Cancelled,
     }
 
-    /// What kind of work a job does.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-    #[serde(rename_all = "lowercase")]
-    #[non_exhaustive]
-    pub enum JobKind {
-        /// A research search: sources found, then a summary.
-        Research,
-        /// An LLM answer streamed token by token.
-        Llm,
-    }
-
     /// `job:status:v1`: a job's status changed.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -484,8 +473,9 @@ contract_types! {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct JobStart {
-        /// What to run.
-        pub kind: JobKind,
+        /// What to run: any kind the app's workers handle (1 to 64 of
+        /// `a-z 0-9 . _ -`; a gateway may list the kinds it accepts).
+        pub kind: String,
         /// Kind-specific parameters (e.g. `{"query": "..."}`).
         #[serde(default)]
         pub params: Value,

@@ -11,17 +11,19 @@
 
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1,
-    AckReply, JOB_STATUS_V1, JobCancel, JobKind, JobStart, JobState, JobStatus, OrderState,
-    TRADE_ORDER_V1, TradeCancel, TradeOrder, TradePlace,
+    AckReply, JOB_STATUS_V1, JobCancel, JobStart, JobState, JobStatus, OrderState, TRADE_ORDER_V1,
+    TradeCancel, TradeOrder, TradePlace,
 };
 use serde_json::{Value, json};
 
 use crate::AppState;
-use crate::auth::unix_millis;
+use crate::auth::{Claims, unix_millis};
 use crate::broker::{
-    BrokerError, JobRecord, OrderRecord, OrderUpdate, QueuedAction, RecordKind, StatusUpdate,
-    order_state_str, random_hex, side_str, today,
+    BrokerError, JobRecord, OrderRecord, QueuedAction, RecordKind, order_state_str, random_hex,
+    side_str, today,
 };
+use crate::publish::PublishError;
+use crate::stream::{Stream, may_read};
 
 use crate::inbound::action as parse;
 
@@ -122,6 +124,23 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
     if !(start.params.is_object() || start.params.is_null()) {
         return AckReply::err("invalid_payload", "data.params must be an object");
     }
+    if !valid_kind(&start.kind) {
+        return AckReply::err(
+            "invalid_payload",
+            "data.kind must be 1 to 64 of a-z 0-9 . _ - (starting with a letter or digit)",
+        );
+    }
+    let kinds = &state.config.job_kinds;
+    if !kinds.is_empty() && !kinds.contains(&start.kind) {
+        return AckReply::err(
+            "invalid_payload",
+            format!(
+                "data.kind {:?} is not run here; one of: {}",
+                start.kind,
+                kinds.join(", ")
+            ),
+        );
+    }
     let (id, result) = match claim_id(state, user, RecordKind::Job, ACTION_JOB_START_V1, &key).await
     {
         Ok(v) => v,
@@ -153,21 +172,18 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
         message: "queued".to_owned(),
     };
     let data = serde_json::to_value(&status).unwrap_or(Value::Null);
-    if let Err(e) = state
-        .broker
-        .publish_job(user, &id, JOB_STATUS_V1, data, None)
-        .await
-    {
+    let stream = Stream::Job { id: id.clone() };
+    if let Err(e) = state.publisher.publish(&stream, JOB_STATUS_V1, data).await {
         return internal(e);
     }
-    let kind = kind_str(job.kind);
+    let kind = state.metrics.kind_label(&job.kind);
     let data = serde_json::to_value(&job).unwrap_or(Value::Null);
     if let Err(e) = forward(state, ACTION_JOB_START_V1, user, data).await {
         return internal(e);
     }
     if let Err(e) = state
         .broker
-        .record_job(&today(), kind, "started", 0.0)
+        .record_job(&today(), &kind, "started", 0.0)
         .await
     {
         tracing::warn!(error = %e, "analytics: job start not recorded");
@@ -195,24 +211,22 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
         message: "cancelled by user".to_owned(),
     };
     let data = serde_json::to_value(&status).unwrap_or(Value::Null);
-    let update = StatusUpdate {
-        status: JobState::Cancelled,
-        progress: job.progress,
-        message: status.message.clone(),
-    };
-    let published = match state
-        .broker
-        .publish_job(user, &job.id, JOB_STATUS_V1, data, Some(update))
-        .await
-    {
-        Ok(p) => p,
+    let stream = Stream::Job { id: job.id.clone() };
+    let published = match state.publisher.publish(&stream, JOB_STATUS_V1, data).await {
+        Ok(_) => true,
+        Err(PublishError::Ended(_) | PublishError::NotFound(_)) => false,
         Err(e) => return internal(e),
     };
-    let final_status = if published.is_some() {
+    let final_status = if published {
         let secs = unix_millis().saturating_sub(job.created_at) as f64 / 1000.0;
         if let Err(e) = state
             .broker
-            .record_job(&today(), kind_str(job.kind), "cancelled", secs)
+            .record_job(
+                &today(),
+                &state.metrics.kind_label(&job.kind),
+                "cancelled",
+                secs,
+            )
             .await
         {
             tracing::warn!(error = %e, "analytics: job cancel not recorded");
@@ -327,20 +341,15 @@ pub async fn trade_cancel(state: &AppState, user: &str, payload: Value) -> AckRe
         Err(e) => return internal(e),
     };
     let data = order_event(&order, OrderState::Cancelled, order.filled_qty, order.price);
-    let update = OrderUpdate {
-        status: OrderState::Cancelled,
-        filled_qty: order.filled_qty,
-        price: order.price,
+    let stream = Stream::Order {
+        id: order.id.clone(),
     };
-    let published = match state
-        .broker
-        .publish_order(user, &order.id, TRADE_ORDER_V1, data, Some(update))
-        .await
-    {
-        Ok(p) => p,
+    let published = match state.publisher.publish(&stream, TRADE_ORDER_V1, data).await {
+        Ok(_) => true,
+        Err(PublishError::Ended(_) | PublishError::NotFound(_)) => false,
         Err(e) => return internal(e),
     };
-    let final_status = if published.is_some() {
+    let final_status = if published {
         let data = json!({ "orderId": order.id });
         if let Err(e) = forward(state, ACTION_TRADE_CANCEL_V1, user, data).await {
             tracing::warn!(error = %e, "order cancel not forwarded to workers");
@@ -358,40 +367,45 @@ pub async fn trade_cancel(state: &AppState, user: &str, payload: Value) -> AckRe
 }
 
 /// The topic of a `topic:subscribe:v1` / `topic:unsubscribe:v1` payload
-/// (`{key, data: {topic}}`, or `{topic}` alone), checked against the public
-/// topics: `market:{symbol}` for a configured symbol. A malformed payload or
-/// topic is `invalid_payload`; an unknown market is `not_found`.
-pub fn topic_of(state: &AppState, payload: Value) -> Result<String, AckReply> {
+/// (`{key, data: {topic}}`, or `{topic}` alone) that the holder of `claims`
+/// may read. A malformed payload, or a name that is not a topic, is
+/// `invalid_payload`; a topic they may not read is `forbidden`.
+pub async fn topic_of(
+    state: &AppState,
+    claims: &Claims,
+    payload: Value,
+) -> Result<Stream, AckReply> {
     let sub = crate::inbound::topic(payload)?;
-    check_topic(state, &sub.topic)?;
-    Ok(sub.topic)
-}
-
-/// Whether `topic` is a public topic of this gateway (see [`topic_of`]).
-pub fn check_topic(state: &AppState, topic: &str) -> Result<(), AckReply> {
-    let Some(symbol) = topic.strip_prefix("market:") else {
+    let stream = Stream::for_reader(&sub.topic, &claims.sub, &state.topics)
+        .map_err(|e| AckReply::err("invalid_payload", format!("data.topic: {e}")))?;
+    if !stream.is_topic() {
         return Err(AckReply::err(
             "invalid_payload",
-            "data.topic must be market:{symbol}, e.g. market:BTC-USD",
-        ));
-    };
-    if !state.config.symbols.iter().any(|s| s == symbol) {
-        return Err(AckReply::err(
-            "not_found",
             format!(
-                "no market {symbol:?}; one of: {}",
-                state.config.symbols.join(", ")
+                "data.topic {:?} is not under a topic prefix of this gateway",
+                sub.topic
             ),
         ));
     }
-    Ok(())
+    match may_read(&stream, claims, &state.topics, &*state.broker).await {
+        Ok(true) => Ok(stream),
+        Ok(false) => Err(AckReply::err(
+            "forbidden",
+            format!("your token does not list topic {:?}", sub.topic),
+        )),
+        Err(e) => Err(internal(e)),
+    }
 }
 
-/// The wire name of a job kind.
-pub fn kind_str(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::Research => "research",
-        JobKind::Llm => "llm",
-        _ => "unknown",
-    }
+/// Whether `kind` is a job kind: 1 to 64 bytes of `a-z 0-9 . _ -`, starting
+/// with a letter or digit.
+pub fn valid_kind(kind: &str) -> bool {
+    kind.len() <= 64
+        && kind
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && kind.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        })
 }

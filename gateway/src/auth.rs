@@ -46,9 +46,21 @@ pub struct Claims {
     /// `service` or `admin` for privileged tokens; absent for end users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The non-public topics this user may read: exact names, or prefixes
+    /// ending in `*` (`room:42:*`). Public topics need no claim.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
 }
 
 impl Claims {
+    /// Whether the token lists topic `name` (exactly, or by a `prefix*` pattern).
+    pub fn may_read_topic(&self, name: &str) -> bool {
+        self.topics.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => p == name,
+        })
+    }
+
     /// Whether the token may publish and read analytics (`service` or `admin`).
     pub fn is_service(&self) -> bool {
         matches!(self.role.as_deref(), Some(ROLE_SERVICE | ROLE_ADMIN))
@@ -270,6 +282,7 @@ impl JwtAuth {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             role: role.map(str::to_owned),
+            topics: Vec::new(),
         })
     }
 

@@ -16,13 +16,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use liveline::contract::{JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Claims;
-use crate::broker::{BrokerError, OrderUpdate, OwnedRecord, RecordKind, StatusUpdate, today};
+use crate::broker::{BrokerError, OwnedRecord, RecordKind, today};
 use crate::edge::read_body;
+use crate::publish::PublishError;
+use crate::stream::Stream;
 use crate::{AppState, TokenRefused};
 
 /// Lifetime of a token from `POST /api/v1/dev/token`, in seconds.
@@ -270,7 +271,7 @@ async fn snapshot(state: &AppState, headers: &HeaderMap, kind: RecordKind, id: &
         }
         Err(e) => return unavailable(e),
     };
-    let head = match state.broker.head(&stream).await {
+    let head = match state.broker.head(&kind.stream_of(id)).await {
         Ok(h) => h,
         Err(e) => return unavailable(e),
     };
@@ -362,7 +363,7 @@ async fn events(
         }
         Err(e) => return unavailable(e),
     }
-    let stream = kind.stream(id);
+    let stream = kind.stream_of(id);
     let after = q.after.unwrap_or(0);
     let (head, events) = match (
         state.broker.head(&stream).await,
@@ -380,7 +381,7 @@ async fn events(
         .map(|(event, envelope)| json!({"event": event, "envelope": envelope}))
         .collect();
     Json(json!({
-        "stream": stream,
+        "stream": stream.name(),
         "epoch": epoch,
         "seq": seq,
         "complete": complete,
@@ -392,180 +393,57 @@ async fn events(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
-    /// The owner; the event goes to their sockets (not needed for `market:`).
+    /// The owner: required for a private stream, checked against the record
+    /// of a job when given, absent for a topic.
     #[serde(default)]
-    user: String,
-    /// `job:{id}` (the job must exist, be the user's, and not have ended) or
-    /// another stream name such as `market:BTC-USD`.
+    user: Option<String>,
+    /// `job:{id}`, a topic, or the name of the user's private stream.
     stream: String,
     /// The contract name, `domain:name:vN`.
     event: String,
     data: Value,
 }
 
-fn valid_event_name(name: &str) -> bool {
-    let parts: Vec<&str> = name.split(':').collect();
-    parts.len() == 3
-        && parts[..2].iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        })
-        && parts[2]
-            .strip_prefix('v')
-            .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// `POST /api/v1/publish` (service token): publishes one event. A
-/// `job:status:v1` on a job stream also updates the job record.
+/// `POST /api/v1/publish` (service token): publishes one event through the
+/// one publish path ([`crate::publish::Publisher`]).
 async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
         return refused;
     }
     let req: PublishRequest =
-        match json_body(body, MAX_BODY_BYTES, "{user, stream, event, data}").await {
+        match json_body(body, MAX_BODY_BYTES, "{user?, stream, event, data}").await {
             Ok(req) => req,
             Err(refused) => return refused,
         };
-    let public = req.stream.starts_with("market:");
-    if (req.user.is_empty() && !public) || req.stream.is_empty() || req.stream.len() > 256 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_payload",
-            "user and stream (at most 256 bytes) are required",
-        );
-    }
-    if !valid_event_name(&req.event) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_payload",
-            "event must be domain:name:vN",
-        );
-    }
-    if public {
-        if crate::actions::check_topic(&state, &req.stream).is_err() {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such market; see the configured symbols",
-            );
+    let user = req.user.as_deref();
+    let stream = match Stream::for_publisher(&req.stream, user, &state.topics) {
+        Ok(stream) => stream,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_payload", &e.to_string()),
+    };
+    let published = match user {
+        Some(user) => {
+            state
+                .publisher
+                .publish_for(user, &stream, &req.event, req.data)
+                .await
         }
-        return match state
-            .broker
-            .publish_topic(&req.stream, &req.event, req.data)
-            .await
-        {
-            Ok(env) => Json(env).into_response(),
-            Err(e) => unavailable(e),
-        };
-    }
-    if let Some(order_id) = req.stream.strip_prefix("order:") {
-        let order_id = order_id.to_owned();
-        return publish_order(&state, &order_id, req).await;
-    }
-    let Some(job_id) = req.stream.strip_prefix("job:") else {
-        return match state
-            .broker
-            .publish(&req.user, &req.stream, &req.event, req.data)
-            .await
-        {
-            Ok(env) => Json(env).into_response(),
-            Err(e) => unavailable(e),
-        };
+        None => state.publisher.publish(&stream, &req.event, req.data).await,
     };
-    let job_id = job_id.to_owned();
-    if let Err(refused) = check_owner(&state, RecordKind::Job, &job_id, &req.user).await {
-        return refused;
-    }
-    let update = match parse_update(&req, JOB_STATUS_V1, |st: JobStatus| StatusUpdate {
-        status: st.status,
-        progress: st.progress,
-        message: st.message,
-    }) {
-        Ok(u) => u,
-        Err(refused) => return *refused,
-    };
-    let published = state
-        .broker
-        .publish_job(&req.user, &job_id, &req.event, req.data, update)
-        .await;
-    guarded_reply(RecordKind::Job, published)
-}
-
-/// Publishes on an order stream: the order must exist, be the user's and not
-/// have ended; a `trade:order:v1` also updates the order record.
-async fn publish_order(state: &AppState, order_id: &str, req: PublishRequest) -> Response {
-    if let Err(refused) = check_owner(state, RecordKind::Order, order_id, &req.user).await {
-        return refused;
-    }
-    let update = match parse_update(&req, TRADE_ORDER_V1, |o: TradeOrder| OrderUpdate {
-        status: o.status,
-        filled_qty: o.filled_qty,
-        price: o.price,
-    }) {
-        Ok(u) => u,
-        Err(refused) => return *refused,
-    };
-    let published = state
-        .broker
-        .publish_order(&req.user, order_id, &req.event, req.data, update)
-        .await;
-    guarded_reply(RecordKind::Order, published)
-}
-
-/// `Err(404)` unless the record `id` of `kind` exists and is `user`'s.
-async fn check_owner(
-    state: &AppState,
-    kind: RecordKind,
-    id: &str,
-    user: &str,
-) -> Result<(), Response> {
-    match owner_of(state, kind, id).await {
-        Ok(Some(owner)) if owner == user => Ok(()),
-        Ok(_) => Err(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            &format!("no such {} for this user", kind.name()),
-        )),
-        Err(e) => Err(unavailable(e)),
-    }
-}
-
-/// The record update carried by `req` when its event is `event` (parsed as
-/// `T`, then mapped by `to_update`); `None` for any other event.
-fn parse_update<T: serde::de::DeserializeOwned, U>(
-    req: &PublishRequest,
-    event: &str,
-    to_update: impl FnOnce(T) -> U,
-) -> Result<Option<U>, Box<Response>> {
-    if req.event != event {
-        return Ok(None);
-    }
-    match serde_json::from_value::<T>(req.data.clone()) {
-        Ok(v) => Ok(Some(to_update(v))),
-        Err(e) => Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_payload",
-            &format!("{event} data: {e}"),
-        ))),
-    }
-}
-
-/// The reply to a guarded publish on a record stream of `kind`: the envelope,
-/// or `409 {kind}_ended` when the record already ended.
-fn guarded_reply(
-    kind: RecordKind,
-    published: Result<Option<liveline::contract::Envelope<Value>>, BrokerError>,
-) -> Response {
     match published {
-        Ok(Some(env)) => Json(env).into_response(),
-        Ok(None) => error(
-            StatusCode::CONFLICT,
-            &format!("{}_ended", kind.name()),
-            &format!("the {} already ended", kind.name()),
-        ),
-        Err(e) => unavailable(e),
+        Ok(env) => Json(env).into_response(),
+        Err(e) => publish_error(&e),
     }
+}
+
+/// The HTTP answer to a refused publish.
+fn publish_error(e: &PublishError) -> Response {
+    let status = match e {
+        PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
+        PublishError::NotFound(_) => StatusCode::NOT_FOUND,
+        PublishError::Ended(_) => StatusCode::CONFLICT,
+        PublishError::Unavailable(e) => return unavailable(e),
+    };
+    error(status, &e.code(), &e.to_string())
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,7 +23,7 @@ use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::Mutex;
 
-use crate::broker::{Broker, BrokerError, LiveMessage};
+use crate::broker::{Broker, BrokerError, Feed, LiveMessage};
 use crate::metrics::Metrics;
 
 /// Event sent to every socket of a revoked user just before it is closed.
@@ -95,27 +95,11 @@ struct UserShared {
     resuming: Mutex<HashMap<Sid, Vec<LiveMessage>>>,
 }
 
-/// What a slot carries live: one user's events or one public topic's.
-#[derive(Clone, Copy)]
-enum Feed<'a> {
-    User(&'a str),
-    Topic(&'a str),
-}
-
-impl<'a> Feed<'a> {
-    /// The user or topic.
-    fn name(self) -> &'a str {
-        match self {
-            Self::User(name) | Self::Topic(name) => name,
-        }
-    }
-
-    /// The room its sockets join.
-    fn room(self) -> String {
-        match self {
-            Self::User(user) => user_room(user),
-            Self::Topic(topic) => topic_room(topic),
-        }
+/// The room of `feed`'s sockets.
+fn room(feed: Feed<'_>) -> String {
+    match feed {
+        Feed::User(user) => user_room(user),
+        Feed::Topic(topic) => topic_room(topic),
     }
 }
 
@@ -172,9 +156,16 @@ impl Hub {
         }
     }
 
-    /// Joins `socket` to public topic `topic`'s live events, subscribing this
-    /// node to the topic when it is the first socket here (reference-counted).
-    pub async fn join_topic(&self, topic: &str, socket: &SocketRef) -> Result<(), BrokerError> {
+    /// Joins `socket` to topic `topic`'s live events, subscribing this node
+    /// to the topic when it is the first socket here (reference-counted).
+    /// With `resuming`, its live events are buffered until
+    /// [`Hub::finish_resume`] instead (the socket replays history first).
+    pub async fn join_topic(
+        &self,
+        topic: &str,
+        socket: &SocketRef,
+        resuming: bool,
+    ) -> Result<(), BrokerError> {
         loop {
             let slot = self.slot_of(Feed::Topic(topic));
             let mut state = slot.state.lock().await;
@@ -183,7 +174,16 @@ impl Hub {
             }
             self.ensure_live(Feed::Topic(topic), &mut state).await?;
             state.sockets.insert(socket.id);
-            socket.join(topic_room(topic));
+            match (&state.live, resuming) {
+                (Some(live), true) => {
+                    live.shared
+                        .resuming
+                        .lock()
+                        .await
+                        .insert(socket.id, Vec::new());
+                }
+                _ => socket.join(topic_room(topic)),
+            }
             return Ok(());
         }
     }
@@ -199,7 +199,13 @@ impl Hub {
             return;
         };
         let mut state = slot.state.lock().await;
-        if state.dead || !state.sockets.remove(&sid) || !state.sockets.is_empty() {
+        if state.dead || !state.sockets.remove(&sid) {
+            return;
+        }
+        if let Some(live) = &state.live {
+            live.shared.resuming.lock().await.remove(&sid);
+        }
+        if !state.sockets.is_empty() {
             return;
         }
         self.retire(feed, &slot, &mut state).await;
@@ -241,17 +247,14 @@ impl Hub {
         if state.live.as_ref().is_some_and(|l| !l.task.is_finished()) {
             return Ok(());
         }
-        let rx = match feed {
-            Feed::User(user) => self.broker.subscribe(user).await?,
-            Feed::Topic(topic) => self.broker.subscribe_topic(topic).await?,
-        };
+        let rx = self.broker.subscribe(feed).await?;
         let shared = Arc::new(UserShared::default());
         let task = tokio::spawn(dispatch(
             rx,
             shared.clone(),
             self.io.clone(),
             self.metrics.clone(),
-            feed.room(),
+            room(feed),
         ));
         state.live = Some(Live { shared, task });
         Ok(())
@@ -263,11 +266,7 @@ impl Hub {
         state.dead = true;
         if let Some(live) = state.live.take() {
             live.task.abort();
-            let unsubscribed = match feed {
-                Feed::User(user) => self.broker.unsubscribe(user).await,
-                Feed::Topic(topic) => self.broker.unsubscribe_topic(topic).await,
-            };
-            if let Err(e) = unsubscribed {
+            if let Err(e) = self.broker.unsubscribe(feed).await {
                 match feed {
                     Feed::User(_) => tracing::warn!(error = %e, "unsubscribe failed"),
                     Feed::Topic(_) => tracing::warn!(error = %e, "topic unsubscribe failed"),
@@ -304,27 +303,30 @@ impl Hub {
         }
     }
 
-    /// Ends a resume: emits the live events buffered for `socket` whose seq is
-    /// above `last[stream]` (streams not in `last` pass whole), then joins the
-    /// socket to its user's room, all under the dispatcher's lock. `last` maps
-    /// a stream to the (epoch, seq) the socket has; later live events at or
-    /// below it are not sent again.
+    /// Ends a resume on `feed` (the socket's user, or a topic it resumed):
+    /// emits the live events buffered for `socket` whose seq is above
+    /// `last[stream]` (streams not in `last` pass whole), then joins the
+    /// socket to the feed's room, all under the dispatcher's lock. `last`
+    /// maps a stream to the (epoch, seq) the socket has; later live events at
+    /// or below it are not sent again.
     pub async fn finish_resume(
         &self,
-        user: &str,
+        feed: Feed<'_>,
         socket: &SocketRef,
         last: &HashMap<String, (String, u64)>,
     ) {
-        let floor = Floor(Arc::new(last.clone()));
-        socket.extensions.insert(floor.clone());
-        let slot = self.slot(user);
-        let shared = {
-            let state = slot.state.lock().await;
-            state.live.as_ref().map(|l| l.shared.clone())
+        if socket.extensions.get::<Floor>().is_none() {
+            socket.extensions.insert(Floor(Arc::new(last.clone())));
+        }
+        let shared = match self.find(feed) {
+            Some(slot) => {
+                let state = slot.state.lock().await;
+                state.live.as_ref().map(|l| l.shared.clone())
+            }
+            None => None,
         };
-        let room = user_room(user);
         let Some(shared) = shared else {
-            socket.join(room);
+            socket.join(room(feed));
             return;
         };
         let mut resuming = shared.resuming.lock().await;
@@ -338,7 +340,7 @@ impl Hub {
                 return;
             }
         }
-        socket.join(room);
+        socket.join(room(feed));
     }
 
     /// Uncounts socket `sid` (idempotent); unsubscribes when it was the user's

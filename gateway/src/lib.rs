@@ -24,7 +24,9 @@ pub mod inbound;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod publish;
 pub mod socket;
+pub mod stream;
 pub mod worker;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -44,6 +46,8 @@ use crate::broker::{Broker, BrokerError, ControlMessage, MemoryBroker, RedisBrok
 use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::stream::TopicRules;
 
 /// Crates that log raw WebSocket frames, HTTP headers or packets (and so the
 /// CONNECT auth payload or an `Authorization` header with its token) at
@@ -206,7 +210,16 @@ pub struct Config {
     pub symbols: Vec<String>,
     /// Pause between two market ticks of the demo worker (default 500 ms).
     pub market_tick: Duration,
-    /// Public topics one socket may subscribe to (default 16).
+    /// Names under these prefixes are topics (`--topic-prefix`, e.g.
+    /// `room:`); a user reads one when their token's `topics` claim lists it.
+    pub topic_prefixes: Vec<String>,
+    /// Topics under these prefixes are public: every user may read them
+    /// (`--public-topic-prefix`). The demo worker adds `market:`.
+    pub public_topic_prefixes: Vec<String>,
+    /// The job kinds `job:start:v1` accepts (`--job-kind`); empty: any
+    /// well-formed name (see [`actions::valid_kind`]).
+    pub job_kinds: Vec<String>,
+    /// Topics one socket may subscribe to (default 16).
     pub max_topics_per_socket: usize,
     /// On shutdown, each socket is told to reconnect after a random delay in
     /// `0..=shutdown_jitter` (default 5 s).
@@ -257,6 +270,9 @@ impl Default for Config {
             symbols: DEFAULT_SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
             market_tick: worker::MARKET_TICK,
             max_topics_per_socket: 16,
+            topic_prefixes: Vec::new(),
+            public_topic_prefixes: Vec::new(),
+            job_kinds: Vec::new(),
             shutdown_jitter: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
         }
@@ -325,6 +341,24 @@ impl Config {
         if self.key_prefix.is_empty() {
             return err("--key-prefix", "must not be empty");
         }
+        let prefixes = self
+            .topic_prefixes
+            .iter()
+            .chain(&self.public_topic_prefixes);
+        for prefix in prefixes {
+            if prefix.is_empty() || prefix.starts_with("job:") || prefix.starts_with("order:") {
+                return err(
+                    "--topic-prefix",
+                    "must not be empty, nor start with job: or order: (those are job streams)",
+                );
+            }
+        }
+        if let Some(kind) = self.job_kinds.iter().find(|k| !actions::valid_kind(k)) {
+            return err(
+                "--job-kind",
+                &format!("{kind:?} is not a job kind (1 to 64 of a-z 0-9 . _ -)"),
+            );
+        }
         Ok(())
     }
 
@@ -359,6 +393,10 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// Live fan-out on this node.
     pub hub: Hub,
+    /// Which stream names are topics, and which are public.
+    pub topics: TopicRules,
+    /// The one publish path.
+    pub publisher: Publisher,
     /// Prometheus metrics of this node.
     pub metrics: Arc<Metrics>,
     /// Per-user action rate limits on this node.
@@ -632,6 +670,10 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         .ws_max_frame_size(max_message)
         .build_layer();
     let metrics = Arc::new(Metrics::default());
+    let mut public_topics = config.public_topic_prefixes.clone();
+    if config.demo_worker {
+        public_topics.push(worker::MARKET_PREFIX.to_owned());
+    }
     let state = Arc::new(AppState {
         auth: config.jwt()?,
         hub: Hub::new(
@@ -641,6 +683,8 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
             config.max_connections_per_user,
         ),
         limiter: RateLimiter::new(config.action_rate_per_sec, config.action_burst),
+        topics: TopicRules::new(&config.topic_prefixes, &public_topics),
+        publisher: Publisher::new(broker.clone()),
         metrics: metrics.clone(),
         broker: broker.clone(),
         draining: AtomicBool::new(false),
@@ -651,12 +695,14 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
     if config.demo_worker {
         tasks.push(tokio::spawn(worker::run(
             broker.clone(),
+            state.publisher.clone(),
             config.node_id.clone(),
             config.demo_step,
             metrics,
         )));
         tasks.push(tokio::spawn(worker::run_market(
             broker.clone(),
+            state.publisher.clone(),
             config.symbols.clone(),
             config.market_tick,
             config.node_id.clone(),

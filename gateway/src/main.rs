@@ -2,12 +2,15 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use liveline_gateway::auth::JwtAlgorithm;
-use liveline_gateway::broker::{Broker, RedisBroker};
+use liveline_gateway::broker::RedisBroker;
+use liveline_gateway::publish::Publisher;
+use liveline_gateway::stream::{Stream, TopicRules};
 use liveline_gateway::{Config, DEV_JWT_SECRET};
 
 #[derive(Debug, Parser)]
@@ -155,7 +158,13 @@ struct ServeArgs {
     /// Pause between demo market ticks, in milliseconds.
     #[arg(long, env = "LIVELINE_MARKET_TICK_MS", default_value_t = 500)]
     market_tick_ms: u64,
-    /// Public topics one connection may subscribe to.
+    #[command(flatten)]
+    topics: TopicArgs,
+    /// The job kinds `job:start:v1` accepts, comma-separated; any
+    /// well-formed kind when unset.
+    #[arg(long = "job-kind", env = "LIVELINE_JOB_KINDS", value_delimiter = ',')]
+    job_kinds: Vec<String>,
+    /// Topics one connection may subscribe to.
     #[arg(long, env = "LIVELINE_MAX_TOPICS_PER_SOCKET", default_value_t = 16)]
     max_topics_per_socket: usize,
     /// On shutdown, clients are told to reconnect after a random delay up to this, in ms.
@@ -182,6 +191,42 @@ struct MintArgs {
 }
 
 #[derive(Debug, Args)]
+struct TopicArgs {
+    /// Names under these prefixes are topics (comma-separated, e.g. `room:`);
+    /// a user reads one when their token's `topics` claim lists it.
+    #[arg(
+        long = "topic-prefix",
+        env = "LIVELINE_TOPIC_PREFIXES",
+        value_delimiter = ','
+    )]
+    topic_prefixes: Vec<String>,
+    /// Topics under these prefixes are public: every user may read them.
+    #[arg(
+        long = "public-topic-prefix",
+        env = "LIVELINE_PUBLIC_TOPIC_PREFIXES",
+        value_delimiter = ','
+    )]
+    public_topic_prefixes: Vec<String>,
+}
+
+impl TopicArgs {
+    fn rules(&self) -> TopicRules {
+        TopicRules::new(
+            &clean(&self.topic_prefixes),
+            &clean(&self.public_topic_prefixes),
+        )
+    }
+}
+
+/// Trimmed, without empty entries.
+fn clean(list: &[String]) -> Vec<String> {
+    list.iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[derive(Debug, Args)]
 struct PublishArgs {
     /// Redis URL.
     #[arg(long, env = "LIVELINE_REDIS_URL")]
@@ -189,12 +234,16 @@ struct PublishArgs {
     /// Prefix of every Redis key and channel.
     #[arg(long, env = "LIVELINE_KEY_PREFIX", default_value = "ll:")]
     key_prefix: String,
-    /// The owner of the stream (not needed for a public `market:` topic).
-    #[arg(long, default_value = "")]
-    user: String,
-    /// The stream, e.g. `job:1`, `order:1` or `market:BTC-USD` (public topic).
+    /// The owner: required for a private stream, checked against the job's
+    /// owner when given, left out for a topic.
+    #[arg(long)]
+    user: Option<String>,
+    /// The stream: `job:{id}`, a topic (a name under a topic prefix), or the
+    /// name of the user's private stream.
     #[arg(long)]
     stream: String,
+    #[command(flatten)]
+    topics: TopicArgs,
     /// The contract name, e.g. `job:status:v1`.
     #[arg(long)]
     event: String,
@@ -232,77 +281,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Publish(args) => {
             let data: serde_json::Value =
                 serde_json::from_str(&args.data).context("--data is not JSON")?;
+            let stream =
+                Stream::for_publisher(&args.stream, args.user.as_deref(), &args.topics.rules())?;
             let broker =
                 RedisBroker::connect(&args.redis_url, &args.key_prefix, args.history_len).await?;
-            let env = if args.stream.starts_with("market:") {
-                broker
-                    .publish_topic(&args.stream, &args.event, data)
-                    .await?
-            } else {
-                anyhow::ensure!(
-                    !args.user.is_empty(),
-                    "--user is required for {}",
-                    args.stream
-                );
-                publish_owned(&broker, &args.user, &args.stream, &args.event, data).await?
+            let publisher = Publisher::new(Arc::new(broker));
+            let env = match args.user.as_deref() {
+                Some(user) => {
+                    publisher
+                        .publish_for(user, &stream, &args.event, data)
+                        .await?
+                }
+                None => publisher.publish(&stream, &args.event, data).await?,
             };
             println!("{}", serde_json::to_string(&env)?);
             Ok(())
         }
     }
-}
-
-/// Publishes on a user's stream; `job:` and `order:` streams must exist, be
-/// the user's and not have ended, and a `job:status:v1` / `trade:order:v1`
-/// updates the record, as `POST /api/v1/publish` does.
-async fn publish_owned(
-    broker: &RedisBroker,
-    user: &str,
-    stream: &str,
-    event: &str,
-    data: serde_json::Value,
-) -> anyhow::Result<liveline::contract::Envelope<serde_json::Value>> {
-    use liveline::contract::{JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
-    use liveline_gateway::broker::{OrderUpdate, StatusUpdate};
-    if let Some(id) = stream.strip_prefix("job:") {
-        let owned = broker.job(id).await?.is_some_and(|j| j.owner == user);
-        anyhow::ensure!(owned, "no job {id} of user {user}");
-        let update = if event == JOB_STATUS_V1 {
-            let st: JobStatus =
-                serde_json::from_value(data.clone()).context("job:status:v1 data")?;
-            Some(StatusUpdate {
-                status: st.status,
-                progress: st.progress,
-                message: st.message,
-            })
-        } else {
-            None
-        };
-        return broker
-            .publish_job(user, id, event, data, update)
-            .await?
-            .context("the job already ended");
-    }
-    if let Some(id) = stream.strip_prefix("order:") {
-        let owned = broker.order(id).await?.is_some_and(|o| o.owner == user);
-        anyhow::ensure!(owned, "no order {id} of user {user}");
-        let update = if event == TRADE_ORDER_V1 {
-            let o: TradeOrder =
-                serde_json::from_value(data.clone()).context("trade:order:v1 data")?;
-            Some(OrderUpdate {
-                status: o.status,
-                filled_qty: o.filled_qty,
-                price: o.price,
-            })
-        } else {
-            None
-        };
-        return broker
-            .publish_order(user, id, event, data, update)
-            .await?
-            .context("the order already ended");
-    }
-    Ok(broker.publish(user, stream, event, data).await?)
 }
 
 fn public_keys(specs: &[String]) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
@@ -375,6 +370,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect(),
         market_tick: Duration::from_millis(args.market_tick_ms),
         max_topics_per_socket: args.max_topics_per_socket,
+        topic_prefixes: clean(&args.topics.topic_prefixes),
+        public_topic_prefixes: clean(&args.topics.public_topic_prefixes),
+        job_kinds: clean(&args.job_kinds),
         shutdown_jitter: Duration::from_millis(args.shutdown_jitter_ms),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
     };

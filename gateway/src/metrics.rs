@@ -81,7 +81,15 @@ pub struct Metrics {
     sessions: Histogram,
     actions: Mutex<BTreeMap<(String, String), u64>>,
     jobs: Mutex<BTreeMap<(String, String), Histogram>>,
+    kinds: Mutex<std::collections::BTreeSet<String>>,
 }
+
+/// Distinct job kinds a node labels metrics and analytics with; later kinds
+/// count as [`OTHER_KIND`], so clients cannot grow the label set without bound.
+pub const MAX_KIND_LABELS: usize = 64;
+
+/// The label of job kinds past [`MAX_KIND_LABELS`].
+pub const OTHER_KIND: &str = "other";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -96,6 +104,7 @@ impl Default for Metrics {
             sessions: Histogram::new(&DURATION_BUCKETS),
             actions: Mutex::default(),
             jobs: Mutex::default(),
+            kinds: Mutex::default(),
         }
     }
 }
@@ -141,6 +150,20 @@ impl Metrics {
         *actions
             .entry((name.to_owned(), outcome.to_owned()))
             .or_default() += 1;
+    }
+
+    /// The label job `kind` is counted under: the kind itself for the first
+    /// [`MAX_KIND_LABELS`] distinct kinds this node saw, [`OTHER_KIND`] after.
+    pub fn kind_label(&self, kind: &str) -> String {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        if kinds.contains(kind) {
+            return kind.to_owned();
+        }
+        if kinds.len() < MAX_KIND_LABELS {
+            kinds.insert(kind.to_owned());
+            return kind.to_owned();
+        }
+        OTHER_KIND.to_owned()
     }
 
     /// A job of `kind` ended with `outcome` after `secs`.

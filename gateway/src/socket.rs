@@ -35,9 +35,10 @@ use socketioxide::handler::ConnectHandler;
 
 use crate::actions;
 use crate::auth::{Claims, unix_secs};
-use crate::broker::today;
+use crate::broker::{Feed, today};
 use crate::hub::{AcquireError, close_socket, emit_paced, user_room};
 use crate::inbound::{self, ConnectRefusal, ResumePosition};
+use crate::stream::{Stream, may_read};
 use crate::{AppState, TokenRefused};
 
 /// The message of every refused CONNECT. The reason is never told to the client.
@@ -375,7 +376,7 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
                     ACTION_STREAM_REPLAY_V1,
                     data,
                     None,
-                    |st, user, v| async move { replay_request(&st, &socket, &user, v).await },
+                    |st, _user, v| async move { replay_request(&st, &socket, v).await },
                 )
                 .await;
             }
@@ -387,10 +388,14 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
 /// answers `{topic, epoch, seq}`, the topic's head when it joined (empty
 /// epoch and 0 before the first event). A repeat is a no-op with a fresh head.
 async fn topic_subscribe(state: &AppState, s: &SocketRef, payload: Value) -> AckReply {
-    let topic = match actions::topic_of(state, payload) {
+    let Some(claims) = s.extensions.get::<Claims>() else {
+        return AckReply::err(UNAUTHORIZED, "not authenticated");
+    };
+    let stream = match actions::topic_of(state, &claims, payload).await {
         Ok(t) => t,
         Err(reply) => return reply,
     };
+    let topic = stream.name();
     let topics = s.extensions.get::<Topics>().unwrap_or_default();
     let added = {
         let mut set = topics.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -406,7 +411,7 @@ async fn topic_subscribe(state: &AppState, s: &SocketRef, payload: Value) -> Ack
         set.insert(topic.clone())
     };
     if added {
-        if let Err(e) = state.hub.join_topic(&topic, s).await {
+        if let Err(e) = state.hub.join_topic(&topic, s, false).await {
             topics
                 .0
                 .lock()
@@ -421,7 +426,7 @@ async fn topic_subscribe(state: &AppState, s: &SocketRef, payload: Value) -> Ack
         }
     }
     // Read after joining: every event above this head arrives live.
-    match state.broker.head(&topic).await {
+    match state.broker.head(&stream).await {
         Ok(head) => {
             let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
             AckReply::ok(json!({"topic": topic, "epoch": epoch, "seq": seq}))
@@ -436,8 +441,9 @@ async fn topic_subscribe(state: &AppState, s: &SocketRef, payload: Value) -> Ack
 /// `topic:unsubscribe:v1`: leaves a public topic (a no-op when not
 /// subscribed); answers `{topic}`.
 async fn topic_unsubscribe(state: &AppState, s: &SocketRef, payload: Value) -> AckReply {
-    let topic = match actions::topic_of(state, payload) {
-        Ok(t) => t,
+    // Leaving needs no permission, only a well-formed topic name.
+    let topic = match crate::inbound::topic(payload) {
+        Ok(t) => t.topic,
         Err(reply) => return reply,
     };
     let topics = s.extensions.get::<Topics>().unwrap_or_default();
@@ -455,7 +461,7 @@ async fn topic_unsubscribe(state: &AppState, s: &SocketRef, payload: Value) -> A
 /// `stream:replay:v1` `{stream, epoch, seq}`: emits the stream's events after
 /// `seq`, then a `stream:recovered:v1` with the outcome. Live events may
 /// interleave (the socket stays in its room); the client drops any seq it has.
-async fn replay_request(state: &AppState, s: &SocketRef, user: &str, payload: Value) -> AckReply {
+async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckReply {
     let req = match inbound::replay(payload) {
         Ok(r) => r,
         Err(reply) => {
@@ -472,7 +478,13 @@ async fn replay_request(state: &AppState, s: &SocketRef, user: &str, payload: Va
         epoch: req.epoch,
         seq: req.seq,
     };
-    let outcome = replay(state, s, user, &req.stream, &pos).await;
+    let Some(claims) = s.extensions.get::<Claims>() else {
+        return AckReply::err(UNAUTHORIZED, "not authenticated");
+    };
+    let outcome = match readable(state, &claims, &req.stream).await {
+        Some(stream) => replay(state, s, &stream, &pos).await,
+        None => unknown(&req.stream),
+    };
     let _ = s.emit(STREAM_RECOVERED_V1, &outcome);
     AckReply::ok(serde_json::to_value(&outcome).unwrap_or(Value::Null))
 }
@@ -491,36 +503,97 @@ async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
     ) else {
         return;
     };
-    let user = claims.sub;
     let mut last = HashMap::new();
     let mut streams: Vec<_> = resume.iter().collect();
     streams.sort_by(|a, b| a.0.cmp(b.0));
-    for (stream, pos) in streams {
-        let outcome = replay(state, &s, &user, stream, pos).await;
-        last.insert(stream.clone(), (outcome.epoch.clone(), outcome.seq));
+    let mut topics = Vec::new();
+    for (name, pos) in streams {
+        let outcome = match readable(state, &claims, name).await {
+            Some(stream) => {
+                // A resumed topic keeps its live subscription: joined before
+                // the replay, its live events wait until the replay ended.
+                if stream.is_topic() && resume_topic(state, &s, name).await {
+                    topics.push(name.clone());
+                }
+                replay(state, &s, &stream, pos).await
+            }
+            None => unknown(name),
+        };
+        last.insert(name.clone(), (outcome.epoch.clone(), outcome.seq));
         let _ = s.emit(STREAM_RECOVERED_V1, &outcome);
     }
-    state.hub.finish_resume(&user, &s, &last).await;
+    state
+        .hub
+        .finish_resume(Feed::User(&claims.sub), &s, &last)
+        .await;
+    for topic in &topics {
+        state.hub.finish_resume(Feed::Topic(topic), &s, &last).await;
+    }
 }
 
-/// Replays `stream` after `pos` to `s` when `user` owns it; the outcome tells
-/// whether every missed event was sent.
+/// Adds topic `name` to the socket's subscriptions, its live events buffered
+/// for the resume; `false` when the socket has no room for another topic or
+/// the subscription failed (the client subscribes again itself).
+async fn resume_topic(state: &AppState, s: &SocketRef, name: &str) -> bool {
+    let topics = s.extensions.get::<Topics>().unwrap_or_default();
+    {
+        let mut set = topics.0.lock().unwrap_or_else(|e| e.into_inner());
+        if set.contains(name) || set.len() >= state.config.max_topics_per_socket {
+            return false;
+        }
+        set.insert(name.to_owned());
+    }
+    if let Err(e) = state.hub.join_topic(name, s, true).await {
+        tracing::warn!(error = %e, "resume: topic subscription failed");
+        topics
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        return false;
+    }
+    true
+}
+
+/// The outcome of resuming a stream that does not exist or is not the
+/// reader's: not recovered, and nothing told about it.
+fn unknown(name: &str) -> StreamRecovered {
+    StreamRecovered {
+        stream: name.to_owned(),
+        recovered: false,
+        epoch: String::new(),
+        seq: 0,
+    }
+}
+
+/// The stream `name` when the holder of `claims` may read it.
+async fn readable(state: &AppState, claims: &Claims, name: &str) -> Option<Stream> {
+    let stream = Stream::for_reader(name, &claims.sub, &state.topics).ok()?;
+    match may_read(&stream, claims, &state.topics, &*state.broker).await {
+        Ok(true) => Some(stream),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "resume: access check failed");
+            None
+        }
+    }
+}
+
+/// Replays `stream` after `pos` to `s` (its reader may read it); the
+/// outcome tells whether every missed event was sent.
 async fn replay(
     state: &AppState,
     s: &SocketRef,
-    user: &str,
-    stream: &str,
+    stream: &Stream,
     pos: &ResumePosition,
 ) -> StreamRecovered {
+    let name = stream.name();
     let refused = |epoch: String, seq: u64| StreamRecovered {
-        stream: stream.to_owned(),
+        stream: name.clone(),
         recovered: false,
         epoch,
         seq,
     };
-    if !owns(state, user, stream).await {
-        return refused(String::new(), 0);
-    }
     let head = match state.broker.head(stream).await {
         Ok(Some(h)) => h,
         Ok(None) => return refused(String::new(), 0),
@@ -558,21 +631,9 @@ async fn replay(
         seq = env.seq;
     }
     StreamRecovered {
-        stream: stream.to_owned(),
+        stream: name,
         recovered: true,
         epoch: pos.epoch.clone(),
         seq,
     }
-}
-
-/// Whether `user` may read `stream`: their own `job:` and `order:` streams,
-/// and every public topic (`market:{symbol}` of a configured symbol).
-async fn owns(state: &AppState, user: &str, stream: &str) -> bool {
-    if let Some(id) = stream.strip_prefix("job:") {
-        return matches!(state.broker.job(id).await, Ok(Some(job)) if job.owner == user);
-    }
-    if let Some(id) = stream.strip_prefix("order:") {
-        return matches!(state.broker.order(id).await, Ok(Some(o)) if o.owner == user);
-    }
-    actions::check_topic(state, stream).is_ok()
 }

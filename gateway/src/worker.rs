@@ -13,18 +13,44 @@ use std::time::Duration;
 
 use liveline::contract::{
     ACTION_JOB_START_V1, ACTION_TRADE_PLACE_V1, JOB_CHUNK_V1, JOB_RESULT_V1, JOB_STATUS_V1,
-    JobChunk, JobKind, JobResult, JobState, JobStatus, MARKET_TICK_V1, MarketTick, OrderState,
+    JobChunk, JobResult, JobState, JobStatus, MARKET_TICK_V1, MarketTick, OrderState,
     TRADE_ORDER_V1,
 };
 use rand::RngExt;
 use serde_json::{Value, json};
 
-use crate::actions::{kind_str, order_event};
+use crate::actions::order_event;
 use crate::auth::unix_millis;
-use crate::broker::{
-    Broker, BrokerError, JobRecord, OrderRecord, OrderUpdate, StatusUpdate, market_stream, today,
-};
+use crate::broker::{Broker, BrokerError, JobRecord, OrderRecord, today};
 use crate::metrics::Metrics;
+use crate::publish::{PublishError, Publisher};
+use crate::stream::Stream;
+
+/// The demo's public topic prefix: `market:{symbol}` carries a symbol's ticks.
+pub const MARKET_PREFIX: &str = "market:";
+
+/// The topic of a market symbol, `market:{symbol}`.
+pub fn market_stream(symbol: &str) -> Stream {
+    Stream::Topic {
+        name: format!("{MARKET_PREFIX}{symbol}"),
+    }
+}
+
+/// Publishes through `publisher`; `Ok(false)` when the job or order ended
+/// (cancelled elsewhere) or is gone.
+async fn emit(
+    publisher: &Publisher,
+    stream: &Stream,
+    event: &str,
+    data: Value,
+) -> Result<bool, BrokerError> {
+    match publisher.publish(stream, event, data).await {
+        Ok(_) => Ok(true),
+        Err(PublishError::Ended(_) | PublishError::NotFound(_)) => Ok(false),
+        Err(PublishError::Unavailable(e)) => Err(e),
+        Err(e) => Err(BrokerError::Corrupt(e.to_string())),
+    }
+}
 
 /// Pause between two steps of a demo job.
 pub const STEP: Duration = Duration::from_millis(500);
@@ -74,6 +100,7 @@ fn round(x: f64, decimals: i32) -> f64 {
 /// nodes only the holder of the [`MARKET_LEASE`] publishes.
 pub async fn run_market(
     broker: Arc<dyn Broker>,
+    publisher: Publisher,
     symbols: Vec<String>,
     tick: Duration,
     node: String,
@@ -110,8 +137,8 @@ pub async fn run_market(
                 symbol: symbol.clone(),
                 price,
             };
-            if let Err(e) = broker
-                .publish_topic(&market_stream(symbol), MARKET_TICK_V1, to_value(&tick))
+            if let Err(e) = publisher
+                .publish(&market_stream(symbol), MARKET_TICK_V1, to_value(&tick))
                 .await
             {
                 tracing::debug!(error = %e, "market: tick not published");
@@ -126,6 +153,7 @@ pub async fn run_market(
 /// the order ended elsewhere (cancelled).
 pub async fn run_order(
     broker: &dyn Broker,
+    publisher: &Publisher,
     order: &OrderRecord,
     step: Duration,
 ) -> Result<bool, BrokerError> {
@@ -136,7 +164,7 @@ pub async fn run_order(
     };
     tokio::time::sleep(step).await;
     let quote = order.limit_price.unwrap_or(0.0);
-    if !order_update(broker, order, OrderState::Accepted, 0.0, quote).await? {
+    if !order_update(publisher, order, OrderState::Accepted, 0.0, quote).await? {
         return Ok(false);
     }
     let (mut filled, mut cost) = (0.0f64, 0.0f64);
@@ -159,7 +187,7 @@ pub async fn run_order(
         } else {
             OrderState::PartiallyFilled
         };
-        if !order_update(broker, order, state, filled, avg).await? {
+        if !order_update(publisher, order, state, filled, avg).await? {
             return Ok(false);
         }
     }
@@ -167,26 +195,27 @@ pub async fn run_order(
 }
 
 async fn order_update(
-    broker: &dyn Broker,
+    publisher: &Publisher,
     order: &OrderRecord,
     state: OrderState,
     filled_qty: f64,
     price: f64,
 ) -> Result<bool, BrokerError> {
     let data = order_event(order, state, filled_qty, price);
-    let update = OrderUpdate {
-        status: state,
-        filled_qty,
-        price,
+    let stream = Stream::Order {
+        id: order.id.clone(),
     };
-    Ok(broker
-        .publish_order(&order.owner, &order.id, TRADE_ORDER_V1, data, Some(update))
-        .await?
-        .is_some())
+    emit(publisher, &stream, TRADE_ORDER_V1, data).await
 }
 
 /// Takes actions as consumer `consumer` and runs every started job, forever.
-pub async fn run(broker: Arc<dyn Broker>, consumer: String, step: Duration, metrics: Arc<Metrics>) {
+pub async fn run(
+    broker: Arc<dyn Broker>,
+    publisher: Publisher,
+    consumer: String,
+    step: Duration,
+    metrics: Arc<Metrics>,
+) {
     loop {
         let batch = match broker
             .read_actions(&consumer, 16, Duration::from_secs(1))
@@ -207,8 +236,9 @@ pub async fn run(broker: Arc<dyn Broker>, consumer: String, step: Duration, metr
                     continue;
                 };
                 let broker = broker.clone();
+                let publisher = publisher.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = run_order(&*broker, &order, step).await {
+                    if let Err(e) = run_order(&*broker, &publisher, &order, step).await {
                         tracing::warn!(order = %order.id, error = %e, "demo order failed");
                     }
                     if let Err(e) = broker.ack_action(&id).await {
@@ -227,9 +257,10 @@ pub async fn run(broker: Arc<dyn Broker>, consumer: String, step: Duration, metr
                 continue;
             };
             let broker = broker.clone();
+            let publisher = publisher.clone();
             let metrics = metrics.clone();
             tokio::spawn(async move {
-                let outcome = match run_job(&*broker, &job, step).await {
+                let outcome = match run_job(&publisher, &job, step).await {
                     Ok(true) => Some("completed"),
                     Ok(false) => None,
                     Err(e) => {
@@ -239,10 +270,9 @@ pub async fn run(broker: Arc<dyn Broker>, consumer: String, step: Duration, metr
                 };
                 if let Some(outcome) = outcome {
                     let secs = unix_millis().saturating_sub(job.created_at) as f64 / 1000.0;
-                    metrics.job_finished(kind_str(job.kind), outcome, secs);
-                    let _ = broker
-                        .record_job(&today(), kind_str(job.kind), outcome, secs)
-                        .await;
+                    let kind = metrics.kind_label(&job.kind);
+                    metrics.job_finished(&kind, outcome, secs);
+                    let _ = broker.record_job(&today(), &kind, outcome, secs).await;
                 }
                 if let Err(e) = broker.ack_action(&id).await {
                     tracing::warn!(error = %e, "worker: ack failed");
@@ -255,7 +285,7 @@ pub async fn run(broker: Arc<dyn Broker>, consumer: String, step: Duration, metr
 /// Publishes one job's events. `Ok(false)` when it stopped because the job
 /// ended elsewhere (cancelled).
 pub async fn run_job(
-    broker: &dyn Broker,
+    publisher: &Publisher,
     job: &JobRecord,
     step: Duration,
 ) -> Result<bool, BrokerError> {
@@ -273,14 +303,14 @@ pub async fn run_job(
     ];
     for (progress, message) in steps {
         tokio::time::sleep(step).await;
-        if !status(broker, job, JobState::Running, *progress, message).await? {
+        if !status(publisher, job, JobState::Running, *progress, message).await? {
             return Ok(false);
         }
     }
     // Both kinds stream their answer token by token as `job:chunk:v1`, the
     // way a model generates it; the result carries the whole text too.
-    let (text, answer) = match job.kind {
-        JobKind::Llm => {
+    let (text, answer) = match job.kind.as_str() {
+        "llm" => {
             let text = "Liveline streams events instead of polling.".to_owned();
             (text.clone(), json!({ "text": text }))
         }
@@ -297,7 +327,7 @@ pub async fn run_job(
             index: index as u64,
             text: piece.to_owned(),
         };
-        if !event(broker, job, JOB_CHUNK_V1, to_value(&chunk), None).await? {
+        if !event(publisher, job, JOB_CHUNK_V1, to_value(&chunk)).await? {
             return Ok(false);
         }
     }
@@ -306,14 +336,14 @@ pub async fn run_job(
         job_id: job.id.clone(),
         result: answer,
     };
-    if !event(broker, job, JOB_RESULT_V1, to_value(&result), None).await? {
+    if !event(publisher, job, JOB_RESULT_V1, to_value(&result)).await? {
         return Ok(false);
     }
-    status(broker, job, JobState::Completed, 1.0, "completed").await
+    status(publisher, job, JobState::Completed, 1.0, "completed").await
 }
 
 async fn status(
-    broker: &dyn Broker,
+    publisher: &Publisher,
     job: &JobRecord,
     state: JobState,
     progress: f64,
@@ -325,25 +355,17 @@ async fn status(
         progress,
         message: message.to_owned(),
     };
-    let update = StatusUpdate {
-        status: state,
-        progress,
-        message: message.to_owned(),
-    };
-    event(broker, job, JOB_STATUS_V1, to_value(&data), Some(update)).await
+    event(publisher, job, JOB_STATUS_V1, to_value(&data)).await
 }
 
 async fn event(
-    broker: &dyn Broker,
+    publisher: &Publisher,
     job: &JobRecord,
     name: &str,
     data: Value,
-    update: Option<StatusUpdate>,
 ) -> Result<bool, BrokerError> {
-    Ok(broker
-        .publish_job(&job.owner, &job.id, name, data, update)
-        .await?
-        .is_some())
+    let stream = Stream::Job { id: job.id.clone() };
+    emit(publisher, &stream, name, data).await
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {

@@ -39,7 +39,12 @@ async fn malformed_actions_get_invalid_payload_in_the_ack(backend: Backend) {
         json!("nope"),
         json!({"data": {"kind": "research"}}),
         json!({"key": "", "data": {"kind": "research"}}),
-        json!({"key": "k", "data": {"kind": "poetry"}}),
+        json!({"key": "k", "data": {"kind": "Poetry"}}),
+        json!({"key": "k", "data": {"kind": ""}}),
+        json!({"key": "k", "data": {"kind": "-x"}}),
+        json!({"key": "k", "data": {"kind": "a b"}}),
+        json!({"key": "k", "data": {"kind": "k".repeat(65)}}),
+        json!({"key": "k", "data": {"kind": 5}}),
         json!({"key": "k", "data": {"kind": "llm", "params": [1, 2]}}),
         json!({"key": "k".repeat(200), "data": {"kind": "llm"}}),
     ] {
@@ -68,7 +73,55 @@ async fn malformed_actions_get_invalid_payload_in_the_ack(backend: Backend) {
     gw.stop().await;
 }
 
+/// Job kinds are the app's: any well-formed name runs, unless the gateway
+/// is given a list, which then is the only one.
+async fn any_job_kind_runs_unless_the_gateway_lists_its_kinds(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let mut alice = gw.connect("alice").await;
+    let start =
+        json!({"key": "pdf", "data": {"kind": "summarize-pdf", "params": {"url": "a.pdf"}}});
+    let ack = alice.call("job:start:v1", start).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    let id = ack["data"]["jobId"].as_str().unwrap().to_owned();
+    let job = gw.handle.state.broker.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.kind, "summarize-pdf");
+    assert_eq!(job.params["url"], "a.pdf");
+    alice.close().await;
+    gw.stop().await;
+
+    let gw = Gateway::start_with(backend, |c| {
+        c.demo_worker = false;
+        c.job_kinds = vec!["summarize-pdf".to_owned()];
+    })
+    .await;
+    let mut alice = gw.connect("alice").await;
+    let ack = alice
+        .call(
+            "job:start:v1",
+            json!({"key": "a", "data": {"kind": "research"}}),
+        )
+        .await;
+    assert_eq!(ack["error"]["code"], "invalid_payload", "{ack}");
+    assert!(
+        ack["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("summarize-pdf"),
+        "{ack}"
+    );
+    let ack = alice
+        .call(
+            "job:start:v1",
+            json!({"key": "b", "data": {"kind": "summarize-pdf"}}),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    alice.close().await;
+    gw.stop().await;
+}
+
 on_both_brokers!(
     repeated_idempotency_key_returns_the_same_job_id,
     malformed_actions_get_invalid_payload_in_the_ack,
+    any_job_kind_runs_unless_the_gateway_lists_its_kinds,
 );

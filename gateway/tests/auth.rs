@@ -25,6 +25,7 @@ fn claims(sub: &str, exp: u64) -> Claims {
         iss: "liveline".into(),
         aud: "liveline".into(),
         role: None,
+        topics: Vec::new(),
     }
 }
 
@@ -64,6 +65,7 @@ async fn bad_expired_or_foreign_tokens_get_connect_error_unauthorized(backend: B
         iss: iss.into(),
         aud: aud.into(),
         role: None,
+        topics: Vec::new(),
     };
     let jwt = gw.jwt();
     refused(&gw, json!({})).await;
@@ -249,6 +251,7 @@ async fn tokens_issued_before_a_revocation_are_refused(backend: Backend) {
                 iss: "liveline".into(),
                 aud: "liveline".into(),
                 role: None,
+                topics: Vec::new(),
             })
             .unwrap()
     };

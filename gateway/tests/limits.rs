@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Backend, Client, Gateway};
 use futures_util::StreamExt;
+use liveline_gateway::stream::{Stream, TopicRules};
 use serde_json::json;
 
 async fn oversized_message_closes_the_socket(backend: Backend) {
@@ -194,18 +195,14 @@ async fn slow_reader_is_cut_off_and_disconnected_while_a_fast_one_gets_everythin
     .await;
     let mut slow = gw.connect("alice").await;
     let mut fast = gw.connect("alice").await;
-    let broker = gw.handle.state.broker.clone();
+    let publisher = gw.handle.state.publisher.clone();
     let blob = "x".repeat(16 * 1024);
     let total = 1500u64;
     // The fast socket reads each event as it comes; the slow one never reads.
     for seq in 1..=total {
-        broker
-            .publish(
-                "alice",
-                "market:blob",
-                "market:tick:v1",
-                json!({"i": seq, "blob": &blob}),
-            )
+        let stream = Stream::for_publisher("blob", Some("alice"), &TopicRules::default()).unwrap();
+        publisher
+            .publish(&stream, "blob:part:v1", json!({"i": seq, "blob": &blob}))
             .await
             .unwrap();
         let (_, env) = fast.event().await;

@@ -62,6 +62,7 @@ async fn tokens_never_appear_in_logs_at_trace_level(backend: Backend) {
             iss: "liveline".into(),
             aud: "liveline".into(),
             role: None,
+            topics: Vec::new(),
         })
         .unwrap();
     let foreign = liveline_gateway::auth::JwtAuth::hs256(b"other", "liveline", "liveline")

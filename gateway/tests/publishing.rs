@@ -134,10 +134,12 @@ async fn python_publishes_over_redis_script() {
     .await;
 }
 
-/// The Rust API of docs/publishing.md: `RedisBroker::publish_job`.
+/// The Rust API of docs/publishing.md: a [`Publisher`] on a `RedisBroker`.
 #[tokio::test]
 async fn rust_api_publishes_over_redis() {
-    use liveline_gateway::broker::{Broker, RedisBroker, StatusUpdate};
+    use liveline_gateway::broker::RedisBroker;
+    use liveline_gateway::publish::Publisher;
+    use liveline_gateway::stream::Stream;
     let gw = Gateway::start_with(Backend::Redis, |c| c.demo_worker = false).await;
     let mut alice = gw.connect("alice").await;
     let id = start_job(&mut alice, "k-rs", "research").await;
@@ -145,16 +147,11 @@ async fn rust_api_publishes_over_redis() {
     let broker = RedisBroker::connect(REDIS_URL, &gw.config.key_prefix, 1000)
         .await
         .unwrap();
+    let publisher = Publisher::new(std::sync::Arc::new(broker));
     let data = serde_json::json!({"jobId": id, "status": "running", "progress": 0.5, "message": "from Rust"});
-    let update = StatusUpdate {
-        status: liveline::contract::JobState::Running,
-        progress: 0.5,
-        message: "from Rust".to_owned(),
-    };
-    let env = broker
-        .publish_job("alice", &id, "job:status:v1", data, Some(update))
+    let env = publisher
+        .publish(&Stream::Job { id: id.clone() }, "job:status:v1", data)
         .await
-        .unwrap()
         .expect("the job is live");
     assert_eq!(env.seq, 2);
     let (name, got) = alice.event().await;

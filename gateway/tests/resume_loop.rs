@@ -13,8 +13,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, header};
 use common::{Backend, Client, Gateway};
-use liveline::contract::{JobKind, JobState};
-use liveline_gateway::broker::{Broker, JobRecord};
+use liveline::contract::JobState;
+use liveline_gateway::broker::JobRecord;
+use liveline_gateway::publish::Publisher;
+use liveline_gateway::stream::Stream;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -23,7 +25,7 @@ async fn make_job(gw: &Gateway, owner: &str) -> String {
     let job = JobRecord {
         id: id.clone(),
         owner: owner.to_owned(),
-        kind: JobKind::Research,
+        kind: "research".to_owned(),
         params: json!({}),
         status: JobState::Running,
         progress: 0.0,
@@ -35,17 +37,15 @@ async fn make_job(gw: &Gateway, owner: &str) -> String {
     id
 }
 
-async fn publish(broker: &Arc<dyn Broker>, id: &str, n: u64) -> Value {
-    let env = broker
-        .publish_job(
+async fn publish(publisher: &Publisher, id: &str, n: u64) -> Value {
+    let env = publisher
+        .publish_for(
             "alice",
-            id,
+            &Stream::Job { id: id.to_owned() },
             "job:chunk:v1",
             json!({"jobId": id, "index": n, "text": "x"}),
-            None,
         )
         .await
-        .unwrap()
         .unwrap();
     serde_json::to_value(env).unwrap()
 }
@@ -84,7 +84,7 @@ async fn reconnecting_fifty_times_mid_stream_loses_and_duplicates_nothing(backen
     .await;
     let id = make_job(&gw, "alice").await;
     let stream = format!("job:{id}");
-    let broker = gw.handle.state.broker.clone();
+    let broker = gw.handle.state.publisher.clone();
     let mut client = gw.connect("alice").await;
     let first = publish(&broker, &id, 0).await;
     let epoch = first["epoch"].as_str().unwrap().to_owned();
@@ -153,7 +153,7 @@ async fn lose_history(gw: &Gateway, backend: Backend, id: &str) {
             .unwrap();
     }
     for n in 0..10 {
-        publish(&gw.handle.state.broker, id, 100 + n).await;
+        publish(&gw.handle.state.publisher, id, 100 + n).await;
     }
 }
 
@@ -165,7 +165,7 @@ async fn lost_history_reports_recovered_false_and_rest_snapshot_continues(backen
     .await;
     let id = make_job(&gw, "alice").await;
     let stream = format!("job:{id}");
-    let broker = gw.handle.state.broker.clone();
+    let broker = gw.handle.state.publisher.clone();
     let mut client = gw.connect("alice").await;
     let first = publish(&broker, &id, 0).await;
     publish(&broker, &id, 1).await;
@@ -214,7 +214,7 @@ async fn stream_replay_request_replays_after_the_given_seq(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
     let id = make_job(&gw, "alice").await;
     let stream = format!("job:{id}");
-    let broker = gw.handle.state.broker.clone();
+    let broker = gw.handle.state.publisher.clone();
     let mut alice = gw.connect("alice").await;
     let first = publish(&broker, &id, 0).await;
     for n in 1..6 {

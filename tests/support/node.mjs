@@ -54,11 +54,16 @@ export async function mintToken(sub, { ttl = 3600, extra = [] } = {}) {
   return stdout.trim();
 }
 
-/** Publishes one event straight to Redis with the gateway binary (works while no gateway runs). Returns the envelope. */
-export async function publishRedis({ prefix, user, stream, event, data }) {
+/**
+ * Publishes one event straight to Redis with the gateway binary (works while no
+ * gateway runs). Returns the envelope. Without `user` the stream is a topic
+ * (`topicPrefix` names its prefix, as the gateway's `--topic-prefix` does).
+ */
+export async function publishRedis({ prefix, user, stream, event, data, topicPrefix }) {
+  const who = user ? ['--user', user] : ['--topic-prefix', topicPrefix];
   const { stdout } = await run(
     GATEWAY,
-    ['publish', '--redis-url', REDIS_URL, '--key-prefix', prefix, '--user', user, '--stream', stream, '--event', event, '--data', JSON.stringify(data)],
+    ['publish', '--redis-url', REDIS_URL, '--key-prefix', prefix, ...who, '--stream', stream, '--event', event, '--data', JSON.stringify(data)],
     { timeout: 10_000 },
   );
   return JSON.parse(stdout.trim());

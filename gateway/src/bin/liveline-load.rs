@@ -39,7 +39,9 @@ use liveline::contract::ServerEvent;
 use liveline::native::{Event, NativeClient};
 use liveline_gateway::DEV_JWT_SECRET;
 use liveline_gateway::auth::{JwtAuth, ROLE_SERVICE};
-use liveline_gateway::broker::{Broker, RedisBroker, random_hex};
+use liveline_gateway::broker::{RedisBroker, random_hex};
+use liveline_gateway::publish::Publisher;
+use liveline_gateway::stream::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -879,15 +881,15 @@ async fn publish(
         u.sort_unstable();
         u
     };
-    let broker: Option<Arc<RedisBroker>> = match via {
+    let broker: Option<Publisher> = match via {
         PublishVia::Redis => {
             let url = cli
                 .redis_url
                 .as_deref()
                 .context("--publish-via redis needs --redis-url")?;
-            Some(Arc::new(
+            Some(Publisher::new(Arc::new(
                 RedisBroker::connect(url, prefix, (cli.events as usize + 16).max(1000)).await?,
-            ))
+            )))
         }
         PublishVia::Http => None,
     };
@@ -942,10 +944,10 @@ async fn publish(
                     let sent = unix_micros();
                     let data = json!({"jobId": job, "index": index, "text": sent.to_string()});
                     let ok = match &broker {
-                        Some(b) => matches!(
-                            b.publish_job(&user, job, CHUNK, data, None).await,
-                            Ok(Some(_))
-                        ),
+                        Some(b) => {
+                            let stream = Stream::Job { id: job.clone() };
+                            b.publish(&stream, CHUNK, data).await.is_ok()
+                        }
                         None => {
                             let gi = u % urls.len();
                             let conn = match http.entry(gi) {

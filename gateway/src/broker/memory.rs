@@ -5,16 +5,18 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use liveline::contract::Envelope;
+use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Broker, BrokerError, ControlMessage, DayStats, JobRecord, LiveMessage, OrderRecord,
-    OrderUpdate, OwnedRecord, QueuedAction, StatusUpdate, StreamHead, TOPIC_HISTORY_LEN,
-    job_stream, new_epoch, order_is_terminal, order_stream,
+    Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
+    Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveMessage, OrderRecord, OrderStore,
+    OwnedRecord, QueuedAction, Revocations, StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
+    order_is_terminal,
 };
 use crate::auth::unix_millis;
+use crate::stream::Stream;
 
 /// Streams, jobs and live channels held in this process. Everything happens
 /// under one lock, so seq order is delivery order.
@@ -68,38 +70,6 @@ impl MemoryBroker {
         // mutation is a single step), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    /// Routes live messages of `channel` to the returned receiver (replacing
-    /// an earlier route of that channel).
-    fn open_route(&self, channel: String) -> mpsc::UnboundedReceiver<LiveMessage> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.lock().live.insert(channel, tx);
-        rx
-    }
-
-    /// Publishes on the owned `stream` of `user` when `guard` (run under the
-    /// same lock) finds its record open and applies the update; `None` otherwise.
-    fn publish_guarded(
-        &self,
-        user: &str,
-        stream: &str,
-        event: &str,
-        data: Value,
-        guard: impl FnOnce(&mut Inner) -> bool,
-    ) -> Option<Envelope<Value>> {
-        let mut inner = self.lock();
-        if !guard(&mut inner) {
-            return None;
-        }
-        Some(inner.append(
-            self.history_len,
-            &user_channel(user),
-            user,
-            stream,
-            event,
-            data,
-        ))
-    }
 }
 
 /// The records of `owner` in `records`, newest first, at most `limit`.
@@ -115,18 +85,19 @@ fn newest_of<R: OwnedRecord>(records: &HashMap<String, R>, owner: &str, limit: u
 }
 
 impl Inner {
+    /// Appends to `stream` (its next seq, history bounded by `keep`) and
+    /// sends the event on `feed`'s route, if one is open.
     fn append(
         &mut self,
-        history_len: usize,
-        channel: &str,
-        user: &str,
-        stream: &str,
+        keep: usize,
+        stream: &Stream,
+        feed: Feed<'_>,
         event: &str,
         data: Value,
     ) -> Envelope<Value> {
         let state = self
             .streams
-            .entry(stream.to_owned())
+            .entry(stream.tag())
             .or_insert_with(|| StreamState {
                 epoch: new_epoch(),
                 seq: 0,
@@ -134,7 +105,7 @@ impl Inner {
             });
         state.seq += 1;
         let envelope = Envelope {
-            stream: stream.to_owned(),
+            stream: stream.name(),
             epoch: state.epoch.clone(),
             seq: state.seq,
             ts: unix_millis(),
@@ -143,17 +114,21 @@ impl Inner {
         state
             .history
             .push_back((event.to_owned(), envelope.clone()));
-        while state.history.len() > history_len {
+        while state.history.len() > keep {
             state.history.pop_front();
         }
-        if let Some(tx) = self.live.get(channel) {
+        let channel = feed.channel();
+        if let Some(tx) = self.live.get(&channel) {
             let msg = LiveMessage {
-                user: user.to_owned(),
+                user: match feed {
+                    Feed::User(user) => user.to_owned(),
+                    Feed::Topic(_) => String::new(),
+                },
                 event: event.to_owned(),
                 envelope: envelope.clone(),
             };
             if tx.send(msg).is_err() {
-                self.live.remove(channel);
+                self.live.remove(&channel);
             }
         }
         envelope
@@ -161,106 +136,131 @@ impl Inner {
 }
 
 #[async_trait]
-impl Broker for MemoryBroker {
-    async fn publish(
+impl EventLog for MemoryBroker {
+    async fn append(
         &self,
-        user: &str,
-        stream: &str,
+        stream: &Stream,
         event: &str,
         data: Value,
-    ) -> Result<Envelope<Value>, BrokerError> {
-        Ok(self.lock().append(
-            self.history_len,
-            &user_channel(user),
-            user,
-            stream,
-            event,
-            data,
+    ) -> Result<Appended, BrokerError> {
+        let mut inner = self.lock();
+        let owner = match stream {
+            Stream::Topic { .. } => String::new(),
+            Stream::Private { user, .. } => user.clone(),
+            Stream::Job { id } => match inner.jobs.get_mut(id) {
+                None => return Ok(Appended::NotFound),
+                Some(job) if job.status.is_terminal() => return Ok(Appended::Ended),
+                Some(job) => {
+                    if event == JOB_STATUS_V1 {
+                        if let Ok(st) = serde_json::from_value::<JobStatus>(data.clone()) {
+                            job.status = st.status;
+                            job.progress = st.progress;
+                            job.message = st.message;
+                            job.updated_at = unix_millis();
+                        }
+                    }
+                    job.owner.clone()
+                }
+            },
+            Stream::Order { id } => match inner.orders.get_mut(id) {
+                None => return Ok(Appended::NotFound),
+                Some(order) if order_is_terminal(order.status) => return Ok(Appended::Ended),
+                Some(order) => {
+                    if event == TRADE_ORDER_V1 {
+                        if let Ok(o) = serde_json::from_value::<TradeOrder>(data.clone()) {
+                            order.status = o.status;
+                            order.filled_qty = o.filled_qty;
+                            order.price = o.price;
+                            order.updated_at = unix_millis();
+                        }
+                    }
+                    order.owner.clone()
+                }
+            },
+        };
+        let (keep, feed) = match stream {
+            Stream::Topic { name } => (self.history_len.min(TOPIC_HISTORY_LEN), Feed::Topic(name)),
+            _ => (self.history_len, Feed::User(&owner)),
+        };
+        Ok(Appended::Event(
+            inner.append(keep, stream, feed, event, data),
         ))
     }
 
-    async fn publish_job(
+    async fn history(
         &self,
-        user: &str,
-        job_id: &str,
-        event: &str,
-        data: Value,
-        update: Option<StatusUpdate>,
-    ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        Ok(
-            self.publish_guarded(user, &job_stream(job_id), event, data, |inner| {
-                let Some(job) = inner.jobs.get_mut(job_id) else {
-                    return false;
-                };
-                if job.status.is_terminal() {
-                    return false;
-                }
-                if let Some(update) = update {
-                    job.status = update.status;
-                    job.progress = update.progress;
-                    job.message = update.message;
-                    job.updated_at = unix_millis();
-                }
-                true
-            }),
-        )
+        stream: &Stream,
+        after_seq: u64,
+    ) -> Result<Vec<(String, Envelope<Value>)>, BrokerError> {
+        let inner = self.lock();
+        Ok(inner
+            .streams
+            .get(&stream.tag())
+            .map(|s| {
+                s.history
+                    .iter()
+                    .filter(|(_, e)| e.seq > after_seq)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
-    async fn publish_order(
-        &self,
-        user: &str,
-        order_id: &str,
-        event: &str,
-        data: Value,
-        update: Option<OrderUpdate>,
-    ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        Ok(
-            self.publish_guarded(user, &order_stream(order_id), event, data, |inner| {
-                let Some(order) = inner.orders.get_mut(order_id) else {
-                    return false;
-                };
-                if order_is_terminal(order.status) {
-                    return false;
-                }
-                if let Some(update) = update {
-                    order.status = update.status;
-                    order.filled_qty = update.filled_qty;
-                    order.price = update.price;
-                    order.updated_at = unix_millis();
-                }
-                true
-            }),
-        )
+    async fn head(&self, stream: &Stream) -> Result<Option<StreamHead>, BrokerError> {
+        Ok(self.lock().streams.get(&stream.tag()).map(|s| StreamHead {
+            epoch: s.epoch.clone(),
+            seq: s.seq,
+        }))
     }
+}
 
-    async fn publish_topic(
+#[async_trait]
+impl LiveBus for MemoryBroker {
+    async fn subscribe(
         &self,
-        topic: &str,
-        event: &str,
-        data: Value,
-    ) -> Result<Envelope<Value>, BrokerError> {
-        Ok(self.lock().append(
-            self.history_len.min(TOPIC_HISTORY_LEN),
-            &topic_channel(topic),
-            "",
-            topic,
-            event,
-            data,
-        ))
-    }
-
-    async fn subscribe_topic(
-        &self,
-        topic: &str,
+        feed: Feed<'_>,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        Ok(self.open_route(topic_channel(topic)))
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock().live.insert(feed.channel(), tx);
+        Ok(rx)
     }
 
-    async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError> {
-        self.lock().live.remove(&topic_channel(topic));
+    async fn unsubscribe(&self, feed: Feed<'_>) -> Result<(), BrokerError> {
+        self.lock().live.remove(&feed.channel());
         Ok(())
     }
 
+    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
+        let _ = self.control_tx.send(msg.clone());
+        Ok(())
+    }
+
+    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {
+        self.control_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+#[async_trait]
+impl JobStore for MemoryBroker {
+    async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError> {
+        self.lock().jobs.insert(job.id.clone(), job.clone());
+        Ok(())
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError> {
+        Ok(self.lock().jobs.get(id).cloned())
+    }
+
+    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
+        Ok(newest_of(&self.lock().jobs, owner, limit))
+    }
+}
+
+#[async_trait]
+impl OrderStore for MemoryBroker {
     async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError> {
         self.lock().orders.insert(order.id.clone(), order.clone());
         Ok(())
@@ -273,124 +273,10 @@ impl Broker for MemoryBroker {
     async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError> {
         Ok(newest_of(&self.lock().orders, owner, limit))
     }
+}
 
-    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
-        let now = tokio::time::Instant::now();
-        let mut inner = self.lock();
-        let lease = inner
-            .leases
-            .entry(name.to_owned())
-            .or_insert_with(|| (holder.to_owned(), now));
-        if lease.0 == holder || lease.1 <= now {
-            *lease = (holder.to_owned(), now + ttl);
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    async fn history(
-        &self,
-        stream: &str,
-        after_seq: u64,
-    ) -> Result<Vec<(String, Envelope<Value>)>, BrokerError> {
-        let inner = self.lock();
-        Ok(inner
-            .streams
-            .get(stream)
-            .map(|s| {
-                s.history
-                    .iter()
-                    .filter(|(_, e)| e.seq > after_seq)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    async fn head(&self, stream: &str) -> Result<Option<StreamHead>, BrokerError> {
-        Ok(self.lock().streams.get(stream).map(|s| StreamHead {
-            epoch: s.epoch.clone(),
-            seq: s.seq,
-        }))
-    }
-
-    async fn subscribe(
-        &self,
-        user: &str,
-    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        Ok(self.open_route(user_channel(user)))
-    }
-
-    async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError> {
-        self.lock().live.remove(&user_channel(user));
-        Ok(())
-    }
-
-    async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError> {
-        self.lock().jobs.insert(job.id.clone(), job.clone());
-        Ok(())
-    }
-
-    async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError> {
-        Ok(self.lock().jobs.get(id).cloned())
-    }
-
-    async fn remember(
-        &self,
-        user: &str,
-        scope: &str,
-        key: &str,
-        result: &Value,
-    ) -> Result<Option<Value>, BrokerError> {
-        let mut inner = self.lock();
-        let k = (user.to_owned(), scope.to_owned(), key.to_owned());
-        if let Some(v) = inner.remembered.get(&k) {
-            return Ok(Some(v.clone()));
-        }
-        inner.remembered.insert(k, result.clone());
-        Ok(None)
-    }
-
-    async fn ping(&self) -> Result<(), BrokerError> {
-        Ok(())
-    }
-
-    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
-        Ok(newest_of(&self.lock().jobs, owner, limit))
-    }
-
-    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
-        let _ = self.control_tx.send(msg.clone());
-        Ok(())
-    }
-
-    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError> {
-        let until = tokio::time::Instant::now() + ttl;
-        let mut inner = self.lock();
-        inner
-            .revoked
-            .retain(|_, (_, until)| *until > tokio::time::Instant::now());
-        let entry = inner.revoked.entry(user.to_owned()).or_insert((at, until));
-        *entry = (entry.0.max(at), until);
-        Ok(())
-    }
-
-    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
-        let inner = self.lock();
-        Ok(inner
-            .revoked
-            .get(user)
-            .filter(|(_, until)| *until > tokio::time::Instant::now())
-            .map(|(at, _)| *at))
-    }
-
-    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {
-        self.control_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
+#[async_trait]
+impl WorkQueue for MemoryBroker {
     async fn enqueue_action(&self, action: &QueuedAction) -> Result<String, BrokerError> {
         let id = {
             let mut inner = self.lock();
@@ -428,7 +314,69 @@ impl Broker for MemoryBroker {
     async fn ack_action(&self, _id: &str) -> Result<(), BrokerError> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl Idempotency for MemoryBroker {
+    async fn remember(
+        &self,
+        user: &str,
+        scope: &str,
+        key: &str,
+        result: &Value,
+    ) -> Result<Option<Value>, BrokerError> {
+        let mut inner = self.lock();
+        let k = (user.to_owned(), scope.to_owned(), key.to_owned());
+        if let Some(v) = inner.remembered.get(&k) {
+            return Ok(Some(v.clone()));
+        }
+        inner.remembered.insert(k, result.clone());
+        Ok(None)
+    }
+}
+
+#[async_trait]
+impl Revocations for MemoryBroker {
+    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError> {
+        let until = tokio::time::Instant::now() + ttl;
+        let mut inner = self.lock();
+        inner
+            .revoked
+            .retain(|_, (_, until)| *until > tokio::time::Instant::now());
+        let entry = inner.revoked.entry(user.to_owned()).or_insert((at, until));
+        *entry = (entry.0.max(at), until);
+        Ok(())
+    }
+
+    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
+        let inner = self.lock();
+        Ok(inner
+            .revoked
+            .get(user)
+            .filter(|(_, until)| *until > tokio::time::Instant::now())
+            .map(|(at, _)| *at))
+    }
+}
+
+#[async_trait]
+impl Leases for MemoryBroker {
+    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
+        let now = tokio::time::Instant::now();
+        let mut inner = self.lock();
+        let lease = inner
+            .leases
+            .entry(name.to_owned())
+            .or_insert_with(|| (holder.to_owned(), now));
+        if lease.0 == holder || lease.1 <= now {
+            *lease = (holder.to_owned(), now + ttl);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+#[async_trait]
+impl Analytics for MemoryBroker {
     async fn record_active(&self, user: &str, day: &str) -> Result<(), BrokerError> {
         let mut inner = self.lock();
         let (users, stats) = inner.day(day);
@@ -471,12 +419,11 @@ impl Broker for MemoryBroker {
     }
 }
 
-fn user_channel(user: &str) -> String {
-    format!("user:{user}")
-}
-
-fn topic_channel(topic: &str) -> String {
-    format!("topic:{topic}")
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 }
 
 impl Inner {

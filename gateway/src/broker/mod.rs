@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use liveline::contract::{Envelope, JobKind, JobState, OrderState, Side};
+use liveline::contract::{Envelope, JobState, OrderState, Side};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 pub use self::memory::MemoryBroker;
 pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, RedisBroker};
+use crate::stream::Stream;
 
 /// One event on its way to a user's sockets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +48,9 @@ pub struct JobRecord {
     pub id: String,
     /// The user who started it; only they see it.
     pub owner: String,
-    /// What it runs.
-    pub kind: JobKind,
+    /// What it runs: any name the app's workers handle (see
+    /// [`crate::stream`] for the stream, [`crate::publish`] for the rules).
+    pub kind: String,
     /// Kind-specific parameters.
     pub params: Value,
     /// Latest status.
@@ -93,6 +95,15 @@ impl RecordKind {
     /// The stream name of record `id`, `{name}:{id}`.
     pub fn stream(self, id: &str) -> String {
         format!("{}:{id}", self.name())
+    }
+
+    /// The stream of record `id`.
+    pub fn stream_of(self, id: &str) -> Stream {
+        let id = id.to_owned();
+        match self {
+            Self::Job => Stream::Job { id },
+            Self::Order => Stream::Order { id },
+        }
     }
 }
 
@@ -174,11 +185,6 @@ pub fn order_stream(id: &str) -> String {
     RecordKind::Order.stream(id)
 }
 
-/// The stream (and live topic) of a market symbol, `market:{symbol}`.
-pub fn market_stream(symbol: &str) -> String {
-    format!("market:{symbol}")
-}
-
 /// The wire name of an order state (`accepted`, `partially_filled`, ...).
 pub fn order_state_str(state: OrderState) -> &'static str {
     match state {
@@ -207,31 +213,9 @@ pub fn side_str(side: Side) -> &'static str {
     }
 }
 
-/// An order change applied together with the event that announces it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OrderUpdate {
-    /// New state.
-    pub status: OrderState,
-    /// Filled so far.
-    pub filled_qty: f64,
-    /// Average fill price.
-    pub price: f64,
-}
-
 /// Events kept per public topic stream (market ticks): resume of a topic
 /// replays at most this many.
 pub const TOPIC_HISTORY_LEN: usize = 256;
-
-/// A status change applied to a job together with the event that announces it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusUpdate {
-    /// New status.
-    pub status: JobState,
-    /// New progress.
-    pub progress: f64,
-    /// New message.
-    pub message: String,
-}
 
 /// A gateway-originated message for every node (carried on the broker's
 /// control channel: Redis pub/sub `{prefix}control`, or in process).
@@ -297,72 +281,108 @@ pub enum BrokerError {
     Corrupt(String),
 }
 
-/// What a gateway needs from its event and state store.
-#[async_trait]
-pub trait Broker: Send + Sync + 'static {
-    /// Appends an event to `stream` (next seq, current epoch), keeps it in
-    /// history and sends it live to `user`'s subscribers.
-    async fn publish(
-        &self,
-        user: &str,
-        stream: &str,
-        event: &str,
-        data: Value,
-    ) -> Result<Envelope<Value>, BrokerError>;
+/// What an append did: the event as stored, or why a record stream refused it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Appended {
+    /// Stored with the next seq and sent live.
+    Event(Envelope<Value>),
+    /// The job (or order) of the stream does not exist.
+    NotFound,
+    /// The job (or order) already ended; nothing more is published on it.
+    Ended,
+}
 
-    /// Like [`Broker::publish`] on stream `job:{job_id}`, but atomically refused
-    /// (`Ok(None)`) when the job is missing or already terminal, and applying
-    /// `update` to the job record in the same step.
-    async fn publish_job(
+/// What one node receives live: one user's events (their jobs, orders and
+/// private streams) or one topic's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Feed<'a> {
+    /// A user's events.
+    User(&'a str),
+    /// A topic's events.
+    Topic(&'a str),
+}
+
+impl<'a> Feed<'a> {
+    /// The user or topic.
+    pub fn name(self) -> &'a str {
+        match self {
+            Self::User(name) | Self::Topic(name) => name,
+        }
+    }
+
+    /// The channel name: `user:{user}` or `topic:{topic}` (after the key prefix).
+    pub fn channel(self) -> String {
+        match self {
+            Self::User(user) => format!("user:{user}"),
+            Self::Topic(topic) => format!("topic:{topic}"),
+        }
+    }
+}
+
+/// The event log: per-stream sequencing and history.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Appends `event` with `data` to `stream` in one atomic step: the next
+    /// seq in the stream's epoch, kept in history (topics keep at most
+    /// [`TOPIC_HISTORY_LEN`]), sent live to the stream's readers. On a job's
+    /// stream the job must exist and not have ended, and a `job:status:v1`
+    /// event (data checked by the caller) updates the job record in the same
+    /// step; likewise an order's stream and `trade:order:v1`.
+    async fn append(
         &self,
-        user: &str,
-        job_id: &str,
+        stream: &Stream,
         event: &str,
         data: Value,
-        update: Option<StatusUpdate>,
-    ) -> Result<Option<Envelope<Value>>, BrokerError>;
+    ) -> Result<Appended, BrokerError>;
 
     /// Events of `stream` with seq greater than `after_seq`, oldest first.
     async fn history(
         &self,
-        stream: &str,
+        stream: &Stream,
         after_seq: u64,
     ) -> Result<Vec<(String, Envelope<Value>)>, BrokerError>;
 
     /// The stream's epoch and newest seq, or `None` for an unknown stream.
-    async fn head(&self, stream: &str) -> Result<Option<StreamHead>, BrokerError>;
+    async fn head(&self, stream: &Stream) -> Result<Option<StreamHead>, BrokerError>;
+}
 
-    /// Starts receiving `user`'s live events on this node. Once this returns,
-    /// every later publish for `user` arrives on the receiver. One subscription
-    /// per user at a time (the gateway reference-counts its sockets).
+/// Live delivery to this node, and the control channel between nodes.
+#[async_trait]
+pub trait LiveBus: Send + Sync {
+    /// Starts receiving `feed` on this node. Once this returns, every later
+    /// event of the feed arrives on the receiver. One subscription per feed
+    /// at a time (the hub reference-counts its sockets).
     async fn subscribe(
         &self,
-        user: &str,
+        feed: Feed<'_>,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError>;
 
-    /// Stops receiving `user`'s live events.
-    async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError>;
+    /// Stops receiving `feed`.
+    async fn unsubscribe(&self, feed: Feed<'_>) -> Result<(), BrokerError>;
 
-    /// Appends an event to the public topic stream `topic` (e.g.
-    /// `market:BTC-USD`, history bounded by [`TOPIC_HISTORY_LEN`]) and sends it
-    /// live to the topic's subscribers (Redis channel `{prefix}topic:{topic}`).
-    async fn publish_topic(
-        &self,
-        topic: &str,
-        event: &str,
-        data: Value,
-    ) -> Result<Envelope<Value>, BrokerError>;
+    /// Sends `msg` to every node (this one included).
+    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError>;
 
-    /// Starts receiving `topic`'s live events on this node (one subscription
-    /// per topic at a time; the hub reference-counts sockets).
-    async fn subscribe_topic(
-        &self,
-        topic: &str,
-    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError>;
+    /// The receiver of control messages; `Some` only on the first call.
+    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>>;
+}
 
-    /// Stops receiving `topic`'s live events.
-    async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError>;
+/// Job records.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a new job.
+    async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError>;
 
+    /// The job `id`, if it exists.
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError>;
+
+    /// The jobs `owner` started, newest first, at most `limit`.
+    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError>;
+}
+
+/// The demo's order records (they become a job kind of the demo).
+#[async_trait]
+pub trait OrderStore: Send + Sync {
     /// Stores a new order.
     async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError>;
 
@@ -371,60 +391,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The orders `owner` placed, newest first, at most `limit`.
     async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError>;
+}
 
-    /// Like [`Broker::publish`] on stream `order:{order_id}`, but atomically
-    /// refused (`Ok(None)`) when the order is missing or already terminal
-    /// (filled, rejected, cancelled), applying `update` in the same step.
-    async fn publish_order(
-        &self,
-        user: &str,
-        order_id: &str,
-        event: &str,
-        data: Value,
-        update: Option<OrderUpdate>,
-    ) -> Result<Option<Envelope<Value>>, BrokerError>;
-
-    /// Takes or renews the lease `name` for `holder` for `ttl`; `true` while
-    /// `holder` holds it (one market ticker across nodes).
-    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError>;
-
-    /// Stores a new job.
-    async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError>;
-
-    /// The job `id`, if it exists.
-    async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError>;
-
-    /// Records `result` under (`user`, `scope`, `key`) unless a result is
-    /// already recorded; returns the earlier result in that case.
-    async fn remember(
-        &self,
-        user: &str,
-        scope: &str,
-        key: &str,
-        result: &Value,
-    ) -> Result<Option<Value>, BrokerError>;
-
-    /// Checks the backing store is reachable.
-    async fn ping(&self) -> Result<(), BrokerError>;
-
-    /// The jobs `owner` started, newest first, at most `limit`.
-    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError>;
-
-    /// Sends `msg` to every node (this one included).
-    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError>;
-
-    /// Records that every token of `user` issued at or before `at` (unix
-    /// seconds, the `iat` claim) is revoked, for `ttl` (the longest a token
-    /// lives). Every node reads it on CONNECT and on REST calls.
-    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError>;
-
-    /// When `user`'s tokens were last revoked (unix seconds), if that record
-    /// has not expired.
-    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError>;
-
-    /// The receiver of control messages; `Some` only on the first call.
-    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>>;
-
+/// The actions queue from gateways to workers (Redis stream
+/// `{prefix}actions`, consumer group [`WORKER_GROUP`]).
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
     /// Forwards an action to workers; returns its id.
     async fn enqueue_action(&self, action: &QueuedAction) -> Result<String, BrokerError>;
 
@@ -439,7 +411,47 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Marks action `id` handled.
     async fn ack_action(&self, id: &str) -> Result<(), BrokerError>;
+}
 
+/// Results of idempotent actions.
+#[async_trait]
+pub trait Idempotency: Send + Sync {
+    /// Records `result` under (`user`, `scope`, `key`) unless a result is
+    /// already recorded; returns the earlier result in that case.
+    async fn remember(
+        &self,
+        user: &str,
+        scope: &str,
+        key: &str,
+        result: &Value,
+    ) -> Result<Option<Value>, BrokerError>;
+}
+
+/// Token revocations, shared by every node.
+#[async_trait]
+pub trait Revocations: Send + Sync {
+    /// Records that every token of `user` issued at or before `at` (unix
+    /// seconds, the `iat` claim) is revoked, for `ttl` (the longest a token
+    /// lives). Every node reads it on CONNECT and on REST calls.
+    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError>;
+
+    /// When `user`'s tokens were last revoked (unix seconds), if that record
+    /// has not expired.
+    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError>;
+}
+
+/// Leases: one holder at a time across nodes (a single ticker, a single
+/// scheduler).
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes or renews the lease `name` for `holder` for `ttl`; `true` while
+    /// `holder` holds it.
+    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError>;
+}
+
+/// Daily analytics, shared by every node.
+#[async_trait]
+pub trait Analytics: Send + Sync {
     /// Counts `user` active on `day` (DAU).
     async fn record_active(&self, user: &str, day: &str) -> Result<(), BrokerError>;
 
@@ -457,6 +469,25 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The analytics of `day`.
     async fn day_stats(&self, day: &str) -> Result<DayStats, BrokerError>;
+}
+
+/// Everything a gateway needs from its backing store: one value of each
+/// capability ([`MemoryBroker`] in process, [`RedisBroker`] shared).
+#[async_trait]
+pub trait Broker:
+    EventLog
+    + LiveBus
+    + JobStore
+    + OrderStore
+    + WorkQueue
+    + Idempotency
+    + Revocations
+    + Leases
+    + Analytics
+    + 'static
+{
+    /// Checks the backing store is reachable.
+    async fn ping(&self) -> Result<(), BrokerError>;
 }
 
 /// How long analytics are kept, in seconds (90 days).

@@ -1,64 +1,130 @@
--- Liveline's publish script: assigns the next seq of a stream, keeps the event
--- in the stream's history and publishes it live, in one atomic step.
+-- Liveline's publish script: appends one event to a stream (next seq, kept in
+-- history, sent live) in one atomic step. Every publisher runs it: the
+-- gateway itself and workers in any language (docs/publishing.md).
 --
--- KEYS[1] {prefix}{stream}:seq     KEYS[2] {prefix}{stream}:epoch
--- KEYS[3] {prefix}{stream}:hist    KEYS[4] {prefix}{stream}:job (job streams)
---                                          or {prefix}{stream}:order (order streams)
---                                          (any key of the same slot otherwise)
--- ARGV[1]  channel: {prefix}user:{user}, or {prefix}topic:{topic} for public topics
--- ARGV[2]  user (the owner; "" for public topics)
--- ARGV[3]  event name, e.g. job:status:v1
--- ARGV[4]  stream, e.g. job:42
--- ARGV[5]  data, JSON text
--- ARGV[6]  ts, ms since the Unix epoch
--- ARGV[7]  history length kept (approximate MAXLEN)
--- ARGV[8]  candidate epoch (used when the stream is new or lost its epoch)
--- ARGV[9]  guard: "0" none, "1" job record must exist and not be terminal,
---          "2" order record must exist and not be terminal
--- ARGV[10] new status ("" = leave the record as is)
--- ARGV[11] job: progress / order: filledQty
--- ARGV[12] job: message  / order: price
--- ARGV[13] TTL of the stream's keys in seconds
--- Returns the envelope JSON, or nil when the guard refused.
-if ARGV[9] ~= '0' then
-  local st = redis.call('HGET', KEYS[4], 'status')
-  if (not st) or st == 'completed' or st == 'failed' or st == 'cancelled'
-      or st == 'filled' or st == 'rejected' then
-    return false
+-- KEYS: the stream's four keys, P{T}:seq P{T}:epoch P{T}:hist P{T}:rec, where
+--   P is the key prefix (default "ll:") and T the stream's tag:
+--     job:ID                 for the job stream "job:ID"
+--     order:ID               for the order stream "order:ID" (the demo's)
+--     topic:NAME             for the topic NAME
+--     u:LEN:USER:NAME        for USER's private stream NAME (LEN = bytes of USER)
+--   The script checks them, so a wrong key is an error, never a stray write.
+-- ARGV[1]: the call, a JSON object with named fields:
+--   stream   required  the stream's name as clients see it ("job:42", "notes", "market:BTC-USD")
+--   event    required  the event name, "domain:name:vN"
+--   user     the owner; required for a private stream, checked against the
+--            record of a job or order when given, absent for a topic
+--   topic    true for a topic (so a missing user is never taken for a topic)
+--   history  events kept (approximate; default 1000; topics at most 256)
+--   ttl      seconds the stream's keys live after its last event (default 604800)
+-- ARGV[2]: the event's data, JSON text, stored and sent as is.
+--
+-- On a job's stream the job must exist and not have ended, and a
+-- job:status:v1 event updates the job record (status, progress, message) in
+-- the same step; an order's stream and trade:order:v1 likewise.
+--
+-- Returns the envelope, JSON text. Errors (the first word is the code):
+--   INVALID   a field is missing or wrong (the message says which)
+--   NOTFOUND  no such job or order, or not the named user's
+--   ENDED     the job or order already ended
+local ok, call = pcall(cjson.decode, ARGV[1])
+if not ok or type(call) ~= 'table' then
+  return redis.error_reply('INVALID ARGV[1] must be a JSON object')
+end
+local stream, event, user = call['stream'], call['event'], call['user']
+if type(stream) ~= 'string' or stream == '' then
+  return redis.error_reply('INVALID stream is required')
+end
+if type(event) ~= 'string' or not string.match(event, '^[a-z0-9_]+:[a-z0-9_]+:v%d+$') then
+  return redis.error_reply('INVALID event must be domain:name:vN')
+end
+if user ~= nil and (type(user) ~= 'string' or user == '') then
+  return redis.error_reply('INVALID user must be a non-empty string when given')
+end
+local data = ARGV[2]
+if type(data) ~= 'string' or not pcall(cjson.decode, data) then
+  return redis.error_reply('INVALID ARGV[2] must be the data, JSON text')
+end
+local prefix = string.match(KEYS[1] or '', '^(.-){')
+if not prefix then
+  return redis.error_reply('INVALID KEYS[1] must be P{tag}:seq')
+end
+
+local kind, id = string.match(stream, '^(job):(.+)$')
+if not kind then kind, id = string.match(stream, '^(order):(.+)$') end
+local tag
+if kind then
+  tag = stream
+elseif call['topic'] == true then
+  if user ~= nil then return redis.error_reply('INVALID a topic has no user') end
+  kind, tag = 'topic', 'topic:' .. stream
+elseif user ~= nil then
+  kind, tag = 'private', 'u:' .. string.len(user) .. ':' .. user .. ':' .. stream
+else
+  return redis.error_reply('INVALID user is required (or topic: true)')
+end
+local base = prefix .. '{' .. tag .. '}:'
+if KEYS[1] ~= base .. 'seq' or KEYS[2] ~= base .. 'epoch' or KEYS[3] ~= base .. 'hist'
+    or KEYS[4] ~= base .. 'rec' then
+  return redis.error_reply('INVALID KEYS must be ' .. base .. 'seq, epoch, hist, rec')
+end
+
+local now = redis.call('TIME')
+local ts = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+local ttl = tonumber(call['ttl']) or 604800
+local keep = tonumber(call['history']) or 1000
+if kind == 'topic' and keep > 256 then keep = 256 end
+
+local owner = user or ''
+if kind == 'job' or kind == 'order' then
+  local rec = redis.call('HMGET', KEYS[4], 'owner', 'status')
+  if not rec[1] or (user ~= nil and rec[1] ~= user) then
+    return redis.error_reply('NOTFOUND no such ' .. kind .. ' ' .. id .. (user and (' for ' .. user) or ''))
   end
-  if ARGV[10] ~= '' then
-    if ARGV[9] == '2' then
-      redis.call('HSET', KEYS[4], 'status', ARGV[10], 'filledQty', ARGV[11],
-        'price', ARGV[12], 'updatedAt', ARGV[6])
-    else
-      redis.call('HSET', KEYS[4], 'status', ARGV[10], 'progress', ARGV[11],
-        'message', ARGV[12], 'updatedAt', ARGV[6])
+  local st = rec[2]
+  if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'filled'
+      or st == 'rejected' then
+    return redis.error_reply('ENDED the ' .. kind .. ' ' .. id .. ' already ended')
+  end
+  owner = rec[1]
+  local d = cjson.decode(data)
+  if kind == 'job' and event == 'job:status:v1' then
+    local valid = {queued = true, running = true, completed = true, failed = true, cancelled = true}
+    if type(d) ~= 'table' or not valid[d['status']] then
+      return redis.error_reply('INVALID job:status:v1 data needs a status: queued, running, completed, failed or cancelled')
     end
+    redis.call('HSET', KEYS[4], 'status', d['status'],
+      'progress', tostring(tonumber(d['progress']) or 0),
+      'message', type(d['message']) == 'string' and d['message'] or '', 'updatedAt', ts)
+  elseif kind == 'order' and event == 'trade:order:v1' then
+    if type(d) ~= 'table' or type(d['status']) ~= 'string' then
+      return redis.error_reply('INVALID trade:order:v1 data needs status')
+    end
+    redis.call('HSET', KEYS[4], 'status', d['status'],
+      'filledQty', tostring(tonumber(d['filledQty']) or 0),
+      'price', tostring(tonumber(d['price']) or 0), 'updatedAt', ts)
   end
 end
+
 local seq = redis.call('INCR', KEYS[1])
-local epoch
-if seq == 1 then
-  epoch = ARGV[8]
+local epoch = redis.call('GET', KEYS[2])
+if seq == 1 or not epoch then
+  -- A new stream, or one whose keys expired or were lost: a new epoch, so no
+  -- reader is told its old position continues here.
+  epoch = string.format('%08x%08x', tonumber(now[1]), tonumber(now[2]) * 4096 + (seq % 4096))
   redis.call('SET', KEYS[2], epoch)
-  redis.call('DEL', KEYS[3])
-else
-  epoch = redis.call('GET', KEYS[2])
-  if not epoch then
-    epoch = ARGV[8]
-    redis.call('SET', KEYS[2], epoch)
-  end
+  if seq == 1 then redis.call('DEL', KEYS[3]) end
 end
 local seqs = string.format('%d', seq)
-local env = '{"stream":' .. cjson.encode(ARGV[4]) .. ',"epoch":' .. cjson.encode(epoch) ..
-  ',"seq":' .. seqs .. ',"ts":' .. ARGV[6] .. ',"data":' .. ARGV[5] .. '}'
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '0-' .. seqs, 'event', ARGV[3], 'env', env)
-redis.call('PUBLISH', ARGV[1], '{"user":' .. cjson.encode(ARGV[2]) .. ',"event":' ..
-  cjson.encode(ARGV[3]) .. ',"envelope":' .. env .. '}')
-redis.call('EXPIRE', KEYS[1], ARGV[13])
-redis.call('EXPIRE', KEYS[2], ARGV[13])
-redis.call('EXPIRE', KEYS[3], ARGV[13])
-if ARGV[9] ~= '0' then
-  redis.call('EXPIRE', KEYS[4], ARGV[13])
-end
+local env = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) ..
+  ',"seq":' .. seqs .. ',"ts":' .. ts .. ',"data":' .. data .. '}'
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
+local channel
+if kind == 'topic' then channel = prefix .. 'topic:' .. stream else channel = prefix .. 'user:' .. owner end
+redis.call('PUBLISH', channel, '{"user":' .. cjson.encode(owner) .. ',"event":' ..
+  cjson.encode(event) .. ',"envelope":' .. env .. '}')
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[3], ttl)
+if kind == 'job' or kind == 'order' then redis.call('EXPIRE', KEYS[4], ttl) end
 return env

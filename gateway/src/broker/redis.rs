@@ -1,13 +1,13 @@
 //! The Redis broker: workers and gateway nodes share one Redis.
 //!
 //! Keys (the `{...}` hash tag keeps a stream's keys in one Cluster slot):
-//! - `{prefix}{job:1}:seq`   INCR counter, the stream's head seq
-//! - `{prefix}{job:1}:epoch` random string, replaced whenever `seq` is created anew
-//! - `{prefix}{job:1}:hist`  Redis stream, entry id `0-{seq}`, fields `event`, `env`
-//! - `{prefix}{job:1}:job`   hash with the job record (job streams only)
-//! - `{prefix}{order:1}:order` hash with the order record (order streams only)
+//! - `{prefix}{T}:seq`   INCR counter, the stream's head seq, where `T` is the
+//!   stream's tag ([`Stream::tag`]: `job:1`, `topic:market:BTC-USD`, `u:5:alice:notes`)
+//! - `{prefix}{T}:epoch` replaced whenever `seq` is created anew
+//! - `{prefix}{T}:hist`  Redis stream, entry id `0-{seq}`, fields `event`, `env`
+//! - `{prefix}{T}:rec`   hash with the job (or order) record of a job (order) stream
 //! - `{prefix}user:{user}`   pub/sub channel carrying `{user, event, envelope}`
-//! - `{prefix}topic:{topic}` pub/sub channel of a public topic (`market:BTC-USD`)
+//! - `{prefix}topic:{topic}` pub/sub channel of a topic
 //! - `{prefix}owner:{user}:orders` sorted set of the user's order ids by creation time
 //! - `{prefix}lease:market`  which node's demo worker publishes market ticks
 //! - `{prefix}idem:{len(user)}:{user}:{len(scope)}:{scope}:{key}` idempotency
@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use liveline::contract::{Envelope, JobKind, JobState};
+use liveline::contract::{Envelope, JobState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 
 use super::circuit::{Circuit, Guarded};
@@ -42,12 +42,12 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    ANALYTICS_TTL_SECS, Broker, BrokerError, ControlMessage, DayStats, IDEMPOTENCY_TTL_SECS,
-    JobRecord, LiveMessage, OrderRecord, OrderUpdate, OwnedRecord, QueuedAction, RecordKind,
-    StatusUpdate, StreamHead, TOPIC_HISTORY_LEN, WORKER_GROUP, new_epoch, order_state_str,
-    side_str,
+    ANALYTICS_TTL_SECS, Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats,
+    EventLog, Feed, IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus,
+    LiveMessage, OrderRecord, OrderStore, OwnedRecord, QueuedAction, RecordKind, Revocations,
+    StreamHead, WORKER_GROUP, WorkQueue, order_state_str, side_str,
 };
-use crate::auth::unix_millis;
+use crate::stream::Stream;
 
 /// How long a stream's keys and job record live after their last event.
 pub const STREAM_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -76,14 +76,6 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
-
-/// What the publish script checks and updates besides appending: nothing, or
-/// the stream's record of a kind (which must exist and not have ended), with
-/// the update's status and two kind-specific fields (ARGV 10 to 12).
-enum Guard {
-    None,
-    Record(RecordKind, Option<[String; 3]>),
-}
 
 type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<LiveMessage>>>>;
 
@@ -189,14 +181,6 @@ impl RedisBroker {
         format!("{}{{{stream}}}:{suffix}", self.prefix)
     }
 
-    fn channel(&self, user: &str) -> String {
-        format!("{}user:{user}", self.prefix)
-    }
-
-    fn topic_channel(&self, topic: &str) -> String {
-        format!("{}topic:{topic}", self.prefix)
-    }
-
     async fn subscribe_channel(
         &self,
         channel: String,
@@ -258,7 +242,7 @@ impl RedisBroker {
         fields: &[(&str, String)],
     ) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
-        let key = self.key(&record.stream(), R::KIND.name());
+        let key = self.key(&record.stream(), "rec");
         let owned = self.owner_index(R::KIND, record.owner());
         let _: () = redis::pipe()
             .atomic()
@@ -288,9 +272,7 @@ impl RedisBroker {
         parse: fn(&str, HashMap<String, String>) -> Result<R, BrokerError>,
     ) -> Result<Option<R>, BrokerError> {
         let mut conn = self.conn.clone();
-        let h: HashMap<String, String> = conn
-            .hgetall(self.key(&kind.stream(id), kind.name()))
-            .await?;
+        let h: HashMap<String, String> = conn.hgetall(self.key(&kind.stream(id), "rec")).await?;
         if h.is_empty() {
             return Ok(None);
         }
@@ -319,73 +301,6 @@ impl RedisBroker {
             }
         }
         Ok(records)
-    }
-
-    /// Publishes on the stream of record `id` of `kind`, guarded by the record.
-    async fn publish_record(
-        &self,
-        user: &str,
-        kind: RecordKind,
-        id: &str,
-        event: &str,
-        data: &Value,
-        update: Option<[String; 3]>,
-    ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        self.run_publish(
-            &self.channel(user),
-            user,
-            &kind.stream(id),
-            event,
-            data,
-            self.history_len,
-            Guard::Record(kind, update),
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_publish(
-        &self,
-        channel: &str,
-        user: &str,
-        stream: &str,
-        event: &str,
-        data: &Value,
-        history_len: usize,
-        guard: Guard,
-    ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        let data = serde_json::to_string(data).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-        // Streams without a record still pass a key of their own slot.
-        let record = match &guard {
-            Guard::Record(kind, _) => kind.name(),
-            Guard::None => RecordKind::Job.name(),
-        };
-        let mut inv = self.script.prepare_invoke();
-        inv.key(self.key(stream, "seq"))
-            .key(self.key(stream, "epoch"))
-            .key(self.key(stream, "hist"))
-            .key(self.key(stream, record))
-            .arg(channel)
-            .arg(user)
-            .arg(event)
-            .arg(stream)
-            .arg(data)
-            .arg(unix_millis())
-            .arg(history_len)
-            .arg(new_epoch());
-        let (mode, update) = match guard {
-            Guard::None => ("0", None),
-            Guard::Record(RecordKind::Job, u) => ("1", u),
-            Guard::Record(RecordKind::Order, u) => ("2", u),
-        };
-        inv.arg(mode);
-        for field in update.unwrap_or_default() {
-            inv.arg(field);
-        }
-        inv.arg(STREAM_TTL_SECS);
-        let mut conn = self.conn.clone();
-        let env: Option<String> = inv.invoke_async(&mut conn).await?;
-        env.map(|s| parse_envelope(&s)).transpose()
     }
 }
 
@@ -529,7 +444,7 @@ fn parse_order(id: &str, mut h: HashMap<String, String>) -> Result<OrderRecord, 
 
 fn parse_job(id: &str, mut h: HashMap<String, String>) -> Result<JobRecord, BrokerError> {
     let mut take = |f: &str| take_field(RecordKind::Job, id, &mut h, f);
-    let kind: JobKind = enum_of(take("kind")?)?;
+    let kind = take("kind")?;
     let status: JobState = enum_of(take("status")?)?;
     Ok(JobRecord {
         id: id.to_owned(),
@@ -546,95 +461,144 @@ fn parse_job(id: &str, mut h: HashMap<String, String>) -> Result<JobRecord, Brok
 }
 
 #[async_trait]
-impl Broker for RedisBroker {
-    async fn publish(
+impl EventLog for RedisBroker {
+    async fn append(
         &self,
-        user: &str,
-        stream: &str,
+        stream: &Stream,
         event: &str,
         data: Value,
-    ) -> Result<Envelope<Value>, BrokerError> {
-        self.run_publish(
-            &self.channel(user),
-            user,
-            stream,
-            event,
-            &data,
-            self.history_len,
-            Guard::None,
-        )
-        .await?
-        .ok_or_else(|| BrokerError::Corrupt("publish script returned nil".to_owned()))
-    }
-
-    async fn publish_job(
-        &self,
-        user: &str,
-        job_id: &str,
-        event: &str,
-        data: Value,
-        update: Option<StatusUpdate>,
-    ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        let update = update.map(|u| {
-            [
-                u.status.as_str().to_owned(),
-                u.progress.to_string(),
-                u.message,
-            ]
+    ) -> Result<Appended, BrokerError> {
+        let data = serde_json::to_string(&data).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let tag = stream.tag();
+        let mut call = serde_json::json!({
+            "stream": stream.name(),
+            "event": event,
+            "history": self.history_len,
+            "ttl": STREAM_TTL_SECS,
         });
-        self.publish_record(user, RecordKind::Job, job_id, event, &data, update)
-            .await
+        match stream {
+            Stream::Topic { .. } => call["topic"] = Value::Bool(true),
+            Stream::Private { user, .. } => call["user"] = Value::String(user.clone()),
+            Stream::Job { .. } | Stream::Order { .. } => {}
+        }
+        let mut inv = self.script.prepare_invoke();
+        for suffix in ["seq", "epoch", "hist", "rec"] {
+            inv.key(self.key(&tag, suffix));
+        }
+        inv.arg(call.to_string()).arg(data);
+        let mut conn = self.conn.clone();
+        let reply: Result<String, redis::RedisError> = inv.invoke_async(&mut conn).await;
+        match reply {
+            Ok(env) => Ok(Appended::Event(parse_envelope(&env)?)),
+            Err(e) if e.code() == Some("NOTFOUND") => Ok(Appended::NotFound),
+            Err(e) if e.code() == Some("ENDED") => Ok(Appended::Ended),
+            Err(e) => Err(e.into()),
+        }
     }
 
-    async fn publish_order(
+    async fn history(
         &self,
-        user: &str,
-        order_id: &str,
-        event: &str,
-        data: Value,
-        update: Option<OrderUpdate>,
-    ) -> Result<Option<Envelope<Value>>, BrokerError> {
-        let update = update.map(|u| {
-            [
-                order_state_str(u.status).to_owned(),
-                u.filled_qty.to_string(),
-                u.price.to_string(),
-            ]
-        });
-        self.publish_record(user, RecordKind::Order, order_id, event, &data, update)
-            .await
+        stream: &Stream,
+        after_seq: u64,
+    ) -> Result<Vec<(String, Envelope<Value>)>, BrokerError> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(self.key(&stream.tag(), "hist"))
+            .arg(format!("0-{}", after_seq.saturating_add(1)))
+            .arg("+")
+            .query_async(&mut conn)
+            .await?;
+        entries
+            .into_iter()
+            .map(|(id, mut fields)| {
+                let event = fields
+                    .remove("event")
+                    .ok_or_else(|| BrokerError::Corrupt(format!("entry {id} lacks event")))?;
+                let env = fields
+                    .remove("env")
+                    .ok_or_else(|| BrokerError::Corrupt(format!("entry {id} lacks env")))?;
+                Ok((event, parse_envelope(&env)?))
+            })
+            .collect()
     }
 
-    async fn publish_topic(
-        &self,
-        topic: &str,
-        event: &str,
-        data: Value,
-    ) -> Result<Envelope<Value>, BrokerError> {
-        self.run_publish(
-            &self.topic_channel(topic),
-            "",
-            topic,
-            event,
-            &data,
-            self.history_len.min(TOPIC_HISTORY_LEN),
-            Guard::None,
-        )
-        .await?
-        .ok_or_else(|| BrokerError::Corrupt("publish script returned nil".to_owned()))
+    async fn head(&self, stream: &Stream) -> Result<Option<StreamHead>, BrokerError> {
+        let mut conn = self.conn.clone();
+        let (seq, epoch): (Option<u64>, Option<String>) = redis::cmd("MGET")
+            .arg(self.key(&stream.tag(), "seq"))
+            .arg(self.key(&stream.tag(), "epoch"))
+            .query_async(&mut conn)
+            .await?;
+        Ok(match (seq, epoch) {
+            (Some(seq), Some(epoch)) => Some(StreamHead { epoch, seq }),
+            _ => None,
+        })
     }
+}
 
-    async fn subscribe_topic(
+#[async_trait]
+impl LiveBus for RedisBroker {
+    async fn subscribe(
         &self,
-        topic: &str,
+        feed: Feed<'_>,
     ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        self.subscribe_channel(self.topic_channel(topic)).await
+        self.subscribe_channel(format!("{}{}", self.prefix, feed.channel()))
+            .await
     }
 
-    async fn unsubscribe_topic(&self, topic: &str) -> Result<(), BrokerError> {
-        self.unsubscribe_channel(self.topic_channel(topic)).await
+    async fn unsubscribe(&self, feed: Feed<'_>) -> Result<(), BrokerError> {
+        self.unsubscribe_channel(format!("{}{}", self.prefix, feed.channel()))
+            .await
     }
 
+    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let payload =
+            serde_json::to_string(msg).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let _: i64 = conn
+            .publish(format!("{}control", self.prefix), payload)
+            .await?;
+        Ok(())
+    }
+
+    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {
+        self.control_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+}
+
+#[async_trait]
+impl JobStore for RedisBroker {
+    async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError> {
+        let params =
+            serde_json::to_string(&job.params).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let fields: Vec<(&str, String)> = vec![
+            ("owner", job.owner.clone()),
+            ("kind", job.kind.clone()),
+            ("params", params),
+            ("status", job.status.as_str().to_owned()),
+            ("progress", job.progress.to_string()),
+            ("message", job.message.clone()),
+            ("createdAt", job.created_at.to_string()),
+            ("updatedAt", job.updated_at.to_string()),
+        ];
+        self.store_record(job, &fields).await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError> {
+        self.load_record(RecordKind::Job, id, parse_job).await
+    }
+
+    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
+        self.records_of(RecordKind::Job, owner, limit, parse_job)
+            .await
+    }
+}
+
+#[async_trait]
+impl OrderStore for RedisBroker {
     async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError> {
         let fields: Vec<(&str, String)> = vec![
             ("owner", order.owner.clone()),
@@ -662,166 +626,10 @@ impl Broker for RedisBroker {
         self.records_of(RecordKind::Order, owner, limit, parse_order)
             .await
     }
+}
 
-    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
-        let mut conn = self.conn.clone();
-        let held: i64 = self
-            .lease
-            .key(format!("{}lease:{name}", self.prefix))
-            .arg(holder)
-            .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(held == 1)
-    }
-
-    async fn history(
-        &self,
-        stream: &str,
-        after_seq: u64,
-    ) -> Result<Vec<(String, Envelope<Value>)>, BrokerError> {
-        let mut conn = self.conn.clone();
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(self.key(stream, "hist"))
-            .arg(format!("0-{}", after_seq.saturating_add(1)))
-            .arg("+")
-            .query_async(&mut conn)
-            .await?;
-        entries
-            .into_iter()
-            .map(|(id, mut fields)| {
-                let event = fields
-                    .remove("event")
-                    .ok_or_else(|| BrokerError::Corrupt(format!("entry {id} lacks event")))?;
-                let env = fields
-                    .remove("env")
-                    .ok_or_else(|| BrokerError::Corrupt(format!("entry {id} lacks env")))?;
-                Ok((event, parse_envelope(&env)?))
-            })
-            .collect()
-    }
-
-    async fn head(&self, stream: &str) -> Result<Option<StreamHead>, BrokerError> {
-        let mut conn = self.conn.clone();
-        let (seq, epoch): (Option<u64>, Option<String>) = redis::cmd("MGET")
-            .arg(self.key(stream, "seq"))
-            .arg(self.key(stream, "epoch"))
-            .query_async(&mut conn)
-            .await?;
-        Ok(match (seq, epoch) {
-            (Some(seq), Some(epoch)) => Some(StreamHead { epoch, seq }),
-            _ => None,
-        })
-    }
-
-    async fn subscribe(
-        &self,
-        user: &str,
-    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
-        self.subscribe_channel(self.channel(user)).await
-    }
-
-    async fn unsubscribe(&self, user: &str) -> Result<(), BrokerError> {
-        self.unsubscribe_channel(self.channel(user)).await
-    }
-
-    async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError> {
-        let params =
-            serde_json::to_string(&job.params).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-        let fields: Vec<(&str, String)> = vec![
-            ("owner", job.owner.clone()),
-            ("kind", job_kind_str(job.kind).to_owned()),
-            ("params", params),
-            ("status", job.status.as_str().to_owned()),
-            ("progress", job.progress.to_string()),
-            ("message", job.message.clone()),
-            ("createdAt", job.created_at.to_string()),
-            ("updatedAt", job.updated_at.to_string()),
-        ];
-        self.store_record(job, &fields).await
-    }
-
-    async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError> {
-        self.load_record(RecordKind::Job, id, parse_job).await
-    }
-
-    async fn remember(
-        &self,
-        user: &str,
-        scope: &str,
-        key: &str,
-        result: &Value,
-    ) -> Result<Option<Value>, BrokerError> {
-        let mut conn = self.conn.clone();
-        let k = idempotency_key(&self.prefix, user, scope, key);
-        let value =
-            serde_json::to_string(result).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&k)
-            .arg(value)
-            .arg("NX")
-            .arg("EX")
-            .arg(IDEMPOTENCY_TTL_SECS)
-            .query_async(&mut conn)
-            .await?;
-        if set.is_some() {
-            return Ok(None);
-        }
-        let earlier: Option<String> = conn.get(&k).await?;
-        match earlier {
-            Some(s) => serde_json::from_str(&s)
-                .map(Some)
-                .map_err(|e| BrokerError::Corrupt(e.to_string())),
-            // Expired between SET and GET: treat as recorded now.
-            None => Ok(None),
-        }
-    }
-
-    async fn ping(&self) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok(())
-    }
-
-    async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
-        self.records_of(RecordKind::Job, owner, limit, parse_job)
-            .await
-    }
-
-    async fn broadcast_control(&self, msg: &ControlMessage) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
-        let payload =
-            serde_json::to_string(msg).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-        let _: i64 = conn
-            .publish(format!("{}control", self.prefix), payload)
-            .await?;
-        Ok(())
-    }
-
-    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
-        let _: () = conn
-            .set_ex(
-                format!("{}revoked:{user}", self.prefix),
-                at,
-                ttl.as_secs().max(1),
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.get(format!("{}revoked:{user}", self.prefix)).await?)
-    }
-
-    fn take_control(&self) -> Option<mpsc::UnboundedReceiver<ControlMessage>> {
-        self.control_rx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-    }
-
+#[async_trait]
+impl WorkQueue for RedisBroker {
     async fn enqueue_action(&self, action: &QueuedAction) -> Result<String, BrokerError> {
         let mut conn = self.conn.clone();
         let payload =
@@ -896,7 +704,80 @@ impl Broker for RedisBroker {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl Idempotency for RedisBroker {
+    async fn remember(
+        &self,
+        user: &str,
+        scope: &str,
+        key: &str,
+        result: &Value,
+    ) -> Result<Option<Value>, BrokerError> {
+        let mut conn = self.conn.clone();
+        let k = idempotency_key(&self.prefix, user, scope, key);
+        let value =
+            serde_json::to_string(result).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&k)
+            .arg(value)
+            .arg("NX")
+            .arg("EX")
+            .arg(IDEMPOTENCY_TTL_SECS)
+            .query_async(&mut conn)
+            .await?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        let earlier: Option<String> = conn.get(&k).await?;
+        match earlier {
+            Some(s) => serde_json::from_str(&s)
+                .map(Some)
+                .map_err(|e| BrokerError::Corrupt(e.to_string())),
+            // Expired between SET and GET: treat as recorded now.
+            None => Ok(None),
+        }
+    }
+}
+
+#[async_trait]
+impl Revocations for RedisBroker {
+    async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let _: () = conn
+            .set_ex(
+                format!("{}revoked:{user}", self.prefix),
+                at,
+                ttl.as_secs().max(1),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.get(format!("{}revoked:{user}", self.prefix)).await?)
+    }
+}
+
+#[async_trait]
+impl Leases for RedisBroker {
+    async fn try_lead(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, BrokerError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = self
+            .lease
+            .key(format!("{}lease:{name}", self.prefix))
+            .arg(holder)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+}
+
+#[async_trait]
+impl Analytics for RedisBroker {
     async fn record_active(&self, user: &str, day: &str) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
         let key = format!("{}an:{day}:dau", self.prefix);
@@ -995,11 +876,12 @@ impl Broker for RedisBroker {
     }
 }
 
-fn job_kind_str(kind: JobKind) -> &'static str {
-    match kind {
-        JobKind::Research => "research",
-        JobKind::Llm => "llm",
-        _ => "unknown",
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn ping(&self) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok(())
     }
 }
 

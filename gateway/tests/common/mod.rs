@@ -89,6 +89,22 @@ impl Gateway {
         self.jwt().mint_with_role(sub, 600, Some(role)).unwrap()
     }
 
+    /// A token whose `topics` claim lists `topics`.
+    pub fn topics_token(&self, sub: &str, topics: &[&str]) -> String {
+        let now = liveline_gateway::auth::unix_secs();
+        let claims = liveline_gateway::auth::Claims {
+            sub: sub.to_owned(),
+            exp: now + 600,
+            iat: now,
+            nbf: None,
+            iss: self.config.jwt_issuer.clone(),
+            aud: self.config.jwt_audience.clone(),
+            role: None,
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+        };
+        self.jwt().mint_claims(&claims).unwrap()
+    }
+
     pub fn jwt(&self) -> JwtAuth {
         self.config.jwt().unwrap()
     }
@@ -428,4 +444,20 @@ pub async fn listening(stdout: tokio::process::ChildStdout) -> SocketAddr {
     .expect("the gateway did not listen within 20 s");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     addr
+}
+
+/// Waits until `check` holds, asking again every 10 ms, for at most 5 s: for
+/// states that change with no event to wait on (a node's subscription count
+/// after a socket left). Panics with `what` when it never holds.
+#[allow(dead_code)]
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -1,0 +1,181 @@
+//! The one publish path: HTTP (`POST /api/v1/publish`), the CLI, the demo
+//! worker, the gateway's own actions and any Rust worker publish through
+//! [`Publisher`]. It checks the event, then appends it in one atomic step
+//! ([`crate::broker::EventLog::append`]: next seq, history, live fan-out, and
+//! the job record's update for `job:status:v1`). Workers in other languages
+//! run the same step through the Redis script (docs/publishing.md).
+
+use std::sync::Arc;
+
+use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
+use serde_json::Value;
+
+use crate::broker::{Appended, Broker, BrokerError};
+use crate::stream::Stream;
+
+/// Why an event was not published.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The event name or data is wrong; the message says how.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such job (or order), or not the named user's.
+    #[error("no such {0} for this user")]
+    NotFound(&'static str),
+    /// The job (or order) already ended: nothing more is published on it.
+    #[error("the {0} already ended")]
+    Ended(&'static str),
+    /// The broker failed; retry later.
+    #[error(transparent)]
+    Unavailable(#[from] BrokerError),
+}
+
+impl PublishError {
+    /// The error code clients and workers see (docs/errors.md).
+    pub fn code(&self) -> String {
+        match self {
+            Self::Invalid(_) => "invalid_payload".to_owned(),
+            Self::NotFound(_) => "not_found".to_owned(),
+            Self::Ended(kind) => format!("{kind}_ended"),
+            Self::Unavailable(_) => "unavailable".to_owned(),
+        }
+    }
+}
+
+/// Whether `name` is an event name, `domain:name:vN` (lowercase ASCII
+/// letters, digits and `_` in the first two parts).
+pub fn valid_event_name(name: &str) -> bool {
+    let mut parts = name.split(':');
+    let (Some(domain), Some(event), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    [domain, event].iter().all(|p| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }) && version
+        .strip_prefix('v')
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Publishes events on streams.
+#[derive(Clone)]
+pub struct Publisher {
+    broker: Arc<dyn Broker>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").finish_non_exhaustive()
+    }
+}
+
+fn record_kind(stream: &Stream) -> &'static str {
+    match stream {
+        Stream::Order { .. } => "order",
+        _ => "job",
+    }
+}
+
+impl Publisher {
+    /// A publisher on `broker`.
+    pub fn new(broker: Arc<dyn Broker>) -> Self {
+        Self { broker }
+    }
+
+    /// Publishes `event` with `data` on `stream` and returns its envelope.
+    ///
+    /// On a job's stream the job must exist and not have ended; a
+    /// `job:status:v1` event must carry a valid status of this job, and
+    /// updates the job record in the same step.
+    pub async fn publish(
+        &self,
+        stream: &Stream,
+        event: &str,
+        data: Value,
+    ) -> Result<Envelope<Value>, PublishError> {
+        if !valid_event_name(event) {
+            return Err(PublishError::Invalid(format!(
+                "event {event:?} must be domain:name:vN"
+            )));
+        }
+        check_record_event(stream, event, &data)?;
+        match self.broker.append(stream, event, data).await? {
+            Appended::Event(env) => Ok(env),
+            Appended::NotFound => Err(PublishError::NotFound(record_kind(stream))),
+            Appended::Ended => Err(PublishError::Ended(record_kind(stream))),
+        }
+    }
+
+    /// [`Publisher::publish`] on behalf of `user`: a job's (or order's)
+    /// stream must be theirs.
+    pub async fn publish_for(
+        &self,
+        user: &str,
+        stream: &Stream,
+        event: &str,
+        data: Value,
+    ) -> Result<Envelope<Value>, PublishError> {
+        let owner = match stream {
+            Stream::Job { id } => self.broker.job(id).await?.map(|j| j.owner),
+            Stream::Order { id } => self.broker.order(id).await?.map(|o| o.owner),
+            Stream::Topic { .. } | Stream::Private { .. } => Some(user.to_owned()),
+        };
+        if owner.as_deref() != Some(user) {
+            return Err(PublishError::NotFound(record_kind(stream)));
+        }
+        self.publish(stream, event, data).await
+    }
+}
+
+/// The data of an event that updates a record must describe that record.
+fn check_record_event(stream: &Stream, event: &str, data: &Value) -> Result<(), PublishError> {
+    let invalid = |e: String| Err(PublishError::Invalid(format!("{event} data: {e}")));
+    match (stream, event) {
+        (Stream::Job { id }, JOB_STATUS_V1) => {
+            match serde_json::from_value::<JobStatus>(data.clone()) {
+                Ok(st) if st.job_id != *id => invalid(format!("jobId must be {id:?}")),
+                Ok(st) if !(0.0..=1.0).contains(&st.progress) => {
+                    invalid("progress must be from 0 to 1".to_owned())
+                }
+                Ok(_) => Ok(()),
+                Err(e) => invalid(e.to_string()),
+            }
+        }
+        (Stream::Order { id }, TRADE_ORDER_V1) => {
+            match serde_json::from_value::<TradeOrder>(data.clone()) {
+                Ok(o) if o.order_id != *id => invalid(format!("orderId must be {id:?}")),
+                Ok(_) => Ok(()),
+                Err(e) => invalid(e.to_string()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_event_name;
+
+    #[test]
+    fn event_names_are_domain_name_version() {
+        for ok in ["job:status:v1", "pdf:page:v12", "a_b:c_1:v0"] {
+            assert!(valid_event_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "job:status",
+            "job:status:1",
+            "job:status:v",
+            "Job:status:v1",
+            "job::v1",
+            "job:status:v1:x",
+            "job:sta tus:v1",
+        ] {
+            assert!(!valid_event_name(bad), "{bad}");
+        }
+    }
+}
