@@ -84,7 +84,10 @@ export type OrderState =
   /** Cancelled by its owner. */
   | 'cancelled';
 
-/** `trade:order:v1`: an order changed. */
+/**
+ * `trade:order:v1`: an order changed (the demo's: an order is a job of
+ * kind `order`, and this event comes on its stream `job:{orderId}`).
+ */
 export interface TradeOrder {
   /** The order. */
   orderId: string;
@@ -167,44 +170,6 @@ export type Side =
   | 'sell';
 
 /**
- * `trade:place:v1` action payload. The order's events come on stream
- * `order:{orderId}` as `trade:order:v1`.
- */
-export interface TradePlace {
-  /** e.g. `BTC-USD`. */
-  symbol: string;
-  /** Buy or sell. */
-  side: Side;
-  /** Quantity, greater than 0. */
-  qty: number;
-  /** Limit price; absent for a market order. */
-  price?: number;
-}
-
-/** `trade:place:v1` ack payload. */
-export interface TradePlaced {
-  /** The new order's id. */
-  orderId: string;
-}
-
-/** `trade:cancel:v1` action payload. */
-export interface TradeCancel {
-  /** The order to cancel. */
-  orderId: string;
-}
-
-/** `trade:cancel:v1` ack payload. */
-export interface TradeCancelled {
-  /** The order. */
-  orderId: string;
-  /**
-   * Its state afterwards: `cancelled` (a `trade:order:v1` follows), or the
-   * state it reached first (`filled`, `rejected`; no event follows).
-   */
-  status: OrderState;
-}
-
-/**
  * `topic:subscribe:v1` / `topic:unsubscribe:v1` payload: a public topic such
  * as `market:BTC-USD`. Subscribing acks `{topic, epoch, seq}` (the head).
  */
@@ -248,8 +213,6 @@ export interface EventMap {
 export interface ActionMap {
   'job:start:v1': [JobStart, JobStarted];
   'job:cancel:v1': [JobCancel, JobCancelled];
-  'trade:place:v1': [TradePlace, TradePlaced];
-  'trade:cancel:v1': [TradeCancel, TradeCancelled];
   'topic:subscribe:v1': [TopicSubscribe, TopicSubscribed];
   'topic:unsubscribe:v1': [TopicSubscribe, TopicUnsubscribed];
 }

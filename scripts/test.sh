@@ -22,6 +22,7 @@ cargo test -q --workspace
 step "build: npm package (wasm) and the app"
 bash scripts/build-pkg.sh
 bash scripts/size.sh
+npm run -s typecheck:www
 npm run -s build:www
 
 step "start a gateway (embedded broker, demo worker)"

@@ -222,10 +222,6 @@ pub const ACTION_JOB_CANCEL_V1: &str = "job:cancel:v1";
 /// Event the client sends when it sees a gap: `{stream, epoch, seq}` (the
 /// last seq it has); the gateway replays what follows.
 pub const ACTION_STREAM_REPLAY_V1: &str = "stream:replay:v1";
-/// Action name of [`TradePlace`].
-pub const ACTION_TRADE_PLACE_V1: &str = "trade:place:v1";
-/// Action name of [`TradeCancel`].
-pub const ACTION_TRADE_CANCEL_V1: &str = "trade:cancel:v1";
 /// Action name of [`TopicSubscribe`] (subscribe).
 pub const ACTION_TOPIC_SUBSCRIBE_V1: &str = "topic:subscribe:v1";
 /// Action name of [`TopicSubscribe`] (unsubscribe).
@@ -421,7 +417,8 @@ contract_types! {
         Cancelled,
     }
 
-    /// `trade:order:v1`: an order changed.
+    /// `trade:order:v1`: an order changed (the demo's: an order is a job of
+    /// kind `order`, and this event comes on its stream `job:{orderId}`).
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
     pub struct TradeOrder {
@@ -516,49 +513,6 @@ contract_types! {
         Buy,
         /// Sell.
         Sell,
-    }
-
-    /// `trade:place:v1` action payload. The order's events come on stream
-    /// `order:{orderId}` as `trade:order:v1`.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct TradePlace {
-        /// e.g. `BTC-USD`.
-        pub symbol: String,
-        /// Buy or sell.
-        pub side: Side,
-        /// Quantity, greater than 0.
-        pub qty: f64,
-        /// Limit price; absent for a market order.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub price: Option<f64>,
-    }
-
-    /// `trade:place:v1` ack payload.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct TradePlaced {
-        /// The new order's id.
-        pub order_id: String,
-    }
-
-    /// `trade:cancel:v1` action payload.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct TradeCancel {
-        /// The order to cancel.
-        pub order_id: String,
-    }
-
-    /// `trade:cancel:v1` ack payload.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    pub struct TradeCancelled {
-        /// The order.
-        pub order_id: String,
-        /// Its state afterwards: `cancelled` (a `trade:order:v1` follows), or the
-        /// state it reached first (`filled`, `rejected`; no event follows).
-        pub status: OrderState,
     }
 
     /// `topic:subscribe:v1` / `topic:unsubscribe:v1` payload: a public topic such

@@ -33,11 +33,10 @@ use serde_json::Value;
 
 use crate::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_TOPIC_SUBSCRIBE_V1,
-    ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, ERROR_CODE_DOCS,
-    ERROR_CODES, False, JOB_CHUNK_V1, JOB_ERROR_V1, JOB_RESULT_V1, JOB_STATUS_V1, JobCancel,
-    JobCancelled, JobStart, JobStarted, MARKET_TICK_V1, STATE_NAMES, STREAM_RECOVERED_V1,
-    ServerEvent, TRADE_ORDER_V1, TopicSubscribe, TopicSubscribed, TopicUnsubscribed, TradeCancel,
-    TradeCancelled, TradePlace, TradePlaced, True,
+    ACTION_TOPIC_UNSUBSCRIBE_V1, ERROR_CODE_DOCS, ERROR_CODES, False, JOB_CHUNK_V1, JOB_ERROR_V1,
+    JOB_RESULT_V1, JOB_STATUS_V1, JobCancel, JobCancelled, JobStart, JobStarted, MARKET_TICK_V1,
+    STATE_NAMES, STREAM_RECOVERED_V1, ServerEvent, TRADE_ORDER_V1, TopicSubscribe, TopicSubscribed,
+    TopicUnsubscribed, True,
 };
 
 use crate::backoff::Backoff;
@@ -388,8 +387,6 @@ pub fn actions() -> Vec<(&'static str, String)> {
     vec![
         action::<JobStart, JobStarted>(ACTION_JOB_START_V1),
         action::<JobCancel, JobCancelled>(ACTION_JOB_CANCEL_V1),
-        action::<TradePlace, TradePlaced>(ACTION_TRADE_PLACE_V1),
-        action::<TradeCancel, TradeCancelled>(ACTION_TRADE_CANCEL_V1),
         action::<TopicSubscribe, TopicSubscribed>(ACTION_TOPIC_SUBSCRIBE_V1),
         action::<TopicSubscribe, TopicUnsubscribed>(ACTION_TOPIC_UNSUBSCRIBE_V1),
     ]

@@ -10,18 +10,14 @@
 //! repeat finishes creating it under the recorded id.
 
 use liveline::contract::{
-    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1,
-    AckReply, JOB_STATUS_V1, JobCancel, JobStart, JobState, JobStatus, OrderState, TRADE_ORDER_V1,
-    TradeCancel, TradeOrder, TradePlace,
+    ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, AckReply, JOB_STATUS_V1, JobCancel, JobStart,
+    JobState, JobStatus,
 };
 use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Claims, unix_millis};
-use crate::broker::{
-    BrokerError, JobRecord, OrderRecord, QueuedAction, RecordKind, order_state_str, random_hex,
-    side_str, today,
-};
+use crate::broker::{BrokerError, JobRecord, QueuedAction, random_hex, today};
 use crate::publish::PublishError;
 use crate::stream::{Stream, may_read};
 
@@ -35,42 +31,24 @@ fn internal(e: impl std::fmt::Display) -> AckReply {
     )
 }
 
-/// The ack field naming a record of `kind`: `jobId` or `orderId`.
-fn id_field(kind: RecordKind) -> &'static str {
-    match kind {
-        RecordKind::Job => "jobId",
-        RecordKind::Order => "orderId",
-    }
-}
-
-/// Whether the record `id` of `kind` exists.
-async fn record_exists(state: &AppState, kind: RecordKind, id: &str) -> Result<bool, BrokerError> {
-    Ok(match kind {
-        RecordKind::Job => state.broker.job(id).await?.is_some(),
-        RecordKind::Order => state.broker.order(id).await?.is_some(),
-    })
-}
-
-/// Records a fresh id of `kind` as the result of (`user`, `action`, `key`).
-/// `Ok((id, result))` to create the record under; `Err(reply)` to answer at
-/// once: the earlier result of a repeated key whose record exists, or an error.
-/// A repeat whose first attempt died before its record existed gets the
+/// Records a fresh job id as the result of (`user`, `job:start:v1`, `key`).
+/// `Ok((id, result))` to create the job under; `Err(reply)` to answer at
+/// once: the earlier result of a repeated key whose job exists, or an error.
+/// A repeat whose first attempt died before its job existed gets the
 /// recorded id back, to finish creating it.
-async fn claim_id(
-    state: &AppState,
-    user: &str,
-    kind: RecordKind,
-    action: &str,
-    key: &str,
-) -> Result<(String, Value), AckReply> {
+async fn claim_id(state: &AppState, user: &str, key: &str) -> Result<(String, Value), AckReply> {
     let id = random_hex();
-    let result = json!({ id_field(kind): id });
-    match state.broker.remember(user, action, key, &result).await {
+    let result = json!({ "jobId": id });
+    match state
+        .broker
+        .remember(user, ACTION_JOB_START_V1, key, &result)
+        .await
+    {
         Ok(Some(earlier)) => {
-            let Some(earlier_id) = earlier[id_field(kind)].as_str().map(str::to_owned) else {
+            let Some(earlier_id) = earlier["jobId"].as_str().map(str::to_owned) else {
                 return Err(AckReply::ok(earlier));
             };
-            match record_exists(state, kind, &earlier_id).await {
+            match state.broker.job(&earlier_id).await.map(|j| j.is_some()) {
                 Ok(true) => Err(AckReply::ok(earlier)),
                 // The first attempt stopped before the record existed: finish it.
                 Ok(false) => Ok((earlier_id, earlier)),
@@ -141,8 +119,7 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
             ),
         );
     }
-    let (id, result) = match claim_id(state, user, RecordKind::Job, ACTION_JOB_START_V1, &key).await
-    {
+    let (id, result) = match claim_id(state, user, &key).await {
         Ok(v) => v,
         Err(reply) => return reply,
     };
@@ -214,7 +191,7 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
     let stream = Stream::Job { id: job.id.clone() };
     let published = match state.publisher.publish(&stream, JOB_STATUS_V1, data).await {
         Ok(_) => true,
-        Err(PublishError::Ended(_) | PublishError::NotFound(_)) => false,
+        Err(PublishError::Ended | PublishError::NotFound) => false,
         Err(e) => return internal(e),
     };
     let final_status = if published {
@@ -245,125 +222,6 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
     };
     let result = json!({ "jobId": job.id, "status": final_status.as_str() });
     remember_reply(state, user, ACTION_JOB_CANCEL_V1, &key, result).await
-}
-
-/// Largest accepted order quantity.
-pub const MAX_QTY: f64 = 1e9;
-
-/// `trade:place:v1`: validates the order (a configured symbol, `qty > 0`, an
-/// optional positive limit `price`), creates it owned by `user` and forwards
-/// it to workers, who publish its `trade:order:v1` events on `order:{id}`.
-/// Answers `{"orderId": id}`; a repeated key answers the first result.
-pub async fn trade_place(state: &AppState, user: &str, payload: Value) -> AckReply {
-    let (key, place): (String, TradePlace) = match parse(payload) {
-        Ok(v) => v,
-        Err(reply) => return reply,
-    };
-    if !state.config.symbols.contains(&place.symbol) {
-        return AckReply::err(
-            "invalid_payload",
-            format!(
-                "data.symbol {:?} is not traded here; one of: {}",
-                place.symbol,
-                state.config.symbols.join(", ")
-            ),
-        );
-    }
-    if !(place.qty.is_finite() && place.qty > 0.0 && place.qty <= MAX_QTY) {
-        return AckReply::err(
-            "invalid_payload",
-            format!("data.qty must be a number greater than 0 (at most {MAX_QTY})"),
-        );
-    }
-    if let Some(p) = place.price {
-        if !(p.is_finite() && p > 0.0) {
-            return AckReply::err(
-                "invalid_payload",
-                "data.price, when given, must be a number greater than 0",
-            );
-        }
-    }
-    let (id, result) =
-        match claim_id(state, user, RecordKind::Order, ACTION_TRADE_PLACE_V1, &key).await {
-            Ok(v) => v,
-            Err(reply) => return reply,
-        };
-    let now = unix_millis();
-    let order = OrderRecord {
-        id,
-        owner: user.to_owned(),
-        symbol: place.symbol,
-        side: place.side,
-        qty: place.qty,
-        filled_qty: 0.0,
-        price: 0.0,
-        limit_price: place.price,
-        status: OrderState::Accepted,
-        created_at: now,
-        updated_at: now,
-    };
-    if let Err(e) = state.broker.create_order(&order).await {
-        return internal(e);
-    }
-    let data = serde_json::to_value(&order).unwrap_or(Value::Null);
-    if let Err(e) = forward(state, ACTION_TRADE_PLACE_V1, user, data).await {
-        return internal(e);
-    }
-    AckReply::ok(result)
-}
-
-/// The `trade:order:v1` payload describing `order` in `status`.
-pub fn order_event(order: &OrderRecord, status: OrderState, filled_qty: f64, price: f64) -> Value {
-    let ev = TradeOrder {
-        order_id: order.id.clone(),
-        symbol: order.symbol.clone(),
-        side: side_str(order.side).to_owned(),
-        qty: order.qty,
-        filled_qty,
-        price,
-        status,
-    };
-    serde_json::to_value(&ev).unwrap_or(Value::Null)
-}
-
-/// `trade:cancel:v1`: cancels `user`'s order unless it already ended (a
-/// `cancelled` event follows). Answers `{"orderId", "status"}` with the
-/// order's state afterwards (`filled` when it filled first, no event); an
-/// unknown order or one owned by someone else is `not_found`.
-pub async fn trade_cancel(state: &AppState, user: &str, payload: Value) -> AckReply {
-    let (key, cancel): (String, TradeCancel) = match parse(payload) {
-        Ok(v) => v,
-        Err(reply) => return reply,
-    };
-    let order = match state.broker.order(&cancel.order_id).await {
-        Ok(Some(o)) if o.owner == user => o,
-        Ok(_) => return AckReply::err("not_found", "no such order"),
-        Err(e) => return internal(e),
-    };
-    let data = order_event(&order, OrderState::Cancelled, order.filled_qty, order.price);
-    let stream = Stream::Order {
-        id: order.id.clone(),
-    };
-    let published = match state.publisher.publish(&stream, TRADE_ORDER_V1, data).await {
-        Ok(_) => true,
-        Err(PublishError::Ended(_) | PublishError::NotFound(_)) => false,
-        Err(e) => return internal(e),
-    };
-    let final_status = if published {
-        let data = json!({ "orderId": order.id });
-        if let Err(e) = forward(state, ACTION_TRADE_CANCEL_V1, user, data).await {
-            tracing::warn!(error = %e, "order cancel not forwarded to workers");
-        }
-        OrderState::Cancelled
-    } else {
-        match state.broker.order(&order.id).await {
-            Ok(Some(o)) => o.status,
-            Ok(None) => order.status,
-            Err(e) => return internal(e),
-        }
-    };
-    let result = json!({ "orderId": order.id, "status": order_state_str(final_status) });
-    remember_reply(state, user, ACTION_TRADE_CANCEL_V1, &key, result).await
 }
 
 /// The topic of a `topic:subscribe:v1` / `topic:unsubscribe:v1` payload

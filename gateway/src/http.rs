@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Claims;
-use crate::broker::{BrokerError, OwnedRecord, RecordKind, today};
+use crate::broker::{JobRecord, today};
 use crate::edge::read_body;
 use crate::publish::PublishError;
 use crate::stream::Stream;
@@ -38,9 +38,6 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/jobs/{id}/events", get(job_events))
-        .route("/api/v1/orders", get(orders))
-        .route("/api/v1/orders/{id}", get(order))
-        .route("/api/v1/orders/{id}/events", get(order_events))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/publish", post(publish))
         .route("/api/v1/analytics/summary", get(analytics_summary))
@@ -186,9 +183,15 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
+    /// Only jobs of this kind.
+    kind: Option<String>,
 }
 
-/// `GET /api/v1/jobs?limit=N`: the caller's jobs, newest first (at most 100).
+/// Jobs read to answer a list filtered by kind (the newest this many).
+const KIND_SCAN: usize = 1000;
+
+/// `GET /api/v1/jobs?limit=N&kind=K`: the caller's jobs (of kind `K` when
+/// given), newest first, at most `N` (50 unless given, at most 100).
 async fn jobs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -198,86 +201,50 @@ async fn jobs(
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    list_owned(&state, RecordKind::Job, &claims.sub, &q).await
-}
-
-/// The list body `{"jobs"|"orders": [...]}` of `owner`'s records of `kind`,
-/// newest first (50 unless `limit`, at most 100).
-async fn list_owned(state: &AppState, kind: RecordKind, owner: &str, q: &ListQuery) -> Response {
     let limit = q.limit.unwrap_or(50).min(100);
-    let records = match kind {
-        RecordKind::Job => to_values(state.broker.jobs_of(owner, limit).await),
-        RecordKind::Order => to_values(state.broker.orders_of(owner, limit).await),
-    };
-    match records {
-        Ok(records) => Json(json!({ kind.plural(): records })).into_response(),
+    let scan = if q.kind.is_some() { KIND_SCAN } else { limit };
+    match state.broker.jobs_of(&claims.sub, scan).await {
+        Ok(jobs) => {
+            let jobs: Vec<&JobRecord> = jobs
+                .iter()
+                .filter(|j| q.kind.as_ref().is_none_or(|k| *k == j.kind))
+                .take(limit)
+                .collect();
+            Json(json!({ "jobs": jobs })).into_response()
+        }
         Err(e) => unavailable(e),
     }
 }
 
-fn to_values<R: serde::Serialize>(
-    records: Result<Vec<R>, BrokerError>,
-) -> Result<Vec<Value>, BrokerError> {
-    Ok(records?
-        .iter()
-        .map(|r| serde_json::to_value(r).unwrap_or_default())
-        .collect())
+/// The caller's job `id`, or the `404`/`503` to answer.
+async fn own_job(state: &AppState, claims: &Claims, id: &str) -> Result<JobRecord, Response> {
+    match state.broker.job(id).await {
+        Ok(Some(job)) if job.owner == claims.sub => Ok(job),
+        Ok(_) => Err(error(StatusCode::NOT_FOUND, "not_found", "no such job")),
+        Err(e) => Err(unavailable(e)),
+    }
 }
 
-/// The stream and JSON of `record` when it is the caller's.
-fn owned_value<R: OwnedRecord + serde::Serialize>(
-    record: Option<R>,
-    claims: &Claims,
-) -> Option<(String, Value)> {
-    let record = record.filter(|r| r.owner() == claims.sub)?;
-    Some((
-        record.stream(),
-        serde_json::to_value(&record).unwrap_or_default(),
-    ))
-}
-
-/// The owner of the record `id` of `kind`, if it exists.
-async fn owner_of(
-    state: &AppState,
-    kind: RecordKind,
-    id: &str,
-) -> Result<Option<String>, BrokerError> {
-    Ok(match kind {
-        RecordKind::Job => state.broker.job(id).await?.map(|j| j.owner),
-        RecordKind::Order => state.broker.order(id).await?.map(|o| o.owner),
-    })
-}
-
-/// The caller's snapshot of their record `id` of `kind`: the record with its
-/// stream, epoch and head seq; `404` when it is missing or someone else's.
-async fn snapshot(state: &AppState, headers: &HeaderMap, kind: RecordKind, id: &str) -> Response {
+/// The caller's snapshot of their job `id`: the record with its stream,
+/// epoch and head seq; `404` when it is missing or someone else's.
+async fn snapshot(state: &AppState, headers: &HeaderMap, id: &str) -> Response {
     let claims = match bearer(state, headers).await {
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    let record = match kind {
-        RecordKind::Job => state.broker.job(id).await.map(|r| owned_value(r, &claims)),
-        RecordKind::Order => state
-            .broker
-            .order(id)
-            .await
-            .map(|r| owned_value(r, &claims)),
+    let job = match own_job(state, &claims, id).await {
+        Ok(job) => job,
+        Err(refused) => return refused,
     };
-    let (stream, mut body) = match record {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            let message = format!("no such {}", kind.name());
-            return error(StatusCode::NOT_FOUND, "not_found", &message);
-        }
-        Err(e) => return unavailable(e),
-    };
-    let head = match state.broker.head(&kind.stream_of(id)).await {
+    let stream = job.stream();
+    let head = match state.broker.head(&stream).await {
         Ok(h) => h,
         Err(e) => return unavailable(e),
     };
     let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
+    let mut body = serde_json::to_value(&job).unwrap_or_default();
     if let Some(obj) = body.as_object_mut() {
-        obj.insert("stream".into(), json!(stream));
+        obj.insert("stream".into(), json!(stream.name()));
         obj.insert("epoch".into(), json!(epoch));
         obj.insert("seq".into(), json!(seq));
     }
@@ -291,29 +258,6 @@ async fn openapi() -> Response {
         crate::openapi::OPENAPI_JSON,
     )
         .into_response()
-}
-
-/// `GET /api/v1/orders?limit=N`: the caller's orders, newest first (at most 100).
-async fn orders(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
-) -> Response {
-    let claims = match bearer(&state, &headers).await {
-        Ok(c) => c,
-        Err(refused) => return refused,
-    };
-    list_owned(&state, RecordKind::Order, &claims.sub, &q).await
-}
-
-/// `GET /api/v1/orders/{id}`: the owner's snapshot of an order with its
-/// stream position.
-async fn order(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    snapshot(&state, &headers, RecordKind::Order, &id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -330,40 +274,19 @@ async fn job_events(
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    events(&state, &headers, RecordKind::Job, &id, q).await
+    events(&state, &headers, &id, q).await
 }
 
-/// `GET /api/v1/orders/{id}/events?after=N`: as for jobs, for an order's stream.
-async fn order_events(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
-) -> Response {
-    events(&state, &headers, RecordKind::Order, &id, q).await
-}
-
-/// The owner's view of the history of a job's or an order's stream after `q.after`.
-async fn events(
-    state: &AppState,
-    headers: &HeaderMap,
-    kind: RecordKind,
-    id: &str,
-    q: EventsQuery,
-) -> Response {
+/// The owner's view of the history of a job's stream after `q.after`.
+async fn events(state: &AppState, headers: &HeaderMap, id: &str, q: EventsQuery) -> Response {
     let claims = match bearer(state, headers).await {
         Ok(c) => c,
         Err(refused) => return refused,
     };
-    match owner_of(state, kind, id).await {
-        Ok(Some(owner)) if owner == claims.sub => {}
-        Ok(_) => {
-            let message = format!("no such {}", kind.name());
-            return error(StatusCode::NOT_FOUND, "not_found", &message);
-        }
-        Err(e) => return unavailable(e),
-    }
-    let stream = kind.stream_of(id);
+    let stream = match own_job(state, &claims, id).await {
+        Ok(job) => job.stream(),
+        Err(refused) => return refused,
+    };
     let after = q.after.unwrap_or(0);
     let (head, events) = match (
         state.broker.head(&stream).await,
@@ -439,11 +362,11 @@ async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: B
 fn publish_error(e: &PublishError) -> Response {
     let status = match e {
         PublishError::Invalid(_) => StatusCode::BAD_REQUEST,
-        PublishError::NotFound(_) => StatusCode::NOT_FOUND,
-        PublishError::Ended(_) => StatusCode::CONFLICT,
+        PublishError::NotFound => StatusCode::NOT_FOUND,
+        PublishError::Ended => StatusCode::CONFLICT,
         PublishError::Unavailable(e) => return unavailable(e),
     };
-    error(status, &e.code(), &e.to_string())
+    error(status, e.code(), &e.to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -518,7 +441,7 @@ async fn job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    snapshot(&state, &headers, RecordKind::Job, &id).await
+    snapshot(&state, &headers, &id).await
 }
 
 #[derive(Debug, Deserialize)]

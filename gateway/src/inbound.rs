@@ -7,8 +7,7 @@ use std::collections::HashMap;
 
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_STREAM_REPLAY_V1, ACTION_TOPIC_SUBSCRIBE_V1,
-    ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, AckReply,
-    JobCancel, JobStart, TopicSubscribe, TradeCancel, TradePlace,
+    ACTION_TOPIC_UNSUBSCRIBE_V1, AckReply, JobCancel, JobStart, TopicSubscribe,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -162,8 +161,6 @@ pub fn check(name: &str, payload: Value) -> Result<(), AckReply> {
     match name {
         ACTION_JOB_START_V1 => action::<JobStart>(payload).map(drop),
         ACTION_JOB_CANCEL_V1 => action::<JobCancel>(payload).map(drop),
-        ACTION_TRADE_PLACE_V1 => action::<TradePlace>(payload).map(drop),
-        ACTION_TRADE_CANCEL_V1 => action::<TradeCancel>(payload).map(drop),
         ACTION_TOPIC_SUBSCRIBE_V1 | ACTION_TOPIC_UNSUBSCRIBE_V1 => topic(payload).map(drop),
         ACTION_STREAM_REPLAY_V1 => replay(payload).map(drop),
         _ => Err(AckReply::err("unknown_action", format!("no action {name}"))),
@@ -174,8 +171,6 @@ pub fn check(name: &str, payload: Value) -> Result<(), AckReply> {
 pub const ACTIONS: &[&str] = &[
     ACTION_JOB_START_V1,
     ACTION_JOB_CANCEL_V1,
-    ACTION_TRADE_PLACE_V1,
-    ACTION_TRADE_CANCEL_V1,
     ACTION_TOPIC_SUBSCRIBE_V1,
     ACTION_TOPIC_UNSUBSCRIBE_V1,
     ACTION_STREAM_REPLAY_V1,

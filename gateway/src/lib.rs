@@ -17,6 +17,7 @@
 pub mod actions;
 pub mod auth;
 pub mod broker;
+pub mod demo;
 pub mod edge;
 pub mod http;
 pub mod hub;
@@ -27,7 +28,6 @@ pub mod openapi;
 pub mod publish;
 pub mod socket;
 pub mod stream;
-pub mod worker;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -246,7 +246,7 @@ impl Default for Config {
             jwt_audience: "liveline".to_owned(),
             static_dir: None,
             demo_worker: false,
-            demo_step: worker::STEP,
+            demo_step: demo::STEP,
             dev_tokens: false,
             metrics_token: None,
             allowed_origins: Vec::new(),
@@ -268,7 +268,7 @@ impl Default for Config {
             rate_limit_strikes: 10,
             node_id: broker::random_hex(),
             symbols: DEFAULT_SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
-            market_tick: worker::MARKET_TICK,
+            market_tick: demo::MARKET_TICK,
             max_topics_per_socket: 16,
             topic_prefixes: Vec::new(),
             public_topic_prefixes: Vec::new(),
@@ -672,7 +672,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
     let metrics = Arc::new(Metrics::default());
     let mut public_topics = config.public_topic_prefixes.clone();
     if config.demo_worker {
-        public_topics.push(worker::MARKET_PREFIX.to_owned());
+        public_topics.push(demo::MARKET_PREFIX.to_owned());
     }
     let state = Arc::new(AppState {
         auth: config.jwt()?,
@@ -693,14 +693,15 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
     });
     let mut tasks = Vec::new();
     if config.demo_worker {
-        tasks.push(tokio::spawn(worker::run(
-            broker.clone(),
-            state.publisher.clone(),
-            config.node_id.clone(),
-            config.demo_step,
+        let demo = demo::Demo {
+            broker: broker.clone(),
+            publisher: state.publisher.clone(),
+            step: config.demo_step,
+            symbols: config.symbols.clone(),
             metrics,
-        )));
-        tasks.push(tokio::spawn(worker::run_market(
+        };
+        tasks.push(tokio::spawn(demo.run(config.node_id.clone())));
+        tasks.push(tokio::spawn(demo::run_market(
             broker.clone(),
             state.publisher.clone(),
             config.symbols.clone(),

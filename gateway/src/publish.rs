@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
+use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus};
 use serde_json::Value;
 
 use crate::broker::{Appended, Broker, BrokerError};
@@ -20,12 +20,12 @@ pub enum PublishError {
     /// The event name or data is wrong; the message says how.
     #[error("{0}")]
     Invalid(String),
-    /// No such job (or order), or not the named user's.
-    #[error("no such {0} for this user")]
-    NotFound(&'static str),
-    /// The job (or order) already ended: nothing more is published on it.
-    #[error("the {0} already ended")]
-    Ended(&'static str),
+    /// No such job, or not the named user's.
+    #[error("no such job for this user")]
+    NotFound,
+    /// The job already ended: nothing more is published on it.
+    #[error("the job already ended")]
+    Ended,
     /// The broker failed; retry later.
     #[error(transparent)]
     Unavailable(#[from] BrokerError),
@@ -33,12 +33,12 @@ pub enum PublishError {
 
 impl PublishError {
     /// The error code clients and workers see (docs/errors.md).
-    pub fn code(&self) -> String {
+    pub fn code(&self) -> &'static str {
         match self {
-            Self::Invalid(_) => "invalid_payload".to_owned(),
-            Self::NotFound(_) => "not_found".to_owned(),
-            Self::Ended(kind) => format!("{kind}_ended"),
-            Self::Unavailable(_) => "unavailable".to_owned(),
+            Self::Invalid(_) => "invalid_payload",
+            Self::NotFound => "not_found",
+            Self::Ended => "job_ended",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -73,13 +73,6 @@ impl std::fmt::Debug for Publisher {
     }
 }
 
-fn record_kind(stream: &Stream) -> &'static str {
-    match stream {
-        Stream::Order { .. } => "order",
-        _ => "job",
-    }
-}
-
 impl Publisher {
     /// A publisher on `broker`.
     pub fn new(broker: Arc<dyn Broker>) -> Self {
@@ -105,13 +98,13 @@ impl Publisher {
         check_record_event(stream, event, &data)?;
         match self.broker.append(stream, event, data).await? {
             Appended::Event(env) => Ok(env),
-            Appended::NotFound => Err(PublishError::NotFound(record_kind(stream))),
-            Appended::Ended => Err(PublishError::Ended(record_kind(stream))),
+            Appended::NotFound => Err(PublishError::NotFound),
+            Appended::Ended => Err(PublishError::Ended),
         }
     }
 
-    /// [`Publisher::publish`] on behalf of `user`: a job's (or order's)
-    /// stream must be theirs.
+    /// [`Publisher::publish`] on behalf of `user`: a job's stream must be
+    /// theirs.
     pub async fn publish_for(
         &self,
         user: &str,
@@ -121,11 +114,10 @@ impl Publisher {
     ) -> Result<Envelope<Value>, PublishError> {
         let owner = match stream {
             Stream::Job { id } => self.broker.job(id).await?.map(|j| j.owner),
-            Stream::Order { id } => self.broker.order(id).await?.map(|o| o.owner),
             Stream::Topic { .. } | Stream::Private { .. } => Some(user.to_owned()),
         };
         if owner.as_deref() != Some(user) {
-            return Err(PublishError::NotFound(record_kind(stream)));
+            return Err(PublishError::NotFound);
         }
         self.publish(stream, event, data).await
     }
@@ -141,13 +133,6 @@ fn check_record_event(stream: &Stream, event: &str, data: &Value) -> Result<(), 
                 Ok(st) if !(0.0..=1.0).contains(&st.progress) => {
                     invalid("progress must be from 0 to 1".to_owned())
                 }
-                Ok(_) => Ok(()),
-                Err(e) => invalid(e.to_string()),
-            }
-        }
-        (Stream::Order { id }, TRADE_ORDER_V1) => {
-            match serde_json::from_value::<TradeOrder>(data.clone()) {
-                Ok(o) if o.order_id != *id => invalid(format!("orderId must be {id:?}")),
                 Ok(_) => Ok(()),
                 Err(e) => invalid(e.to_string()),
             }

@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_STREAM_REPLAY_V1, ACTION_TOPIC_SUBSCRIBE_V1,
-    ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, AckReply, PROBE_V1,
-    STREAM_RECOVERED_V1, StreamRecovered,
+    ACTION_TOPIC_UNSUBSCRIBE_V1, AckReply, PROBE_V1, STREAM_RECOVERED_V1, StreamRecovered,
 };
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
@@ -305,18 +304,6 @@ where
 }
 
 fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
-    on_action(
-        state,
-        s,
-        ACTION_TRADE_PLACE_V1,
-        |st, _s, user, v| async move { actions::trade_place(&st, &user, v).await },
-    );
-    on_action(
-        state,
-        s,
-        ACTION_TRADE_CANCEL_V1,
-        |st, _s, user, v| async move { actions::trade_cancel(&st, &user, v).await },
-    );
     on_action(
         state,
         s,

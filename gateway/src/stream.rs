@@ -26,11 +26,6 @@ pub enum Stream {
         /// The job id.
         id: String,
     },
-    /// `order:{id}`: the demo's orders (they become a job kind of the demo).
-    Order {
-        /// The order id.
-        id: String,
-    },
     /// A topic: a name under a configured topic prefix.
     Topic {
         /// The full name, e.g. `market:BTC-USD`.
@@ -54,15 +49,15 @@ pub enum StreamError {
         "stream must be 1 to {MAX_STREAM_LEN} bytes without whitespace, control characters or braces"
     )]
     Malformed,
-    /// `job:` or `order:` with nothing after it.
-    #[error("a job or order stream needs an id after the colon")]
+    /// `job:` with nothing after it.
+    #[error("a job stream needs an id after job:")]
     NoId,
     /// A private stream published without its user.
     #[error(
         "user is required: {0:?} is not under a topic prefix, so it is a user's private stream"
     )]
     NeedsUser(String),
-    /// A user named for a topic or a record stream whose owner is the record's.
+    /// A user named for a topic.
     #[error("{0:?} is a topic: leave user out")]
     TopicHasNoUser(String),
 }
@@ -106,30 +101,24 @@ fn well_formed(name: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
 }
 
-/// The record stream `name` names, if it is one.
-fn record(name: &str) -> Option<Result<Stream, StreamError>> {
-    let (id, make): (&str, fn(String) -> Stream) = if let Some(id) = name.strip_prefix("job:") {
-        (id, |id| Stream::Job { id })
-    } else if let Some(id) = name.strip_prefix("order:") {
-        (id, |id| Stream::Order { id })
-    } else {
-        return None;
-    };
+/// The job stream `name` names, if it is one.
+fn job(name: &str) -> Option<Result<Stream, StreamError>> {
+    let id = name.strip_prefix("job:")?;
     Some(if id.is_empty() {
         Err(StreamError::NoId)
     } else {
-        Ok(make(id.to_owned()))
+        Ok(Stream::Job { id: id.to_owned() })
     })
 }
 
 impl Stream {
-    /// The stream `name` as `reader`'s client names it: a job or order, a
-    /// topic, or else `reader`'s own private stream.
+    /// The stream `name` as `reader`'s client names it: a job, a topic, or
+    /// else `reader`'s own private stream.
     pub fn for_reader(name: &str, reader: &str, rules: &TopicRules) -> Result<Self, StreamError> {
         if !well_formed(name) {
             return Err(StreamError::Malformed);
         }
-        if let Some(stream) = record(name) {
+        if let Some(stream) = job(name) {
             return stream;
         }
         if rules.is_topic(name) {
@@ -144,8 +133,8 @@ impl Stream {
     }
 
     /// The stream `name` as a publisher names it, with `user` the owner it
-    /// names (`None` for a topic; for a job or order, when given, it must be
-    /// the record's owner, which the publisher checks).
+    /// names (`None` for a topic; for a job, when given, it must be the
+    /// job's owner, which the publisher checks).
     pub fn for_publisher(
         name: &str,
         user: Option<&str>,
@@ -154,7 +143,7 @@ impl Stream {
         if !well_formed(name) {
             return Err(StreamError::Malformed);
         }
-        if let Some(stream) = record(name) {
+        if let Some(stream) = job(name) {
             return stream;
         }
         match (rules.is_topic(name), user) {
@@ -175,18 +164,17 @@ impl Stream {
     pub fn name(&self) -> String {
         match self {
             Self::Job { id } => format!("job:{id}"),
-            Self::Order { id } => format!("order:{id}"),
             Self::Topic { name } | Self::Private { name, .. } => name.clone(),
         }
     }
 
     /// The storage tag: unique per stream, and the Redis Cluster hash tag of
-    /// its keys (`{tag}`): `job:{id}`, `order:{id}`, `topic:{name}`, or
+    /// its keys (`{tag}`): `job:{id}`, `topic:{name}`, or
     /// `u:{len(user)}:{user}:{name}` (length-prefixed, so no two users'
     /// streams share a tag).
     pub fn tag(&self) -> String {
         match self {
-            Self::Job { .. } | Self::Order { .. } => self.name(),
+            Self::Job { .. } => self.name(),
             Self::Topic { name } => format!("topic:{name}"),
             Self::Private { user, name } => format!("u:{}:{user}:{name}", user.len()),
         }
@@ -198,8 +186,8 @@ impl Stream {
     }
 }
 
-/// Whether the holder of `claims` may read `stream`: their own jobs, orders
-/// and private streams, public topics, and the topics their token lists.
+/// Whether the holder of `claims` may read `stream`: their own jobs and
+/// private streams, public topics, and the topics their token lists.
 /// The one place access is decided.
 pub async fn may_read(
     stream: &Stream,
@@ -209,10 +197,6 @@ pub async fn may_read(
 ) -> Result<bool, BrokerError> {
     Ok(match stream {
         Stream::Job { id } => broker.job(id).await?.is_some_and(|j| j.owner == claims.sub),
-        Stream::Order { id } => broker
-            .order(id)
-            .await?
-            .is_some_and(|o| o.owner == claims.sub),
         Stream::Private { user, .. } => *user == claims.sub,
         Stream::Topic { name } => rules.is_public(name) || claims.may_read_topic(name),
     })
@@ -228,7 +212,7 @@ mod tests {
     }
 
     #[test]
-    fn a_name_is_a_job_an_order_a_topic_or_the_readers_own() {
+    fn a_name_is_a_job_a_topic_or_the_readers_own() {
         let r = rules();
         assert_eq!(
             Stream::for_reader("job:7", "alice", &r),

@@ -1,6 +1,5 @@
 //! The ack results typed in `liveline::contract` (`JobStarted`,
-//! `JobCancelled`, `TradePlaced`, `TradeCancelled`, `TopicSubscribed`,
-//! `TopicUnsubscribed`) are exactly what the gateway answers: each ack's
+//! `JobCancelled`, `TopicSubscribed`, `TopicUnsubscribed`) are exactly what the gateway answers: each ack's
 //! `data` deserializes into its type and serializes back to the same JSON,
 //! and a refusal's code is one of `ERROR_CODES`. `pkg/contracts.d.ts` (the
 //! TypeScript `ActionMap`) is generated from these types, so this also checks
@@ -12,8 +11,8 @@ mod common;
 use common::{Backend, Client, Gateway};
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, ACTION_TOPIC_SUBSCRIBE_V1,
-    ACTION_TOPIC_UNSUBSCRIBE_V1, ACTION_TRADE_CANCEL_V1, ACTION_TRADE_PLACE_V1, ERROR_CODES,
-    JobCancelled, JobStarted, TopicSubscribed, TopicUnsubscribed, TradeCancelled, TradePlaced,
+    ACTION_TOPIC_UNSUBSCRIBE_V1, ERROR_CODES, JobCancelled, JobStarted, TopicSubscribed,
+    TopicUnsubscribed,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,22 +57,6 @@ async fn every_action_acks_its_contract_type(backend: Backend) {
     )
     .await;
     assert_eq!(cancelled.job_id, started.job_id);
-
-    let placed: TradePlaced = acked(
-        &mut alice,
-        ACTION_TRADE_PLACE_V1,
-        "k-place",
-        json!({"symbol": "BTC-USD", "side": "buy", "qty": 1.0}),
-    )
-    .await;
-    let order: TradeCancelled = acked(
-        &mut alice,
-        ACTION_TRADE_CANCEL_V1,
-        "k-trade-cancel",
-        json!({"orderId": placed.order_id}),
-    )
-    .await;
-    assert_eq!(order.order_id, placed.order_id);
 
     let topic = json!({"topic": "market:BTC-USD"});
     let head: TopicSubscribed = acked(

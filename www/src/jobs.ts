@@ -38,6 +38,8 @@ interface Entry {
 }
 
 const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+/** The job kinds this panel shows; other kinds (the trade page's orders) are not its jobs. */
+const KINDS = new Set(['research', 'llm']);
 const JOB_EVENTS = ['job:status:v1', 'job:chunk:v1', 'job:result:v1', 'job:error:v1'] as const;
 
 export function answerOf(job: JobView): { text: string; streamed: boolean } {
@@ -49,6 +51,8 @@ export function answerOf(job: JobView): { text: string; streamed: boolean } {
 
 export class JobsStore {
   private jobs = new Map<string, Entry>();
+  /** Jobs of other kinds: their events are not this store's. */
+  private others = new Set<string>();
   private listeners = new Set<() => void>();
   private list: JobView[] = [];
   listError: string | null = null;
@@ -68,7 +72,11 @@ export class JobsStore {
   /** On load: the user's jobs, and the history of those still running. */
   async load(): Promise<void> {
     try {
-      const records = await listJobs();
+      const records = (await listJobs()).filter((r) => {
+        if (KINDS.has(r.kind)) return true;
+        this.forget(r.id);
+        return false;
+      });
       for (const r of records) this.seed(r);
       this.listLoaded = true;
       this.emit();
@@ -88,6 +96,12 @@ export class JobsStore {
     const e = this.ensure(id);
     this.patch(e, { kind, query, loaded: true });
     this.emit();
+  }
+
+  /** A job of another kind (an order): dropped, and its events ignored. */
+  forget(id: string) {
+    this.others.add(id);
+    if (this.jobs.delete(id)) this.emit();
   }
 
   /** Reads the job's history if it was only listed (explicit user action). */
@@ -166,6 +180,7 @@ export class JobsStore {
     const data = env?.data as { jobId?: unknown } | undefined;
     if (!data || data.jobId == null || typeof env.seq !== 'number') return;
     const id = String(data.jobId);
+    if (this.others.has(id)) return;
     const e = this.ensure(id);
     if (e.epoch != null && env.epoch !== e.epoch) {
       // The history was lost and restarted: this job's state comes from REST again.

@@ -23,7 +23,8 @@ async function start() {
   });
   // The app's stores listen for the page's lifetime, before the socket opens,
   // so no event is missed between connect and the first render.
-  const stores = { jobs: new JobsStore(client), trade: new TradeStore(client) };
+  const jobs = new JobsStore(client);
+  const stores = { jobs, trade: new TradeStore(client, jobs) };
   stores.jobs.attach();
   stores.trade.attach();
   // One client for the page's lifetime; connecting here rather than in an effect

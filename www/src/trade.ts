@@ -1,8 +1,10 @@
-// Orders placed from this page, kept live by `trade:order:v1` events (stream
-// `order:{orderId}`). An order placed offline waits in the SDK's outbox (shown
-// as queued) and goes out once when the connection returns.
-import type { ActionSettled, Envelope, Liveline, OrderState, TradeOrder } from 'liveline-client';
+// Orders placed from this page: each is a job of the demo's kind `order`,
+// kept live by the `trade:order:v1` events on its stream `job:{orderId}`. An
+// order placed offline waits in the SDK's outbox (shown as queued) and goes
+// out once when the connection returns.
+import type { Envelope, JobState, Liveline, OrderState, TradeOrder } from 'liveline-client';
 import { useSyncExternalStore } from 'react';
+import type { JobsStore } from './jobs';
 
 export type Side = 'buy' | 'sell';
 export interface OrderView {
@@ -32,12 +34,15 @@ export class TradeStore {
   private listeners = new Set<() => void>();
   private list: OrderView[] = [];
 
-  constructor(private client: Liveline) {}
+  constructor(
+    private client: Liveline,
+    private jobs: JobsStore,
+  ) {}
 
   attach(): () => void {
     const offs = [
       this.client.on('trade:order:v1', (env) => this.onOrder(env)),
-      this.client.on('action:settled', (s) => this.onSettled(s)),
+      this.client.on('job:status:v1', (env) => this.onJobStatus(env)),
     ];
     return () => offs.forEach((off) => off());
   }
@@ -60,8 +65,8 @@ export class TradeStore {
       placedAt: Date.now(),
       cancelling: false,
     });
-    this.client.send('trade:place:v1', order).then(
-      ({ orderId }) => this.bind(key, String(orderId)),
+    this.client.send('job:start:v1', { kind: 'order', params: order }).then(
+      ({ jobId }) => this.bind(key, String(jobId)),
       (err: unknown) => this.update(key, { status: 'error', error: errText(err) }),
     );
   }
@@ -70,10 +75,10 @@ export class TradeStore {
     const key = this.byId.get(orderId);
     if (!key) return;
     this.update(key, { cancelling: true });
-    this.client.send('trade:cancel:v1', { orderId }).then(
+    this.client.send('job:cancel:v1', { jobId: orderId }).then(
       ({ status }) => {
         const o = this.orders.get(key);
-        if (o && !FINAL.has(o.status)) this.update(key, { status, cancelling: false });
+        if (o && !FINAL.has(o.status) && status === 'cancelled') this.update(key, { status, cancelling: false });
         else this.update(key, { cancelling: false });
       },
       (err: unknown) => this.update(key, { cancelling: false, error: errText(err) }),
@@ -106,6 +111,7 @@ export class TradeStore {
 
   /** The ack named the order: merge with events that may have come first. */
   private bind(key: string, orderId: string) {
+    this.jobs.forget(orderId);
     const mine = this.orders.get(key);
     if (!mine) return;
     const earlier = this.byId.get(orderId);
@@ -128,6 +134,9 @@ export class TradeStore {
     const orderId = String(d.orderId);
     let key = this.byId.get(orderId);
     if (!key) {
+      // An order this page did not place (another tab, or one restored from
+      // the outbox after a reload): listed from its events.
+      this.jobs.forget(orderId);
       key = `order-${orderId}`;
       this.put({
         key,
@@ -159,27 +168,13 @@ export class TradeStore {
     });
   }
 
-  /** An order restored from storage after a reload was placed (its promise died with the old page). */
-  private onSettled(s: ActionSettled) {
-    if (s?.action !== 'trade:place:v1' || !s.ok) return;
-    const orderId = (s.data as { orderId?: unknown } | undefined)?.orderId;
-    if (orderId == null || this.byId.has(String(orderId))) return;
-    const key = `order-${orderId}`;
-    this.put({
-      key,
-      orderId: String(orderId),
-      symbol: '?',
-      side: 'buy',
-      qty: 0,
-      price: null,
-      filledQty: 0,
-      status: 'accepted',
-      error: null,
-      filledEvents: 0,
-      events: 0,
-      placedAt: Date.now(),
-      cancelling: false,
-    });
+  /** A cancel (or the order's end) shows in its job status: `cancelled` is the order's state too. */
+  private onJobStatus(env: Envelope<{ jobId?: unknown; status?: JobState }>) {
+    const key = this.byId.get(String(env?.data?.jobId));
+    const o = key ? this.orders.get(key) : undefined;
+    if (key && o && env.data.status === 'cancelled' && !FINAL.has(o.status)) {
+      this.update(key, { status: 'cancelled', cancelling: false });
+    }
   }
 }
 

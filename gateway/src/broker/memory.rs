@@ -5,15 +5,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus, TRADE_ORDER_V1, TradeOrder};
+use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus};
 use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::{
     Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
-    Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveMessage, OrderRecord, OrderStore,
-    OwnedRecord, QueuedAction, Revocations, StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
-    order_is_terminal,
+    Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveMessage, QueuedAction, Revocations,
+    StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
 };
 use crate::auth::unix_millis;
 use crate::stream::Stream;
@@ -33,7 +32,6 @@ pub struct MemoryBroker {
 struct Inner {
     streams: HashMap<String, StreamState>,
     jobs: HashMap<String, JobRecord>,
-    orders: HashMap<String, OrderRecord>,
     /// Live routes by channel: `user:{user}` or `topic:{topic}`.
     live: HashMap<String, mpsc::UnboundedSender<LiveMessage>>,
     leases: HashMap<String, (String, tokio::time::Instant)>,
@@ -72,14 +70,14 @@ impl MemoryBroker {
     }
 }
 
-/// The records of `owner` in `records`, newest first, at most `limit`.
-fn newest_of<R: OwnedRecord>(records: &HashMap<String, R>, owner: &str, limit: usize) -> Vec<R> {
-    let mut owned: Vec<R> = records
+/// The jobs of `owner` in `jobs`, newest first, at most `limit`.
+fn newest_of(jobs: &HashMap<String, JobRecord>, owner: &str, limit: usize) -> Vec<JobRecord> {
+    let mut owned: Vec<JobRecord> = jobs
         .values()
-        .filter(|r| r.owner() == owner)
+        .filter(|j| j.owner == owner)
         .cloned()
         .collect();
-    owned.sort_by(|a, b| b.created_at().cmp(&a.created_at()).then(b.id().cmp(a.id())));
+    owned.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     owned.truncate(limit);
     owned
 }
@@ -162,21 +160,6 @@ impl EventLog for MemoryBroker {
                     job.owner.clone()
                 }
             },
-            Stream::Order { id } => match inner.orders.get_mut(id) {
-                None => return Ok(Appended::NotFound),
-                Some(order) if order_is_terminal(order.status) => return Ok(Appended::Ended),
-                Some(order) => {
-                    if event == TRADE_ORDER_V1 {
-                        if let Ok(o) = serde_json::from_value::<TradeOrder>(data.clone()) {
-                            order.status = o.status;
-                            order.filled_qty = o.filled_qty;
-                            order.price = o.price;
-                            order.updated_at = unix_millis();
-                        }
-                    }
-                    order.owner.clone()
-                }
-            },
         };
         let (keep, feed) = match stream {
             Stream::Topic { name } => (self.history_len.min(TOPIC_HISTORY_LEN), Feed::Topic(name)),
@@ -256,22 +239,6 @@ impl JobStore for MemoryBroker {
 
     async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
         Ok(newest_of(&self.lock().jobs, owner, limit))
-    }
-}
-
-#[async_trait]
-impl OrderStore for MemoryBroker {
-    async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError> {
-        self.lock().orders.insert(order.id.clone(), order.clone());
-        Ok(())
-    }
-
-    async fn order(&self, id: &str) -> Result<Option<OrderRecord>, BrokerError> {
-        Ok(self.lock().orders.get(id).cloned())
-    }
-
-    async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError> {
-        Ok(newest_of(&self.lock().orders, owner, limit))
     }
 }
 

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use liveline::contract::{Envelope, JobState, OrderState, Side};
+use liveline::contract::{Envelope, JobState};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,155 +65,16 @@ pub struct JobRecord {
     pub updated_at: u64,
 }
 
-/// The two kinds of owned stream record: a job on stream `job:{id}` or an
-/// order on stream `order:{id}`, each kept in a record only its owner sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordKind {
-    /// A [`JobRecord`].
-    Job,
-    /// An [`OrderRecord`].
-    Order,
-}
-
-impl RecordKind {
-    /// `job` or `order`: the stream prefix and the Redis record key suffix.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Job => "job",
-            Self::Order => "order",
-        }
-    }
-
-    /// `jobs` or `orders`: the owner index key suffix.
-    pub fn plural(self) -> &'static str {
-        match self {
-            Self::Job => "jobs",
-            Self::Order => "orders",
-        }
-    }
-
-    /// The stream name of record `id`, `{name}:{id}`.
-    pub fn stream(self, id: &str) -> String {
-        format!("{}:{id}", self.name())
-    }
-
-    /// The stream of record `id`.
-    pub fn stream_of(self, id: &str) -> Stream {
-        let id = id.to_owned();
-        match self {
-            Self::Job => Stream::Job { id },
-            Self::Order => Stream::Order { id },
+impl JobRecord {
+    /// The job's stream, `job:{id}`.
+    pub fn stream(&self) -> Stream {
+        Stream::Job {
+            id: self.id.clone(),
         }
     }
 }
 
-/// A record owned by one user, with its own event stream.
-pub trait OwnedRecord: Clone + Send + Sync {
-    /// Which kind of record this is.
-    const KIND: RecordKind;
-    /// The record id.
-    fn id(&self) -> &str;
-    /// The owner's user id.
-    fn owner(&self) -> &str;
-    /// Creation time, ms since the Unix epoch.
-    fn created_at(&self) -> u64;
-    /// The record's stream name, `{kind}:{id}`.
-    fn stream(&self) -> String {
-        Self::KIND.stream(self.id())
-    }
-}
-
-/// Implements [`OwnedRecord`] for a record type with `id`, `owner` and
-/// `created_at` fields.
-macro_rules! owned_record {
-    ($record:ty, $kind:expr) => {
-        impl OwnedRecord for $record {
-            const KIND: RecordKind = $kind;
-            fn id(&self) -> &str {
-                &self.id
-            }
-            fn owner(&self) -> &str {
-                &self.owner
-            }
-            fn created_at(&self) -> u64 {
-                self.created_at
-            }
-        }
-    };
-}
-
-owned_record!(JobRecord, RecordKind::Job);
-
-/// The stream name of job `id`.
-pub fn job_stream(id: &str) -> String {
-    RecordKind::Job.stream(id)
-}
-
-/// An order as stored in the broker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderRecord {
-    /// The order id; its events are on stream `order:{id}`.
-    pub id: String,
-    /// The user who placed it; only they see it.
-    pub owner: String,
-    /// e.g. `BTC-USD`.
-    pub symbol: String,
-    /// Buy or sell.
-    pub side: Side,
-    /// Ordered quantity (> 0).
-    pub qty: f64,
-    /// Filled so far.
-    pub filled_qty: f64,
-    /// Average fill price (0 before the first fill).
-    pub price: f64,
-    /// Limit price; `None` for a market order.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit_price: Option<f64>,
-    /// Latest state.
-    pub status: OrderState,
-    /// Creation time, ms since the Unix epoch.
-    pub created_at: u64,
-    /// Last update, ms since the Unix epoch.
-    pub updated_at: u64,
-}
-
-owned_record!(OrderRecord, RecordKind::Order);
-
-/// The stream name of order `id`.
-pub fn order_stream(id: &str) -> String {
-    RecordKind::Order.stream(id)
-}
-
-/// The wire name of an order state (`accepted`, `partially_filled`, ...).
-pub fn order_state_str(state: OrderState) -> &'static str {
-    match state {
-        OrderState::Accepted => "accepted",
-        OrderState::PartiallyFilled => "partially_filled",
-        OrderState::Filled => "filled",
-        OrderState::Rejected => "rejected",
-        OrderState::Cancelled => "cancelled",
-        _ => "unknown",
-    }
-}
-
-/// Whether no further order event can follow.
-pub fn order_is_terminal(state: OrderState) -> bool {
-    matches!(
-        state,
-        OrderState::Filled | OrderState::Rejected | OrderState::Cancelled
-    )
-}
-
-/// The wire name of a side.
-pub fn side_str(side: Side) -> &'static str {
-    match side {
-        Side::Buy => "buy",
-        Side::Sell => "sell",
-    }
-}
-
-/// Events kept per public topic stream (market ticks): resume of a topic
+/// Events kept per topic stream: resume of a topic
 /// replays at most this many.
 pub const TOPIC_HISTORY_LEN: usize = 256;
 
@@ -286,14 +147,14 @@ pub enum BrokerError {
 pub enum Appended {
     /// Stored with the next seq and sent live.
     Event(Envelope<Value>),
-    /// The job (or order) of the stream does not exist.
+    /// The job of the stream does not exist.
     NotFound,
-    /// The job (or order) already ended; nothing more is published on it.
+    /// The job already ended; nothing more is published on it.
     Ended,
 }
 
-/// What one node receives live: one user's events (their jobs, orders and
-/// private streams) or one topic's.
+/// What one node receives live: one user's events (their jobs and private
+/// streams) or one topic's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Feed<'a> {
     /// A user's events.
@@ -327,7 +188,7 @@ pub trait EventLog: Send + Sync {
     /// [`TOPIC_HISTORY_LEN`]), sent live to the stream's readers. On a job's
     /// stream the job must exist and not have ended, and a `job:status:v1`
     /// event (data checked by the caller) updates the job record in the same
-    /// step; likewise an order's stream and `trade:order:v1`.
+    /// step.
     async fn append(
         &self,
         stream: &Stream,
@@ -378,19 +239,6 @@ pub trait JobStore: Send + Sync {
 
     /// The jobs `owner` started, newest first, at most `limit`.
     async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError>;
-}
-
-/// The demo's order records (they become a job kind of the demo).
-#[async_trait]
-pub trait OrderStore: Send + Sync {
-    /// Stores a new order.
-    async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError>;
-
-    /// The order `id`, if it exists.
-    async fn order(&self, id: &str) -> Result<Option<OrderRecord>, BrokerError>;
-
-    /// The orders `owner` placed, newest first, at most `limit`.
-    async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError>;
 }
 
 /// The actions queue from gateways to workers (Redis stream
@@ -475,16 +323,7 @@ pub trait Analytics: Send + Sync {
 /// capability ([`MemoryBroker`] in process, [`RedisBroker`] shared).
 #[async_trait]
 pub trait Broker:
-    EventLog
-    + LiveBus
-    + JobStore
-    + OrderStore
-    + WorkQueue
-    + Idempotency
-    + Revocations
-    + Leases
-    + Analytics
-    + 'static
+    EventLog + LiveBus + JobStore + WorkQueue + Idempotency + Revocations + Leases + Analytics + 'static
 {
     /// Checks the backing store is reachable.
     async fn ping(&self) -> Result<(), BrokerError>;

@@ -5,7 +5,6 @@
 -- KEYS: the stream's four keys, P{T}:seq P{T}:epoch P{T}:hist P{T}:rec, where
 --   P is the key prefix (default "ll:") and T the stream's tag:
 --     job:ID                 for the job stream "job:ID"
---     order:ID               for the order stream "order:ID" (the demo's)
 --     topic:NAME             for the topic NAME
 --     u:LEN:USER:NAME        for USER's private stream NAME (LEN = bytes of USER)
 --   The script checks them, so a wrong key is an error, never a stray write.
@@ -13,7 +12,7 @@
 --   stream   required  the stream's name as clients see it ("job:42", "notes", "market:BTC-USD")
 --   event    required  the event name, "domain:name:vN"
 --   user     the owner; required for a private stream, checked against the
---            record of a job or order when given, absent for a topic
+--            job's owner when given, absent for a topic
 --   topic    true for a topic (so a missing user is never taken for a topic)
 --   history  events kept (approximate; default 1000; topics at most 256)
 --   ttl      seconds the stream's keys live after its last event (default 604800)
@@ -21,12 +20,12 @@
 --
 -- On a job's stream the job must exist and not have ended, and a
 -- job:status:v1 event updates the job record (status, progress, message) in
--- the same step; an order's stream and trade:order:v1 likewise.
+-- the same step.
 --
 -- Returns the envelope, JSON text. Errors (the first word is the code):
 --   INVALID   a field is missing or wrong (the message says which)
---   NOTFOUND  no such job or order, or not the named user's
---   ENDED     the job or order already ended
+--   NOTFOUND  no such job, or not the named user's
+--   ENDED     the job already ended
 local ok, call = pcall(cjson.decode, ARGV[1])
 if not ok or type(call) ~= 'table' then
   return redis.error_reply('INVALID ARGV[1] must be a JSON object')
@@ -51,7 +50,6 @@ if not prefix then
 end
 
 local kind, id = string.match(stream, '^(job):(.+)$')
-if not kind then kind, id = string.match(stream, '^(order):(.+)$') end
 local tag
 if kind then
   tag = stream
@@ -76,19 +74,18 @@ local keep = tonumber(call['history']) or 1000
 if kind == 'topic' and keep > 256 then keep = 256 end
 
 local owner = user or ''
-if kind == 'job' or kind == 'order' then
+if kind == 'job' then
   local rec = redis.call('HMGET', KEYS[4], 'owner', 'status')
   if not rec[1] or (user ~= nil and rec[1] ~= user) then
     return redis.error_reply('NOTFOUND no such ' .. kind .. ' ' .. id .. (user and (' for ' .. user) or ''))
   end
   local st = rec[2]
-  if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'filled'
-      or st == 'rejected' then
+  if st == 'completed' or st == 'failed' or st == 'cancelled' then
     return redis.error_reply('ENDED the ' .. kind .. ' ' .. id .. ' already ended')
   end
   owner = rec[1]
-  local d = cjson.decode(data)
-  if kind == 'job' and event == 'job:status:v1' then
+  if event == 'job:status:v1' then
+    local d = cjson.decode(data)
     local valid = {queued = true, running = true, completed = true, failed = true, cancelled = true}
     if type(d) ~= 'table' or not valid[d['status']] then
       return redis.error_reply('INVALID job:status:v1 data needs a status: queued, running, completed, failed or cancelled')
@@ -96,13 +93,6 @@ if kind == 'job' or kind == 'order' then
     redis.call('HSET', KEYS[4], 'status', d['status'],
       'progress', tostring(tonumber(d['progress']) or 0),
       'message', type(d['message']) == 'string' and d['message'] or '', 'updatedAt', ts)
-  elseif kind == 'order' and event == 'trade:order:v1' then
-    if type(d) ~= 'table' or type(d['status']) ~= 'string' then
-      return redis.error_reply('INVALID trade:order:v1 data needs status')
-    end
-    redis.call('HSET', KEYS[4], 'status', d['status'],
-      'filledQty', tostring(tonumber(d['filledQty']) or 0),
-      'price', tostring(tonumber(d['price']) or 0), 'updatedAt', ts)
   end
 end
 
@@ -126,5 +116,5 @@ redis.call('PUBLISH', channel, '{"user":' .. cjson.encode(owner) .. ',"event":' 
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[3], ttl)
-if kind == 'job' or kind == 'order' then redis.call('EXPIRE', KEYS[4], ttl) end
+if kind == 'job' then redis.call('EXPIRE', KEYS[4], ttl) end
 return env

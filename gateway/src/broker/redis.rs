@@ -5,10 +5,9 @@
 //!   stream's tag ([`Stream::tag`]: `job:1`, `topic:market:BTC-USD`, `u:5:alice:notes`)
 //! - `{prefix}{T}:epoch` replaced whenever `seq` is created anew
 //! - `{prefix}{T}:hist`  Redis stream, entry id `0-{seq}`, fields `event`, `env`
-//! - `{prefix}{T}:rec`   hash with the job (or order) record of a job (order) stream
+//! - `{prefix}{T}:rec`   hash with the job record of a job stream
 //! - `{prefix}user:{user}`   pub/sub channel carrying `{user, event, envelope}`
 //! - `{prefix}topic:{topic}` pub/sub channel of a topic
-//! - `{prefix}owner:{user}:orders` sorted set of the user's order ids by creation time
 //! - `{prefix}lease:market`  which node's demo worker publishes market ticks
 //! - `{prefix}idem:{len(user)}:{user}:{len(scope)}:{scope}:{key}` idempotency
 //!   record (SET NX EX); the lengths (in bytes) keep every (user, scope, key)
@@ -44,8 +43,7 @@ use tokio::sync::mpsc;
 use super::{
     ANALYTICS_TTL_SECS, Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats,
     EventLog, Feed, IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus,
-    LiveMessage, OrderRecord, OrderStore, OwnedRecord, QueuedAction, RecordKind, Revocations,
-    StreamHead, WORKER_GROUP, WorkQueue, order_state_str, side_str,
+    LiveMessage, QueuedAction, Revocations, StreamHead, WORKER_GROUP, WorkQueue,
 };
 use crate::stream::Stream;
 
@@ -229,78 +227,20 @@ impl RedisBroker {
         Ok(())
     }
 
-    /// The owner index of `kind`: `{prefix}owner:{user}:jobs|orders`.
-    fn owner_index(&self, kind: RecordKind, owner: &str) -> String {
-        format!("{}owner:{owner}:{}", self.prefix, kind.plural())
+    /// The owner index: `{prefix}owner:{user}:jobs`.
+    fn owner_index(&self, owner: &str) -> String {
+        format!("{}owner:{owner}:jobs", self.prefix)
     }
 
-    /// Stores `record` as the hash `fields` and adds it to its owner's index
-    /// (newest 1000 kept), in one MULTI.
-    async fn store_record<R: OwnedRecord>(
-        &self,
-        record: &R,
-        fields: &[(&str, String)],
-    ) -> Result<(), BrokerError> {
+    /// The job `id`, if it exists.
+    async fn load_job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError> {
         let mut conn = self.conn.clone();
-        let key = self.key(&record.stream(), "rec");
-        let owned = self.owner_index(R::KIND, record.owner());
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_multiple(&key, fields)
-            .ignore()
-            .expire(&key, STREAM_TTL_SECS as i64)
-            .ignore()
-            .zadd(&owned, record.id(), record.created_at())
-            .ignore()
-            .cmd("ZREMRANGEBYRANK")
-            .arg(&owned)
-            .arg(0)
-            .arg(-1001)
-            .ignore()
-            .expire(&owned, STREAM_TTL_SECS as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    /// The record `id` of `kind`, parsed by `parse`, if it exists.
-    async fn load_record<R>(
-        &self,
-        kind: RecordKind,
-        id: &str,
-        parse: fn(&str, HashMap<String, String>) -> Result<R, BrokerError>,
-    ) -> Result<Option<R>, BrokerError> {
-        let mut conn = self.conn.clone();
-        let h: HashMap<String, String> = conn.hgetall(self.key(&kind.stream(id), "rec")).await?;
+        let stream = Stream::Job { id: id.to_owned() };
+        let h: HashMap<String, String> = conn.hgetall(self.key(&stream.tag(), "rec")).await?;
         if h.is_empty() {
             return Ok(None);
         }
-        parse(id, h).map(Some)
-    }
-
-    /// The records of `kind` that `owner` created, newest first, at most `limit`.
-    async fn records_of<R>(
-        &self,
-        kind: RecordKind,
-        owner: &str,
-        limit: usize,
-        parse: fn(&str, HashMap<String, String>) -> Result<R, BrokerError>,
-    ) -> Result<Vec<R>, BrokerError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn
-            .zrevrange(self.owner_index(kind, owner), 0, limit as isize - 1)
-            .await?;
-        let mut records = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(record) = self.load_record(kind, &id, parse).await? {
-                records.push(record);
-            }
-        }
-        Ok(records)
+        parse_job(id, h).map(Some)
     }
 }
 
@@ -409,41 +349,11 @@ fn int(s: String) -> Result<u64, BrokerError> {
         .map_err(|e| BrokerError::Corrupt(e.to_string()))
 }
 
-/// Takes field `f` out of the stored hash `h` of record `id` of `kind`.
-fn take_field(
-    kind: RecordKind,
-    id: &str,
-    h: &mut HashMap<String, String>,
-    f: &str,
-) -> Result<String, BrokerError> {
-    h.remove(f)
-        .ok_or_else(|| BrokerError::Corrupt(format!("{} {id} lacks {f}", kind.name())))
-}
-
-fn parse_order(id: &str, mut h: HashMap<String, String>) -> Result<OrderRecord, BrokerError> {
-    let mut take = |f: &str| take_field(RecordKind::Order, id, &mut h, f);
-    let limit = take("limitPrice")?;
-    Ok(OrderRecord {
-        id: id.to_owned(),
-        owner: take("owner")?,
-        symbol: take("symbol")?,
-        side: enum_of(take("side")?)?,
-        qty: num(take("qty")?)?,
-        filled_qty: num(take("filledQty")?)?,
-        price: num(take("price")?)?,
-        limit_price: if limit.is_empty() {
-            None
-        } else {
-            Some(num(limit)?)
-        },
-        status: enum_of(take("status")?)?,
-        created_at: int(take("createdAt")?)?,
-        updated_at: int(take("updatedAt")?)?,
-    })
-}
-
 fn parse_job(id: &str, mut h: HashMap<String, String>) -> Result<JobRecord, BrokerError> {
-    let mut take = |f: &str| take_field(RecordKind::Job, id, &mut h, f);
+    let mut take = |f: &str| {
+        h.remove(f)
+            .ok_or_else(|| BrokerError::Corrupt(format!("job {id} lacks {f}")))
+    };
     let kind = take("kind")?;
     let status: JobState = enum_of(take("status")?)?;
     Ok(JobRecord {
@@ -479,7 +389,7 @@ impl EventLog for RedisBroker {
         match stream {
             Stream::Topic { .. } => call["topic"] = Value::Bool(true),
             Stream::Private { user, .. } => call["user"] = Value::String(user.clone()),
-            Stream::Job { .. } | Stream::Order { .. } => {}
+            Stream::Job { .. } => {}
         }
         let mut inv = self.script.prepare_invoke();
         for suffix in ["seq", "epoch", "hist", "rec"] {
@@ -584,47 +494,49 @@ impl JobStore for RedisBroker {
             ("createdAt", job.created_at.to_string()),
             ("updatedAt", job.updated_at.to_string()),
         ];
-        self.store_record(job, &fields).await
+        // The record, then its owner's index (newest 1000 kept), in one MULTI.
+        let mut conn = self.conn.clone();
+        let key = self.key(&job.stream().tag(), "rec");
+        let owned = self.owner_index(&job.owner);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .expire(&key, STREAM_TTL_SECS as i64)
+            .ignore()
+            .zadd(&owned, &job.id, job.created_at)
+            .ignore()
+            .cmd("ZREMRANGEBYRANK")
+            .arg(&owned)
+            .arg(0)
+            .arg(-1001)
+            .ignore()
+            .expire(&owned, STREAM_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobRecord>, BrokerError> {
-        self.load_record(RecordKind::Job, id, parse_job).await
+        self.load_job(id).await
     }
 
     async fn jobs_of(&self, owner: &str, limit: usize) -> Result<Vec<JobRecord>, BrokerError> {
-        self.records_of(RecordKind::Job, owner, limit, parse_job)
-            .await
-    }
-}
-
-#[async_trait]
-impl OrderStore for RedisBroker {
-    async fn create_order(&self, order: &OrderRecord) -> Result<(), BrokerError> {
-        let fields: Vec<(&str, String)> = vec![
-            ("owner", order.owner.clone()),
-            ("symbol", order.symbol.clone()),
-            ("side", side_str(order.side).to_owned()),
-            ("qty", order.qty.to_string()),
-            ("filledQty", order.filled_qty.to_string()),
-            ("price", order.price.to_string()),
-            (
-                "limitPrice",
-                order.limit_price.map(|p| p.to_string()).unwrap_or_default(),
-            ),
-            ("status", order_state_str(order.status).to_owned()),
-            ("createdAt", order.created_at.to_string()),
-            ("updatedAt", order.updated_at.to_string()),
-        ];
-        self.store_record(order, &fields).await
-    }
-
-    async fn order(&self, id: &str) -> Result<Option<OrderRecord>, BrokerError> {
-        self.load_record(RecordKind::Order, id, parse_order).await
-    }
-
-    async fn orders_of(&self, owner: &str, limit: usize) -> Result<Vec<OrderRecord>, BrokerError> {
-        self.records_of(RecordKind::Order, owner, limit, parse_order)
-            .await
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn
+            .zrevrange(self.owner_index(owner), 0, limit as isize - 1)
+            .await?;
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(job) = self.load_job(&id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok(jobs)
     }
 }
 
