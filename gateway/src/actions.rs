@@ -71,6 +71,7 @@ async fn forward(
         action: action.to_owned(),
         user: user.to_owned(),
         data,
+        key: None,
     };
     state.broker.enqueue_action(&queued).await
 }
@@ -222,6 +223,45 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
     };
     let result = json!({ "jobId": job.id, "status": final_status.as_str() });
     remember_reply(state, user, ACTION_JOB_CANCEL_V1, &key, result).await
+}
+
+/// Whether `name` is an app's action this gateway forwards to workers: a
+/// well-formed `domain:name:vN` outside [`RESERVED_DOMAINS`], and in
+/// [`crate::Config::actions`] when that list is set (see
+/// [`crate::inbound::RESERVED_DOMAINS`]).
+pub fn is_app_action(state: &AppState, name: &str) -> bool {
+    crate::inbound::app_action_name(name)
+        && (state.config.actions.is_empty() || state.config.actions.iter().any(|a| a == name))
+}
+
+/// An app's action (`trade:place:v1`, `doc:annotate:v1`): checked (an
+/// object `{key, data}` with `data` an object, and any `data.jobId` must be
+/// one of `user`'s jobs), then forwarded to workers through the work queue
+/// once per idempotency key. Answers `{"actionId": id}`; a repeated key
+/// answers the first id and forwards nothing.
+pub async fn app_action(state: &AppState, user: &str, name: &str, payload: Value) -> AckReply {
+    let (key, data) = match crate::inbound::app_action(payload) {
+        Ok(v) => v,
+        Err(reply) => return reply,
+    };
+    // `inbound::app_action` checked that a `jobId` is a string.
+    if let Some(job_id) = data.get("jobId").and_then(Value::as_str) {
+        match state.broker.job(job_id).await {
+            Ok(Some(job)) if job.owner == user => {}
+            Ok(_) => return AckReply::err("not_found", "no such job"),
+            Err(e) => return internal(e),
+        }
+    }
+    let queued = QueuedAction {
+        action: name.to_owned(),
+        user: user.to_owned(),
+        data,
+        key: Some(key.clone()),
+    };
+    match state.broker.enqueue_once(&queued, &key).await {
+        Ok(id) => AckReply::ok(json!({ "actionId": id })),
+        Err(e) => internal(e),
+    }
 }
 
 /// The topic of a `topic:subscribe:v1` / `topic:unsubscribe:v1` payload

@@ -154,15 +154,45 @@ pub fn replay(payload: Value) -> Result<ReplayRequest, AckReply> {
     Ok(req)
 }
 
+/// The event domains the layer keeps for its own contracts: an app's action
+/// cannot use them, and an unknown action under them is `unknown_action`.
+pub const RESERVED_DOMAINS: &[&str] = &["job", "stream", "session", "topic", "probe", "action"];
+
+/// Whether `name` can be an app's action: `domain:name:vN` outside
+/// [`RESERVED_DOMAINS`].
+pub fn app_action_name(name: &str) -> bool {
+    let domain = name.split(':').next().unwrap_or_default();
+    crate::publish::valid_event_name(name) && !RESERVED_DOMAINS.contains(&domain)
+}
+
+/// The idempotency key and data of an app's action, `{key, data}` with
+/// `data` an object.
+pub fn app_action(payload: Value) -> Result<(String, Value), AckReply> {
+    let (key, data): (String, Value) = action(payload)?;
+    if !data.is_object() {
+        return Err(AckReply::err("invalid_payload", "data must be an object"));
+    }
+    if data.get("jobId").is_some_and(|j| !j.is_string()) {
+        return Err(AckReply::err(
+            "invalid_payload",
+            "data.jobId must be a string",
+        ));
+    }
+    Ok((key, data))
+}
+
 /// Parses `payload` as the action `name` would, without running it: `Ok` when
 /// the handler would go on to act, `Err` with the ack it would answer. An
-/// unknown name is `unknown_action`. For fuzzing and property tests.
+/// app's action (any gateway forwards them unless it lists its actions) is
+/// checked for its shape; any other name is `unknown_action`. For fuzzing
+/// and property tests.
 pub fn check(name: &str, payload: Value) -> Result<(), AckReply> {
     match name {
         ACTION_JOB_START_V1 => action::<JobStart>(payload).map(drop),
         ACTION_JOB_CANCEL_V1 => action::<JobCancel>(payload).map(drop),
         ACTION_TOPIC_SUBSCRIBE_V1 | ACTION_TOPIC_UNSUBSCRIBE_V1 => topic(payload).map(drop),
         ACTION_STREAM_REPLAY_V1 => replay(payload).map(drop),
+        _ if app_action_name(name) => app_action(payload).map(drop),
         _ => Err(AckReply::err("unknown_action", format!("no action {name}"))),
     }
 }

@@ -219,6 +219,10 @@ pub struct Config {
     /// The job kinds `job:start:v1` accepts (`--job-kind`); empty: any
     /// well-formed name (see [`actions::valid_kind`]).
     pub job_kinds: Vec<String>,
+    /// The app actions forwarded to workers (`--action`); empty: any
+    /// well-formed name outside the layer's own domains (see
+    /// [`actions::is_app_action`]).
+    pub actions: Vec<String>,
     /// Topics one socket may subscribe to (default 16).
     pub max_topics_per_socket: usize,
     /// On shutdown, each socket is told to reconnect after a random delay in
@@ -273,6 +277,7 @@ impl Default for Config {
             topic_prefixes: Vec::new(),
             public_topic_prefixes: Vec::new(),
             job_kinds: Vec::new(),
+            actions: Vec::new(),
             shutdown_jitter: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
         }

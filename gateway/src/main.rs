@@ -164,6 +164,11 @@ struct ServeArgs {
     /// well-formed kind when unset.
     #[arg(long = "job-kind", env = "LIVELINE_JOB_KINDS", value_delimiter = ',')]
     job_kinds: Vec<String>,
+    /// The app actions forwarded to workers, comma-separated (e.g.
+    /// `doc:annotate:v1`); any well-formed name outside the layer's own
+    /// domains when unset.
+    #[arg(long = "action", env = "LIVELINE_ACTIONS", value_delimiter = ',')]
+    actions: Vec<String>,
     /// Topics one connection may subscribe to.
     #[arg(long, env = "LIVELINE_MAX_TOPICS_PER_SOCKET", default_value_t = 16)]
     max_topics_per_socket: usize,
@@ -373,6 +378,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         topic_prefixes: clean(&args.topics.topic_prefixes),
         public_topic_prefixes: clean(&args.topics.public_topic_prefixes),
         job_kinds: clean(&args.job_kinds),
+        actions: clean(&args.actions),
         shutdown_jitter: Duration::from_millis(args.shutdown_jitter_ms),
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_secs),
     };

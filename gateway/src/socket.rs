@@ -223,7 +223,7 @@ async fn on_disconnect(state: &Arc<AppState>, s: SocketRef) {
 async fn act<E, F, Fut>(
     state: &Arc<AppState>,
     s: &SocketRef,
-    name: &'static str,
+    name: &str,
     data: Result<Value, E>,
     ack: Option<AckSender>,
     run: F,
@@ -331,20 +331,43 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
     // The SDK's liveness probe on wake: answered at once, outside the rate
     // limit, so a sleeping laptop learns within a moment whether its link
     // survived.
-    // Any other event with an ack id is answered at once, so a client's
-    // promise settles instead of waiting out its deadline.
+    // Every other event: an app's action goes to workers (rate-limited and
+    // counted like the built-in ones; metrics label them `app` unless the
+    // gateway lists its actions, so clients cannot grow the label set).
+    // Anything else with an ack id is answered at once with
+    // `unknown_action`, so a client's promise settles instead of waiting out
+    // its deadline.
     let st = state.clone();
-    s.on_fallback(move |s: SocketRef, Event(name): Event, ack: AckSender| {
-        let state = st.clone();
-        async move {
-            let shown: String = name.chars().take(64).collect();
-            let reply = AckReply::err(
-                "unknown_action",
-                format!("this gateway has no action {shown:?}"),
-            );
-            send_ack(&state, &s, ack, &reply);
-        }
-    });
+    s.on_fallback(
+        move |s: SocketRef, Event(name): Event, TryData(data): TryData<Value>, ack: AckSender| {
+            let state = st.clone();
+            async move {
+                if !actions::is_app_action(&state, &name) {
+                    let shown: String = name.chars().take(64).collect();
+                    let reply = AckReply::err(
+                        "unknown_action",
+                        format!("this gateway has no action {shown:?}"),
+                    );
+                    send_ack(&state, &s, ack, &reply);
+                    return;
+                }
+                let label = if state.config.actions.is_empty() {
+                    "app".to_owned()
+                } else {
+                    name.clone()
+                };
+                act(
+                    &state,
+                    &s,
+                    &label,
+                    data,
+                    Some(ack),
+                    |st, user, v| async move { actions::app_action(&st, &user, &name, v).await },
+                )
+                .await;
+            }
+        },
+    );
     let st = state.clone();
     s.on(PROBE_V1, move |s: SocketRef, ack: AckSender| {
         let state = st.clone();

@@ -256,6 +256,24 @@ impl WorkQueue for MemoryBroker {
         Ok(id)
     }
 
+    async fn enqueue_once(&self, action: &QueuedAction, key: &str) -> Result<String, BrokerError> {
+        let id = {
+            let mut inner = self.lock();
+            let scope = format!("queued:{}", action.action);
+            let k = (action.user.clone(), scope, key.to_owned());
+            if let Some(Value::String(id)) = inner.remembered.get(&k) {
+                return Ok(id.clone());
+            }
+            inner.next_action += 1;
+            let id = format!("0-{}", inner.next_action);
+            inner.remembered.insert(k, Value::String(id.clone()));
+            inner.actions.push_back((id.clone(), action.clone()));
+            id
+        };
+        self.actions_ready.notify_one();
+        Ok(id)
+    }
+
     async fn read_actions(
         &self,
         _consumer: &str,

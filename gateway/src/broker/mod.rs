@@ -99,8 +99,13 @@ pub struct QueuedAction {
     pub action: String,
     /// The user who sent it.
     pub user: String,
-    /// For `job:start:v1`, the [`JobRecord`] to run.
+    /// For `job:start:v1`, the [`JobRecord`] to run; for an app's action,
+    /// the `data` the client sent.
     pub data: Value,
+    /// The client's idempotency key of an app's action: a worker whose
+    /// effects are not idempotent by themselves keys them with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The consumer group workers read `{prefix}actions` with.
@@ -247,6 +252,12 @@ pub trait JobStore: Send + Sync {
 pub trait WorkQueue: Send + Sync {
     /// Forwards an action to workers; returns its id.
     async fn enqueue_action(&self, action: &QueuedAction) -> Result<String, BrokerError>;
+
+    /// Forwards `action` once per (`action.user`, `action.action`, `key`):
+    /// in one atomic step, records the new action's id under that triple, or
+    /// finds the id recorded by an earlier call and enqueues nothing. Returns
+    /// the id. (Records live as long as [`Idempotency`] records.)
+    async fn enqueue_once(&self, action: &QueuedAction, key: &str) -> Result<String, BrokerError>;
 
     /// Up to `max` actions for `consumer` of [`WORKER_GROUP`], waiting at most
     /// `block` for one.

@@ -65,6 +65,18 @@ pub const ACTIONS_MAXLEN: u64 = 100_000;
 /// call it with `EVALSHA` (see docs/publishing.md).
 pub const PUBLISH_LUA: &str = include_str!("publish.lua");
 
+/// Enqueues an action once per idempotency key. KEYS: the idempotency
+/// record, the actions stream. ARGV: the action JSON, the record's TTL in
+/// seconds, the stream's approximate MAXLEN. Returns the action's id (the
+/// earlier one when the key was used before).
+const ENQUEUE_ONCE_LUA: &str = r"
+local earlier = redis.call('GET', KEYS[1])
+if earlier then return earlier end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'action', ARGV[1])
+redis.call('SET', KEYS[1], id, 'EX', ARGV[2])
+return id
+";
+
 /// Takes or renews a lease. KEYS: lease. ARGV: holder, ttl ms. Returns 1 when held.
 const LEASE_LUA: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
@@ -89,6 +101,7 @@ pub struct RedisBroker {
     blocking: ConnectionManager,
     script: Script,
     lease: Script,
+    enqueue_once: Script,
     sink: Arc<tokio::sync::Mutex<Option<PubSubSink>>>,
     routes: Routes,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
@@ -168,6 +181,7 @@ impl RedisBroker {
             blocking,
             script: Script::new(PUBLISH_LUA),
             lease: Script::new(LEASE_LUA),
+            enqueue_once: Script::new(ENQUEUE_ONCE_LUA),
             sink,
             routes,
             control_rx: Mutex::new(Some(control_rx)),
@@ -555,6 +569,25 @@ impl WorkQueue for RedisBroker {
             .arg("action")
             .arg(payload)
             .query_async(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    async fn enqueue_once(&self, action: &QueuedAction, key: &str) -> Result<String, BrokerError> {
+        let mut conn = self.conn.clone();
+        let payload =
+            serde_json::to_string(action).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        // The record holds a stream id, not JSON: its own scope keeps it
+        // apart from the results `remember` keeps.
+        let scope = format!("queued:{}", action.action);
+        let id: String = self
+            .enqueue_once
+            .key(idempotency_key(&self.prefix, &action.user, &scope, key))
+            .key(format!("{}actions", self.prefix))
+            .arg(payload)
+            .arg(IDEMPOTENCY_TTL_SECS)
+            .arg(ACTIONS_MAXLEN)
+            .invoke_async(&mut conn)
             .await?;
         Ok(id)
     }
