@@ -329,18 +329,37 @@ impl Hub {
             socket.join(room(feed));
             return;
         };
-        let mut resuming = shared.resuming.lock().await;
-        let buffered = resuming.remove(&socket.id).unwrap_or_default();
-        for msg in buffered {
-            let env = &msg.envelope;
-            if last.get(&env.stream).is_some_and(|(_, l)| env.seq <= *l) {
-                continue;
-            }
-            if !emit_paced(socket, &msg.event, env).await {
-                return;
+        // Flush what the dispatcher buffered for this socket, at the socket's
+        // pace but never under the lock: each round takes what is buffered
+        // and emits it with the lock released, so a slow or stalled socket
+        // never delays the dispatcher (the user's other sockets). The socket
+        // joins its room in the same lock hold that finds its buffer empty,
+        // so no event falls between the buffer and the room.
+        loop {
+            let batch = {
+                let mut resuming = shared.resuming.lock().await;
+                let Some(buffer) = resuming.get_mut(&socket.id) else {
+                    // Released meanwhile (disconnected or cut off).
+                    return;
+                };
+                if buffer.is_empty() {
+                    resuming.remove(&socket.id);
+                    socket.join(room(feed));
+                    return;
+                }
+                std::mem::take(buffer)
+            };
+            for msg in batch {
+                let env = &msg.envelope;
+                if last.get(&env.stream).is_some_and(|(_, l)| env.seq <= *l) {
+                    continue;
+                }
+                if !emit_paced(socket, &msg.event, env).await {
+                    shared.resuming.lock().await.remove(&socket.id);
+                    return;
+                }
             }
         }
-        socket.join(room(feed));
     }
 
     /// Uncounts socket `sid` (idempotent); unsubscribes when it was the user's
@@ -405,6 +424,10 @@ impl Hub {
     }
 }
 
+/// Live events buffered for one resuming socket at most; past it the socket
+/// is cut off (it resumes later from its position).
+pub const MAX_RESUME_BUFFER: usize = 4096;
+
 /// How long a replay waits for room in a socket's outgoing buffer before it
 /// gives up and closes the socket (the client resumes later).
 pub const REPLAY_STALL: Duration = Duration::from_secs(5);
@@ -412,19 +435,25 @@ pub const REPLAY_STALL: Duration = Duration::from_secs(5);
 /// Emits to `s`, waiting (up to [`REPLAY_STALL`]) while its outgoing buffer is
 /// full, so a long replay goes at the client's pace and never drops an event.
 /// On failure the socket is closed and `false` returned.
+///
+/// socketioxide 0.18 tells only that a socket's buffer is full (engineioxide's
+/// `reserve` is a try, with no async wait), so this waits between tries, from
+/// 1 ms doubling to 32 ms. Only this socket's task waits: it holds no lock.
 pub async fn emit_paced<T: serde::Serialize + ?Sized>(
     s: &SocketRef,
     event: &str,
     data: &T,
 ) -> bool {
     let deadline = tokio::time::Instant::now() + REPLAY_STALL;
+    let mut wait = Duration::from_millis(1);
     loop {
         match s.emit(event, data) {
             Ok(()) => return true,
             Err(SendError::Socket(SocketError::InternalChannelFull))
                 if tokio::time::Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_millis(32));
             }
             Err(_) => {
                 close_socket(s.clone());
@@ -466,9 +495,20 @@ async fn dispatch(
 ) {
     while let Some(msg) = rx.recv().await {
         let mut resuming = shared.resuming.lock().await;
-        for buf in resuming.values_mut() {
-            buf.push(msg.clone());
-        }
+        // A resuming socket that falls this far behind is cut off like a
+        // slow live one: memory stays bounded, and it resumes later.
+        resuming.retain(|sid, buf| {
+            if buf.len() < MAX_RESUME_BUFFER {
+                buf.push(msg.clone());
+                return true;
+            }
+            if let Some(s) = io.get_socket(*sid) {
+                tracing::info!(sid = %s.id, "slow client cut off while resuming");
+                metrics.slow_client_disconnected();
+                close_socket(s);
+            }
+            false
+        });
         let env: &liveline::contract::Envelope<Value> = &msg.envelope;
         let mut delivered = 0u64;
         for s in io.to(room.clone()).sockets() {
