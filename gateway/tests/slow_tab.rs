@@ -102,6 +102,53 @@ async fn a_slow_resuming_tab_does_not_delay_the_users_other_tab(backend: Backend
     gw.stop().await;
 }
 
+/// A resuming tab that reads nothing while more than
+/// `hub::MAX_RESUME_BUFFER` live events arrive is cut off (and counted), so
+/// the gateway's memory stays bounded; the user's other tab gets them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_resuming_tab_is_cut_off_past_the_resume_buffer() {
+    let gw = Gateway::start_with(Backend::Memory, |c| {
+        c.demo_worker = false;
+        c.max_buffer_packets = 8;
+    })
+    .await;
+    let publisher = gw.handle.state.publisher.clone();
+    let stream = Stream::for_publisher("feed", Some("alice"), &TopicRules::default()).unwrap();
+    // History big enough that A's replay stalls at once (A never reads).
+    let blob = "x".repeat(256 * 1024);
+    let mut epoch = String::new();
+    for i in 0..64 {
+        epoch = publisher
+            .publish(&stream, "feed:item:v1", json!({"i": i, "blob": &blob}))
+            .await
+            .unwrap()
+            .epoch;
+    }
+    let mut b = gw.connect("alice").await;
+    let auth = json!({"token": gw.token("alice"), "resume": {"feed": {"epoch": epoch, "seq": 0}}});
+    let mut a = Client::connect(gw.addr, auth).await.unwrap();
+    // One event at a time, each read by B before the next: B keeps up,
+    // while A's replay waits on its full buffer (it reads nothing).
+    let bound = liveline_gateway::hub::MAX_RESUME_BUFFER as u64;
+    for i in 0..=bound {
+        publisher
+            .publish(&stream, "feed:tick:v1", json!({"i": i}))
+            .await
+            .unwrap();
+        let (_, env) = b.event().await;
+        assert_eq!(env["data"]["i"], i);
+    }
+    let render = gw.handle.state.metrics.render();
+    assert!(
+        render.contains("liveline_slow_clients_disconnected_total 1"),
+        "A was cut off for its resume buffer"
+    );
+    // The cut-off socket closes once its buffer drains (A reads now).
+    a.until_closed(Duration::from_secs(20)).await;
+    b.close().await;
+    gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_memory() {
     a_slow_resuming_tab_does_not_delay_the_users_other_tab(Backend::Memory).await;
