@@ -2,12 +2,14 @@
 //! sequencing, resume without loss or duplicates, and live fan-out through
 //! Redis (or an in-memory broker when no Redis is configured).
 //!
-//! [`build`] returns the [`axum::Router`] and a [`Handle`]; [`serve`] runs
-//! it on a listener; `main` only binds it.
+//! [`build`] returns the [`axum::Router`] and a [`Handle`], and starts
+//! nothing; [`Handle::start`] starts the node's background tasks; [`serve`]
+//! runs the router on a listener; `main` only binds it.
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! let config = liveline_gateway::Config::default();
-//! let (router, _handle) = liveline_gateway::build(config.clone()).await?;
+//! let (router, handle) = liveline_gateway::build(config.clone()).await?;
+//! handle.start();
 //! let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
 //! liveline_gateway::serve(listener, router, (&config).into(), std::future::pending()).await;
 //! # Ok(())
@@ -615,6 +617,47 @@ impl Handle {
         self.state.draining.load(Ordering::SeqCst)
     }
 
+    /// Starts this node's background tasks: the control-channel listener
+    /// (revocations from other nodes) and, when configured, the demo. Building
+    /// the app starts nothing; `serve` callers call this once (a second call
+    /// does nothing).
+    pub fn start(&self) {
+        let state = &self.state;
+        let mut tasks = state.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mut control) = state.broker.take_control() else {
+            return;
+        };
+        let st = state.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(msg) = control.recv().await {
+                match msg {
+                    ControlMessage::Revoke { user } => {
+                        let n = st.hub.revoke_local(&user).await;
+                        tracing::info!(sockets = n, "user revoked");
+                    }
+                }
+            }
+        }));
+        let config = &state.config;
+        if config.demo_worker {
+            let demo = demo::Demo {
+                broker: state.broker.clone(),
+                publisher: state.publisher.clone(),
+                step: config.demo_step,
+                symbols: config.symbols.clone(),
+                metrics: state.metrics.clone(),
+            };
+            tasks.push(tokio::spawn(demo.run(config.node_id.clone())));
+            tasks.push(tokio::spawn(demo::run_market(
+                state.broker.clone(),
+                state.publisher.clone(),
+                config.symbols.clone(),
+                config.market_tick,
+                config.node_id.clone(),
+            )));
+        }
+    }
+
     /// Stops this node's background tasks (demo worker, control listener).
     pub fn shutdown(&self) {
         let tasks =
@@ -696,38 +739,6 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         tasks: Mutex::new(Vec::new()),
         config: config.clone(),
     });
-    let mut tasks = Vec::new();
-    if config.demo_worker {
-        let demo = demo::Demo {
-            broker: broker.clone(),
-            publisher: state.publisher.clone(),
-            step: config.demo_step,
-            symbols: config.symbols.clone(),
-            metrics,
-        };
-        tasks.push(tokio::spawn(demo.run(config.node_id.clone())));
-        tasks.push(tokio::spawn(demo::run_market(
-            broker.clone(),
-            state.publisher.clone(),
-            config.symbols.clone(),
-            config.market_tick,
-            config.node_id.clone(),
-        )));
-    }
-    if let Some(mut control) = broker.take_control() {
-        let st = state.clone();
-        tasks.push(tokio::spawn(async move {
-            while let Some(msg) = control.recv().await {
-                match msg {
-                    ControlMessage::Revoke { user } => {
-                        let n = st.hub.revoke_local(&user).await;
-                        tracing::info!(sockets = n, "user revoked");
-                    }
-                }
-            }
-        }));
-    }
-    *state.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
     socket::register(&io, state.clone());
 
     let mut router = http::routes(state.clone());

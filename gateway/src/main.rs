@@ -388,6 +388,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "could not raise the open-file limit");
     }
     let (router, handle) = liveline_gateway::build(config.clone()).await?;
+    handle.start();
     let listener = tokio::net::TcpListener::bind((config.bind, config.port))
         .await
         .with_context(|| format!("binding {}:{}", config.bind, config.port))?;

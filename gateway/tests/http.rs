@@ -243,3 +243,36 @@ async fn websocket_upgrade_from_a_foreign_origin_is_refused_with_403() {
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
     gw.stop().await;
 }
+
+/// Building the app has no side effects: the demo and the control listener
+/// start with `Handle::start`, not before: an action queued after building is
+/// still in the queue (no demo consumed it), and the broker's control
+/// receiver was not taken.
+#[tokio::test]
+async fn building_the_app_starts_nothing_until_the_handle_starts_it() {
+    use liveline_gateway::broker::{Broker, MemoryBroker, QueuedAction, WorkQueue};
+    let broker = std::sync::Arc::new(MemoryBroker::new(100));
+    let config = liveline_gateway::Config {
+        demo_worker: true,
+        ..Default::default()
+    };
+    let (_router, handle) = liveline_gateway::app(config, broker.clone()).unwrap();
+    let probe = QueuedAction {
+        action: "doc:probe:v1".to_owned(),
+        user: "alice".to_owned(),
+        data: json!({}),
+        key: None,
+    };
+    broker.enqueue_action(&probe).await.unwrap();
+    let waiting = broker
+        .read_actions("test", 16, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 1, "nothing read the queue before start()");
+    let dyn_broker: &dyn Broker = &*broker;
+    assert!(
+        dyn_broker.take_control().is_some(),
+        "no control listener before start()"
+    );
+    drop(handle);
+}

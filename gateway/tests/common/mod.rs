@@ -64,6 +64,7 @@ impl Gateway {
         }
         tweak(&mut config);
         let (router, handle) = liveline_gateway::build(config.clone()).await.unwrap();
+        handle.start();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = router.clone();
