@@ -126,16 +126,11 @@ async fn jobs_list_events_after_publish_analytics_and_metrics(backend: Backend) 
     assert!(!text.contains("alice"), "no per-user labels");
     alice.close().await;
     // The session is counted once it ends.
-    let mut sessions = 0;
-    for _ in 0..50 {
+    common::eventually("the ended session is counted once", || async {
         let (_, s, _) = call(&gw, "GET", "/api/v1/analytics/summary", service(), None).await;
-        sessions = s["sessions"].as_u64().unwrap();
-        if sessions == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(sessions, 1);
+        s["sessions"].as_u64() == Some(1)
+    })
+    .await;
     gw.stop().await;
 }
 

@@ -40,20 +40,19 @@ async fn user_subscription_is_released_when_last_socket_leaves(backend: Backend)
     let a2 = gw.connect("alice").await;
     let b = gw.connect("bob").await;
     assert_eq!(gw.handle.state.hub.subscribed_users().await, 2);
+    let hub = &gw.handle.state.hub;
     a1.close().await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(gw.handle.state.hub.subscribed_users().await, 2);
+    common::eventually("the node counts alice's first socket out", || async {
+        hub.sockets_of("alice").await == 1
+    })
+    .await;
+    assert_eq!(hub.subscribed_users().await, 2, "alice still has a socket");
     a2.close().await;
     b.close().await;
-    let mut left = usize::MAX;
-    for _ in 0..50 {
-        left = gw.handle.state.hub.subscribed_users().await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(left, 0);
+    common::eventually("the node unsubscribes both users", || async {
+        hub.subscribed_users().await == 0
+    })
+    .await;
     gw.stop().await;
 }
 

@@ -126,8 +126,13 @@ async fn admin_revoke_closes_the_users_sockets_on_every_node_only() {
             .unwrap();
         assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     }
-    // A token issued after it (a new sign-in; `iat` is in whole seconds) works.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A token issued after it (a new sign-in; `iat` is in whole seconds) works:
+    // wait for the clock's next second.
+    let revoked_at = liveline_gateway::auth::unix_secs();
+    common::eventually("the clock passes the revocation's second", || async {
+        liveline_gateway::auth::unix_secs() > revoked_at
+    })
+    .await;
     let mut alice_again = b.connect("alice").await;
     start_job(&mut alice_again, "k-alice-again", "research").await;
     alice_again.close().await;
@@ -141,25 +146,17 @@ async fn admin_revoke_closes_the_users_sockets_on_every_node_only() {
 
 /// A gateway binary serving on its own port; killed on drop.
 struct Process {
-    child: std::process::Child,
+    #[allow(dead_code)] // held: dropping it kills the process
+    child: tokio::process::Child,
     addr: std::net::SocketAddr,
 }
 
 impl Process {
+    /// Starts the binary on a free port and waits for its `listening on`
+    /// line (it panics when the process exits or never listens).
     async fn spawn(prefix: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
-            .args([
-                "serve",
-                "--port",
-                &port.to_string(),
-                "--redis-url",
-                common::REDIS_URL,
-            ])
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
+            .args(["serve", "--port", "0", "--redis-url", common::REDIS_URL])
             .args([
                 "--key-prefix",
                 prefix,
@@ -167,25 +164,13 @@ impl Process {
                 "--demo-step-ms",
                 "60",
             ])
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let addr = common::listening(child.stdout.take().unwrap()).await;
         Self { child, addr }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -48,7 +48,7 @@ test('connects, receives a job\'s events, and acks resolve or reject with codes'
     assert.equal(events[0].payload.data.status, 'queued');
 
     // Invalid payloads reject with an Error whose code is invalid_payload.
-    for (const bad of [{ kind: 'nope' }, { kind: 'research', params: 5 }, 'text']) {
+    for (const bad of [{ kind: 'Not a kind!' }, { kind: 'research', params: 5 }, 'text']) {
       const r = await page.evaluate((bad) => window.harness.sendAndWait('c', 'job:start:v1', bad), bad);
       assert.equal(r.ok, false, `expected rejection for ${JSON.stringify(bad)}`);
       assert.equal(r.error.isError, true, 'rejects with an Error');
