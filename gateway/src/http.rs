@@ -22,6 +22,9 @@ use serde_json::{Value, json};
 use crate::auth::Claims;
 use crate::broker::{JobRecord, today};
 use crate::edge::read_body;
+use crate::openapi::{
+    DaySummary, EnvelopeDoc, ErrorBody, JobList, JobSnapshot, StreamEvents, TokenResponse,
+};
 use crate::publish::PublishError;
 use crate::stream::Stream;
 use crate::{AppState, TokenRefused};
@@ -48,11 +51,18 @@ pub fn routes(state: Arc<AppState>) -> Router {
     router.with_state(state)
 }
 
-async fn healthz() -> &'static str {
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The process is up.", body = String)))]
+pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+/// Readiness: the broker (Redis) answers and the node is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), responses(
+    (status = 200, description = "Ready.", body = String),
+    (status = 503, description = "Broker unreachable, or shutting down (take the node out of the load balancer).", body = String)))]
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -163,8 +173,12 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
     )
 }
 
-/// `GET /metrics`: Prometheus text format.
-async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// Prometheus metrics of this node (text format 0.0.4); with `--metrics-token`,
+/// only for that bearer token.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses(
+    (status = 200, description = "Metrics.", body = String, content_type = "text/plain"),
+    (status = 401, description = "A metrics token is configured and was not given.", body = String)))]
+pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(want) = &state.config.metrics_token {
         let given = bearer_token(&headers).unwrap_or_default();
         if !constant_time_eq(given.as_bytes(), want.as_bytes()) {
@@ -180,8 +194,11 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct ListQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// At most this many (default 50, at most 100).
+    #[param(maximum = 100)]
     limit: Option<usize>,
     /// Only jobs of this kind.
     kind: Option<String>,
@@ -190,9 +207,10 @@ struct ListQuery {
 /// Jobs read to answer a list filtered by kind (the newest this many).
 const KIND_SCAN: usize = 1000;
 
-/// `GET /api/v1/jobs?limit=N&kind=K`: the caller's jobs (of kind `K` when
-/// given), newest first, at most `N` (50 unless given, at most 100).
-async fn jobs(
+/// The caller's jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery), security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The jobs.", body = JobList), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+pub(crate) async fn jobs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
@@ -251,24 +269,29 @@ async fn snapshot(state: &AppState, headers: &HeaderMap, id: &str) -> Response {
     Json(body).into_response()
 }
 
-/// `GET /api/v1/openapi.json`: the OpenAPI 3 document of this API.
-async fn openapi() -> Response {
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "operations", security(()),
+    responses((status = 200, description = "The OpenAPI 3 document.", body = Object)))]
+pub(crate) async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::openapi::OPENAPI_JSON,
+        crate::openapi::document(),
     )
         .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct EventsQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
     after: Option<u64>,
 }
 
-/// `GET /api/v1/jobs/{id}/events?after=N`: the owner's events with seq > N
-/// still in history, with the stream's epoch and head seq. `complete` is
-/// false when history no longer reaches back to N+1 (reload the snapshot).
-async fn job_events(
+/// A job's events still in history after a seq.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/events", tag = "jobs",
+    params(("id" = String, Path, description = "The job id."), EventsQuery), security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The events.", body = StreamEvents),
+    (status = 404, description = "No such job for this user (`not_found`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+pub(crate) async fn job_events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -313,23 +336,40 @@ async fn events(state: &AppState, headers: &HeaderMap, id: &str, q: EventsQuery)
     .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PublishRequest {
+pub(crate) struct PublishRequest {
     /// The owner: required for a private stream, checked against the record
     /// of a job when given, absent for a topic.
     #[serde(default)]
     user: Option<String>,
     /// `job:{id}`, a topic, or the name of the user's private stream.
+    #[schema(max_length = 256, example = "job:42")]
     stream: String,
-    /// The contract name, `domain:name:vN`.
+    /// The event name, `domain:name:vN`.
+    #[schema(pattern = "^[a-z0-9_]+:[a-z0-9_]+:v[0-9]+$", example = "job:status:v1")]
     event: String,
+    /// The event's data, any JSON.
+    #[schema(value_type = Object)]
     data: Value,
 }
 
-/// `POST /api/v1/publish` (service token): publishes one event through the
-/// one publish path ([`crate::publish::Publisher`]).
-async fn publish(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+/// Publish one event (workers; service or admin token), through the
+/// gateway's one publish path. A `job:{id}` stream must exist and not have
+/// ended; when `user` is given it must be the job's owner; a `job:status:v1`
+/// also updates the job record. A stream under a topic prefix is a topic
+/// (leave `user` out); any other stream is `user`'s private stream.
+#[utoipa::path(post, path = "/api/v1/publish", tag = "publishing", request_body = PublishRequest, security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The published envelope.", body = EnvelopeDoc),
+    (status = 400, description = "Malformed body, stream or event name, or a user given for a topic or missing for a private stream (`invalid_payload`).", body = ErrorBody),
+    (status = 403, description = "The token's role is not service or admin (`forbidden`).", body = ErrorBody),
+    (status = 404, description = "No such job for this user (`not_found`).", body = ErrorBody),
+    (status = 409, description = "The job already ended (`job_ended`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+pub(crate) async fn publish(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
         return refused;
     }
@@ -369,15 +409,19 @@ fn publish_error(e: &PublishError) -> Response {
     error(status, e.code(), &e.to_string())
 }
 
-#[derive(Debug, Deserialize)]
-struct SummaryQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SummaryQuery {
+    /// `YYYY-MM-DD`, UTC; today when left out.
     day: Option<String>,
 }
 
-/// `GET /api/v1/analytics/summary?day=YYYY-MM-DD` (service token): DAU,
-/// sessions and jobs of the day (all nodes), plus this node's delivery
-/// latency quantiles.
-async fn analytics_summary(
+/// Analytics of one UTC day (service or admin token).
+#[utoipa::path(get, path = "/api/v1/analytics/summary", tag = "analytics", params(SummaryQuery), security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The day's analytics (all nodes) plus this node's latency quantiles and connections.", body = DaySummary),
+    (status = 400, description = "Bad day (`invalid_payload`).", body = ErrorBody),
+    (status = 403, description = "Not a service or admin token (`forbidden`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+pub(crate) async fn analytics_summary(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<SummaryQuery>,
@@ -414,14 +458,21 @@ async fn analytics_summary(
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct RevokeRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct RevokeRequest {
+    /// The user whose sockets close.
     user: String,
 }
 
-/// `POST /api/v1/admin/revoke` `{user}` (admin token): closes the user's
-/// sockets on every node, each after a `session:revoked:v1` event.
-async fn revoke(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+/// Close a user's sockets on every node (admin token).
+#[utoipa::path(post, path = "/api/v1/admin/revoke", tag = "operations", request_body = RevokeRequest, security(("bearerAuth" = [])), responses(
+    (status = 202, description = "Revocation broadcast; each socket gets `session:revoked:v1` then DISCONNECT.", body = Object),
+    (status = 403, description = "Not an admin token (`forbidden`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+pub(crate) async fn revoke(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     if let Err(refused) = caller(&state, &headers, Claims::is_admin).await {
         return refused;
     }
@@ -435,8 +486,12 @@ async fn revoke(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bo
     }
 }
 
-/// `GET /api/v1/jobs/{id}`: the owner's snapshot of a job with its stream position.
-async fn job(
+/// A job's snapshot with its stream position.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job id.")), security(("bearerAuth" = [])), responses(
+    (status = 200, description = "The job.", body = JobSnapshot),
+    (status = 404, description = "No such job for this user (`not_found`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+pub(crate) async fn job(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
@@ -444,16 +499,22 @@ async fn job(
     snapshot(&state, &headers, &id).await
 }
 
-#[derive(Debug, Deserialize)]
-struct DevTokenRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct DevTokenRequest {
+    /// The user (1 to 128 bytes).
     sub: String,
     /// `service` or `admin` for the analytics page and worker demos.
     #[serde(default)]
     role: Option<String>,
 }
 
-/// `POST /api/v1/dev/token`: a token for any `sub`. Only with `dev_tokens` on.
-async fn dev_token(State(state): State<Arc<AppState>>, body: Body) -> Response {
+/// Mint a 1-hour HS256 token for any user (only with `--dev-tokens`;
+/// development).
+#[utoipa::path(post, path = "/api/v1/dev/token", tag = "operations", request_body = DevTokenRequest, security(()), responses(
+    (status = 200, description = "A token.", body = TokenResponse),
+    (status = 400, description = "Bad sub (`invalid_payload`).", body = ErrorBody),
+    (status = 404, description = "Not served: the gateway runs without --dev-tokens.", body = ErrorBody)))]
+pub(crate) async fn dev_token(State(state): State<Arc<AppState>>, body: Body) -> Response {
     let req: DevTokenRequest = match json_body(body, SMALL_BODY_BYTES, "{sub, role?}").await {
         Ok(req) => req,
         Err(refused) => return refused,

@@ -41,21 +41,25 @@ pub struct StreamHead {
 }
 
 /// A job as stored in the broker.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Job)]
 pub struct JobRecord {
     /// The job id; its events are on stream `job:{id}`.
     pub id: String,
     /// The user who started it; only they see it.
     pub owner: String,
-    /// What it runs: any name the app's workers handle (see
-    /// [`crate::stream`] for the stream, [`crate::publish`] for the rules).
+    /// What it runs: any name the app's workers handle (1 to 64 of
+    /// `a-z 0-9 . _ -`).
     pub kind: String,
-    /// Kind-specific parameters.
+    /// Kind-specific parameters, the app's JSON.
+    #[schema(value_type = Object)]
     pub params: Value,
     /// Latest status.
+    #[schema(value_type = crate::openapi::JobStateDoc)]
     pub status: JobState,
     /// 0.0 to 1.0.
+    #[schema(minimum = 0, maximum = 1)]
     pub progress: f64,
     /// Latest status message.
     pub message: String,
@@ -112,7 +116,7 @@ pub struct QueuedAction {
 pub const WORKER_GROUP: &str = "workers";
 
 /// Counters of one (kind, outcome) pair of jobs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobStats {
     /// How many.
     pub count: u64,
@@ -121,7 +125,7 @@ pub struct JobStats {
 }
 
 /// One UTC day of analytics, shared by every node.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DayStats {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
