@@ -22,7 +22,7 @@
 //! All traffic stays on 127.0.0.0/8: `--url` and `--redis-url` must name
 //! loopback addresses.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -34,6 +34,12 @@ use anyhow::{Context, bail, ensure};
 use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use liveline::Config as ClientConfig;
 use liveline::contract::ServerEvent;
 use liveline::native::{Event, NativeClient};
@@ -44,8 +50,7 @@ use liveline_gateway::publish::Publisher;
 use liveline_gateway::stream::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, sleep, timeout};
@@ -192,76 +197,25 @@ struct Report {
     reconnects: u64,
     /// Events the SDK could not decode.
     invalid: u64,
-    /// Latency histogram: bucket index to count.
-    latency: Vec<(u32, u64)>,
-    /// Largest latency, in microseconds.
-    latency_max_us: u64,
+    /// Latencies in microseconds: (value, count) of every recorded value.
+    latency: Vec<(u64, u64)>,
     rss_idle_kb: u64,
     rss_kb: u64,
 }
 
 // ---------------------------------------------------------------- histogram
 
-/// Log-linear buckets: exact below 128 µs, then 64 per power of two (1.6 %).
-fn bucket(us: u64) -> u32 {
-    if us < 128 {
-        return us as u32;
-    }
-    let bits = 64 - us.leading_zeros();
-    let shift = bits - 7;
-    let mantissa = (us >> shift) as u32; // 64..128
-    shift * 64 + mantissa
+/// A latency histogram in microseconds, 1 µs to 10 min at 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant bounds are valid")
 }
 
-/// The middle of a bucket, in microseconds.
-fn bucket_value(index: u32) -> u64 {
-    if index < 128 {
-        return u64::from(index);
+/// The `q` quantile of `hist` in milliseconds.
+fn quantile_ms(hist: &Histogram<u64>, q: f64) -> f64 {
+    if hist.is_empty() {
+        return 0.0;
     }
-    let shift = index / 64 - 1;
-    let mantissa = u64::from(index % 64 + 64);
-    (mantissa << shift) + (1u64 << shift) / 2
-}
-
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: BTreeMap<u32, u64>,
-    max: u64,
-}
-
-impl Histogram {
-    fn add(&mut self, us: u64) {
-        *self.counts.entry(bucket(us)).or_default() += 1;
-        self.max = self.max.max(us);
-    }
-
-    fn merge(&mut self, counts: &[(u32, u64)], max: u64) {
-        for (b, n) in counts {
-            *self.counts.entry(*b).or_default() += n;
-        }
-        self.max = self.max.max(max);
-    }
-
-    fn total(&self) -> u64 {
-        self.counts.values().sum()
-    }
-
-    /// The `q` quantile in milliseconds.
-    fn quantile_ms(&self, q: f64) -> f64 {
-        let total = self.total();
-        if total == 0 {
-            return 0.0;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (b, n) in &self.counts {
-            seen += n;
-            if seen >= rank {
-                return bucket_value(*b).min(self.max) as f64 / 1000.0;
-            }
-        }
-        self.max as f64 / 1000.0
-    }
+    hist.value_at_quantile(q) as f64 / 1000.0
 }
 
 // ---------------------------------------------------------------- helpers
@@ -330,91 +284,37 @@ fn user_name(run_id: &str, user: usize) -> String {
     format!("load-{run_id}-{user}")
 }
 
-// ---------------------------------------------------------------- a tiny HTTP/1.1 client
+// ---------------------------------------------------------------- HTTP
 
-/// One keep-alive HTTP/1.1 connection (the gateway answers with Content-Length).
-struct Http {
-    addr: SocketAddr,
-    io: Option<BufReader<TcpStream>>,
+/// A keep-alive HTTP/1.1 client (hyper's pooled client).
+type Http = Client<HttpConnector, Full<Bytes>>;
+
+fn http_client() -> Http {
+    Client::builder(TokioExecutor::new()).build_http()
 }
 
-impl Http {
-    fn new(addr: SocketAddr) -> Self {
-        Self { addr, io: None }
+/// `method` `url` with a JSON `body` and an optional bearer token; the status
+/// and the body.
+async fn request(
+    http: &Http,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> anyhow::Result<(u16, Bytes)> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
     }
-
-    async fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: &[u8],
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        // One retry on a fresh connection: a kept-alive one may have been closed.
-        match self.try_request(method, path, token, body).await {
-            Ok(r) => Ok(r),
-            Err(_) => {
-                self.io = None;
-                self.try_request(method, path, token, body).await
-            }
-        }
-    }
-
-    async fn try_request(
-        &mut self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: &[u8],
-    ) -> anyhow::Result<(u16, Vec<u8>)> {
-        if self.io.is_none() {
-            let s = TcpStream::connect(self.addr).await?;
-            s.set_nodelay(true)?;
-            self.io = Some(BufReader::new(s));
-        }
-        let io = self.io.as_mut().context("no connection")?;
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if let Some(t) = token {
-            head.push_str("Authorization: Bearer ");
-            head.push_str(t);
-            head.push_str("\r\n");
-        }
-        head.push_str("\r\n");
-        let mut req = head.into_bytes();
-        req.extend_from_slice(body);
-        io.get_mut().write_all(&req).await?;
-        let mut line = String::new();
-        io.read_line(&mut line).await?;
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .with_context(|| format!("bad status line {line:?}"))?;
-        let mut length = None;
-        for _ in 0..100 {
-            line.clear();
-            if io.read_line(&mut line).await? == 0 {
-                bail!("connection closed in headers");
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = l.split_once(':')
-                && k.eq_ignore_ascii_case("content-length")
-            {
-                length = v.trim().parse::<usize>().ok();
-            }
-        }
-        let length = length.context("response without Content-Length")?;
-        let mut body = vec![0; length];
-        io.read_exact(&mut body).await?;
-        Ok((status, body))
-    }
+    let res = http
+        .request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, body))
 }
 
 // ---------------------------------------------------------------- worker
@@ -434,7 +334,6 @@ struct ConnStats {
     reconnects: u64,
     invalid: u64,
     latencies: Vec<u32>,
-    latency_max: u64,
 }
 
 struct Shared {
@@ -513,7 +412,6 @@ async fn consume(
                         st.delivered += 1;
                         if let Ok(sent) = env.data.text.parse::<u64>() {
                             let lat = now.saturating_sub(sent);
-                            st.latency_max = st.latency_max.max(lat);
                             st.latencies.push(u32::try_from(lat).unwrap_or(u32::MAX));
                         }
                         if st.delivered == shared.events {
@@ -700,7 +598,7 @@ async fn worker(cli: Cli) -> anyhow::Result<()> {
         rss_kb: rss,
         ..Report::default()
     };
-    let mut hist = Histogram::default();
+    let mut hist = histogram();
     for ((g, _), task) in clients.iter().zip(tasks) {
         let st = task.await.context("a connection task panicked")?;
         let expected = if missing.contains(&(g % users)) {
@@ -718,13 +616,14 @@ async fn worker(cli: Cli) -> anyhow::Result<()> {
         report.reconnects += st.reconnects;
         report.invalid += st.invalid;
         for l in &st.latencies {
-            hist.add(u64::from(*l));
+            hist.saturating_record(u64::from(*l).max(1));
         }
-        hist.max = hist.max.max(st.latency_max);
     }
     // Connections that never got a client (the connect deadline passed) expect nothing.
-    report.latency = hist.counts.into_iter().collect();
-    report.latency_max_us = hist.max;
+    report.latency = hist
+        .iter_recorded()
+        .map(|v| (v.value_iterated_to(), v.count_at_value()))
+        .collect();
     emit(&WorkerMsg::Report(Box::new(report)))?;
 
     // Hold the connections until told to exit (the coordinator reads gateway RSS now).
@@ -773,11 +672,12 @@ fn free_port() -> anyhow::Result<u16> {
 
 async fn healthy(addr: SocketAddr, within: Duration) -> bool {
     let deadline = Instant::now() + within;
+    let http = http_client();
+    let url = format!("http://{addr}/healthz");
     for _ in 0..(within.as_millis() / 50 + 1) {
-        let mut http = Http::new(addr);
         if let Ok(Ok((200, _))) = timeout(
             Duration::from_secs(1),
-            http.request("GET", "/healthz", None, b""),
+            request(&http, "GET", &url, None, Vec::new()),
         )
         .await
         {
@@ -925,7 +825,7 @@ async fn publish(
         let run_id = run_id.to_owned();
         let urls = urls.to_vec();
         tasks.push(tokio::spawn(async move {
-            let mut http: HashMap<usize, Http> = HashMap::new();
+            let http = http_client();
             // Position of user u within the global order, for the schedule.
             let rank: HashMap<usize, usize> =
                 users.iter().enumerate().map(|(i, u)| (*u, i)).collect();
@@ -949,29 +849,14 @@ async fn publish(
                             b.publish(&stream, CHUNK, data).await.is_ok()
                         }
                         None => {
-                            let gi = u % urls.len();
-                            let conn = match http.entry(gi) {
-                                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                                std::collections::hash_map::Entry::Vacant(e) => {
-                                    match loopback_addr(&urls[gi]) {
-                                        Ok(a) => e.insert(Http::new(a)),
-                                        Err(_) => return,
-                                    }
-                                }
-                            };
+                            let url = format!("{}/api/v1/publish", urls[u % urls.len()]);
                             let body = json!({
                                 "user": user, "stream": format!("job:{job}"),
                                 "event": CHUNK, "data": data,
                             })
                             .to_string();
                             matches!(
-                                conn.request(
-                                    "POST",
-                                    "/api/v1/publish",
-                                    Some(&token),
-                                    body.as_bytes()
-                                )
-                                .await,
+                                request(&http, "POST", &url, Some(&token), body.into_bytes()).await,
                                 Ok((200, _))
                             )
                         }
@@ -1239,7 +1124,7 @@ async fn coordinate(
             .await?;
     }
     let report_deadline = (Instant::now() + Duration::from_secs(cli.drain_secs + 30)).min(hard);
-    let mut hist = Histogram::default();
+    let mut hist = histogram();
     let mut client_rss = 0;
     let mut held_end = 0;
     for w in &mut workers {
@@ -1255,7 +1140,9 @@ async fn coordinate(
                 summary.reconnects += r.reconnects;
                 summary.invalid += r.invalid;
                 client_rss += r.rss_kb;
-                hist.merge(&r.latency, r.latency_max_us);
+                for (value, count) in &r.latency {
+                    hist.saturating_record_n(*value, *count);
+                }
             }
             other => bail!("unexpected {other:?}"),
         }
@@ -1268,10 +1155,10 @@ async fn coordinate(
         .count();
     summary.events_expected = summary.events_expected.max(with_job as u64 * cli.events);
     summary.lost = summary.events_expected.saturating_sub(summary.delivered);
-    summary.latency_p50_ms = hist.quantile_ms(0.50);
-    summary.latency_p95_ms = hist.quantile_ms(0.95);
-    summary.latency_p99_ms = hist.quantile_ms(0.99);
-    summary.latency_max_ms = hist.max as f64 / 1000.0;
+    summary.latency_p50_ms = quantile_ms(&hist, 0.50);
+    summary.latency_p95_ms = quantile_ms(&hist, 0.95);
+    summary.latency_p99_ms = quantile_ms(&hist, 0.99);
+    summary.latency_max_ms = hist.max() as f64 / 1000.0;
     let held = summary.connections_held.max(1) as f64;
     summary.client_rss_kb = client_rss;
     summary.client_rss_per_conn_kb = client_rss.saturating_sub(client_idle) as f64 / held;

@@ -5,6 +5,7 @@
 //! asserted (section 11: tests do not time them).
 #![allow(clippy::unwrap_used)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -13,10 +14,24 @@ use serde_json::Value;
 /// The two runs share two cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The gateway binary the tool starts: the workspace's, built next to this
+/// package's binary (`cargo test --workspace` builds it for the gateway's own
+/// tests; `cargo build -p liveline-gateway` otherwise).
+fn gateway_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_liveline-load")).with_file_name("liveline-gateway");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p liveline-gateway` first",
+        bin.display()
+    );
+    bin
+}
+
 fn run_load(extra: &[&str]) -> Value {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(env!("CARGO_BIN_EXE_liveline-load"))
-        .args(["--gateway-bin", env!("CARGO_BIN_EXE_liveline-gateway")])
+        .arg("--gateway-bin")
+        .arg(gateway_bin())
         .args(["--connections", "1000", "--events", "10", "--rate", "2000"])
         .args(["--duration-limit", "60"])
         .args(extra)
