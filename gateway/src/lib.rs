@@ -147,10 +147,8 @@ pub struct Config {
     pub jwt_audience: String,
     /// Directory of the web app to serve, with `index.html` as SPA fallback.
     pub static_dir: Option<PathBuf>,
-    /// Run the in-process demo worker for started jobs.
-    pub demo_worker: bool,
-    /// Pause between two steps of a demo job (default 500 ms).
-    pub demo_step: Duration,
+    /// The in-process demo (off by default): a user of the layer, configured here.
+    pub demo: demo::Settings,
     /// Serve `POST /api/v1/dev/token` (mints a token for anyone; off by default).
     pub dev_tokens: bool,
     /// When set, `GET /metrics` needs `Authorization: Bearer <this>` (or a
@@ -207,11 +205,6 @@ pub struct Config {
     pub rate_limit_strikes: u32,
     /// This node's name (worker consumer name); random by default.
     pub node_id: String,
-    /// Tradable symbols; each has a public topic `market:{symbol}` (default
-    /// BTC-USD, ETH-USD, SOL-USD).
-    pub symbols: Vec<String>,
-    /// Pause between two market ticks of the demo worker (default 500 ms).
-    pub market_tick: Duration,
     /// Names under these prefixes are topics (`--topic-prefix`, e.g.
     /// `room:`); a user reads one when their token's `topics` claim lists it.
     pub topic_prefixes: Vec<String>,
@@ -234,9 +227,6 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 }
 
-/// The default tradable symbols.
-pub const DEFAULT_SYMBOLS: &[&str] = &["BTC-USD", "ETH-USD", "SOL-USD"];
-
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -251,8 +241,7 @@ impl Default for Config {
             jwt_issuer: "liveline".to_owned(),
             jwt_audience: "liveline".to_owned(),
             static_dir: None,
-            demo_worker: false,
-            demo_step: demo::STEP,
+            demo: demo::Settings::default(),
             dev_tokens: false,
             metrics_token: None,
             allowed_origins: Vec::new(),
@@ -273,8 +262,6 @@ impl Default for Config {
             action_burst: 20,
             rate_limit_strikes: 10,
             node_id: broker::random_hex(),
-            symbols: DEFAULT_SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
-            market_tick: demo::MARKET_TICK,
             max_topics_per_socket: 16,
             topic_prefixes: Vec::new(),
             public_topic_prefixes: Vec::new(),
@@ -353,10 +340,10 @@ impl Config {
             .iter()
             .chain(&self.public_topic_prefixes);
         for prefix in prefixes {
-            if prefix.is_empty() || prefix.starts_with("job:") || prefix.starts_with("order:") {
+            if prefix.is_empty() || prefix.starts_with("job:") {
                 return err(
                     "--topic-prefix",
-                    "must not be empty, nor start with job: or order: (those are job streams)",
+                    "must not be empty, nor start with job: (those are job streams)",
                 );
             }
         }
@@ -639,20 +626,20 @@ impl Handle {
             }
         }));
         let config = &state.config;
-        if config.demo_worker {
+        if config.demo.enabled {
             let demo = demo::Demo {
                 broker: state.broker.clone(),
                 publisher: state.publisher.clone(),
-                step: config.demo_step,
-                symbols: config.symbols.clone(),
+                step: config.demo.step,
+                symbols: config.demo.symbols.clone(),
                 metrics: state.metrics.clone(),
             };
             tasks.push(tokio::spawn(demo.run(config.node_id.clone())));
             tasks.push(tokio::spawn(demo::run_market(
                 state.broker.clone(),
                 state.publisher.clone(),
-                config.symbols.clone(),
-                config.market_tick,
+                config.demo.symbols.clone(),
+                config.demo.market_tick,
                 config.node_id.clone(),
             )));
         }
@@ -719,7 +706,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         .build_layer();
     let metrics = Arc::new(Metrics::default());
     let mut public_topics = config.public_topic_prefixes.clone();
-    if config.demo_worker {
+    if config.demo.enabled {
         public_topics.push(demo::MARKET_PREFIX.to_owned());
     }
     let state = Arc::new(AppState {

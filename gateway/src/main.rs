@@ -355,8 +355,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         jwt_issuer: args.jwt.jwt_issuer,
         jwt_audience: args.jwt.jwt_audience,
         static_dir: args.static_dir,
-        demo_worker: args.demo_worker,
-        demo_step: Duration::from_millis(args.demo_step_ms),
+        demo: liveline_gateway::demo::Settings {
+            enabled: args.demo_worker,
+            step: Duration::from_millis(args.demo_step_ms),
+            symbols: clean(&args.symbols),
+            market_tick: Duration::from_millis(args.market_tick_ms),
+        },
         dev_tokens: args.dev_tokens,
         metrics_token: args.metrics_token.filter(|t| !t.is_empty()),
         allowed_origins: args
@@ -367,13 +371,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ping_interval: args.ping_interval,
         ping_timeout: args.ping_timeout,
         history_len: args.history_len,
-        symbols: args
-            .symbols
-            .into_iter()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect(),
-        market_tick: Duration::from_millis(args.market_tick_ms),
         max_topics_per_socket: args.max_topics_per_socket,
         topic_prefixes: clean(&args.topics.topic_prefixes),
         public_topic_prefixes: clean(&args.topics.public_topic_prefixes),

@@ -7,7 +7,7 @@ use common::{Backend, Gateway};
 use serde_json::json;
 
 async fn repeated_idempotency_key_returns_the_same_job_id(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let start = json!({"key": "same-key", "data": {"kind": "research", "params": {"query": "q"}}});
     let first = alice.call("job:start:v1", start.clone()).await;
@@ -33,7 +33,7 @@ async fn repeated_idempotency_key_returns_the_same_job_id(backend: Backend) {
 }
 
 async fn malformed_actions_get_invalid_payload_in_the_ack(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     for bad in [
         json!("nope"),
@@ -76,7 +76,7 @@ async fn malformed_actions_get_invalid_payload_in_the_ack(backend: Backend) {
 /// Job kinds are the app's: any well-formed name runs, unless the gateway
 /// is given a list, which then is the only one.
 async fn any_job_kind_runs_unless_the_gateway_lists_its_kinds(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let start =
         json!({"key": "pdf", "data": {"kind": "summarize-pdf", "params": {"url": "a.pdf"}}});
@@ -90,7 +90,7 @@ async fn any_job_kind_runs_unless_the_gateway_lists_its_kinds(backend: Backend) 
     gw.stop().await;
 
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.job_kinds = vec!["summarize-pdf".to_owned()];
     })
     .await;

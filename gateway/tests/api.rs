@@ -138,7 +138,7 @@ on_both_brokers!(jobs_list_events_after_publish_analytics_and_metrics);
 
 #[tokio::test]
 async fn started_job_goes_to_the_redis_actions_stream_once_per_idempotency_key() {
-    let gw = Gateway::start_with(Backend::Redis, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let first = start_job(&mut alice, "k-stream", "llm").await;
     let again = start_job(&mut alice, "k-stream", "llm").await;

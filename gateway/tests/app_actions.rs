@@ -11,7 +11,7 @@ use common::{Backend, Gateway, start_job};
 use serde_json::json;
 
 async fn an_app_action_reaches_workers_once_per_key(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let job = start_job(&mut alice, "k-job", "summarize-pdf").await;
     let action = json!({"key": "a-1", "data": {"jobId": job, "page": 3, "note": "check this"}});
@@ -58,7 +58,7 @@ async fn an_app_action_reaches_workers_once_per_key(backend: Backend) {
 }
 
 async fn app_actions_are_checked_before_they_are_forwarded(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let mut mallory = gw.connect("mallory").await;
     let job = start_job(&mut alice, "k-job", "research").await;
@@ -108,7 +108,7 @@ async fn app_actions_are_checked_before_they_are_forwarded(backend: Backend) {
 /// With `--action`, only the listed app actions are forwarded.
 async fn a_gateway_that_lists_its_actions_forwards_only_those(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.actions = vec!["doc:annotate:v1".to_owned()];
     })
     .await;

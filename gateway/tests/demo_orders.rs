@@ -113,7 +113,7 @@ async fn same_key_three_times_places_one_order(backend: Backend) {
 /// A limit buy far below the market stays open (it never fills at its
 /// limit), and cancelling it ends the job: nothing follows.
 async fn a_limit_order_waits_for_the_market_and_cancels(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_step = Duration::from_millis(50)).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.step = Duration::from_millis(50)).await;
     let mut alice = gw.connect("alice").await;
     let id = place(
         &mut alice,

@@ -253,7 +253,10 @@ async fn building_the_app_starts_nothing_until_the_handle_starts_it() {
     use liveline_gateway::broker::{Broker, MemoryBroker, QueuedAction, WorkQueue};
     let broker = std::sync::Arc::new(MemoryBroker::new(100));
     let config = liveline_gateway::Config {
-        demo_worker: true,
+        demo: liveline_gateway::demo::Settings {
+            enabled: true,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (_router, handle) = liveline_gateway::app(config, broker.clone()).unwrap();

@@ -73,7 +73,7 @@ async fn started_llm_job_streams_chunks_then_result(backend: Backend) {
 
 async fn cancelled_job_stops_with_cancelled_status(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_step = std::time::Duration::from_millis(200)
+        c.demo.step = std::time::Duration::from_millis(200)
     })
     .await;
     let mut alice = gw.connect("alice").await;

@@ -30,7 +30,7 @@ async fn run_example(
     args: impl Fn(&Gateway, &str) -> Vec<String>,
     from: &str,
 ) {
-    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let id = start_job(&mut alice, "k-pub", "research").await;
     let (_, queued) = alice.event().await;
@@ -140,7 +140,7 @@ async fn rust_api_publishes_over_redis() {
     use liveline_gateway::broker::RedisBroker;
     use liveline_gateway::publish::Publisher;
     use liveline_gateway::stream::Stream;
-    let gw = Gateway::start_with(Backend::Redis, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let id = start_job(&mut alice, "k-rs", "research").await;
     alice.event().await;
@@ -164,7 +164,7 @@ async fn rust_api_publishes_over_redis() {
 /// The CLI of docs/publishing.md: `liveline-gateway publish`.
 #[tokio::test]
 async fn cli_publishes_over_redis() {
-    let gw = Gateway::start_with(Backend::Redis, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
     let mut alice = gw.connect("alice").await;
     let id = start_job(&mut alice, "k-cli", "research").await;
     alice.event().await;

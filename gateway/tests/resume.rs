@@ -9,7 +9,7 @@ use common::{Backend, Client, Gateway, is_completed, start_job};
 use serde_json::json;
 
 async fn resume_after_disconnect_replays_missed_events_once_with_recovered_true(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_step = Duration::from_millis(80)).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.step = Duration::from_millis(80)).await;
     let mut alice = gw.connect("alice").await;
     let id = start_job(&mut alice, "k-r", "llm").await;
     let stream = format!("job:{id}");

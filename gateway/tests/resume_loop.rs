@@ -78,7 +78,7 @@ async fn read_contiguous(
 
 async fn reconnecting_fifty_times_mid_stream_loses_and_duplicates_nothing(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.history_len = 5000;
     })
     .await;
@@ -159,7 +159,7 @@ async fn lose_history(gw: &Gateway, backend: Backend, id: &str) {
 
 async fn lost_history_reports_recovered_false_and_rest_snapshot_continues(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.history_len = 4;
     })
     .await;
@@ -211,7 +211,7 @@ async fn lost_history_reports_recovered_false_and_rest_snapshot_continues(backen
 }
 
 async fn stream_replay_request_replays_after_the_given_seq(backend: Backend) {
-    let gw = Gateway::start_with(backend, |c| c.demo_worker = false).await;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
     let id = make_job(&gw, "alice").await;
     let stream = format!("job:{id}");
     let broker = gw.handle.state.publisher.clone();

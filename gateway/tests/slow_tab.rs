@@ -27,7 +27,7 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
 
 async fn a_slow_resuming_tab_does_not_delay_the_users_other_tab(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.max_buffer_packets = 16;
     })
     .await;
@@ -108,7 +108,7 @@ async fn a_slow_resuming_tab_does_not_delay_the_users_other_tab(backend: Backend
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_resuming_tab_is_cut_off_past_the_resume_buffer() {
     let gw = Gateway::start_with(Backend::Memory, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.max_buffer_packets = 8;
     })
     .await;

@@ -12,7 +12,7 @@ use common::{Backend, Client, Gateway};
 use serde_json::{Value, json};
 
 async fn start(backend: Backend) -> Gateway {
-    Gateway::start_with(backend, |c| c.market_tick = Duration::from_millis(40)).await
+    Gateway::start_with(backend, |c| c.demo.market_tick = Duration::from_millis(40)).await
 }
 
 async fn subscribe(client: &mut Client, topic: &str) -> Value {
@@ -191,7 +191,7 @@ async fn topic_position_resumes_from_history(backend: Backend) {
 async fn published_topic_event_reaches_subscribers(backend: Backend) {
     use tower::ServiceExt;
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.public_topic_prefixes = vec!["market:".to_owned()];
     })
     .await;
@@ -230,7 +230,7 @@ async fn published_topic_event_reaches_subscribers(backend: Backend) {
 /// resuming follow the same rule.
 async fn private_topics_need_the_tokens_topics_claim(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| {
-        c.demo_worker = false;
+        c.demo.enabled = false;
         c.topic_prefixes = vec!["room:".to_owned()];
     })
     .await;

@@ -39,6 +39,34 @@ pub const STEP: Duration = Duration::from_millis(500);
 /// Pause between two market ticks.
 pub const MARKET_TICK: Duration = Duration::from_millis(500);
 
+/// The demo's symbols when none are configured.
+pub const DEFAULT_SYMBOLS: &[&str] = &["BTC-USD", "ETH-USD", "SOL-USD"];
+
+/// How the demo runs (`serve --demo-worker`, `--demo-step-ms`, `--symbols`,
+/// `--market-tick-ms`).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Run the demo in this gateway (off by default).
+    pub enabled: bool,
+    /// Pause between two steps of a job (default 500 ms).
+    pub step: Duration,
+    /// The symbols it trades; each has a public topic `market:{symbol}`.
+    pub symbols: Vec<String>,
+    /// Pause between two market ticks (default 500 ms).
+    pub market_tick: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            step: STEP,
+            symbols: DEFAULT_SYMBOLS.iter().map(|s| (*s).to_owned()).collect(),
+            market_tick: MARKET_TICK,
+        }
+    }
+}
+
 /// Publishes through `publisher`; `Ok(false)` when the job ended (cancelled
 /// elsewhere) or is gone.
 async fn emit(

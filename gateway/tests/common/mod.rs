@@ -54,8 +54,11 @@ impl Gateway {
 
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config {
-            demo_worker: true,
-            demo_step: Duration::from_millis(60),
+            demo: liveline_gateway::demo::Settings {
+                enabled: true,
+                step: Duration::from_millis(60),
+                ..Default::default()
+            },
             ..Config::default()
         };
         if backend == Backend::Redis {
