@@ -40,8 +40,7 @@ test('research: live status, progress, sources found, summary answer; no HTTP wh
   const { context, page, rec } = await openApp(browser, appUrl(user));
   try {
     await waitTestIdText(page, 'connection-state', 'connected', 15_000, rec);
-    await page.waitForSelector('[data-testid="job-list"]', { state: 'attached' });
-    await sleep(500); // the load-time REST reads settle
+    await page.waitForSelector('[data-testid="job-list"][data-settled="true"]', { state: 'attached' });
     rec.phase = 'job';
     await startJob(page, 'research', 'event-driven architectures');
     const jobId = await shownJobId(page);
@@ -145,8 +144,9 @@ test('steady state: connected for 10 s, the page sends no HTTP request', { timeo
   const { context, page, rec } = await openApp(browser, appUrl(user));
   try {
     await waitTestIdText(page, 'connection-state', 'connected', 15_000, rec);
-    await sleep(1000); // load-time REST settles
+    await page.waitForSelector('[data-testid="job-list"][data-settled="true"]', { state: 'attached' });
     rec.phase = 'steady';
+    // The measurement window: 10 s connected and idle.
     await sleep(10_000);
     assert.equal(await testIdText(page, 'connection-state'), 'connected');
     const steady = rec.requests.filter((r) => r.phase === 'steady');

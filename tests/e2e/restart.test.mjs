@@ -66,7 +66,6 @@ test('gateway killed and restarted mid-answer: reconnecting, then connected; the
       prefix, user, stream: `job:${jobId}`, event: 'job:status:v1',
       data: { jobId, status: 'running', progress: 0.9, message: 'worker restarted, resuming the answer' },
     });
-    await sleep(500);
     await gw.start();
     await waitTestIdText(page, 'connection-state', 'connected', 30_000, rec);
     await waitTestIdText(page, 'job-message', 'worker restarted, resuming the answer', 10_000, rec);

@@ -77,7 +77,7 @@ export function ResearchPanel() {
       {!jobs.listLoaded && <p className="hint">Loading…</p>}
       {jobs.listError && <p className="error">Could not load jobs: {jobs.listError}</p>}
       {jobs.listLoaded && list.length === 0 && <p className="hint">No jobs yet.</p>}
-      <ul className="job-list" data-testid="job-list">
+      <ul className="job-list" data-testid="job-list" data-settled={jobs.loadSettled ? 'true' : 'false'}>
         {list.map((j) => (
           <li key={j.id} className={j.id === current ? 'selected' : ''}>
             <button

@@ -57,6 +57,8 @@ export class JobsStore {
   private list: JobView[] = [];
   listError: string | null = null;
   listLoaded = false;
+  /** True once the load-time REST reads (the list, then the history of running and recent jobs) are done. */
+  loadSettled = false;
 
   constructor(private client: Liveline) {}
 
@@ -87,8 +89,9 @@ export class JobsStore {
     } catch (err) {
       this.listError = err instanceof Error ? err.message : String(err);
       this.listLoaded = true;
-      this.emit();
     }
+    this.loadSettled = true;
+    this.emit();
   }
 
   /** A job this page just started (its events may already be arriving). */
