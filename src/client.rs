@@ -672,14 +672,9 @@ impl Client {
                 self.flush_outbox(now);
             }
             PacketType::ConnectError => {
-                let message = p
-                    .data
-                    .as_deref()
-                    .and_then(|d| {
-                        json::string(d).or_else(|| json::get(d, "message").and_then(json::string))
-                    })
-                    .unwrap_or_else(|| "connection refused".to_owned());
-                if !is_auth_refusal(&message) {
+                let refusal = Refusal::of(p.data.as_deref());
+                let message = refusal.message();
+                if refusal != Refusal::Unauthorized {
                     // Refused for another reason (a connection cap, a gateway
                     // shutting down): an ordinary failed attempt, retried.
                     self.drop_socket(&format!("connection refused: {message}"), now);
@@ -1038,18 +1033,60 @@ impl Client {
     }
 }
 
-/// Whether a CONNECT refusal is about the credentials (a fresh token may
-/// help once; a second in a row is final) rather than load or shutdown.
-fn is_auth_refusal(message: &str) -> bool {
-    // A plain window scan: `str::contains(&str)` brings a two-way searcher
-    // (2 KB of wasm) for five short words.
-    let m = message.as_bytes();
-    ["unauthorized", "forbidden", "token", "auth", "jwt"]
-        .iter()
-        .any(|w| {
-            m.windows(w.len())
-                .any(|x| x.eq_ignore_ascii_case(w.as_bytes()))
-        })
+/// Why a server refused a CONNECT, read from its error code: the
+/// `connect_error` payload's `message` (a Liveline gateway's codes, or an
+/// official server's `new Error("unauthorized")`), or its `data.code` (an
+/// official server's `err.data = {code: "unauthorized"}`). Never guessed from
+/// words in a free-text message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// `unauthorized`: the credentials; a fresh token may help once, a
+    /// second refusal in a row is final.
+    Unauthorized,
+    /// `too_many_connections`: the user's connection cap; retried with backoff.
+    TooManyConnections,
+    /// `too_many_streams`: too many streams to resume; retried with backoff.
+    TooManyStreams,
+    /// `unavailable`: the server cannot serve now (its broker, a shutdown);
+    /// retried with backoff.
+    Unavailable,
+    /// Any other reason, as the server put it; retried with backoff.
+    Other(String),
+}
+
+impl Refusal {
+    /// The refusal a `connect_error` payload (JSON text) carries.
+    pub fn of(data: Option<&str>) -> Self {
+        let message = data.and_then(|d| {
+            json::string(d).or_else(|| json::get(d, "message").and_then(json::string))
+        });
+        let code = data
+            .and_then(|d| json::get(d, "data"))
+            .and_then(|d| json::get(d, "code"))
+            .and_then(json::string);
+        let named = |c: &str| match c {
+            "unauthorized" => Some(Self::Unauthorized),
+            "too_many_connections" => Some(Self::TooManyConnections),
+            "too_many_streams" => Some(Self::TooManyStreams),
+            "unavailable" => Some(Self::Unavailable),
+            _ => None,
+        };
+        code.as_deref()
+            .and_then(named)
+            .or_else(|| message.as_deref().and_then(named))
+            .unwrap_or_else(|| Self::Other(message.unwrap_or_else(|| "refused".to_owned())))
+    }
+
+    /// The reason as the connection state shows it.
+    pub fn message(&self) -> String {
+        match self {
+            Self::Unauthorized => "unauthorized".to_owned(),
+            Self::TooManyConnections => "too_many_connections".to_owned(),
+            Self::TooManyStreams => "too_many_streams".to_owned(),
+            Self::Unavailable => "unavailable".to_owned(),
+            Self::Other(m) => m.clone(),
+        }
+    }
 }
 
 /// Reads an ack's first argument: `{"ok":true,"data":..}` gives the data,
@@ -1360,6 +1397,57 @@ mod tests {
         }
         assert_eq!(c.state().name(), "suspended", "after {now} ms");
         assert!(now >= Config::new("x").suspend_after_ms);
+    }
+
+    #[test]
+    fn refusals_are_read_from_the_servers_code_not_guessed_from_words() {
+        assert_eq!(
+            Refusal::of(Some(r#"{"message":"unauthorized"}"#)),
+            Refusal::Unauthorized
+        );
+        assert_eq!(
+            Refusal::of(Some(r#""unauthorized""#)),
+            Refusal::Unauthorized
+        );
+        assert_eq!(
+            Refusal::of(Some(
+                r#"{"message":"not allowed","data":{"code":"unauthorized"}}"#
+            )),
+            Refusal::Unauthorized
+        );
+        assert_eq!(
+            Refusal::of(Some(r#"{"message":"too_many_connections"}"#)),
+            Refusal::TooManyConnections
+        );
+        assert_eq!(
+            Refusal::of(Some(r#"{"message":"unavailable"}"#)),
+            Refusal::Unavailable
+        );
+        // Words about tokens in a free-text message are not an auth refusal:
+        // a false match would give up for good.
+        for text in [
+            "token bucket full",
+            "auth service slow",
+            "JWT cache warming",
+        ] {
+            let payload = format!(r#"{{"message":"{text}"}}"#);
+            assert_eq!(Refusal::of(Some(&payload)), Refusal::Other(text.to_owned()));
+        }
+        assert_eq!(Refusal::of(None), Refusal::Other("refused".to_owned()));
+    }
+
+    #[test]
+    fn a_refusal_whose_message_mentions_a_token_is_still_retried() {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        c.connect(0);
+        for n in 0..3 {
+            let now = n * 20_000;
+            c.handle_timeout(now);
+            c.handle_token(Ok("t".into()), now);
+            c.handle_text(HANDSHAKE, now);
+            c.handle_text(r#"44{"message":"token bucket exhausted"}"#, now);
+            assert_eq!(c.state().name(), "reconnecting", "after refusal {n}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod protocol;
 pub mod ts;
 mod vec_map;
 
-pub use client::{Client, Config, ConnectionState, Output, StateChange};
+pub use client::{Client, Config, ConnectionState, Output, Refusal, StateChange};
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
