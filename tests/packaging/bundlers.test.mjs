@@ -1,5 +1,5 @@
 // The packaging matrix: the `npm pack` tarball installed into a fresh app per
-// bundler or framework (Vite 5 and 6, webpack 5, esbuild, Next.js) (each with its tools pinned in its own lock file, installed by
+// bundler or framework (Vite 5, 6 and 7, webpack 5, esbuild, Next.js) (each with its tools pinned in its own lock file, installed by
 // scripts/setup.sh), the same app source (tests/packaging/bundlers/app) built
 // with no liveline-specific config, served as a static host would, loaded in
 // headless Chromium, connected to a real gateway: it starts a job and sees it
@@ -24,6 +24,7 @@ const page = (script, type = 'module') =>
 const CASES = [
   { name: 'vite5', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true, entry: page('src/index.js') },
   { name: 'vite6', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true, entry: page('src/index.js') },
+  { name: 'vite7', build: ['node_modules/.bin/vite', ['build', '--logLevel', 'warn']], out: 'dist', dev: true, entry: page('src/index.js') },
   {
     name: 'webpack5',
     build: ['node_modules/.bin/webpack', ['--mode', 'production']],
