@@ -173,10 +173,10 @@ fn unavailable(e: impl std::fmt::Display) -> Response {
     )
 }
 
-/// Prometheus metrics of this node (text format 0.0.4); with `--metrics-token`,
+/// Prometheus metrics of this node (OpenMetrics text); with `--metrics-token`,
 /// only for that bearer token.
 #[utoipa::path(get, path = "/metrics", tag = "operations", security(()), responses(
-    (status = 200, description = "Metrics.", body = String, content_type = "text/plain"),
+    (status = 200, description = "Metrics, OpenMetrics text format.", body = String, content_type = "application/openmetrics-text"),
     (status = 401, description = "A metrics token is configured and was not given.", body = String)))]
 pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Some(want) = &state.config.metrics_token {
@@ -188,7 +188,7 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderM
         }
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(),
     )
         .into_response()
