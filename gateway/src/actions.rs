@@ -234,7 +234,7 @@ pub fn is_app_action(state: &AppState, name: &str) -> bool {
         && (state.config.actions.is_empty() || state.config.actions.iter().any(|a| a == name))
 }
 
-/// An app's action (`trade:place:v1`, `doc:annotate:v1`): checked (an
+/// An app's action (e.g. `doc:annotate:v1`): checked (an
 /// object `{key, data}` with `data` an object, and any `data.jobId` must be
 /// one of `user`'s jobs), then forwarded to workers through the work queue
 /// once per idempotency key. Answers `{"actionId": id}`; a repeated key

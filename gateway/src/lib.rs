@@ -209,7 +209,7 @@ pub struct Config {
     /// `room:`); a user reads one when their token's `topics` claim lists it.
     pub topic_prefixes: Vec<String>,
     /// Topics under these prefixes are public: every user may read them
-    /// (`--public-topic-prefix`). The demo worker adds `market:`.
+    /// (`--public-topic-prefix`). The demo adds its own when it runs.
     pub public_topic_prefixes: Vec<String>,
     /// The job kinds `job:start:v1` accepts (`--job-kind`); empty: any
     /// well-formed name (see [`actions::valid_kind`]).
@@ -627,21 +627,13 @@ impl Handle {
         }));
         let config = &state.config;
         if config.demo.enabled {
-            let demo = demo::Demo {
-                broker: state.broker.clone(),
-                publisher: state.publisher.clone(),
-                step: config.demo.step,
-                symbols: config.demo.symbols.clone(),
-                metrics: state.metrics.clone(),
-            };
-            tasks.push(tokio::spawn(demo.run(config.node_id.clone())));
-            tasks.push(tokio::spawn(demo::run_market(
+            tasks.extend(demo::spawn(
+                &config.demo,
                 state.broker.clone(),
                 state.publisher.clone(),
-                config.demo.symbols.clone(),
-                config.demo.market_tick,
-                config.node_id.clone(),
-            )));
+                state.metrics.clone(),
+                &config.node_id,
+            ));
         }
     }
 
@@ -707,7 +699,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
     let metrics = Arc::new(Metrics::default());
     let mut public_topics = config.public_topic_prefixes.clone();
     if config.demo.enabled {
-        public_topics.push(demo::MARKET_PREFIX.to_owned());
+        public_topics.extend(demo::PUBLIC_PREFIXES.iter().map(|p| (*p).to_owned()));
     }
     let state = Arc::new(AppState {
         auth: config.jwt()?,

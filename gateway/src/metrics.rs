@@ -324,7 +324,7 @@ mod tests {
         let m = Metrics::default();
         m.connected();
         m.action("job:start:v1", "ok");
-        m.job_finished("research", "completed", 2.0);
+        m.job_finished("summarize-pdf", "completed", 2.0);
         m.delivered(3, unix_millis());
         let text = m.render();
         assert!(text.contains("liveline_connections 1"), "{text}");
@@ -336,7 +336,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "liveline_job_duration_seconds_count{kind=\"research\",outcome=\"completed\"} 1"
+                "liveline_job_duration_seconds_count{kind=\"summarize-pdf\",outcome=\"completed\"} 1"
             ),
             "{text}"
         );

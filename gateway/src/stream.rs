@@ -3,7 +3,7 @@
 //! Every event lives on a stream, and a stream is one of:
 //! - a **job's** stream, `job:{id}`: its record says who owns it;
 //! - a **topic**, any name under a configured topic prefix (for example
-//!   `market:` or `room:`): public topics are readable by every user, the
+//!   `prices:` or `room:`): public topics are readable by every user, the
 //!   others by users whose token lists them (claim `topics`);
 //! - a **user's private stream**: any other name, published for one user and
 //!   kept apart per user (two users' `notes` are two streams).
@@ -28,7 +28,7 @@ pub enum Stream {
     },
     /// A topic: a name under a configured topic prefix.
     Topic {
-        /// The full name, e.g. `market:BTC-USD`.
+        /// The full name, e.g. `prices:EUR`.
         name: String,
     },
     /// One user's private stream.
@@ -208,7 +208,7 @@ mod tests {
     use super::*;
 
     fn rules() -> TopicRules {
-        TopicRules::new(&["room:".to_owned()], &["market:".to_owned()])
+        TopicRules::new(&["room:".to_owned()], &["prices:".to_owned()])
     }
 
     #[test]
@@ -219,9 +219,9 @@ mod tests {
             Ok(Stream::Job { id: "7".into() })
         );
         assert_eq!(
-            Stream::for_reader("market:BTC-USD", "alice", &r).unwrap(),
+            Stream::for_reader("prices:EUR", "alice", &r).unwrap(),
             Stream::Topic {
-                name: "market:BTC-USD".into()
+                name: "prices:EUR".into()
             }
         );
         assert!(
@@ -260,11 +260,11 @@ mod tests {
             Err(StreamError::NeedsUser("notes".into()))
         );
         assert_eq!(
-            Stream::for_publisher("market:X", Some("alice"), &r),
-            Err(StreamError::TopicHasNoUser("market:X".into()))
+            Stream::for_publisher("prices:X", Some("alice"), &r),
+            Err(StreamError::TopicHasNoUser("prices:X".into()))
         );
         assert!(
-            Stream::for_publisher("market:X", None, &r)
+            Stream::for_publisher("prices:X", None, &r)
                 .unwrap()
                 .is_topic()
         );
@@ -281,8 +281,8 @@ mod tests {
         let b = Stream::for_reader("y", "a:b:x", &r).unwrap();
         assert_ne!(a.tag(), b.tag());
         assert_eq!(a.name(), "x:y");
-        let topic = Stream::for_reader("market:X", "a", &r).unwrap();
-        assert_eq!(topic.tag(), "topic:market:X");
+        let topic = Stream::for_reader("prices:X", "a", &r).unwrap();
+        assert_eq!(topic.tag(), "topic:prices:X");
         assert_eq!(Stream::Job { id: "1".into() }.tag(), "job:1");
     }
 }

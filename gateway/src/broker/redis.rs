@@ -2,13 +2,13 @@
 //!
 //! Keys (the `{...}` hash tag keeps a stream's keys in one Cluster slot):
 //! - `{prefix}{T}:seq`   INCR counter, the stream's head seq, where `T` is the
-//!   stream's tag ([`Stream::tag`]: `job:1`, `topic:market:BTC-USD`, `u:5:alice:notes`)
+//!   stream's tag ([`Stream::tag`]: `job:1`, `topic:prices:EUR`, `u:5:alice:notes`)
 //! - `{prefix}{T}:epoch` replaced whenever `seq` is created anew
 //! - `{prefix}{T}:hist`  Redis stream, entry id `0-{seq}`, fields `event`, `env`
 //! - `{prefix}{T}:rec`   hash with the job record of a job stream
 //! - `{prefix}user:{user}`   pub/sub channel carrying `{user, event, envelope}`
 //! - `{prefix}topic:{topic}` pub/sub channel of a topic
-//! - `{prefix}lease:market`  which node's demo worker publishes market ticks
+//! - `{prefix}lease:{name}`  who holds lease `name` (the demo's ticker holds one)
 //! - `{prefix}idem:{len(user)}:{user}:{len(scope)}:{scope}:{key}` idempotency
 //!   record (SET NX EX); the lengths (in bytes) keep every (user, scope, key)
 //!   triple on its own key, whatever `:` the parts contain

@@ -67,6 +67,38 @@ impl Default for Settings {
     }
 }
 
+/// The public topic prefixes the demo publishes on (the gateway makes them
+/// public when the demo runs).
+pub const PUBLIC_PREFIXES: &[&str] = &[MARKET_PREFIX];
+
+/// Starts the demo on a node: its job runner (consumer `node` of the work
+/// queue) and its ticker. The tasks run until aborted.
+pub fn spawn(
+    settings: &Settings,
+    broker: Arc<dyn Broker>,
+    publisher: Publisher,
+    metrics: Arc<Metrics>,
+    node: &str,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let demo = Demo {
+        broker: broker.clone(),
+        publisher: publisher.clone(),
+        step: settings.step,
+        symbols: settings.symbols.clone(),
+        metrics,
+    };
+    vec![
+        tokio::spawn(demo.run(node.to_owned())),
+        tokio::spawn(run_market(
+            broker,
+            publisher,
+            settings.symbols.clone(),
+            settings.market_tick,
+            node.to_owned(),
+        )),
+    ]
+}
+
 /// Publishes through `publisher`; `Ok(false)` when the job ended (cancelled
 /// elsewhere) or is gone.
 async fn emit(
