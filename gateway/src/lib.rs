@@ -347,6 +347,15 @@ impl Config {
                 );
             }
         }
+        if let Some(action) = self.actions.iter().find(|a| !inbound::app_action_name(a)) {
+            return err(
+                "--action",
+                &format!(
+                    "{action:?} is not an app action: domain:name:vN outside the layer's domains ({})",
+                    inbound::RESERVED_DOMAINS.join(", ")
+                ),
+            );
+        }
         if let Some(kind) = self.job_kinds.iter().find(|k| !actions::valid_kind(k)) {
             return err(
                 "--job-kind",

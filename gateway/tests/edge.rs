@@ -578,6 +578,9 @@ async fn bad_config_stops_the_gateway_with_a_clear_error_and_durations_take_mill
         (vec!["--ping-timeout", "0ms"], "--ping-timeout"),
         (vec!["--max-message-bytes", "10"], "--max-message-bytes"),
         (vec!["--action-rate", "0"], "--action-rate"),
+        (vec!["--action", "job:stauts:v1"], "--action"),
+        (vec!["--job-kind", "Not A Kind"], "--job-kind"),
+        (vec!["--topic-prefix", "job:"], "--topic-prefix"),
     ] {
         let out = tokio::time::timeout(
             Duration::from_secs(10),
