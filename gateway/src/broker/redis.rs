@@ -270,6 +270,19 @@ fn idempotency_key(prefix: &str, user: &str, scope: &str, key: &str) -> String {
     )
 }
 
+/// The record of an app action forwarded once per key: the idempotency key
+/// of (`user`, `queued:{action}`, `key`) (a scope of its own, since it holds
+/// a queue id, not a result), led by the hash tag `{{prefix}actions}` so it
+/// shares the actions stream's Redis Cluster slot and the enqueue-once
+/// script touches one slot.
+fn queued_key(prefix: &str, user: &str, action: &str, key: &str) -> String {
+    let scope = format!("queued:{action}");
+    format!(
+        "{{{prefix}actions}}:{}",
+        idempotency_key(prefix, user, &scope, key)
+    )
+}
+
 /// Creates the workers' consumer group (and the stream) unless it exists;
 /// needed at start and after Redis lost its data.
 async fn ensure_group(
@@ -508,16 +521,15 @@ impl JobStore for RedisBroker {
             ("createdAt", job.created_at.to_string()),
             ("updatedAt", job.updated_at.to_string()),
         ];
-        // The record, then its owner's index (newest 1000 kept), in one MULTI.
+        // Two steps, each within one Redis Cluster slot: the owner's index
+        // (newest 1000 kept), then the record. A failure between them leaves
+        // an id whose record is missing, which listing skips and a retry of
+        // the start (same idempotency key) completes.
         let mut conn = self.conn.clone();
         let key = self.key(&job.stream().tag(), "rec");
         let owned = self.owner_index(&job.owner);
         let _: () = redis::pipe()
             .atomic()
-            .hset_multiple(&key, &fields)
-            .ignore()
-            .expire(&key, STREAM_TTL_SECS as i64)
-            .ignore()
             .zadd(&owned, &job.id, job.created_at)
             .ignore()
             .cmd("ZREMRANGEBYRANK")
@@ -526,6 +538,14 @@ impl JobStore for RedisBroker {
             .arg(-1001)
             .ignore()
             .expire(&owned, STREAM_TTL_SECS as i64)
+            .ignore()
+            .query_async(&mut conn)
+            .await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .expire(&key, STREAM_TTL_SECS as i64)
             .ignore()
             .query_async(&mut conn)
             .await?;
@@ -577,12 +597,9 @@ impl WorkQueue for RedisBroker {
         let mut conn = self.conn.clone();
         let payload =
             serde_json::to_string(action).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-        // The record holds a stream id, not JSON: its own scope keeps it
-        // apart from the results `remember` keeps.
-        let scope = format!("queued:{}", action.action);
         let id: String = self
             .enqueue_once
-            .key(idempotency_key(&self.prefix, &action.user, &scope, key))
+            .key(queued_key(&self.prefix, &action.user, &action.action, key))
             .key(format!("{}actions", self.prefix))
             .arg(payload)
             .arg(IDEMPOTENCY_TTL_SECS)
@@ -833,6 +850,27 @@ impl Broker for RedisBroker {
 #[cfg(test)]
 mod tests {
     use super::idempotency_key;
+
+    /// Redis Cluster's hash tag of `key`: what is between the first `{` and
+    /// the next `}`, or the whole key.
+    fn hash_tag(key: &str) -> &str {
+        key.find('{')
+            .and_then(|open| {
+                let rest = &key[open + 1..];
+                rest.find('}')
+                    .filter(|close| *close > 0)
+                    .map(|close| &rest[..close])
+            })
+            .unwrap_or(key)
+    }
+
+    #[test]
+    fn a_queued_actions_record_shares_the_actions_streams_slot() {
+        for user in ["alice", "{odd}user", "a}b{c"] {
+            let k = super::queued_key("ll:", user, "doc:annotate:v1", "k{1}");
+            assert_eq!(hash_tag(&k), hash_tag("ll:actions"), "{k}");
+        }
+    }
 
     #[test]
     fn idempotency_keys_of_different_triples_differ() {
