@@ -255,6 +255,12 @@ export type LivelineErrorCode =
    * it failed, send it again if still wanted.
    */
   | 'expired'
+  /**
+   * SDK: `send()` while the client is `failed` (credentials refused
+   * twice, no WebSocket, the module not loaded); nothing is queued. Fix
+   * the cause, call `connect()`, then send again.
+   */
+  | 'failed'
   /** SDK: a `liveline-client/react` hook used outside `<LivelineProvider>`. */
   | 'no_provider'
   /**
@@ -263,8 +269,8 @@ export type LivelineErrorCode =
    */
   | 'invalid_payload'
   /**
-   * Gateway ack: no such job, order or market for this user (another
-   * user's job or order is `not_found` too, so ids leak nothing).
+   * Gateway ack: no such job for this user (another user's job is
+   * `not_found` too, so ids leak nothing).
    */
   | 'not_found'
   /**
@@ -304,7 +310,11 @@ export type LivelineErrorCode =
    * `getToken()` once more, then enters `failed`.
    */
   | 'unauthorized'
-  /** Gateway REST: the route needs a `service` or `admin` token. */
+  /**
+   * Gateway: REST, the route needs a `service` or `admin` token; or
+   * `topic:subscribe:v1`, a topic that is not public and that the token's
+   * `topics` claim does not list.
+   */
   | 'forbidden'
   | (string & {});
 

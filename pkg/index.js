@@ -260,6 +260,7 @@ export class Liveline {
     if (typeof (this._WebSocket ?? globalThis.WebSocket) !== 'function') {
       // Node 20 has none: retrying would not help.
       const message = 'no WebSocket here: pass a constructor as options.WebSocket (e.g. from the ws package)';
+      this._noSocket = message;
       this._setSnapshot({ ...this._snapshot, current: 'failed', previous: this._snapshot.current, reason: message, error: message });
       return;
     }
@@ -299,6 +300,8 @@ export class Liveline {
       const core = this._live();
       const text = data === undefined ? 'null' : JSON.stringify(data);
       if (typeof text !== 'string') throw livelineError('invalid_argument', 'data must be JSON-serializable');
+      // Failed for good (the core refuses too once it failed): nothing is queued.
+      if (this._noSocket) throw livelineError('failed', `liveline: the client has failed (${this._noSocket}); nothing is queued`);
       if (!core) return this._ready().then(() => this.send(action, data));
       try {
         id = core.send(String(action), text, Date.now());

@@ -349,6 +349,9 @@ impl Client {
     /// [`Output::Ack`] with the returned id.
     pub fn send(&mut self, name: &str, data: &str, now: u64) -> Result<u64, SendError> {
         json::validate(data).map_err(SendError::InvalidJson)?;
+        if let ConnectionState::Failed { reason } = &self.state {
+            return Err(SendError::Failed(reason.clone()));
+        }
         let data = data.trim().to_owned();
         let key = self.random_key();
         let size = action_frame_len(name, &key, &data);
@@ -1397,6 +1400,27 @@ mod tests {
         }
         assert_eq!(c.state().name(), "suspended", "after {now} ms");
         assert!(now >= Config::new("x").suspend_after_ms);
+    }
+
+    #[test]
+    fn send_while_failed_is_refused_at_once_and_queues_nothing() {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        c.connect(0);
+        for _ in 0..2 {
+            c.handle_token(Ok("bad".into()), 0);
+            c.handle_open(0);
+            c.handle_text(HANDSHAKE, 0);
+            c.handle_text(r#"44{"message":"unauthorized"}"#, 0);
+        }
+        assert_eq!(c.state().name(), "failed");
+        let err = c
+            .send("job:start:v1", r#"{"kind":"llm"}"#, 1)
+            .expect_err("refused while failed");
+        assert_eq!(
+            err,
+            SendError::Failed("connection refused: unauthorized".into())
+        );
+        assert!(c.outbox_snapshot().is_empty(), "nothing queued");
     }
 
     #[test]

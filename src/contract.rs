@@ -279,13 +279,17 @@ error_codes! {
     /// SDK: an action not acknowledged before its expiry (5 minutes); show
     /// it failed, send it again if still wanted.
     EXPIRED = "expired";
+    /// SDK: `send()` while the client is `failed` (credentials refused
+    /// twice, no WebSocket, the module not loaded); nothing is queued. Fix
+    /// the cause, call `connect()`, then send again.
+    FAILED = "failed";
     /// SDK: a `liveline-client/react` hook used outside `<LivelineProvider>`.
     NO_PROVIDER = "no_provider";
     /// Gateway ack: the action's payload is not `{key, data}` or a field of
     /// `data` is wrong; the message names the field. Do not retry as is.
     INVALID_PAYLOAD = "invalid_payload";
-    /// Gateway ack: no such job, order or market for this user (another
-    /// user's job or order is `not_found` too, so ids leak nothing).
+    /// Gateway ack: no such job for this user (another user's job is
+    /// `not_found` too, so ids leak nothing).
     NOT_FOUND = "not_found";
     /// Gateway ack: too many actions per second from this user; repeated,
     /// the socket is closed. Slow down, retry later.
@@ -310,7 +314,9 @@ error_codes! {
     /// Gateway: the token was refused (CONNECT, or REST 401). The SDK asks
     /// `getToken()` once more, then enters `failed`.
     UNAUTHORIZED = "unauthorized";
-    /// Gateway REST: the route needs a `service` or `admin` token.
+    /// Gateway: REST, the route needs a `service` or `admin` token; or
+    /// `topic:subscribe:v1`, a topic that is not public and that the token's
+    /// `topics` claim does not list.
     FORBIDDEN = "forbidden";
 }
 

@@ -28,6 +28,10 @@ pub enum SendError {
         /// The server's limit in bytes.
         max: usize,
     },
+    /// The client is `failed` (it will not reconnect until `connect()`); the
+    /// action was not queued. The reason is the failure's.
+    #[error("the client has failed ({0}); nothing is queued until connect()")]
+    Failed(String),
 }
 
 /// How an action ended without a result.

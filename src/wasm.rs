@@ -197,6 +197,7 @@ impl Core {
                 let mut s = match e {
                     SendError::OutboxFull(_) => String::from("outbox_full "),
                     SendError::PayloadTooLarge { .. } => String::from("payload_too_large "),
+                    SendError::Failed(_) => String::from("failed "),
                     _ => String::from("invalid_argument "),
                 };
                 s.push_str(&e.to_string());

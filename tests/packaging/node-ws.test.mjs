@@ -17,7 +17,7 @@ after(async () => {
   await cleanRedis(prefix);
 });
 
-test('without a WebSocket (Node 20) connect() ends in failed with a clear reason, not a reconnect loop', () => {
+test('without a WebSocket (Node 20) connect() ends in failed with a clear reason, not a reconnect loop, and send() rejects with failed', async () => {
   const saved = globalThis.WebSocket;
   delete globalThis.WebSocket;
   try {
@@ -26,6 +26,9 @@ test('without a WebSocket (Node 20) connect() ends in failed with a clear reason
     const s = client.getSnapshot();
     assert.equal(s.current, 'failed');
     assert.match(s.reason, /options\.WebSocket/);
+    // send() while failed rejects at once with the failure's code, queueing nothing.
+    await assert.rejects(client.send('job:start:v1', { kind: 'llm' }), (e) => e.code === 'failed' && /options\.WebSocket/.test(e.message));
+    assert.equal(client.getSnapshot().queued, 0);
     client.dispose();
   } finally {
     if (saved !== undefined) globalThis.WebSocket = saved;
