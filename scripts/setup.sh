@@ -81,6 +81,7 @@ if [ ! -d docs/examples/node_modules ] ||
   log "npm ci (docs/examples)"
   npm ci --prefix docs/examples --no-audit --no-fund --loglevel=error
 fi
+# Installed unless the pinned version already imports (the check exits 0 then).
 redis_py=$(sed -n 's/^redis==//p' docs/examples/requirements.txt)
 if ! python3 -c "import redis, sys; sys.exit(redis.__version__ != '$redis_py')" 2>/dev/null; then
   log "pip install redis==$redis_py"

@@ -1461,29 +1461,22 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_whose_message_mentions_a_token_is_still_retried() {
-        let mut c = Client::new(Config::new("http://gw"), 1);
-        c.connect(0);
-        for n in 0..3 {
-            let now = n * 20_000;
-            c.handle_timeout(now);
-            c.handle_token(Ok("t".into()), now);
-            c.handle_text(HANDSHAKE, now);
-            c.handle_text(r#"44{"message":"token bucket exhausted"}"#, now);
-            assert_eq!(c.state().name(), "reconnecting", "after refusal {n}");
-        }
-    }
-
-    #[test]
     fn a_refusal_that_is_not_about_the_token_is_retried_with_backoff() {
         let mut c = Client::new(Config::new("http://gw"), 1);
         c.connect(0);
-        for n in 0..3 {
+        // A message that mentions a token is no auth refusal either: only the
+        // server's code is.
+        let refusals = [
+            r#"44{"message":"connection cap reached"}"#,
+            r#"44{"message":"token bucket exhausted"}"#,
+            r#"44{"message":"connection cap reached"}"#,
+        ];
+        for (n, refusal) in (0..).zip(refusals) {
             let now = n * 20_000;
             c.handle_timeout(now);
             c.handle_token(Ok("t".into()), now);
             c.handle_text(HANDSHAKE, now);
-            c.handle_text(r#"44{"message":"connection cap reached"}"#, now);
+            c.handle_text(refusal, now);
             assert_eq!(c.state().name(), "reconnecting", "after refusal {n}");
         }
     }

@@ -16,6 +16,7 @@ import time
 
 import redis
 
+# Exit status 2: a usage error (the arguments above).
 if len(sys.argv) not in (4, 5):
     print(__doc__, file=sys.stderr)
     sys.exit(2)

@@ -62,6 +62,8 @@ pub struct Hub {
     max_per_user: usize,
     users: StdMutex<HashMap<String, Arc<Slot>>>,
     topics: StdMutex<HashMap<String, Arc<Slot>>>,
+    /// Bumped whenever a socket is counted in or out of a feed here.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -153,7 +155,19 @@ impl Hub {
             max_per_user: max_per_user.max(1),
             users: StdMutex::new(HashMap::new()),
             topics: StdMutex::new(HashMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees a new value whenever a socket was counted in or
+    /// out of a user or topic on this node (its subscriptions follow): for
+    /// waiting until this node's counts reach a state.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Joins `socket` to topic `topic`'s live events, subscribing this node
@@ -184,6 +198,8 @@ impl Hub {
                 }
                 _ => socket.join(topic_room(topic)),
             }
+            drop(state);
+            self.changed();
             return Ok(());
         }
     }
@@ -194,7 +210,12 @@ impl Hub {
         if let Some(s) = self.io.get_socket(sid) {
             s.leave(topic_room(topic));
         }
-        let feed = Feed::Topic(topic);
+        self.leave(Feed::Topic(topic), sid).await;
+    }
+
+    /// Uncounts socket `sid` from `feed` (idempotent), dropping any resume
+    /// buffer it had; retires the feed when it was its last socket here.
+    async fn leave(&self, feed: Feed<'_>, sid: Sid) {
         let Some(slot) = self.find(feed) else {
             return;
         };
@@ -205,10 +226,11 @@ impl Hub {
         if let Some(live) = &state.live {
             live.shared.resuming.lock().await.remove(&sid);
         }
-        if !state.sockets.is_empty() {
-            return;
+        if state.sockets.is_empty() {
+            self.retire(feed, &slot, &mut state).await;
         }
-        self.retire(feed, &slot, &mut state).await;
+        drop(state);
+        self.changed();
     }
 
     /// How many topics this node is subscribed to.
@@ -299,6 +321,8 @@ impl Hub {
                     live.shared.resuming.lock().await.insert(sid, Vec::new());
                 }
             }
+            drop(state);
+            self.changed();
             return Ok(());
         }
     }
@@ -365,21 +389,7 @@ impl Hub {
     /// Uncounts socket `sid` (idempotent); unsubscribes when it was the user's
     /// last socket here.
     pub async fn release(&self, user: &str, sid: Sid) {
-        let feed = Feed::User(user);
-        let Some(slot) = self.find(feed) else {
-            return;
-        };
-        let mut state = slot.state.lock().await;
-        if state.dead || !state.sockets.remove(&sid) {
-            return;
-        }
-        if let Some(live) = &state.live {
-            live.shared.resuming.lock().await.remove(&sid);
-        }
-        if !state.sockets.is_empty() {
-            return;
-        }
-        self.retire(feed, &slot, &mut state).await;
+        self.leave(Feed::User(user), sid).await;
     }
 
     /// Emits `event` with `data` to every socket of `user` on this node, then

@@ -90,21 +90,11 @@ impl Publisher {
         event: &str,
         data: Value,
     ) -> Result<Envelope<Value>, PublishError> {
-        if !valid_event_name(event) {
-            return Err(PublishError::Invalid(format!(
-                "event {event:?} must be domain:name:vN"
-            )));
-        }
-        check_record_event(stream, event, &data)?;
-        match self.broker.append(stream, event, data).await? {
-            Appended::Event(env) => Ok(env),
-            Appended::NotFound => Err(PublishError::NotFound),
-            Appended::Ended => Err(PublishError::Ended),
-        }
+        self.append(stream, event, data, None).await
     }
 
     /// [`Publisher::publish`] on behalf of `user`: a job's stream must be
-    /// theirs.
+    /// theirs (checked in the same atomic step as the append).
     pub async fn publish_for(
         &self,
         user: &str,
@@ -112,14 +102,27 @@ impl Publisher {
         event: &str,
         data: Value,
     ) -> Result<Envelope<Value>, PublishError> {
-        let owner = match stream {
-            Stream::Job { id } => self.broker.job(id).await?.map(|j| j.owner),
-            Stream::Topic { .. } | Stream::Private { .. } => Some(user.to_owned()),
-        };
-        if owner.as_deref() != Some(user) {
-            return Err(PublishError::NotFound);
+        self.append(stream, event, data, Some(user)).await
+    }
+
+    async fn append(
+        &self,
+        stream: &Stream,
+        event: &str,
+        data: Value,
+        owner: Option<&str>,
+    ) -> Result<Envelope<Value>, PublishError> {
+        if !valid_event_name(event) {
+            return Err(PublishError::Invalid(format!(
+                "event {event:?} must be domain:name:vN"
+            )));
         }
-        self.publish(stream, event, data).await
+        check_record_event(stream, event, &data)?;
+        match self.broker.append(stream, event, data, owner).await? {
+            Appended::Event(env) => Ok(env),
+            Appended::NotFound => Err(PublishError::NotFound),
+            Appended::Ended => Err(PublishError::Ended),
+        }
     }
 }
 

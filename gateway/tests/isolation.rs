@@ -42,14 +42,14 @@ async fn user_subscription_is_released_when_last_socket_leaves(backend: Backend)
     assert_eq!(gw.handle.state.hub.subscribed_users().await, 2);
     let hub = &gw.handle.state.hub;
     a1.close().await;
-    common::eventually("the node counts alice's first socket out", || async {
+    common::until_hub(hub, "the node counts alice's first socket out", || async {
         hub.sockets_of("alice").await == 1
     })
     .await;
     assert_eq!(hub.subscribed_users().await, 2, "alice still has a socket");
     a2.close().await;
     b.close().await;
-    common::eventually("the node unsubscribes both users", || async {
+    common::until_hub(hub, "the node unsubscribes both users", || async {
         hub.subscribed_users().await == 0
     })
     .await;

@@ -83,7 +83,7 @@ async fn connections_per_user_are_capped(backend: Backend) {
     let b = gw.connect("bob").await;
     a1.close().await;
     let hub = &gw.handle.state.hub;
-    common::eventually("the node counts the closed socket out", || async {
+    common::until_hub(hub, "the node counts the closed socket out", || async {
         hub.sockets_of("alice").await == 1
     })
     .await;

@@ -48,7 +48,9 @@ async fn a_slow_resuming_tab_does_not_delay_the_users_other_tab(backend: Backend
     let mut a = Client::connect(gw.addr, auth).await.unwrap();
     let live = 200u64;
     let total = history + live;
-    // A: one frame every 25 ms until the publisher is done, then at full speed.
+    // A: one frame every 25 ms until the publisher is done, then at full
+    // speed. This pause is the slowness under test (a slow reader), not a
+    // wait for something to happen.
     let slow_a = tokio::spawn(async move {
         let mut seqs = Vec::new();
         while seqs.len() < total as usize {

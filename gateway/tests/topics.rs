@@ -118,7 +118,7 @@ async fn two_sockets_share_one_node_subscription(backend: Backend) {
     ticks(&mut b, 3).await;
     b.close().await;
     let hub = &gw.handle.state.hub;
-    common::eventually("the node unsubscribes the topic", || async {
+    common::until_hub(hub, "the node unsubscribes the topic", || async {
         hub.subscribed_topics().await == 0
     })
     .await;

@@ -140,6 +140,7 @@ impl EventLog for MemoryBroker {
         stream: &Stream,
         event: &str,
         data: Value,
+        expected: Option<&str>,
     ) -> Result<Appended, BrokerError> {
         let mut inner = self.lock();
         let owner = match stream {
@@ -147,6 +148,9 @@ impl EventLog for MemoryBroker {
             Stream::Private { user, .. } => user.clone(),
             Stream::Job { id } => match inner.jobs.get_mut(id) {
                 None => return Ok(Appended::NotFound),
+                Some(job) if expected.is_some_and(|u| u != job.owner) => {
+                    return Ok(Appended::NotFound);
+                }
                 Some(job) if job.status.is_terminal() => return Ok(Appended::Ended),
                 Some(job) => {
                     if event == JOB_STATUS_V1 {

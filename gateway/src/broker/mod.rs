@@ -197,12 +197,14 @@ pub trait EventLog: Send + Sync {
     /// [`TOPIC_HISTORY_LEN`]), sent live to the stream's readers. On a job's
     /// stream the job must exist and not have ended, and a `job:status:v1`
     /// event (data checked by the caller) updates the job record in the same
-    /// step.
+    /// step. With `owner`, the stream must be that user's: a job owned by
+    /// someone else is `NotFound`, checked in the same step.
     async fn append(
         &self,
         stream: &Stream,
         event: &str,
         data: Value,
+        owner: Option<&str>,
     ) -> Result<Appended, BrokerError>;
 
     /// Events of `stream` with seq greater than `after_seq`, oldest first.

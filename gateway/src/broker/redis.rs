@@ -404,6 +404,7 @@ impl EventLog for RedisBroker {
         stream: &Stream,
         event: &str,
         data: Value,
+        owner: Option<&str>,
     ) -> Result<Appended, BrokerError> {
         let data = serde_json::to_string(&data).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
         let tag = stream.tag();
@@ -416,7 +417,12 @@ impl EventLog for RedisBroker {
         match stream {
             Stream::Topic { .. } => call["topic"] = Value::Bool(true),
             Stream::Private { user, .. } => call["user"] = Value::String(user.clone()),
-            Stream::Job { .. } => {}
+            // The script checks a named owner against the job's record.
+            Stream::Job { .. } => {
+                if let Some(user) = owner {
+                    call["user"] = Value::String(user.to_owned());
+                }
+            }
         }
         let mut inv = self.script.prepare_invoke();
         for suffix in ["seq", "epoch", "hist", "rec"] {

@@ -450,9 +450,29 @@ pub async fn listening(stdout: tokio::process::ChildStdout) -> SocketAddr {
     addr
 }
 
+/// Waits until `check` holds, checking again each time the node counts a
+/// socket in or out of a user or topic (`Hub::changes`), for at most 5 s.
+/// Panics with `what` when it never holds.
+#[allow(dead_code)]
+pub async fn until_hub<F, Fut>(hub: &liveline_gateway::hub::Hub, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    // Subscribed before the first check: a change in between is not missed.
+    let mut changes = hub.changes();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .unwrap_or_else(|_| panic!("never: {what}"))
+            .unwrap_or_else(|_| panic!("the hub is gone before: {what}"));
+    }
+}
+
 /// Waits until `check` holds, asking again every 10 ms, for at most 5 s: for
-/// states that change with no event to wait on (a node's subscription count
-/// after a socket left). Panics with `what` when it never holds.
+/// states nothing announces (the analytics of a session, recorded after its
+/// socket left). Panics with `what` when it never holds.
 #[allow(dead_code)]
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -462,6 +482,7 @@ where
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        // Polled: no event marks this state.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
