@@ -261,6 +261,21 @@ export type LivelineErrorCode =
    * the cause, call `connect()`, then send again.
    */
   | 'failed'
+  /**
+   * SDK: `emit()` while the client is not connected and its buffer of
+   * unsent emits already holds `emitBuffer` of them; wait until it is
+   * connected, or send it as a durable action with `send()`.
+   */
+  | 'buffer_full'
+  /**
+   * SDK: an `emitWithAck()` was sent and the connection was lost (or the
+   * client closed) before its ack came; the server may or may not have
+   * handled it. Raw emits are at most once: use `send()` for an action
+   * that must be applied exactly once.
+   */
+  | 'disconnected'
+  /** SDK: `timeout(ms).emitWithAck()` had no ack within `ms`. */
+  | 'timeout'
   /** SDK: a `liveline-client/react` hook used outside `<LivelineProvider>`. */
   | 'no_provider'
   /**
@@ -349,6 +364,11 @@ export interface CoreOptions {
   livenessProbe?: boolean;
   /** How long a liveness probe waits for its ack, in ms. Default: 3000. */
   probeTimeoutMs?: number;
+  /**
+   * How many raw `emit()`s wait while not connected (sent on connect, in order, not kept
+   * across reloads); past it, `emit()` throws `buffer_full`. Default: 1024.
+   */
+  emitBuffer?: number;
   /** How many actions the outbox holds; when it is full, `send()` rejects with `outbox_full`. Default: 256. */
   outboxCapacity?: number;
 }

@@ -28,6 +28,11 @@ export interface ConnectionSnapshot {
   readonly retryAt: number | null;
   /** The last error (reconnecting) or the reason (failed). */
   readonly error: string | null;
+  /**
+   * Connected, and an official server with connection-state recovery restored the
+   * session: what it emitted meanwhile follows, in order.
+   */
+  readonly recovered: boolean;
 }
 
 /**
@@ -91,10 +96,67 @@ export function init(input?: string | URL | Response | BufferSource | WebAssembl
 /** Answers a server event that asked for an acknowledgement; the arguments must be JSON-serializable. */
 export type Reply = (...args: unknown[]) => void;
 
-export class Liveline {
+declare const UNTYPED: unique symbol;
+/**
+ * The default of `Liveline`'s type parameters: the app declared no map, so any event or
+ * action name is accepted (the built-in contracts stay typed).
+ */
+export interface Untyped {
+  readonly [UNTYPED]: true;
+}
+
+/** The built-in server events as listener signatures (`socket.io`'s `ServerToClientEvents` style). */
+export type ContractListeners = { [K in keyof EventMap]: (payload: EventMap[K], reply?: Reply) => void };
+
+/** The built-in actions as `(data) => result` signatures. */
+export type ContractActions = { [K in keyof ActionMap]: (data: ActionMap[K][0]) => ActionMap[K][1] };
+
+/** The server events a client knows: the built-in ones, merged with the app's. */
+export type ServerListeners<S> = S extends Untyped ? ContractListeners : ContractListeners & S;
+/** The actions a client knows: the built-in ones, merged with the app's. */
+export type ActionSignatures<A> = A extends Untyped ? ContractActions : ContractActions & A;
+
+/** The event names `on` takes: any string until the app declares its server events. */
+export type EventName<S> = S extends Untyped ? keyof EventMap | (string & {}) : keyof ServerListeners<S> & string;
+/** The action names `send` takes: any string until the app declares its actions. */
+export type ActionName<A> = A extends Untyped ? keyof ActionMap | (string & {}) : keyof ActionSignatures<A> & string;
+
+/** Not distributed over a union of names: `on(name)` for several contract names gets a union payload. */
+type ListenerOf<S, K> = [K] extends [keyof EventMap]
+  ? (payload: EventMap[K], reply?: Reply) => void
+  : [K] extends [keyof ServerListeners<S>]
+    ? ServerListeners<S>[K]
+    : (...args: unknown[]) => void;
+type DataOf<A, K> = K extends keyof ActionSignatures<A> ? (ActionSignatures<A>[K] extends (data: infer D) => unknown ? D : never) : unknown;
+type ResultOf<A, K> = K extends keyof ActionSignatures<A> ? (ActionSignatures<A>[K] extends (data: never) => infer R ? R : never) : unknown;
+
+/** `client.timeout(ms)`: `emit` and `emitWithAck` with a deadline for the ack. */
+export interface WithTimeout {
+  /** The last argument, a function, gets `(err, ...ackArgs)`; `err.code` is `timeout` without an ack in time. */
+  emit(event: string, ...args: unknown[]): void;
+  emitWithAck(event: string, ...args: unknown[]): Promise<any>;
+}
+
+/**
+ * The client. Its type parameters work like `socket.io-client`'s `Socket<S2C, C2S>`:
+ *
+ * - `ServerEvents`: the app's server-to-client events, name to listener signature, e.g.
+ *   `{'doc:annotated:v1': (env: Envelope<{jobId: string; note: string}>) => void}`;
+ * - `ClientActions`: the app's actions for `send`, name to `(data) => result`, e.g.
+ *   `{'doc:annotate:v1': (data: {jobId: string; note: string}) => {actionId: string}}`.
+ *
+ * Both are merged with the built-in contracts. Once an app declares a map, a name it
+ * does not list (nor the contracts) does not compile: `on('job:stauts:v1')` is an error.
+ * Left out, any name is accepted and unknown payloads are `unknown`.
+ */
+export class Liveline<ServerEvents extends object = Untyped, ClientActions extends object = Untyped> {
   constructor(options: LivelineOptions);
   /** Where queued actions survive a reload. */
   readonly storage: 'indexeddb' | 'localstorage' | 'memory' | 'custom';
+  /** What the server said it is: `'liveline'`, `'socket.io'`, or `null` until its first event. */
+  readonly server: 'liveline' | 'socket.io' | null;
+  /** Whether the last connect recovered an official server's session (connection-state recovery). */
+  readonly recovered: boolean;
   /** Starts connecting, and reconnecting until `close()`. */
   connect(): void;
   /** Closes the connection and releases listeners and timers; queued actions stay queued. */
@@ -105,18 +167,32 @@ export class Liveline {
    * like any object; dispose() only frees its WebAssembly memory sooner.)
    */
   dispose(): void;
-  /** Sends an action through the outbox; resolves with the gateway's result. */
-  send<K extends keyof ActionMap>(action: K, data: ActionMap[K][0]): Promise<ActionMap[K][1]>;
-  /** Any other action (a known one must match its contract). */
-  send<A extends string>(action: A extends keyof ActionMap ? never : A, data: unknown): Promise<unknown>;
   /**
-   * Listens to one event; returns a function that removes the listener.
-   * When the server asked for an acknowledgement, `reply` is a function that
-   * sends it (the first call counts); otherwise it is `undefined`.
+   * Sends a durable action through the outbox; resolves with the result. A Liveline
+   * gateway applies it exactly once; another Socket.IO server receives `[action, {key,
+   * data}]`, at least once, and its ack's first argument is the result as it is.
    */
-  on<K extends keyof EventMap>(event: K, fn: (payload: EventMap[K], reply?: Reply) => void): () => void;
+  send<K extends ActionName<ClientActions>>(action: K, data: DataOf<ClientActions, K>): Promise<ResultOf<ClientActions, K>>;
+  /**
+   * A plain Socket.IO emit: the arguments go out unchanged (binary ones as attachments);
+   * a last function argument gets the ack's arguments. Buffered while disconnected (at
+   * most `emitBuffer`), never stored, never sent twice.
+   */
+  emit(event: string, ...args: unknown[]): this;
+  /** Emits and resolves with the server's first ack argument; rejects with `disconnected` if the link went first. */
+  emitWithAck(event: string, ...args: unknown[]): Promise<any>;
+  /** `emit` and `emitWithAck` whose ack must come within `ms` (else `err.code === 'timeout'`). */
+  timeout(ms: number): WithTimeout;
+  /** Every event as `fn(payload, name, reply)`: `payload` is the one argument, several as an array. */
   on(event: '*', fn: (payload: unknown, name: string, reply?: Reply) => void): () => void;
-  on(event: string, fn: (payload: unknown, reply?: Reply) => void): () => void;
+  /**
+   * Listens to one event; returns a function that removes the listener. The listener
+   * gets the event's arguments as sent, then `reply` when the server asked for an
+   * acknowledgement (the first call counts).
+   */
+  on<K extends EventName<ServerEvents>>(event: K, fn: ListenerOf<ServerEvents, K>): () => void;
+  /** Every event as `fn(name, ...args)`, like `socket.io-client`'s `onAny`; returns the remover. */
+  onAny(fn: (name: string, ...args: unknown[]) => void): () => void;
   /** Every event whose `data.jobId` is this job. */
   watchJob(jobId: string, fn: (payload: Envelope<{ jobId: string }>, name: string) => void): () => void;
   /** For useSyncExternalStore: called on every state change. */

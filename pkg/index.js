@@ -138,6 +138,9 @@ const OFFLINE = 9;
 const VISIBLE = 10;
 const HIDDEN = 11;
 
+/** The key of `onAny` listeners (no event name can collide with it). */
+const ANY = Symbol('any');
+
 const IDLE = Object.freeze({
   current: 'idle',
   previous: 'idle',
@@ -147,9 +150,31 @@ const IDLE = Object.freeze({
   retryIn: null,
   retryAt: null,
   error: null,
+  recovered: false,
 });
 
 const messageOf = (e) => (e instanceof Error ? e.message : typeof e === 'string' ? e : 'unknown error');
+
+/**
+ * Takes binary values (ArrayBuffer, typed arrays, Node Buffers) out of `v`
+ * into `out`, leaving `{_placeholder: true, num}` where each was, as the
+ * Socket.IO protocol sends them.
+ */
+function takeBinary(v, out) {
+  if (v instanceof ArrayBuffer) {
+    out.push(new Uint8Array(v));
+    return { _placeholder: true, num: out.length - 1 };
+  }
+  if (ArrayBuffer.isView(v)) {
+    out.push(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+    return { _placeholder: true, num: out.length - 1 };
+  }
+  if (Array.isArray(v)) return v.map((x) => takeBinary(x, out));
+  if (v === null || typeof v !== 'object' || typeof v.toJSON === 'function') return v;
+  const copy = {};
+  for (const k of Object.keys(v)) copy[k] = takeBinary(v[k], out);
+  return copy;
+}
 
 /** Replaces `{_placeholder: true, num}` with binary attachment `num`. */
 function fillPlaceholders(v, take) {
@@ -187,6 +212,7 @@ export class Liveline {
     this._subscribers = new Map(); // id -> fn
     this._nextId = 0;
     this._pending = new Map(); // action id -> [resolve, reject]
+    this._acks = new Map(); // raw emit id -> callback(err, args)
     this._restored = new Map(); // action id -> name, for actions a previous page queued
     this._ws = null;
     this._timer = null;
@@ -215,6 +241,7 @@ export class Liveline {
         num(opts.connectTimeoutMs),
         num(opts.probeTimeoutMs),
         opts.livenessProbe === false ? 0 : NaN,
+        num(opts.emitBuffer),
       ]),
     );
     if (this._store) this._loadOutbox();
@@ -319,6 +346,98 @@ export class Liveline {
     return promise;
   }
 
+  /**
+   * Emits `[name, ...args]` as a `socket.io-client` does: the arguments go
+   * out unchanged (binary ones as attachments). When the last argument is a
+   * function, it is called with the server's ack arguments. Sent at once
+   * when connected, else when the connection comes (not kept across
+   * reloads). Returns this client.
+   */
+  emit(name, ...args) {
+    const fn = typeof args[args.length - 1] === 'function' ? args.pop() : null;
+    this._emit1(name, args, fn && ((err, ackArgs) => (err ? console.warn(`liveline: emit ${name}: ${err.message}`) : fn(...ackArgs))));
+    return this;
+  }
+
+  /** Emits and resolves with the server's first ack argument, as `socket.io-client` does. */
+  emitWithAck(name, ...args) {
+    return new Promise((resolve, reject) => this._emit1(name, args, (err, ackArgs) => (err ? reject(err) : resolve(ackArgs[0]))));
+  }
+
+  /**
+   * `timeout(ms).emit(name, ...args, (err, ...ackArgs) => …)` and
+   * `timeout(ms).emitWithAck(name, ...args)`: the ack, or an error with code
+   * `timeout` after `ms`.
+   */
+  timeout(ms) {
+    const within = (cb) => {
+      let timer = setTimeout(() => {
+        timer = null;
+        cb(livelineError('timeout', `liveline: no ack within ${ms} ms`));
+      }, ms);
+      return (err, ackArgs) => {
+        if (timer === null) return;
+        clearTimeout(timer);
+        timer = null;
+        cb(err, ackArgs);
+      };
+    };
+    return {
+      emit: (name, ...args) => {
+        const fn = typeof args[args.length - 1] === 'function' ? args.pop() : null;
+        if (!fn) return this._emit1(name, args, null);
+        this._emit1(name, args, within((err, ackArgs) => (err ? fn(err) : fn(null, ...ackArgs))));
+      },
+      emitWithAck: (name, ...args) =>
+        new Promise((resolve, reject) => this._emit1(name, args, within((err, ackArgs) => (err ? reject(err) : resolve(ackArgs[0]))))),
+    };
+  }
+
+  /** Emits once the core exists; `done(err, ackArgs)` gets the ack when given. */
+  _emit1(name, args, done) {
+    const fail = (err) => {
+      if (done) done(err);
+      else throw err;
+    };
+    const core = this._live();
+    if (this._noSocket) return fail(livelineError('failed', `liveline: the client has failed (${this._noSocket})`));
+    if (!core) {
+      this._ready().then(
+        () => this._emit1(name, args, done),
+        (e) => done?.(e),
+      );
+      return;
+    }
+    const attachments = [];
+    let text;
+    try {
+      text = JSON.stringify(takeBinary(args, attachments));
+    } catch (e) {
+      return fail(livelineError('invalid_argument', `liveline: emit ${name}: ${messageOf(e)}`));
+    }
+    let id;
+    try {
+      for (const a of attachments) core.attach(a);
+      id = core.emit(String(name), text, done !== null);
+    } catch (e) {
+      const m = String(e);
+      const at = m.indexOf(' ');
+      return fail(livelineError(m.slice(0, at), m.slice(at + 1)));
+    }
+    if (done) this._acks.set(id, done);
+    this._pump();
+  }
+
+  /** What the server said it is: `'liveline'`, `'socket.io'`, or `null` until its first event. */
+  get server() {
+    return this._core?.server() || null;
+  }
+
+  /** Whether the last connect recovered an official server's session (connection-state recovery). */
+  get recovered() {
+    return this._snapshot.recovered === true;
+  }
+
   /** Adds `fn` to `map` under a new id; returns the function that removes it. */
   _add(map, fn) {
     const id = ++this._nextId;
@@ -330,6 +449,14 @@ export class Liveline {
     this._live();
     let map = this._listeners.get(event);
     if (!map) this._listeners.set(event, (map = new Map()));
+    return this._add(map, fn);
+  }
+
+  /** Every event: `fn(name, ...args)`, as `socket.io-client`'s `onAny`; returns the remover. */
+  onAny(fn) {
+    this._live();
+    let map = this._listeners.get(ANY);
+    if (!map) this._listeners.set(ANY, (map = new Map()));
     return this._add(map, fn);
   }
 
@@ -356,7 +483,7 @@ export class Liveline {
     return {
       listeners,
       subscribers: this._subscribers.size,
-      pending: this._pending.size,
+      pending: this._pending.size + this._acks.size,
       timers: this._timer ? 1 : 0,
       sockets: this._ws ? 1 : 0,
       pageListeners: this._page ? 1 : 0,
@@ -411,6 +538,9 @@ export class Liveline {
         case 'a':
           this._settle(JSON.parse(rest));
           break;
+        case 'r':
+          this._replied(JSON.parse(rest));
+          break;
         case 'i':
           console.warn(`liveline: dropped event: ${rest}`);
           break;
@@ -419,14 +549,30 @@ export class Liveline {
     this._armTimer();
   }
 
-  /** An event: named listeners get `(payload, reply)`, `*` ones `(payload, name, reply)`. */
-  _event([ackId, attachments, name, payload]) {
-    if (attachments > 0) {
-      const core = this._core;
-      const parts = [];
-      for (let i = 0; i < attachments; i++) parts.push(core.attachment(i));
-      payload = fillPlaceholders(payload, (n) => parts[n]);
-    }
+  /** The binary attachments of the last `e` or `r` output, put back into `args`. */
+  _withBinary(args, attachments) {
+    if (attachments === 0) return args;
+    const parts = [];
+    for (let i = 0; i < attachments; i++) parts.push(this._core.attachment(i));
+    return fillPlaceholders(args, (n) => parts[n]);
+  }
+
+  /** A raw emit's ack came (or cannot come). */
+  _replied([id, ok, a, b]) {
+    const done = this._acks.get(id);
+    this._acks.delete(id);
+    const args = ok ? this._withBinary(b, a) : null;
+    if (done) done(ok ? null : livelineError(a, b), args);
+  }
+
+  /**
+   * An event: named listeners get `(...args, reply)`, `*` ones `(payload,
+   * name, reply)` (payload: the one argument, or all as an array), `onAny`
+   * ones `(name, ...args)`. `reply` is there when the server asked for an ack.
+   */
+  _event([ackId, attachments, name, args]) {
+    args = this._withBinary(args, attachments);
+    const payload = args.length === 1 ? args[0] : args.length === 0 ? null : args;
     let reply;
     if (ackId !== null) {
       let done = false;
@@ -437,8 +583,10 @@ export class Liveline {
         this._pump();
       };
     }
-    this._emit(name, payload, reply);
+    if (reply) this._emit(name, ...args, reply);
+    else this._emit(name, ...args);
     this._emit('*', payload, name, reply);
+    this._emit(ANY, name, ...args);
   }
 
   /** An action ended: settle its promise, or tell `action:settled` after a reload. */

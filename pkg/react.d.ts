@@ -1,5 +1,5 @@
 import type { ReactNode, JSX } from 'react';
-import type { ConnectionSnapshot, Envelope, EventMap, JobState, Liveline, LivelineError } from './index.js';
+import type { ConnectionSnapshot, Envelope, EventMap, JobState, Liveline, LivelineError, Untyped } from './index.js';
 
 /** What `useJob(jobId)` returns, built from job events only. */
 export interface UseJobResult {
@@ -18,21 +18,25 @@ export interface UseJobResult {
 }
 
 export interface LivelineProviderProps {
-  client: Liveline;
+  /** Any client, typed with the app's maps or not. */
+  client: Liveline<any, any>;
   children?: ReactNode;
 }
 
 /** Makes `client` available to the hooks; records job events while mounted. */
 export function LivelineProvider(props: LivelineProviderProps): JSX.Element;
 
-/** The client given to the nearest provider; throws (code `no_provider`) outside one. */
-export function useLiveline(): Liveline;
+/**
+ * The client given to the nearest provider; throws (code `no_provider`) outside one.
+ * Name the app's maps to get its typed client: `useLiveline<ServerEvents, ClientActions>()`.
+ */
+export function useLiveline<S extends object = Untyped, A extends object = Untyped>(): Liveline<S, A>;
 
 /** The connection state; re-renders on every state change. */
 export function useConnectionState(): ConnectionSnapshot;
 
-/** A stable function bound to `client.send`. */
-export function useSend(): Liveline['send'];
+/** A stable function bound to `client.send` (typed with the app's actions when named). */
+export function useSend<A extends object = Untyped>(): Liveline<Untyped, A>['send'];
 
 /** Calls `handler` for every payload of `event`; a null/undefined event pauses. */
 export function useEvent<K extends keyof EventMap>(

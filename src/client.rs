@@ -42,6 +42,7 @@ pub const TUNABLES: &[&str] = &[
     "connectTimeoutMs",
     "probeTimeoutMs",
     "livenessProbe",
+    "emitBuffer",
 ];
 
 /// Client settings.
@@ -67,6 +68,9 @@ pub struct Config {
     pub action_ttl_ms: u64,
     /// How many actions the outbox holds.
     pub outbox_capacity: usize,
+    /// How many raw emits wait while the client is not connected (they are
+    /// sent on connect, in order, and not kept across reloads).
+    pub emit_buffer: usize,
     /// Used before the server's handshake says otherwise, in ms.
     pub default_heartbeat_ms: u64,
     /// On wake (page visible, network online) ask the server for an ack
@@ -92,6 +96,7 @@ impl Config {
             ack_timeout_ms: 10_000,
             action_ttl_ms: 5 * 60_000,
             outbox_capacity: 256,
+            emit_buffer: 1024,
             default_heartbeat_ms: 45_000,
             liveness_probe: true,
             probe_timeout_ms: 3_000,
@@ -180,6 +185,9 @@ pub struct StateChange {
     pub reason: String,
     /// Actions waiting in the outbox.
     pub queued: usize,
+    /// Connected, and the server recovered the session (an official
+    /// server's connection-state recovery): what it emitted meanwhile follows.
+    pub recovered: bool,
 }
 
 /// What the driver must do or tell the app.
@@ -205,10 +213,48 @@ pub enum Output {
     Invalid(contract::DecodeError),
     /// An action ended: acked with a result, refused or failed.
     Ack(u64, Result<String, ActionError>),
+    /// A raw emit's ack came (its arguments as sent), or it cannot come
+    /// (`disconnected`): the id is the one [`Client::emit`] returned.
+    Replied(u64, Result<Args, ActionError>),
     /// The outbox changed (an action was queued, restored, acked or
     /// expired); it now holds this many. A driver that keeps actions across
     /// reloads saves [`Client::outbox_snapshot`] now.
     Queue(usize),
+}
+
+/// The arguments of an event or ack, as sent: each a JSON text, with the
+/// binary attachments their placeholders point to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Args {
+    /// Each argument as JSON text.
+    pub args: Vec<String>,
+    /// Binary attachments, in order.
+    pub attachments: Vec<Vec<u8>>,
+}
+
+/// What the server of the current connection is, as it said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Not connected, or connected and nothing received yet.
+    Unknown,
+    /// A Liveline gateway: its first event was `session:welcome:v1`. Its
+    /// acks carry `{ok, data}` or `{ok: false, error}`; its stream events
+    /// carry envelopes the resume tracker orders; it answers probes and
+    /// replays; it applies each action's idempotency key once.
+    Liveline,
+    /// Any other Socket.IO server: events and acks reach the app as sent,
+    /// and durable actions are at least once (see [`Client::send`]).
+    SocketIo,
+}
+
+/// A raw emit waiting for the connection.
+#[derive(Debug, Clone)]
+struct RawEmit {
+    /// The id returned to the app when it wants an ack.
+    id: Option<u64>,
+    /// The packet's JSON array `[name, ...args]`.
+    data: String,
+    attachments: Vec<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -258,6 +304,24 @@ pub struct Client {
     next_ack_id: u64,
     /// The server appends a recovery offset to its events.
     recovery_server: bool,
+    /// What the server of this connection is.
+    server: ServerKind,
+    /// An official server's session id for connection-state recovery, from
+    /// its CONNECT reply; sent back (with `offset`) on the next CONNECT.
+    pid: Option<String>,
+    /// The recovery offset of the last event received from that server.
+    offset: Option<String>,
+    /// Whether the last CONNECT recovered the server's session (same `pid`).
+    recovered: bool,
+    /// Raw emits waiting for the connection.
+    emits: VecDeque<RawEmit>,
+    /// Events that came before the CONNECT reply: an official server sends
+    /// a recovered session's missed events first. Delivered after it, as
+    /// `socket.io-client` does.
+    early: Vec<Packet>,
+    /// Raw emits sent and waiting for their ack: ack id -> emit id.
+    raw_acks: VecMap<u64, u64>,
+    next_emit_id: u64,
     /// When to retry, as the server asked (graceful shutdown).
     retry_hint: Option<u64>,
     /// The ack id of the liveness probe in flight.
@@ -291,6 +355,14 @@ impl Client {
             replays_pending: VecMap::default(),
             next_ack_id: 0,
             recovery_server: false,
+            server: ServerKind::Unknown,
+            pid: None,
+            offset: None,
+            recovered: false,
+            emits: VecDeque::new(),
+            early: Vec::new(),
+            raw_acks: VecMap::default(),
+            next_emit_id: 0,
             retry_hint: None,
             probe: None,
             close_reason: None,
@@ -306,6 +378,19 @@ impl Client {
     /// Actions waiting in the outbox.
     pub fn queued(&self) -> usize {
         self.outbox.len()
+    }
+
+    /// What the server of the current connection is.
+    pub fn server(&self) -> ServerKind {
+        self.server
+    }
+
+    /// Whether the last CONNECT recovered an official server's session
+    /// (connection-state recovery): the events emitted while the client was
+    /// away follow, in order. Always `false` against a Liveline gateway,
+    /// which resumes per stream instead (`stream:recovered:v1`).
+    pub fn recovered(&self) -> bool {
+        self.recovered
     }
 
     /// The last `(epoch, seq)` delivered for a stream.
@@ -331,7 +416,9 @@ impl Client {
         self.start_attempt(now, "connect called");
     }
 
-    /// The app closes the client. Queued actions stay queued.
+    /// The app closes the client. Queued actions stay queued; raw emits not
+    /// sent yet are dropped, and those that wanted an ack end with
+    /// `disconnected`.
     pub fn close(&mut self, now: u64) {
         if self.phase == Phase::Closed {
             return;
@@ -340,13 +427,24 @@ impl Client {
             self.out.push_back(Output::Close);
         }
         self.socket_gone();
+        for e in std::mem::take(&mut self.emits) {
+            if let Some(id) = e.id {
+                self.out.push_back(Output::Replied(
+                    id,
+                    Err(disconnected("the client was closed before it was sent")),
+                ));
+            }
+        }
         self.phase = Phase::Closed;
         self.set_state(ConnectionState::Closed, "closed by the app", now);
     }
 
     /// The app sends an action. It is queued, sent when connected, retried
     /// with the same idempotency key until acked, and ends in an
-    /// [`Output::Ack`] with the returned id.
+    /// [`Output::Ack`] with the returned id. A Liveline gateway applies
+    /// each key once (exactly once); any other server gets `[name, {key,
+    /// data}]` and may see it again after a lost ack (at least once), and
+    /// its ack's first argument is the result as it is.
     pub fn send(&mut self, name: &str, data: &str, now: u64) -> Result<u64, SendError> {
         json::validate(data).map_err(SendError::InvalidJson)?;
         if let ConnectionState::Failed { reason } = &self.state {
@@ -366,6 +464,63 @@ impl Client {
         self.queue_changed();
         if matches!(self.phase, Phase::Live { .. }) {
             self.flush_outbox(now);
+        }
+        Ok(id)
+    }
+
+    /// The app emits an event as a plain Socket.IO client does: `args` are
+    /// the arguments, each a JSON text, unchanged on the wire (binary ones
+    /// as `{"_placeholder":true,"num":N}` pointing into `attachments`).
+    /// Sent at once when connected, else buffered (at most
+    /// [`Config::emit_buffer`]) and sent on connect; never kept across
+    /// reloads, never sent twice. With `ack`, returns the id its
+    /// [`Output::Replied`] will carry.
+    pub fn emit(
+        &mut self,
+        name: &str,
+        args: &[&str],
+        attachments: Vec<Vec<u8>>,
+        ack: bool,
+    ) -> Result<Option<u64>, SendError> {
+        for a in args {
+            json::validate(a).map_err(SendError::InvalidJson)?;
+        }
+        if let ConnectionState::Failed { reason } = &self.state {
+            return Err(SendError::Failed(reason.clone()));
+        }
+        let mut data = String::from("[");
+        json::write_string(&mut data, name);
+        for a in args {
+            data.push(',');
+            data.push_str(a.trim());
+        }
+        data.push(']');
+        // `451-` and an ack id of at most 20 digits; each attachment is a frame of its own.
+        let size = 4 + 20 + data.len();
+        let largest = attachments.iter().map(|a| a.len() + 1).max().unwrap_or(0);
+        if self.max_payload > 0 && size.max(largest) > self.max_payload {
+            return Err(SendError::PayloadTooLarge {
+                size: size.max(largest),
+                max: self.max_payload,
+            });
+        }
+        let live = matches!(self.phase, Phase::Live { .. });
+        if !live && self.emits.len() >= self.config.emit_buffer {
+            return Err(SendError::BufferFull(self.emits.len()));
+        }
+        let id = ack.then(|| {
+            self.next_emit_id += 1;
+            self.next_emit_id
+        });
+        let e = RawEmit {
+            id,
+            data,
+            attachments,
+        };
+        if live {
+            self.send_emit(e);
+        } else {
+            self.emits.push_back(e);
         }
         Ok(id)
     }
@@ -626,6 +781,13 @@ impl Client {
                     }
                     auth.push('}');
                 }
+                // Connection-state recovery, as an official server expects it.
+                if let (Some(pid), Some(offset)) = (&self.pid, &self.offset) {
+                    auth.push_str(",\"pid\":");
+                    json::write_string(&mut auth, pid);
+                    auth.push_str(",\"offset\":");
+                    json::write_string(&mut auth, offset);
+                }
                 auth.push('}');
                 let p = Packet::new(PacketType::Connect, None, Some(auth));
                 self.send_packet(&p);
@@ -665,14 +827,33 @@ impl Client {
                 self.retry_hint = None;
                 self.close_reason = None;
                 // A server with connection-state recovery answers with a
-                // `pid` and appends an offset to every event it emits.
-                self.recovery_server = p
+                // `pid` and appends an offset to every event it emits; the
+                // same `pid` as before means it recovered our session.
+                let pid = p
                     .data
                     .as_deref()
                     .and_then(|d| json::get(d, "pid"))
-                    .is_some();
-                self.set_state(ConnectionState::Connected, "connected", now);
+                    .and_then(json::string);
+                self.recovered = pid.is_some() && pid == self.pid;
+                if !self.recovered {
+                    self.offset = None;
+                }
+                self.recovery_server = pid.is_some();
+                self.pid = pid;
+                self.server = ServerKind::Unknown;
+                let reason = if self.recovered {
+                    "connected; the server recovered the session"
+                } else {
+                    "connected"
+                };
+                self.set_state(ConnectionState::Connected, reason, now);
                 self.flush_outbox(now);
+                while let Some(e) = self.emits.pop_front() {
+                    self.send_emit(e);
+                }
+                for p in std::mem::take(&mut self.early) {
+                    self.on_packet(p, now);
+                }
             }
             PacketType::ConnectError => {
                 let refusal = Refusal::of(p.data.as_deref());
@@ -710,17 +891,30 @@ impl Client {
                     }
                     return;
                 }
-                let Some((args, _attachments)) = p.into_ack_args() else {
+                let Some((args, attachments)) = p.into_ack_args() else {
                     return;
                 };
+                if let Some(id) = self.raw_acks.remove(&ack_id) {
+                    let args = Args { args, attachments };
+                    self.out.push_back(Output::Replied(id, Ok(args)));
+                    return;
+                }
+                // A Liveline gateway sends its welcome before any ack, so
+                // a server still unknown here is a plain one.
                 let result = match args.first() {
                     None => Ok("null".to_owned()),
-                    Some(first) => ack_result(first),
+                    Some(first) if self.server == ServerKind::Liveline => ack_result(first),
+                    Some(first) => Ok(first.trim().to_owned()),
                 };
                 if let Some(id) = self.outbox.acked(ack_id) {
                     self.out.push_back(Output::Ack(id, result));
                     self.queue_changed();
                 }
+            }
+            PacketType::Event | PacketType::BinaryEvent
+                if matches!(self.phase, Phase::Opening { .. }) =>
+            {
+                self.early.push(p);
             }
             PacketType::Event | PacketType::BinaryEvent => {
                 let ack = p.id;
@@ -731,19 +925,27 @@ impl Client {
                     && ack.is_none()
                     && args.last().is_some_and(|a| a.starts_with('"'))
                 {
-                    // The recovery offset is the server's business, not the app's:
-                    // our own resume rests on the envelopes' (epoch, seq).
-                    args.pop();
+                    // The recovery offset is the server's business, not the
+                    // app's: kept for the next CONNECT, not passed on.
+                    self.offset = args.pop().as_deref().and_then(json::string);
                 }
-                self.deliver(
-                    Incoming {
-                        name,
-                        args,
-                        attachments,
-                    },
-                    ack,
-                    now,
-                );
+                let ev = Incoming {
+                    name,
+                    args,
+                    attachments,
+                };
+                if self.server == ServerKind::Unknown {
+                    // The first event says what the server is.
+                    if ev.name == contract::SESSION_WELCOME_V1 {
+                        self.server = ServerKind::Liveline;
+                        return;
+                    }
+                    self.server = ServerKind::SocketIo;
+                }
+                match self.server {
+                    ServerKind::Liveline => self.deliver(ev, ack, now),
+                    _ => self.out.push_back(Output::Event(ev, ack)),
+                }
             }
         }
     }
@@ -893,13 +1095,34 @@ impl Client {
         }
     }
 
+    /// Sends a raw emit now (the socket is live).
+    fn send_emit(&mut self, e: RawEmit) {
+        let ack = e.id.map(|id| {
+            self.next_ack_id += 1;
+            self.raw_acks.insert(self.next_ack_id, id);
+            self.next_ack_id
+        });
+        let kind = if e.attachments.is_empty() {
+            PacketType::Event
+        } else {
+            PacketType::BinaryEvent
+        };
+        let mut p = Packet::new(kind, ack, Some(e.data));
+        p.attachments = e.attachments;
+        self.send_packet(&p);
+        for a in p.attachments {
+            self.out.push_back(Output::SendBinary(a));
+        }
+    }
+
     fn send_packet(&mut self, p: &Packet) {
         self.out
             .push_back(Output::SendText(EioPacket::Message(p.encode()).encode()));
     }
 
     fn check_liveness(&mut self, now: u64, reason: &str) {
-        if self.config.liveness_probe {
+        // Only a Liveline gateway is known to answer probes.
+        if self.config.liveness_probe && self.server == ServerKind::Liveline {
             if self.probe.is_some() {
                 return;
             }
@@ -967,6 +1190,16 @@ impl Client {
     /// replays it was waiting for.
     fn socket_gone(&mut self) {
         self.probe = None;
+        self.early.clear();
+        self.server = ServerKind::Unknown;
+        for (_, id) in self.raw_acks.take_all() {
+            self.out.push_back(Output::Replied(
+                id,
+                Err(disconnected(
+                    "the connection was lost before the ack came; the server may or may not have handled it",
+                )),
+            ));
+        }
         self.decoder.reset();
         self.outbox.unsend_all();
         self.replays_pending.clear();
@@ -1032,6 +1265,7 @@ impl Client {
             previous,
             reason: reason.to_owned(),
             queued: self.outbox.len(),
+            recovered: self.recovered && self.state.is_connected(),
         }));
     }
 }
@@ -1114,6 +1348,14 @@ fn ack_result(first: &str) -> Result<String, ActionError> {
     }
 }
 
+/// A raw emit's ack that will not come.
+fn disconnected(message: &str) -> ActionError {
+    ActionError::Rejected {
+        code: contract::error_code::DISCONNECTED.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
 /// The Socket.IO payload of an action: `[name, {"key", "data"}]`.
 fn action_payload(name: &str, key: &str, data: &str) -> String {
     format!(
@@ -1139,6 +1381,9 @@ mod tests {
     const HANDSHAKE: &str =
         r#"0{"sid":"s","upgrades":[],"pingInterval":1000,"pingTimeout":500,"maxPayload":100000}"#;
 
+    /// What a Liveline gateway sends first after its CONNECT reply.
+    const WELCOME: &str = r#"42["session:welcome:v1",{"protocol":1}]"#;
+
     fn drain(c: &mut Client) -> Vec<Output> {
         std::iter::from_fn(|| c.poll_output()).collect()
     }
@@ -1160,6 +1405,7 @@ mod tests {
         c.handle_open(now);
         c.handle_text(HANDSHAKE, now);
         c.handle_text("40{\"sid\":\"x\"}", now);
+        c.handle_text(WELCOME, now);
         let out = drain(&mut c);
         (c, out)
     }
@@ -1357,6 +1603,7 @@ mod tests {
         c.handle_token(Ok("t".into()), 0);
         c.handle_text(HANDSHAKE, 0);
         c.handle_text("40{}", 0);
+        c.handle_text(WELCOME, 0);
         let frames = sent(&drain(&mut c));
         let last = frames.last().expect("action sent");
         assert!(
@@ -1560,6 +1807,7 @@ mod tests {
         c.handle_token(Ok("t".into()), 0);
         c.handle_text(HANDSHAKE, 0);
         c.handle_text("40{}", 0);
+        c.handle_text(WELCOME, 0);
         c.handle_network(true, 10);
         let _ = drain(&mut c);
         assert_eq!(c.poll_timeout(), Some(60));
@@ -1624,5 +1872,247 @@ mod tests {
             frames.iter().any(|f| f.contains("job:cancel:v1")),
             "{small_id} still goes"
         );
+    }
+
+    /// A client connected to a plain Socket.IO server (no welcome), with
+    /// `connect` as that server's CONNECT reply.
+    fn plain(connect: &str) -> Client {
+        let mut c = Client::new(Config::new("http://io"), 1);
+        c.connect(0);
+        c.handle_token(Ok("t".into()), 0);
+        c.handle_open(0);
+        c.handle_text(HANDSHAKE, 0);
+        c.handle_text(connect, 0);
+        c
+    }
+
+    fn replied(outs: &[Output]) -> Vec<(u64, Result<Vec<String>, String>)> {
+        outs.iter()
+            .filter_map(|o| match o {
+                Output::Replied(id, r) => Some((
+                    *id,
+                    r.clone().map(|a| a.args).map_err(|e| match e {
+                        ActionError::Rejected { code, .. } => code,
+                        e => e.to_string(),
+                    }),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raw_emits_go_out_unchanged_and_their_acks_come_back_unchanged() {
+        let mut c = plain("40{\"sid\":\"x\"}");
+        let _ = drain(&mut c);
+        assert_eq!(
+            c.emit("burst", &[r#"{"n":1000}"#], Vec::new(), false),
+            Ok(None)
+        );
+        let id = c
+            .emit("sum", &["1", " 2 ", r#""three""#], Vec::new(), true)
+            .expect("sent")
+            .expect("an ack id");
+        assert_eq!(
+            sent(&drain(&mut c)),
+            vec![
+                r#"42["burst",{"n":1000}]"#.to_owned(),
+                r#"421["sum",1,2,"three"]"#.to_owned()
+            ]
+        );
+        // An ack shaped like Liveline's is still the server's own arguments.
+        c.handle_text(r#"431[{"ok":true,"data":3},"extra"]"#, 1);
+        assert_eq!(
+            replied(&drain(&mut c)),
+            vec![(
+                id,
+                Ok(vec![r#"{"ok":true,"data":3}"#.into(), r#""extra""#.into()])
+            )]
+        );
+    }
+
+    #[test]
+    fn a_binary_emit_sends_its_attachments_as_frames_after_the_packet() {
+        let mut c = plain("40{}");
+        let _ = drain(&mut c);
+        c.emit(
+            "upload",
+            &[r#"{"_placeholder":true,"num":0}"#, r#""name""#],
+            vec![vec![1, 2, 3]],
+            false,
+        )
+        .expect("sent");
+        let out = drain(&mut c);
+        assert_eq!(
+            out,
+            vec![
+                Output::SendText(r#"451-["upload",{"_placeholder":true,"num":0},"name"]"#.into()),
+                Output::SendBinary(vec![1, 2, 3]),
+            ]
+        );
+    }
+
+    #[test]
+    fn raw_emits_wait_for_the_connection_up_to_the_buffer_bound() {
+        let mut cfg = Config::new("http://io");
+        cfg.emit_buffer = 2;
+        let mut c = Client::new(cfg, 1);
+        c.emit("a", &["1"], Vec::new(), false).expect("buffered");
+        c.emit("b", &["2"], Vec::new(), false).expect("buffered");
+        assert_eq!(
+            c.emit("c", &["3"], Vec::new(), false),
+            Err(SendError::BufferFull(2))
+        );
+        assert!(matches!(
+            c.emit("d", &["{"], Vec::new(), false),
+            Err(SendError::InvalidJson(_))
+        ));
+        c.connect(0);
+        c.handle_token(Ok("t".into()), 0);
+        c.handle_text(HANDSHAKE, 0);
+        c.handle_text("40{}", 0);
+        let frames = sent(&drain(&mut c));
+        assert_eq!(
+            &frames[1..],
+            &[r#"42["a",1]"#.to_owned(), r#"42["b",2]"#.to_owned()]
+        );
+        // Sent, never again: a reconnect does not repeat them.
+        c.handle_closed("reset", 1);
+        c.handle_timeout(60_000);
+        c.handle_token(Ok("t".into()), 60_000);
+        c.handle_text(HANDSHAKE, 60_000);
+        c.handle_text("40{}", 60_000);
+        assert_eq!(sent(&drain(&mut c)).len(), 1, "only the CONNECT");
+    }
+
+    #[test]
+    fn an_emit_waiting_for_its_ack_ends_disconnected_when_the_link_goes() {
+        let mut c = plain("40{}");
+        let id = c
+            .emit("slow", &[], Vec::new(), true)
+            .expect("sent")
+            .expect("id");
+        let queued = c
+            .emit("later", &[], Vec::new(), true)
+            .map(|_| ())
+            .and_then(|()| {
+                c.handle_closed("reset", 1);
+                c.emit("while-down", &[], Vec::new(), true)
+            })
+            .expect("buffered")
+            .expect("id");
+        let out = drain(&mut c);
+        let ends = replied(&out);
+        assert_eq!(ends.len(), 2, "{ends:?}");
+        assert!(ends.contains(&(id, Err("disconnected".into()))));
+        // The one buffered while down ends when the app closes.
+        c.close(2);
+        assert_eq!(
+            replied(&drain(&mut c)),
+            vec![(queued, Err("disconnected".into()))]
+        );
+    }
+
+    #[test]
+    fn a_plain_servers_events_and_acks_reach_the_app_as_sent() {
+        let mut c = plain("40{}");
+        let id = c.send("echo:v1", "{}", 0).expect("queued");
+        // Two events with the same envelope position: a plain server's
+        // payloads are not Liveline envelopes, so both arrive.
+        c.handle_text(&status_event(1, "e"), 1);
+        c.handle_text(&status_event(1, "e"), 1);
+        c.handle_text(r#"431[{"ok":false,"error":{"code":"x"}}]"#, 2);
+        let out = drain(&mut c);
+        assert_eq!(c.server(), ServerKind::SocketIo);
+        assert_eq!(delivered_seqs(&out), vec![1, 1]);
+        assert!(
+            out.contains(&Output::Ack(
+                id,
+                Ok(r#"{"ok":false,"error":{"code":"x"}}"#.to_owned())
+            )),
+            "{out:?}"
+        );
+        // No probe to a server that does not answer probes.
+        c.handle_visibility(true, 3);
+        assert!(sent(&drain(&mut c)).is_empty());
+    }
+
+    #[test]
+    fn the_welcome_marks_a_liveline_gateway_and_is_not_an_app_event() {
+        let (c, out) = connected(0);
+        assert_eq!(c.server(), ServerKind::Liveline);
+        assert!(!out.iter().any(|o| matches!(o, Output::Event(..))));
+        // A later welcome-named event from a server already known as plain
+        // is an ordinary event.
+        let mut c = plain("40{}");
+        c.handle_text(r#"42["hello"]"#, 1);
+        c.handle_text(WELCOME, 1);
+        let names: Vec<_> = drain(&mut c)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Event(ev, _) => Some(ev.name),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, vec!["hello", "session:welcome:v1"]);
+        assert_eq!(c.server(), ServerKind::SocketIo);
+    }
+
+    #[test]
+    fn connection_state_recovery_sends_pid_and_offset_back_and_reports_recovered() {
+        let mut c = plain(r#"40{"sid":"s1","pid":"p1"}"#);
+        assert!(!c.recovered());
+        c.handle_text(r#"42["tick",1,"off-1"]"#, 1);
+        c.handle_text(r#"42["tick",2,"off-2"]"#, 1);
+        c.handle_closed("reset", 2);
+        let _ = drain(&mut c);
+        c.handle_timeout(60_000);
+        c.handle_token(Ok("t".into()), 60_000);
+        c.handle_text(HANDSHAKE, 60_000);
+        assert_eq!(
+            sent(&drain(&mut c)),
+            vec![r#"40{"token":"t","pid":"p1","offset":"off-2"}"#.to_owned()]
+        );
+        c.handle_text(r#"40{"sid":"s2","pid":"p1"}"#, 60_001);
+        assert!(c.recovered());
+        let reason = drain(&mut c).into_iter().find_map(|o| match o {
+            Output::State(s) => Some(s.reason),
+            _ => None,
+        });
+        assert_eq!(
+            reason.as_deref(),
+            Some("connected; the server recovered the session")
+        );
+        // A new pid: a new session, and the old offset is forgotten.
+        c.handle_closed("reset", 60_002);
+        c.handle_timeout(120_000);
+        c.handle_token(Ok("t".into()), 120_000);
+        c.handle_text(HANDSHAKE, 120_000);
+        let _ = drain(&mut c);
+        c.handle_text(r#"40{"sid":"s3","pid":"p2"}"#, 120_001);
+        assert!(!c.recovered());
+        c.handle_closed("reset", 120_002);
+        c.handle_timeout(180_000);
+        c.handle_token(Ok("t".into()), 180_000);
+        c.handle_text(HANDSHAKE, 180_000);
+        assert_eq!(
+            sent(&drain(&mut c)),
+            vec![r#"40{"token":"t"}"#.to_owned()],
+            "no offset of the new session yet: nothing to recover from"
+        );
+    }
+
+    #[test]
+    fn a_raw_emit_over_the_servers_max_payload_is_refused() {
+        let mut c = plain("40{}");
+        let big = format!("\"{}\"", "x".repeat(100_000));
+        assert!(matches!(
+            c.emit("big", &[&big], Vec::new(), false),
+            Err(SendError::PayloadTooLarge { .. })
+        ));
+        assert!(matches!(
+            c.emit("big", &[], vec![vec![0; 100_000]], false),
+            Err(SendError::PayloadTooLarge { .. })
+        ));
     }
 }

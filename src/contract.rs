@@ -207,6 +207,13 @@ pub const STREAM_RECOVERED_V1: &str = "stream:recovered:v1";
 pub const SESSION_EXPIRED_V1: &str = "session:expired:v1";
 /// The user's sessions were revoked by an admin: `{reason: "revoked"}`.
 pub const SESSION_REVOKED_V1: &str = "session:revoked:v1";
+/// The first event a Liveline gateway sends on every connection, before any
+/// other packet: `{"protocol":1}`. It tells the SDK that this server speaks
+/// Liveline's contracts (the `{ok, data}` ack shape, the stream envelope,
+/// replays, probes); a connection whose first event is anything else is an
+/// ordinary Socket.IO server, whose acks and events the SDK passes on as
+/// they are. The SDK does not hand it to the app.
+pub const SESSION_WELCOME_V1: &str = "session:welcome:v1";
 /// The gateway node is shutting down: `{retryInMs}` says when to reconnect
 /// (jittered per socket, so clients spread over the other nodes).
 pub const SESSION_SHUTDOWN_V1: &str = "session:shutdown:v1";
@@ -283,6 +290,17 @@ error_codes! {
     /// twice, no WebSocket, the module not loaded); nothing is queued. Fix
     /// the cause, call `connect()`, then send again.
     FAILED = "failed";
+    /// SDK: `emit()` while the client is not connected and its buffer of
+    /// unsent emits already holds `emitBuffer` of them; wait until it is
+    /// connected, or send it as a durable action with `send()`.
+    BUFFER_FULL = "buffer_full";
+    /// SDK: an `emitWithAck()` was sent and the connection was lost (or the
+    /// client closed) before its ack came; the server may or may not have
+    /// handled it. Raw emits are at most once: use `send()` for an action
+    /// that must be applied exactly once.
+    DISCONNECTED = "disconnected";
+    /// SDK: `timeout(ms).emitWithAck()` had no ack within `ms`.
+    TIMEOUT = "timeout";
     /// SDK: a `liveline-client/react` hook used outside `<LivelineProvider>`.
     NO_PROVIDER = "no_provider";
     /// Gateway ack: the action's payload is not `{key, data}` or a field of

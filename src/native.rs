@@ -51,7 +51,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::client::{Client, Config, Output, StateChange};
 use crate::contract::{DecodeError, ServerEvent};
 use crate::outbox::{ActionError, SendError};
-use crate::protocol::{EioPacket, Packet, PacketType};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Opening = BoxFuture<'static, Result<Socket, String>>;
@@ -99,6 +98,7 @@ enum Command {
     Emit {
         name: String,
         args: Vec<Value>,
+        done: Option<oneshot::Sender<Result<Vec<Value>, ActionFailed>>>,
     },
     Close,
 }
@@ -158,6 +158,7 @@ impl NativeClient {
             token: None,
             local_addr,
             waiting: HashMap::new(),
+            replies: HashMap::new(),
             events,
         };
         tokio::spawn(driver.run(get_token, rx));
@@ -187,14 +188,33 @@ impl NativeClient {
         let _ = self.commands.send(Command::Reply { ack_id, args });
     }
 
-    /// Emits a plain event `[name, ...args]` without an ack. Like a volatile
-    /// event, it is dropped unless the client is connected; use
-    /// [`NativeClient::send`] for anything that must arrive.
+    /// Emits a plain event `[name, ...args]` without an ack, as a
+    /// `socket.io-client` does: sent at once when connected, else buffered
+    /// (at most `emit_buffer`) and sent on connect; never sent twice. Use
+    /// [`NativeClient::send`] for an action that must be applied once.
     pub fn emit(&self, name: &str, args: Vec<Value>) {
         let _ = self.commands.send(Command::Emit {
             name: name.to_owned(),
             args,
+            done: None,
         });
+    }
+
+    /// [`NativeClient::emit`] asking for an ack; resolves with the ack's
+    /// arguments as the server sent them, or `disconnected` when the
+    /// connection was lost before it came.
+    pub fn emit_with_ack(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+    ) -> impl Future<Output = Result<Vec<Value>, ActionFailed>> + Send + 'static {
+        let (done, result) = oneshot::channel();
+        let _ = self.commands.send(Command::Emit {
+            name: name.to_owned(),
+            args,
+            done: Some(done),
+        });
+        async move { result.await.unwrap_or(Err(ActionFailed::Stopped)) }
     }
 
     /// Closes the connection and ends the task. A last
@@ -221,6 +241,8 @@ struct Driver {
     local_addr: Option<IpAddr>,
     /// Action id to the caller waiting for its ack.
     waiting: HashMap<u64, oneshot::Sender<Result<Value, ActionFailed>>>,
+    /// Raw emit id to the caller waiting for its ack.
+    replies: HashMap<u64, oneshot::Sender<Result<Vec<Value>, ActionFailed>>>,
     events: mpsc::UnboundedSender<Event>,
 }
 
@@ -304,6 +326,19 @@ impl Driver {
                             let _ = done.send(result);
                         }
                     }
+                    Output::Replied(id, result) => {
+                        if let Some(done) = self.replies.remove(&id) {
+                            let result = result
+                                .map(|a| {
+                                    a.args
+                                        .iter()
+                                        .map(|v| serde_json::from_str(v).unwrap_or(Value::Null))
+                                        .collect()
+                                })
+                                .map_err(ActionFailed::from);
+                            let _ = done.send(result);
+                        }
+                    }
                     Output::Queue(n) => {
                         let _ = self.events.send(Event::Queue(n));
                     }
@@ -368,20 +403,20 @@ impl Driver {
                 // Values always serialize to valid JSON.
                 let _ = self.client.reply(ack_id, &args);
             }
-            Command::Emit { name, args } => {
-                if self.client.state().is_connected() {
-                    // The core has no plain emit; this is the frame it would build.
-                    let mut items = Vec::with_capacity(args.len() + 1);
-                    items.push(Value::String(name));
-                    items.extend(args);
-                    let p = Packet::new(
-                        PacketType::Event,
-                        None,
-                        Some(Value::Array(items).to_string()),
-                    );
-                    let frame = EioPacket::Message(p.encode()).encode();
-                    if self.feed(Message::text(frame)).await {
-                        self.flush().await;
+            Command::Emit { name, args, done } => {
+                let args: Vec<String> = args.iter().map(Value::to_string).collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                match self.client.emit(&name, &args, Vec::new(), done.is_some()) {
+                    Ok(Some(id)) => {
+                        if let Some(done) = done {
+                            self.replies.insert(id, done);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if let Some(done) = done {
+                            let _ = done.send(Err(e.into()));
+                        }
                     }
                 }
             }

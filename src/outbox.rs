@@ -28,6 +28,10 @@ pub enum SendError {
         /// The server's limit in bytes.
         max: usize,
     },
+    /// A raw emit while not connected, and `emit_buffer` emits already
+    /// wait for the connection; it was not buffered.
+    #[error("not connected, and {0} emits already wait for the connection")]
+    BufferFull(usize),
     /// The client is `failed` (it will not reconnect until `connect()`); the
     /// action was not queued. The reason is the failure's.
     #[error("the client has failed ({0}); nothing is queued until connect()")]

@@ -462,6 +462,7 @@ pub fn tunables() -> Vec<Tunable> {
         ack_timeout_ms: _,
         action_ttl_ms: _,
         outbox_capacity: _,
+        emit_buffer: _,
         default_heartbeat_ms: _,
         liveness_probe: _,
         probe_timeout_ms: _,
@@ -509,6 +510,15 @@ pub fn tunables() -> Vec<Tunable> {
             "probeTimeoutMs",
             probe_timeout_ms,
             &["How long a liveness probe waits for its ack, in ms."]
+        ),
+        tunable!(
+            c,
+            "emitBuffer",
+            emit_buffer,
+            &[
+                "How many raw `emit()`s wait while not connected (sent on connect, in order, not kept",
+                "across reloads); past it, `emit()` throws `buffer_full`.",
+            ]
         ),
         tunable!(
             c,

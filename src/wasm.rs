@@ -20,13 +20,14 @@
 //! | `c` | close the socket | — |
 //! | `z` | the state changed | a JSON snapshot object |
 //! | `q` | the outbox changed: save [`Core::outbox`] | the number queued |
-//! | `e` | an event | JSON `[ackId or null, attachments, name, payload]` |
+//! | `e` | an event | JSON `[ackId or null, attachments, name, [args...]]` |
 //! | `a` | an action ended | JSON `[id, true, result]` or `[id, false, code, message]` |
+//! | `r` | a raw emit's ack | JSON `[id, true, attachments, [args...]]` or `[id, false, code, message]` |
 //! | `i` | an event broke its contract and was dropped | the reason |
 
 use wasm_bindgen::prelude::*;
 
-use crate::client::{Client, Config, ConnectionState, Output, StateChange};
+use crate::client::{Client, Config, ConnectionState, Output, ServerKind, StateChange};
 use crate::json;
 use crate::outbox::{self, ActionError, SendError};
 use crate::protocol::tagged;
@@ -37,6 +38,8 @@ pub struct Core {
     client: Client,
     bytes: Vec<u8>,
     attachments: Vec<Vec<u8>>,
+    /// Attachments of the next `emit`, added by `attach`.
+    outgoing: Vec<Vec<u8>>,
 }
 
 /// Milliseconds from JavaScript (`Date.now()`).
@@ -69,7 +72,8 @@ fn push_u64(out: &mut String, mut n: u64) {
     }
 }
 
-/// The state as a JSON object: `{current, previous, reason, queued, attempt, retryIn, error}`.
+/// The state as a JSON object: `{current, previous, reason, queued,
+/// attempt, retryIn, error, recovered}`.
 fn snapshot(change: &StateChange) -> String {
     let (attempt, retry_in, error) = match &change.current {
         ConnectionState::Reconnecting {
@@ -101,7 +105,45 @@ fn snapshot(change: &StateChange) -> String {
         Some(e) => json::write_string(&mut s, e),
         None => s.push_str("null"),
     }
+    s.push_str(",\"recovered\":");
+    s.push_str(if change.recovered { "true" } else { "false" });
     s.push('}');
+    s
+}
+
+/// Pushes `"code","message"` of a failed action or emit.
+fn push_error(s: &mut String, e: ActionError) {
+    let (code, message) = match e {
+        ActionError::Rejected { code, message } => (code, message),
+        e => ("expired".to_owned(), e.to_string()),
+    };
+    json::write_string(s, &code);
+    s.push(',');
+    json::write_string(s, &message);
+}
+
+/// Pushes `[a,b,...]` of JSON texts.
+fn push_array(s: &mut String, items: &[String]) {
+    s.push('[');
+    for (i, a) in items.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(a);
+    }
+    s.push(']');
+}
+
+/// The JS code of an error `send` or `emit` throws, then its message.
+fn send_error(e: SendError) -> String {
+    let mut s = match e {
+        SendError::OutboxFull(_) => String::from("outbox_full "),
+        SendError::PayloadTooLarge { .. } => String::from("payload_too_large "),
+        SendError::Failed(_) => String::from("failed "),
+        SendError::BufferFull(_) => String::from("buffer_full "),
+        _ => String::from("invalid_argument "),
+    };
+    s.push_str(&e.to_string());
     s
 }
 
@@ -115,14 +157,8 @@ fn settled(id: u64, result: Result<String, ActionError>) -> String {
             s.push_str(&v);
         }
         Err(e) => {
-            let (code, message) = match e {
-                ActionError::Rejected { code, message } => (code, message),
-                e => ("expired".to_owned(), e.to_string()),
-            };
             s.push_str(",false,");
-            json::write_string(&mut s, &code);
-            s.push(',');
-            json::write_string(&mut s, &message);
+            push_error(&mut s, e);
         }
     }
     s.push(']');
@@ -133,7 +169,7 @@ fn settled(id: u64, result: Result<String, ActionError>) -> String {
 impl Core {
     /// `new Core(url, seedHigh, seedLow, tunables)`; `tunables` is
     /// `[initialMs, maxMs, ackTimeoutMs, outboxCapacity, connectTimeoutMs,
-    /// probeTimeoutMs, livenessProbe (0 = off)]`, each NaN for the default.
+    /// probeTimeoutMs, livenessProbe (0 = off), emitBuffer]`, each NaN for the default.
     #[wasm_bindgen(constructor)]
     pub fn new(url: String, seed_high: u32, seed_low: u32, tunables: &[f64]) -> Core {
         let mut config = Config::new(url);
@@ -159,11 +195,15 @@ impl Core {
         if t(6) == Some(0) {
             config.liveness_probe = false;
         }
+        if let Some(v) = t(7) {
+            config.emit_buffer = v as usize;
+        }
         let seed = (u64::from(seed_high) << 32) | u64::from(seed_low);
         Core {
             client: Client::new(config, seed),
             bytes: Vec::new(),
             attachments: Vec::new(),
+            outgoing: Vec::new(),
         }
     }
 
@@ -193,16 +233,24 @@ impl Core {
         self.client
             .send(name, data, ms(now))
             .map(|id| id as f64)
-            .map_err(|e| {
-                let mut s = match e {
-                    SendError::OutboxFull(_) => String::from("outbox_full "),
-                    SendError::PayloadTooLarge { .. } => String::from("payload_too_large "),
-                    SendError::Failed(_) => String::from("failed "),
-                    _ => String::from("invalid_argument "),
-                };
-                s.push_str(&e.to_string());
-                s
-            })
+            .map_err(send_error)
+    }
+
+    /// Adds a binary attachment to the next `emit`.
+    pub fn attach(&mut self, bytes: Vec<u8>) {
+        self.outgoing.push(bytes);
+    }
+
+    /// Emits `[name, ...args]` (`args`: a JSON array, binary ones as
+    /// placeholders of the attachments `attach` added). Returns the id the
+    /// `r` output will carry, or -1 without an ack. Throws `"<code> <message>"`.
+    pub fn emit(&mut self, name: &str, args: &str, ack: bool) -> Result<f64, String> {
+        let attachments = std::mem::take(&mut self.outgoing);
+        let list = json::array(args).map_err(|e| format!("invalid_argument {e}"))?;
+        self.client
+            .emit(name, &list, attachments, ack)
+            .map(|id| id.map_or(-1.0, |id| id as f64))
+            .map_err(send_error)
     }
 
     /// Answers a server event that asked for an ack (`args`: a JSON array of the ack's arguments).
@@ -278,9 +326,28 @@ impl Core {
                 s.push(',');
                 json::write_string(&mut s, &ev.name);
                 s.push(',');
-                s.push_str(&ev.payload_json());
+                push_array(&mut s, &ev.args);
                 s.push(']');
                 self.attachments = ev.attachments;
+                s
+            }
+            Output::Replied(id, result) => {
+                let mut s = String::from("r[");
+                push_u64(&mut s, id);
+                match result {
+                    Ok(a) => {
+                        s.push_str(",true,");
+                        push_u64(&mut s, a.attachments.len() as u64);
+                        s.push(',');
+                        push_array(&mut s, &a.args);
+                        self.attachments = a.attachments;
+                    }
+                    Err(e) => {
+                        s.push_str(",false,");
+                        push_error(&mut s, e);
+                    }
+                }
+                s.push(']');
                 s
             }
             Output::Ack(id, result) => settled(id, result),
@@ -288,12 +355,23 @@ impl Core {
         })
     }
 
+    /// What the server of this connection said it is: `"liveline"`,
+    /// `"socket.io"`, or `""` while not known.
+    pub fn server(&self) -> String {
+        match self.client.server() {
+            ServerKind::Liveline => "liveline",
+            ServerKind::SocketIo => "socket.io",
+            ServerKind::Unknown => "",
+        }
+        .to_owned()
+    }
+
     /// The frame of the last `b` output.
     pub fn bytes(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.bytes)
     }
 
-    /// Binary attachment `i` of the last `e` output.
+    /// Binary attachment `i` of the last `e` or `r` output.
     pub fn attachment(&mut self, i: usize) -> Vec<u8> {
         self.attachments
             .get_mut(i)

@@ -219,23 +219,23 @@ async fn a_job_streams_its_status_in_order_through_completed() {
             .any(|s| state_of(s) == "connected")
     );
 
-    let status_of = |e: &JsValue| get(e, &["3", "data", "status"]).as_string();
+    let status_of = |e: &JsValue| get(e, &["3", "0", "data", "status"]).as_string();
     wait_until(&d, 20_000, "the job reaches completed", |s| {
         s.events
             .iter()
             .any(|e| status_of(e).as_deref() == Some("completed"))
     })
     .await;
-    // `[ackId, attachments, name, payload]`
+    // `[ackId, attachments, name, [args...]]`
     let statuses: Vec<(f64, String)> = d
         .borrow()
         .seen
         .events
         .iter()
         .filter(|e| get(e, &["2"]).as_string().as_deref() == Some("job:status:v1"))
-        .filter(|e| get(e, &["3", "data", "jobId"]).as_string().as_deref() == Some(&job_id))
+        .filter(|e| get(e, &["3", "0", "data", "jobId"]).as_string().as_deref() == Some(&job_id))
         .map(|e| {
-            let seq = get(e, &["3", "seq"]).as_f64().unwrap_or(-1.0);
+            let seq = get(e, &["3", "0", "seq"]).as_f64().unwrap_or(-1.0);
             (seq, status_of(e).unwrap_or_default())
         })
         .collect();

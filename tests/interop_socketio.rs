@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use liveline::contract::ServerEvent;
-use liveline::native::{ActionFailed, Event, NativeClient};
-use liveline::outbox::ActionError;
+use liveline::native::{Event, NativeClient};
 use liveline::{Client, Config, ConnectionState, Output};
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -205,20 +204,37 @@ async fn acks_both_ways() {
     let (client, mut events, _) = connect(&server, "good");
     events.state("connected").await;
 
-    // Client to server: the ack's data resolves the action.
-    let echoed = within("echo ack", client.send("echo:v1", json!({"a": [1, 2]}))).await;
-    assert_eq!(echoed, Ok(json!({"a": [1, 2]})));
-    let refused = within("refusal ack", client.send("refuse:v1", json!({}))).await;
+    // Client to server: the ack's arguments come back as the server sent them.
+    let echoed = within(
+        "echo ack",
+        client.emit_with_ack("echo", vec![json!({"a": [1, 2]}), json!("two"), json!(3)]),
+    )
+    .await;
     assert_eq!(
-        refused,
-        Err(ActionFailed::Action(ActionError::Rejected {
-            code: "not_allowed".into(),
-            message: "refused by the test server".into(),
-        }))
+        echoed,
+        Ok(vec![json!({"a": [1, 2]}), json!("two"), json!(3)])
+    );
+    // An ack shaped like Liveline's is a plain server's value, nothing more.
+    let shaped = within(
+        "echo of an ok-shaped value",
+        client.emit_with_ack("echo", vec![json!({"ok": true, "data": 1, "more": 2})]),
+    )
+    .await;
+    assert_eq!(shaped, Ok(vec![json!({"ok": true, "data": 1, "more": 2})]));
+    // A durable action reaches a plain server as `{key, data}`; its ack's
+    // first argument is the result as it is.
+    let received = within("order ack", client.send("order:v1", json!({"qty": 2})))
+        .await
+        .expect("acked");
+    assert_eq!(received["received"]["data"], json!({"qty": 2}));
+    assert_eq!(
+        received["received"]["key"].as_str().map(str::len),
+        Some(32),
+        "{received}"
     );
 
     // Server to client: the event carries an ack id; the reply goes back.
-    within("ask ack", client.send("ask:v1", json!(41)))
+    within("ask ack", client.emit_with_ack("ask", vec![json!(41)]))
         .await
         .expect("ask accepted");
     let (args, ack) = events.unsupported("ask").await;
@@ -236,7 +252,7 @@ async fn binary_event_arrives_with_its_bytes() {
     let (client, mut events, _) = connect(&server, "good");
     events.state("connected").await;
 
-    within("bin ack", client.send("bin:v1", Value::Null))
+    within("bin ack", client.emit_with_ack("bin", vec![]))
         .await
         .expect("bin accepted");
     let (args, _) = events.unsupported("bin").await;
@@ -245,10 +261,10 @@ async fn binary_event_arrives_with_its_bytes() {
     // The link is still in step after the binary frames.
     let echoed = within(
         "echo after binary",
-        client.send("echo:v1", json!("still here")),
+        client.emit_with_ack("echo", vec![json!("still here")]),
     )
     .await;
-    assert_eq!(echoed, Ok(json!("still here")));
+    assert_eq!(echoed, Ok(vec![json!("still here")]));
     client.close();
 }
 
@@ -273,8 +289,12 @@ async fn events_from_a_recovery_server_decode_despite_the_offset_argument() {
         .await;
     assert_eq!(status.seq, 1);
 
-    let sent = within("ticks ack", client.send("ticks:v1", json!({"n": 3}))).await;
-    assert_eq!(sent, Ok(json!({"sent": 3})));
+    let sent = within(
+        "ticks ack",
+        client.emit_with_ack("ticks", vec![json!({"n": 3})]),
+    )
+    .await;
+    assert_eq!(sent, Ok(vec![json!({"sent": 3})]));
     let mut ticks = Vec::new();
     for _ in 0..3 {
         let tick = events
@@ -307,6 +327,63 @@ async fn events_from_a_recovery_server_decode_despite_the_offset_argument() {
     client.close();
 }
 
+/// The `tick` numbers received, in order, until `n` of them came.
+async fn ticks(events: &mut Events, name: &str, n: usize) -> Vec<i64> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let (args, _) = events.unsupported(name).await;
+        assert_eq!(args.len(), 1, "one argument, no offset: {args:?}");
+        got.push(args[0].as_i64().expect("a number"));
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_burst_of_a_thousand_plain_events_arrives_whole_and_in_order() {
+    for recovery in [false, true] {
+        let server = NodeServer::start(recovery);
+        let (client, mut events, _) = connect(&server, "good");
+        events.state("connected").await;
+        client.emit("burst", vec![json!({"n": 1000})]);
+        let got = ticks(&mut events, "tick", 1000).await;
+        assert_eq!(got, (1..=1000).collect::<Vec<_>>(), "recovery {recovery}");
+        client.close();
+    }
+}
+
+#[tokio::test]
+async fn connection_state_recovery_replays_what_was_emitted_while_away() {
+    let server = NodeServer::start(true);
+    let (client, mut events, _) = connect(&server, "good");
+    let first = events
+        .expect("connected", |ev| match ev {
+            Event::State(s) if s.current.is_connected() => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(!first.recovered, "a first connection recovers nothing");
+    // An event with an offset, so there is something to recover from.
+    let (welcome, _) = events.unsupported("welcome").await;
+    // The server closes the transport, then emits 50 events to the gone socket.
+    client.emit("away", vec![json!(50)]);
+    events.state("reconnecting").await;
+    let back = events
+        .expect("connected again", |ev| match ev {
+            Event::State(s) if s.current.is_connected() => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(back.recovered, "{back:?}");
+    assert_eq!(back.reason, "connected; the server recovered the session");
+    let got = ticks(&mut events, "missed", 50).await;
+    assert_eq!(got, (1..=50).collect::<Vec<_>>());
+    // The server agrees: the same session id, recovered.
+    let (again, _) = events.unsupported("welcome").await;
+    assert_eq!(again[0]["sid"], welcome[0]["sid"]);
+    assert_eq!(again[0]["recovered"], json!(true));
+    client.close();
+}
+
 #[tokio::test]
 async fn heartbeats_keep_an_idle_connection_alive() {
     let server = NodeServer::start(false);
@@ -314,8 +391,12 @@ async fn heartbeats_keep_an_idle_connection_alive() {
     events.state("connected").await;
     // The server pings every 500 ms and gives up 500 ms after a missed pong.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
-    let echoed = within("echo after idling", client.send("echo:v1", json!("awake"))).await;
-    assert_eq!(echoed, Ok(json!("awake")));
+    let echoed = within(
+        "echo after idling",
+        client.emit_with_ack("echo", vec![json!("awake")]),
+    )
+    .await;
+    assert_eq!(echoed, Ok(vec![json!("awake")]));
     while let Ok(ev) = events.rx.try_recv() {
         events.seen.push(ev);
     }
@@ -378,24 +459,30 @@ async fn reconnects_after_the_server_drops_the_socket() {
     let (first, _) = events.unsupported("welcome").await;
 
     // The server closes the WebSocket.
-    within("drop ack", client.send("drop:v1", json!("transport")))
-        .await
-        .expect("drop accepted");
+    within(
+        "drop ack",
+        client.emit_with_ack("drop", vec![json!("transport")]),
+    )
+    .await
+    .expect("drop accepted");
     events.state("reconnecting").await;
     // An action sent while disconnected waits in the outbox.
-    let queued = client.send("echo:v1", json!("queued while down"));
+    let queued = client.send("order:v1", json!("queued while down"));
     events.state("connected").await;
     let (second, _) = events.unsupported("welcome").await;
     assert_ne!(first[0]["sid"], second[0]["sid"], "a new session");
     assert_eq!(
-        within("queued action", queued).await,
-        Ok(json!("queued while down"))
+        within("queued action", queued).await.expect("acked")["received"]["data"],
+        json!("queued while down")
     );
 
     // The server leaves the namespace (DISCONNECT) but keeps the transport.
-    within("drop ack", client.send("drop:v1", json!("namespace")))
-        .await
-        .expect("drop accepted");
+    within(
+        "drop ack",
+        client.emit_with_ack("drop", vec![json!("namespace")]),
+    )
+    .await
+    .expect("drop accepted");
     events.state("reconnecting").await;
     events.state("connected").await;
     let (third, _) = events.unsupported("welcome").await;
@@ -404,9 +491,10 @@ async fn reconnects_after_the_server_drops_the_socket() {
     // The transport the server kept open was closed, not leaked.
     let mut transports = Value::Null;
     for _ in 0..10 {
-        transports = within("transports ack", client.send("transports:v1", Value::Null))
+        transports = within("transports ack", client.emit_with_ack("transports", vec![]))
             .await
-            .expect("transports accepted");
+            .expect("transports accepted")
+            .remove(0);
         if transports == json!(1) {
             break;
         }
@@ -452,7 +540,11 @@ async fn connects_from_a_chosen_local_address() {
         NativeClient::spawn_bound(Config::new(server.url.clone()), 7, Some(local), get_token);
     let mut events = Events::new(rx);
     events.state("connected").await;
-    let echoed = within("echo from 127.0.0.2", client.send("echo:v1", json!(42))).await;
-    assert_eq!(echoed, Ok(json!(42)));
+    let echoed = within(
+        "echo from 127.0.0.2",
+        client.emit_with_ack("echo", vec![json!(42)]),
+    )
+    .await;
+    assert_eq!(echoed, Ok(vec![json!(42)]));
     client.close();
 }

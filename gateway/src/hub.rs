@@ -405,6 +405,7 @@ impl Hub {
         let mut closed = 0;
         for sid in sids {
             if let Some(s) = self.io.get_socket(sid) {
+                welcome(&s);
                 let _ = s.emit(event, data);
                 close_socket(s);
                 closed += 1;
@@ -456,6 +457,7 @@ pub async fn emit_paced<T: serde::Serialize + ?Sized>(
 ) -> bool {
     let deadline = tokio::time::Instant::now() + REPLAY_STALL;
     let mut wait = Duration::from_millis(1);
+    welcome(s);
     loop {
         match s.emit(event, data) {
             Ok(()) => return true,
@@ -470,6 +472,33 @@ pub async fn emit_paced<T: serde::Serialize + ?Sized>(
                 return false;
             }
         }
+    }
+}
+
+/// Whether a socket's `session:welcome:v1` went out; the lock orders the
+/// first emit. Inserted by the connect middleware, removed once sent.
+#[derive(Clone, Default)]
+pub struct WelcomeGate(Arc<std::sync::Mutex<bool>>);
+
+/// Sends `s` its `session:welcome:v1` unless it went out already. Every
+/// path that emits to a socket (the connect task, live events, replays,
+/// acks) calls this first, so the welcome is the first event on every
+/// connection whichever path runs first: socketioxide marks a socket
+/// connected before it runs the connect task, so a live event or an ack
+/// could otherwise overtake it. Once sent, the gate is gone and a call costs
+/// one failed extension lookup.
+pub fn welcome(s: &SocketRef) {
+    let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() else {
+        return;
+    };
+    let mut sent = gate.lock().unwrap_or_else(|e| e.into_inner());
+    if !*sent {
+        let _ = s.emit(
+            liveline::contract::SESSION_WELCOME_V1,
+            &json!({ "protocol": 1 }),
+        );
+        *sent = true;
+        s.extensions.remove::<WelcomeGate>();
     }
 }
 
@@ -528,6 +557,7 @@ async fn dispatch(
             if s.extensions.get::<Floor>().is_some_and(|f| f.covers(env)) {
                 continue;
             }
+            welcome(&s);
             match s.emit(&msg.event, env) {
                 Ok(()) => delivered += 1,
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {

@@ -35,7 +35,7 @@ use socketioxide::handler::ConnectHandler;
 use crate::actions;
 use crate::auth::{Claims, unix_secs};
 use crate::broker::{Feed, today};
-use crate::hub::{AcquireError, close_socket, emit_paced, user_room};
+use crate::hub::{AcquireError, WelcomeGate, close_socket, emit_paced, user_room, welcome};
 use crate::inbound::{self, ConnectRefusal, ResumePosition};
 use crate::stream::{Stream, may_read};
 use crate::{AppState, TokenRefused};
@@ -152,6 +152,7 @@ async fn admit(state: &Arc<AppState>, s: &SocketRef, auth: Option<Value>) -> Res
     } else {
         s.join(user_room(&user));
     }
+    s.extensions.insert(WelcomeGate::default());
     register_actions(state, s);
     let disc_state = state.clone();
     s.on_disconnect(move |s: SocketRef| {
@@ -183,6 +184,7 @@ fn arm_expiry(state: &Arc<AppState>, s: &SocketRef, exp: u64) {
         if !socket.connected() {
             return;
         }
+        welcome(&socket);
         let _ = socket.emit(
             SESSION_EXPIRED_V1,
             &json!({"reason": "token_expired", "exp": exp}),
@@ -271,6 +273,7 @@ async fn act<E, F, Fut>(
 /// idempotency key (which answers with the recorded result); the
 /// `liveline_acks_undelivered_total` metric counts it.
 fn send_ack(state: &AppState, s: &SocketRef, ack: AckSender, reply: &AckReply) {
+    welcome(s);
     if let Err(e) = ack.send(reply) {
         state.metrics.ack_undelivered();
         if s.connected() {
@@ -476,6 +479,7 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
         Ok(r) => r,
         Err(reply) => {
             if let AckReply::Err { error, .. } = &reply {
+                welcome(s);
                 let _ = s.emit(
                     "error",
                     &json!({"code": error.code, "message": error.message}),
@@ -495,11 +499,15 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
         Some(stream) => replay(state, s, &stream, &pos).await,
         None => unknown(&req.stream),
     };
+    welcome(s);
     let _ = s.emit(STREAM_RECOVERED_V1, &outcome);
     AckReply::ok(serde_json::to_value(&outcome).unwrap_or(Value::Null))
 }
 
 async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
+    // The first event on every connection: it tells the SDK this is a
+    // Liveline gateway (`liveline::contract::SESSION_WELCOME_V1`).
+    welcome(&s);
     if let Some(claims) = s.extensions.get::<Claims>() {
         s.extensions.insert(Session(Instant::now()));
         state.metrics.connected();

@@ -36,6 +36,8 @@ async fn official_socket_io_client_connects_gets_ack_and_job_events(backend: Bac
     );
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["connected"], true);
+    // The welcome came first, and the official client took it as one more event.
+    assert_eq!(report["welcome"]["protocol"], 1, "{report}");
     assert_eq!(report["ack"]["ok"], true, "{report}");
     let id = report["ack"]["data"]["jobId"].as_str().unwrap();
     let events = report["events"].as_array().unwrap();

@@ -1,5 +1,5 @@
 // The official Node socket.io v4 server the SDK's interop tests
-// (tests/interop_socketio.rs) talk to.
+// (tests/interop_socketio.rs, tests/browser-pkg/interop.test.mjs) talk to.
 //
 //   node tests/interop/server.mjs [port] [--recovery]
 //
@@ -10,8 +10,9 @@
 // `pid`.
 //
 // Auth: the CONNECT payload's `token` must be "good"; anything else gets a
-// CONNECT_ERROR "unauthorized". Actions (events the SDK sends with an ack,
-// argument `{key, data}`) drive the rest; see the handlers below.
+// CONNECT_ERROR "unauthorized". The handlers below are a plain Socket.IO app:
+// plain arguments and plain ack values, as `socket.io-client` users write
+// them; nothing here knows Liveline.
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
@@ -34,52 +35,67 @@ io.use((socket, next) => {
 });
 
 const envelope = (stream, seq, data) => ({ stream, epoch: "e1", seq, ts: Date.now(), data });
-const ok = (data) => ({ ok: true, data: data ?? null });
 
 io.on("connection", (socket) => {
-  // Server-to-client events right after CONNECT: one contract event, one unknown.
-  socket.emit("welcome", { sid: socket.id, recovery });
+  // Right after CONNECT: a plain event, then one shaped like a Liveline
+  // contract event (to a plain server's client it is just an event).
+  socket.emit("welcome", { sid: socket.id, recovery, recovered: socket.recovered });
   socket.emit(
     "job:status:v1",
     envelope(`job:${socket.id}`, 1, { jobId: socket.id, status: "running", progress: 0.5, message: "hi" }),
   );
 
-  // Client-to-server ack: the action's data comes back.
-  socket.on("echo:v1", (action, ack) => ack(ok(action?.data)));
-  // A refused action.
-  socket.on("refuse:v1", (_action, ack) =>
-    ack({ ok: false, error: { code: "not_allowed", message: "refused by the test server" } }),
-  );
-  // Server-to-client ack: ask the client, then report its reply as `answer`.
-  socket.on("ask:v1", (action, ack) => {
-    ack(ok());
-    socket.emit("ask", action?.data, (...reply) => socket.emit("answer", reply));
+  // Acks: every argument comes back, unchanged (binary ones too).
+  socket.on("echo", (...args) => {
+    const ack = args.pop();
+    ack(...args);
   });
-  // A binary event.
-  socket.on("bin:v1", (_action, ack) => {
-    ack(ok());
+  // A durable action from `send()`: the server sees `{key, data}` and acks
+  // what it got, as it is.
+  socket.on("order:v1", (action, ack) => ack({ received: action }));
+  // Server-to-client ack: ask the client, then report its reply as `answer`.
+  socket.on("ask", (data, ack) => {
+    ack();
+    socket.emit("ask", data, (...reply) => socket.emit("answer", reply));
+  });
+  // Binary out: nested and top-level buffers.
+  socket.on("bin", (ack) => {
+    ack();
     socket.emit("bin", Buffer.from([1, 2, 3]), { nested: Buffer.from([4, 5]) });
   });
-  // Contract events on a stream, then an event this SDK does not know.
-  socket.on("ticks:v1", (action, ack) => {
-    const n = action?.data?.n ?? 3;
+  // `burst {n}`: n `tick` events, 1..n, as fast as the server can.
+  socket.on("burst", ({ n }) => {
+    for (let i = 1; i <= n; i++) socket.emit("tick", i);
+  });
+  // Enveloped events on one stream, then an event of a name nobody knows.
+  socket.on("ticks", ({ n }, ack) => {
     for (let seq = 1; seq <= n; seq++) {
       socket.emit("market:tick:v1", envelope("market:BTC-USD", seq, { symbol: "BTC-USD", price: 100 + seq }));
     }
     socket.emit("mystery:event:v7", { x: 1 });
-    ack(ok({ sent: n }));
+    ack({ sent: n });
+  });
+  // `away n`: close the transport, and once the socket is gone emit n
+  // `missed` events to its room: with recovery on, the server keeps them
+  // for the session and replays them when the client comes back.
+  socket.on("away", (n) => {
+    const room = socket.id;
+    socket.on("disconnect", () => {
+      for (let i = 1; i <= n; i++) io.to(room).emit("missed", i);
+    });
+    socket.conn.close();
   });
   // Drop the connection: `transport` closes the WebSocket, `namespace`
   // sends a DISCONNECT packet and keeps the transport open.
-  socket.on("drop:v1", (action, ack) => {
-    ack(ok());
+  socket.on("drop", (how, ack) => {
+    ack();
     setTimeout(() => {
-      if (action?.data === "namespace") socket.disconnect();
+      if (how === "namespace") socket.disconnect();
       else socket.conn.close();
     }, 20);
   });
   // How many Engine.IO connections the server holds (stale sockets count).
-  socket.on("transports:v1", (_action, ack) => ack(ok(io.engine.clientsCount)));
+  socket.on("transports", (ack) => ack(io.engine.clientsCount));
   // A plain event (no ack) comes back as `heard`.
   socket.on("shout", (...args) => socket.emit("heard", args));
 });

@@ -185,12 +185,20 @@ impl Client {
             }
             if let Some(rest) = frame.strip_prefix("40") {
                 let v: Value = serde_json::from_str(rest).unwrap();
-                return Ok(Client {
+                let mut client = Client {
                     ws,
                     next_ack: 0,
                     events: VecDeque::new(),
                     sid: v["sid"].as_str().unwrap().to_owned(),
-                });
+                };
+                // Every connection's first packet after CONNECT is the
+                // welcome that tells the SDK it talks to a Liveline gateway.
+                let first = client.frame().await;
+                assert_eq!(
+                    first, r#"42["session:welcome:v1",{"protocol":1}]"#,
+                    "the welcome comes first"
+                );
+                return Ok(client);
             }
             if let Some(rest) = frame.strip_prefix("44") {
                 return Err(serde_json::from_str(rest).unwrap());

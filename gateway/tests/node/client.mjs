@@ -1,11 +1,13 @@
 // Usage: node client.mjs <url> <token>
 // Connects with the official socket.io-client (WebSocket only, token in the
 // CONNECT auth payload), starts a job with an ack, collects its events until
-// `completed`, and prints one JSON line: {connected, ack, events, error}.
+// `completed`, and prints one JSON line: {connected, welcome, ack, events,
+// error}. `welcome` is the gateway's first event (`session:welcome:v1`),
+// kept apart from the job's events.
 import { io } from "socket.io-client";
 
 const [url, token] = process.argv.slice(2);
-const out = { connected: false, ack: null, events: [], error: null };
+const out = { connected: false, welcome: null, ack: null, events: [], error: null };
 // Prints the result, then exits with `code` (0 ok, 1 failed): the Rust test reads both.
 const done = (code) => {
   console.log(JSON.stringify(out));
@@ -22,6 +24,10 @@ socket.on("connect_error", (err) => {
   done(1);
 });
 socket.onAny((name, env) => {
+  if (name === "session:welcome:v1" && out.events.length === 0 && out.welcome === null) {
+    out.welcome = env;
+    return;
+  }
   out.events.push({ name, env });
   if (name === "job:status:v1" && env?.data?.status === "completed") {
     socket.close();

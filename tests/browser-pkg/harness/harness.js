@@ -125,6 +125,11 @@ const harness = {
     return entry;
   },
 
+  /** The `Liveline` object itself, for tests that call its API directly. */
+  client(id) {
+    return clients.get(id).client;
+  },
+
   snapshot(id) {
     return clients.get(id).client.getSnapshot();
   },

@@ -173,3 +173,64 @@ export function hooks(client: Liveline): void {
   useEvent('job:status:v1', (env) => void env.data.text);
   void [provider, same, state, status, price];
 }
+
+// An app's own events and actions, in the style of socket.io's `Socket<S2C, C2S>`:
+// declared once, merged with the built-in contracts.
+interface DocEvents {
+  'doc:annotated:v1': (env: Envelope<{ jobId: string; note: string }>) => void;
+  'doc:ping': (n: number, reply: (pong: string) => void) => void;
+}
+interface DocActions {
+  'doc:annotate:v1': (data: { jobId: string; note: string }) => { actionId: string };
+}
+
+export async function typedApp(): Promise<void> {
+  const client = new Liveline<DocEvents, DocActions>({ url: 'ws://localhost:8080', getToken: () => 'jwt' });
+  client.on('doc:annotated:v1', (env) => {
+    const note: string = env.data.note;
+    void note;
+  });
+  client.on('doc:ping', (n, reply) => reply(`pong ${n + 1}`));
+  // The built-in contracts stay typed beside the app's.
+  client.on('job:chunk:v1', (env) => void env.data.text.length);
+  // @ts-expect-error a misspelled event name does not compile once the app declared its events
+  client.on('job:stauts:v1', () => {});
+  // @ts-expect-error nor an event the app did not declare
+  client.on('doc:deleted:v1', () => {});
+  // @ts-expect-error a note is a string
+  client.on('doc:annotated:v1', (env) => { const n: number = env.data.note; void n; });
+  client.on('*', (payload, name) => void [payload, name.length]);
+
+  const { actionId } = await client.send('doc:annotate:v1', { jobId: 'j1', note: 'see p. 3' });
+  const id: string = actionId;
+  // A custom job kind type-checks: the layer keeps no list of kinds.
+  const { jobId } = await client.send('job:start:v1', { kind: 'summarize-pdf', params: { url: 'x.pdf' } });
+  void [id, jobId];
+  // @ts-expect-error the annotate action needs a note
+  void client.send('doc:annotate:v1', { jobId: 'j1' });
+  // @ts-expect-error an action the app did not declare
+  void client.send('doc:delete:v1', { jobId: 'j1' });
+  // @ts-expect-error a misspelled built-in action
+  void client.send('job:strat:v1', { kind: 'llm' });
+
+  // Plain Socket.IO emits, acks and recovery, as with socket.io-client.
+  client.emit('burst', { n: 1000 }).emit('bin', new Uint8Array([1, 2]));
+  client.emit('sum', 1, 2, (total: unknown) => void total);
+  const echoed: unknown = await client.emitWithAck('echo', 'x');
+  const timed: unknown = await client.timeout(500).emitWithAck('echo', 'y');
+  client.timeout(500).emit('echo', 'z', (err: Error | null, ...args: unknown[]) => void [err, args]);
+  const offAny = client.onAny((name, ...args) => void [name.length, args.length]);
+  offAny();
+  const server: 'liveline' | 'socket.io' | null = client.server;
+  const recovered: boolean = client.recovered && client.getSnapshot().recovered;
+  void [echoed, timed, server, recovered];
+
+  // Hooks take the same maps.
+  const typedClient = useLiveline<DocEvents, DocActions>();
+  void typedClient.send('doc:annotate:v1', { jobId: 'j1', note: 'n' });
+  const typedSend = useSend<DocActions>();
+  void typedSend('doc:annotate:v1', { jobId: 'j1', note: 'n' });
+  // @ts-expect-error the hook's send knows the app's actions
+  void typedSend('doc:annotate:v1', { note: 'n' });
+  LivelineProvider({ client, children: null });
+}
