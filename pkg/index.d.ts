@@ -6,7 +6,6 @@ import type {
   ActionMap,
   ConnectionStateName,
   CoreOptions,
-  Envelope,
   EventMap as ContractEventMap,
   LivelineErrorCode,
 } from './contracts.js';
@@ -193,8 +192,6 @@ export class Liveline<ServerEvents extends object = Untyped, ClientActions exten
   on<K extends EventName<ServerEvents>>(event: K, fn: ListenerOf<ServerEvents, K>): () => void;
   /** Every event as `fn(name, ...args)`, like `socket.io-client`'s `onAny`; returns the remover. */
   onAny(fn: (name: string, ...args: unknown[]) => void): () => void;
-  /** Every event whose `data.jobId` is this job. */
-  watchJob(jobId: string, fn: (payload: Envelope<{ jobId: string }>, name: string) => void): () => void;
   /** For useSyncExternalStore: called on every state change. */
   subscribe(fn: () => void): () => void;
   /** For useSyncExternalStore: the same object until the state changes. */

@@ -140,6 +140,8 @@ const HIDDEN = 11;
 
 /** The key of `onAny` listeners (no event name can collide with it). */
 const ANY = Symbol('any');
+/** The key of listeners told when the server said what it is (`liveline-client/jobs` uses it). */
+const SERVER = Symbol.for('liveline.server');
 
 const IDLE = Object.freeze({
   current: 'idle',
@@ -152,6 +154,24 @@ const IDLE = Object.freeze({
   error: null,
   recovered: false,
 });
+
+/**
+ * The monotonic clock every timer of the core runs on: a wall clock that
+ * steps (NTP, a sleeping laptop) fires no heartbeat timeout and expires no
+ * action. `Date.now()` is used only where a time is stored across reloads
+ * (the outbox's expiries) or shown (`retryAt`).
+ */
+const mono = () => performance.now();
+
+/**
+ * The core throws `"<code> <message>"`; anything else thrown on the way (a
+ * value JSON cannot serialize) is an `invalid_argument`.
+ */
+function coreError(e) {
+  if (typeof e !== 'string') return livelineError('invalid_argument', `liveline: ${messageOf(e)}`);
+  const at = e.indexOf(' ');
+  return livelineError(e.slice(0, at), e.slice(at + 1));
+}
 
 const messageOf = (e) => (e instanceof Error ? e.message : typeof e === 'string' ? e : 'unknown error');
 
@@ -213,6 +233,7 @@ export class Liveline {
     this._nextId = 0;
     this._pending = new Map(); // action id -> [resolve, reject]
     this._acks = new Map(); // raw emit id -> callback(err, args)
+    this._server = null; // 'liveline' | 'socket.io' once the server said
     this._restored = new Map(); // action id -> name, for actions a previous page queued
     this._ws = null;
     this._timer = null;
@@ -278,7 +299,7 @@ export class Liveline {
   /** Tells the core what happened, then does what it asks. */
   _input(kind, text = '') {
     if (!this._core) return;
-    this._core.input(kind, text, Date.now());
+    this._core.input(kind, text, mono());
     this._pump();
   }
 
@@ -331,11 +352,9 @@ export class Liveline {
       if (this._noSocket) throw livelineError('failed', `liveline: the client has failed (${this._noSocket}); nothing is queued`);
       if (!core) return this._ready().then(() => this.send(action, data));
       try {
-        id = core.send(String(action), text, Date.now());
+        id = core.send(String(action), text, mono());
       } catch (e) {
-        const m = String(e);
-        const at = m.indexOf(' ');
-        throw livelineError(m.slice(0, at), m.slice(at + 1));
+        throw coreError(e);
       }
     } catch (err) {
       if (!err.code) err = livelineError('invalid_argument', messageOf(err));
@@ -355,7 +374,8 @@ export class Liveline {
    */
   emit(name, ...args) {
     const fn = typeof args[args.length - 1] === 'function' ? args.pop() : null;
-    this._emit1(name, args, fn && ((err, ackArgs) => (err ? console.warn(`liveline: emit ${name}: ${err.message}`) : fn(...ackArgs))));
+    // Like socket.io-client, the callback hears only of an ack.
+    this._emit1(name, args, fn && ((err, ackArgs) => err || fn(...ackArgs)));
     return this;
   }
 
@@ -370,23 +390,18 @@ export class Liveline {
    * `timeout` after `ms`.
    */
   timeout(ms) {
+    // `cb(err, ackArgs)` once: the ack, or a `timeout` error after `ms`.
     const within = (cb) => {
       let timer = setTimeout(() => {
-        timer = null;
+        timer = 0;
         cb(livelineError('timeout', `liveline: no ack within ${ms} ms`));
       }, ms);
-      return (err, ackArgs) => {
-        if (timer === null) return;
-        clearTimeout(timer);
-        timer = null;
-        cb(err, ackArgs);
-      };
+      return (err, ackArgs) => timer && (clearTimeout(timer), (timer = 0), cb(err, ackArgs));
     };
     return {
       emit: (name, ...args) => {
-        const fn = typeof args[args.length - 1] === 'function' ? args.pop() : null;
-        if (!fn) return this._emit1(name, args, null);
-        this._emit1(name, args, within((err, ackArgs) => (err ? fn(err) : fn(null, ...ackArgs))));
+        const fn = typeof args.at(-1) === 'function' ? args.pop() : null;
+        this._emit1(name, args, fn && within((err, ackArgs) => (err ? fn(err) : fn(null, ...ackArgs))));
       },
       emitWithAck: (name, ...args) =>
         new Promise((resolve, reject) => this._emit1(name, args, within((err, ackArgs) => (err ? reject(err) : resolve(ackArgs[0]))))),
@@ -409,20 +424,13 @@ export class Liveline {
       return;
     }
     const attachments = [];
-    let text;
-    try {
-      text = JSON.stringify(takeBinary(args, attachments));
-    } catch (e) {
-      return fail(livelineError('invalid_argument', `liveline: emit ${name}: ${messageOf(e)}`));
-    }
     let id;
     try {
+      const text = JSON.stringify(takeBinary(args, attachments));
       for (const a of attachments) core.attach(a);
       id = core.emit(String(name), text, done !== null);
     } catch (e) {
-      const m = String(e);
-      const at = m.indexOf(' ');
-      return fail(livelineError(m.slice(0, at), m.slice(at + 1)));
+      return fail(coreError(e));
     }
     if (done) this._acks.set(id, done);
     this._pump();
@@ -430,7 +438,7 @@ export class Liveline {
 
   /** What the server said it is: `'liveline'`, `'socket.io'`, or `null` until its first event. */
   get server() {
-    return this._core?.server() || null;
+    return this._server;
   }
 
   /** Whether the last connect recovered an official server's session (connection-state recovery). */
@@ -454,16 +462,7 @@ export class Liveline {
 
   /** Every event: `fn(name, ...args)`, as `socket.io-client`'s `onAny`; returns the remover. */
   onAny(fn) {
-    this._live();
-    let map = this._listeners.get(ANY);
-    if (!map) this._listeners.set(ANY, (map = new Map()));
-    return this._add(map, fn);
-  }
-
-  watchJob(jobId, fn) {
-    return this.on('*', (payload, name) => {
-      if (payload && payload.data && payload.data.jobId === jobId) fn(payload, name);
-    });
+    return this.on(ANY, fn);
   }
 
   subscribe(fn) {
@@ -524,10 +523,15 @@ export class Liveline {
           break;
         case 'z': {
           const s = JSON.parse(rest);
+          if (s.current !== 'connected') this._server = null;
           s.retryAt = s.retryIn == null ? null : Date.now() + s.retryIn;
           this._setSnapshot(s);
           break;
         }
+        case 'w':
+          this._server = rest;
+          this._emit(SERVER, rest);
+          break;
         case 'q':
           this._saveOutbox();
           this._setSnapshot({ ...this._snapshot, queued: Number(rest) });
@@ -610,7 +614,7 @@ export class Liveline {
     this._timer = null;
     const at = this._core ? this._core.deadline() : -1;
     if (at < 0) return;
-    const delay = Math.min(Math.max(at - Date.now(), 0), 0x3fffffff);
+    const delay = Math.min(Math.max(at - mono(), 0), 0x3fffffff);
     this._timer = setTimeout(() => {
       this._timer = null;
       this._input(TIMEOUT);
@@ -648,7 +652,7 @@ export class Liveline {
     ws.onmessage = (e) => {
       if (typeof e.data === 'string') this._input(TEXT, e.data);
       else if (this._core) {
-        this._core.binary(new Uint8Array(e.data), Date.now());
+        this._core.binary(new Uint8Array(e.data), mono());
         this._pump();
       }
     };
@@ -700,7 +704,7 @@ export class Liveline {
       if (!this._core) return;
       if (typeof text === 'string') {
         try {
-          for (const [id, name] of JSON.parse(this._core.restore(text, Date.now()))) this._restored.set(id, name);
+          for (const [id, name] of JSON.parse(this._core.restore(text, Date.now(), mono()))) this._restored.set(id, name);
         } catch (e) {
           console.warn(`liveline: saved outbox unreadable, ignored: ${messageOf(e)}`);
         }
@@ -724,6 +728,6 @@ export class Liveline {
    * early save never overwrites what the last page left).
    */
   _saveOutbox() {
-    if (this._store && this._loaded && this._core) this._store.save(this._core.outbox());
+    if (this._store && this._loaded && this._core) this._store.save(this._core.outbox(Date.now(), mono()));
   }
 }

@@ -1,21 +1,9 @@
 import type { ReactNode, JSX } from 'react';
-import type { ConnectionSnapshot, Envelope, EventMap, JobState, Liveline, LivelineError, Untyped } from './index.js';
+import type { ConnectionSnapshot, Envelope, EventMap, Liveline, LivelineError, Untyped } from './index.js';
+import type { JobView } from './jobs.js';
 
-/** What `useJob(jobId)` returns, built from job events only. */
-export interface UseJobResult {
-  jobId: string | null;
-  /** null until the first `job:status:v1` event for this job. */
-  status: JobState | null;
-  /** 0..1; 1 once the job completed. */
-  progress: number;
-  message: string | null;
-  /** Streamed `job:chunk:v1` texts joined in index order. */
-  text: string;
-  /** The `job:result:v1` payload, or null. */
-  result: unknown;
-  /** The `job:error:v1` payload, or null. */
-  error: { code: string; message: string } | null;
-}
+/** What `useJob(jobId)` returns: the job's whole state (`client.job(jobId).get()`). */
+export type UseJobResult = JobView;
 
 export interface LivelineProviderProps {
   /** Any client, typed with the app's maps or not. */
@@ -23,7 +11,7 @@ export interface LivelineProviderProps {
   children?: ReactNode;
 }
 
-/** Makes `client` available to the hooks; records job events while mounted. */
+/** Makes `client` available to the hooks. */
 export function LivelineProvider(props: LivelineProviderProps): JSX.Element;
 
 /**
@@ -45,7 +33,10 @@ export function useEvent<K extends keyof EventMap>(
 ): void;
 export function useEvent(event: string | null | undefined, handler: (payload: unknown) => void): void;
 
-/** Live state of one job from job events only; `jobId` null gives an empty state. */
+/**
+ * The whole state of one job, rebuilt from the gateway's history on first use and after
+ * a reload, then live; `jobId` null gives an empty state.
+ */
 export function useJob(jobId: string | null | undefined): UseJobResult;
 
 /** What `useTopic(name)` returns. */

@@ -34,5 +34,7 @@ node_modules/.bin/rolldown ./.tmp/pkg-src/index.js --format esm --minify --sourc
 # The React subpath, minified with its source map; React stays the app's.
 node_modules/.bin/rolldown ./pkg/react.js --format esm --minify --sourcemap --external react \
   --file pkg/wasm/react.js >/dev/null
+node_modules/.bin/rolldown ./pkg/jobs.js --format esm --minify --sourcemap \
+  --file pkg/wasm/jobs.js >/dev/null
 # The tarball carries the licenses the `license` field names.
 cp LICENSE-MIT LICENSE-APACHE pkg/

@@ -24,7 +24,7 @@ use crate::backoff::Backoff;
 use crate::contract::{self, Incoming, Position};
 use crate::json;
 use crate::outbox::{Action, ActionError, Outbox, SendError};
-use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType};
+use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType, tagged};
 use crate::vec_map::VecMap;
 
 /// The settings an app can tune from JavaScript, by their `CoreOptions`
@@ -213,6 +213,8 @@ pub enum Output {
     Invalid(contract::DecodeError),
     /// An action ended: acked with a result, refused or failed.
     Ack(u64, Result<String, ActionError>),
+    /// The server of this connection said what it is (its first event).
+    Server(ServerKind),
     /// A raw emit's ack came (its arguments as sent), or it cannot come
     /// (`disconnected`): the id is the one [`Client::emit`] returned.
     Replied(u64, Result<Args, ActionError>),
@@ -314,13 +316,13 @@ pub struct Client {
     /// Whether the last CONNECT recovered the server's session (same `pid`).
     recovered: bool,
     /// Raw emits waiting for the connection.
-    emits: VecDeque<RawEmit>,
+    emits: Vec<RawEmit>,
     /// Events that came before the CONNECT reply: an official server sends
     /// a recovered session's missed events first. Delivered after it, as
     /// `socket.io-client` does.
     early: Vec<Packet>,
-    /// Raw emits sent and waiting for their ack: ack id -> emit id.
-    raw_acks: VecMap<u64, u64>,
+    /// Raw emits sent and waiting for their ack: `(ack id, emit id)`.
+    raw_acks: Vec<(u64, u64)>,
     next_emit_id: u64,
     /// When to retry, as the server asked (graceful shutdown).
     retry_hint: Option<u64>,
@@ -359,9 +361,9 @@ impl Client {
             pid: None,
             offset: None,
             recovered: false,
-            emits: VecDeque::new(),
+            emits: Vec::new(),
             early: Vec::new(),
-            raw_acks: VecMap::default(),
+            raw_acks: Vec::new(),
             next_emit_id: 0,
             retry_hint: None,
             probe: None,
@@ -429,10 +431,7 @@ impl Client {
         self.socket_gone();
         for e in std::mem::take(&mut self.emits) {
             if let Some(id) = e.id {
-                self.out.push_back(Output::Replied(
-                    id,
-                    Err(disconnected("the client was closed before it was sent")),
-                ));
+                self.fail_emit(id);
             }
         }
         self.phase = Phase::Closed;
@@ -520,21 +519,40 @@ impl Client {
         if live {
             self.send_emit(e);
         } else {
-            self.emits.push_back(e);
+            self.emits.push(e);
         }
         Ok(id)
     }
 
-    /// The queued actions, to persist (see [`Output::Queue`]).
-    pub fn outbox_snapshot(&self) -> Vec<Action> {
-        self.outbox.snapshot()
+    /// The queued actions, to persist (see [`Output::Queue`]), their
+    /// expiry in wall time (ms since the Unix epoch, `wall_now` being now),
+    /// so another page or process can read it. The one place the core meets
+    /// the wall clock, with [`Client::restore_outbox`]: every timer runs on
+    /// the monotonic `now` the driver passes, so a wall clock that steps
+    /// (NTP, a sleeping laptop) fires no heartbeat timeout and expires
+    /// nothing.
+    pub fn outbox_snapshot(&self, wall_now: u64, now: u64) -> Vec<Action> {
+        let mut actions = self.outbox.snapshot();
+        for a in &mut actions {
+            a.expires_at = (a.expires_at.saturating_sub(now)).saturating_add(wall_now);
+        }
+        actions
     }
 
-    /// Puts back actions saved by an earlier page or process, ahead of
-    /// anything queued since, with their idempotency keys: the gateway
-    /// applies each key once, so an action that had gone out before the
-    /// reload is not applied twice. Returns the local ids they got, in order.
-    pub fn restore_outbox(&mut self, actions: Vec<Action>, now: u64) -> Vec<u64> {
+    /// Puts back actions saved by an earlier page or process (their expiry
+    /// in wall time, `wall_now` being now), ahead of anything queued since,
+    /// with their idempotency keys: the gateway applies each key once, so an
+    /// action that had gone out before the reload is not applied twice.
+    /// Returns the local ids they got, in order.
+    pub fn restore_outbox(
+        &mut self,
+        mut actions: Vec<Action>,
+        wall_now: u64,
+        now: u64,
+    ) -> Vec<u64> {
+        for a in &mut actions {
+            a.expires_at = (a.expires_at.saturating_sub(wall_now)).saturating_add(now);
+        }
         let ids = self.outbox.restore(actions);
         if !ids.is_empty() {
             self.queue_changed();
@@ -557,7 +575,7 @@ impl Client {
                 Some(format!("[{}]", args.join(","))),
             );
             self.out
-                .push_back(Output::SendText(EioPacket::Message(p.encode()).encode()));
+                .push_back(Output::SendText(tagged('4', &p.encode())));
         }
         Ok(())
     }
@@ -799,8 +817,7 @@ impl Client {
                 {
                     *heartbeat_deadline = now + self.heartbeat_ms;
                 }
-                self.out
-                    .push_back(Output::SendText(EioPacket::Pong(data).encode()));
+                self.out.push_back(Output::SendText(tagged('3', &data)));
             }
             Decoded::Engine(EioPacket::Close) => {
                 self.drop_socket("server closed the transport", now);
@@ -848,7 +865,7 @@ impl Client {
                 };
                 self.set_state(ConnectionState::Connected, reason, now);
                 self.flush_outbox(now);
-                while let Some(e) = self.emits.pop_front() {
+                for e in std::mem::take(&mut self.emits) {
                     self.send_emit(e);
                 }
                 for p in std::mem::take(&mut self.early) {
@@ -894,7 +911,8 @@ impl Client {
                 let Some((args, attachments)) = p.into_ack_args() else {
                     return;
                 };
-                if let Some(id) = self.raw_acks.remove(&ack_id) {
+                if let Some(i) = self.raw_acks.iter().position(|(a, _)| *a == ack_id) {
+                    let (_, id) = self.raw_acks.swap_remove(i);
                     let args = Args { args, attachments };
                     self.out.push_back(Output::Replied(id, Ok(args)));
                     return;
@@ -936,11 +954,16 @@ impl Client {
                 };
                 if self.server == ServerKind::Unknown {
                     // The first event says what the server is.
-                    if ev.name == contract::SESSION_WELCOME_V1 {
-                        self.server = ServerKind::Liveline;
+                    let welcome = ev.name == contract::SESSION_WELCOME_V1;
+                    self.server = if welcome {
+                        ServerKind::Liveline
+                    } else {
+                        ServerKind::SocketIo
+                    };
+                    self.out.push_back(Output::Server(self.server));
+                    if welcome {
                         return;
                     }
-                    self.server = ServerKind::SocketIo;
                 }
                 match self.server {
                     ServerKind::Liveline => self.deliver(ev, ack, now),
@@ -1095,11 +1118,23 @@ impl Client {
         }
     }
 
+    /// Ends a raw emit whose ack will not come: the link went (the server
+    /// may or may not have handled it) or the client closed.
+    fn fail_emit(&mut self, id: u64) {
+        self.out.push_back(Output::Replied(
+            id,
+            Err(ActionError::Rejected {
+                code: contract::error_code::DISCONNECTED.to_owned(),
+                message: "no ack: the connection ended first".to_owned(),
+            }),
+        ));
+    }
+
     /// Sends a raw emit now (the socket is live).
     fn send_emit(&mut self, e: RawEmit) {
         let ack = e.id.map(|id| {
             self.next_ack_id += 1;
-            self.raw_acks.insert(self.next_ack_id, id);
+            self.raw_acks.push((self.next_ack_id, id));
             self.next_ack_id
         });
         let kind = if e.attachments.is_empty() {
@@ -1117,7 +1152,7 @@ impl Client {
 
     fn send_packet(&mut self, p: &Packet) {
         self.out
-            .push_back(Output::SendText(EioPacket::Message(p.encode()).encode()));
+            .push_back(Output::SendText(tagged('4', &p.encode())));
     }
 
     fn check_liveness(&mut self, now: u64, reason: &str) {
@@ -1192,13 +1227,8 @@ impl Client {
         self.probe = None;
         self.early.clear();
         self.server = ServerKind::Unknown;
-        for (_, id) in self.raw_acks.take_all() {
-            self.out.push_back(Output::Replied(
-                id,
-                Err(disconnected(
-                    "the connection was lost before the ack came; the server may or may not have handled it",
-                )),
-            ));
+        for (_, id) in std::mem::take(&mut self.raw_acks) {
+            self.fail_emit(id);
         }
         self.decoder.reset();
         self.outbox.unsend_all();
@@ -1345,14 +1375,6 @@ fn ack_result(first: &str) -> Result<String, ActionError> {
             })
         }
         None => Ok(first.trim().to_owned()),
-    }
-}
-
-/// A raw emit's ack that will not come.
-fn disconnected(message: &str) -> ActionError {
-    ActionError::Rejected {
-        code: contract::error_code::DISCONNECTED.to_owned(),
-        message: message.to_owned(),
     }
 }
 
@@ -1667,7 +1689,7 @@ mod tests {
             err,
             SendError::Failed("connection refused: unauthorized".into())
         );
-        assert!(c.outbox_snapshot().is_empty(), "nothing queued");
+        assert!(c.outbox_snapshot(0, 0).is_empty(), "nothing queued");
     }
 
     #[test]
@@ -2114,5 +2136,41 @@ mod tests {
             c.emit("big", &[], vec![vec![0; 100_000]], false),
             Err(SendError::PayloadTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn timers_run_on_the_monotonic_clock_and_only_stored_expiries_use_the_wall_clock() {
+        const WALL: u64 = 1_800_000_000_000;
+        const HOUR: u64 = 3_600_000;
+        let (mut c, _) = connected(1_000);
+        c.handle_closed("reset", 1_000);
+        let id = c.send("job:start:v1", "{}", 1_000).expect("queued");
+        // Stored across a reload, the expiry is wall time: 5 minutes from now.
+        let saved = c.outbox_snapshot(WALL, 1_000);
+        assert_eq!(saved[0].expires_at, WALL + 300_000);
+        // The wall clock steps an hour forward while the page runs: nothing
+        // in the core sees it, so nothing expires and no timer fires early.
+        let saved = c.outbox_snapshot(WALL + HOUR + 1_000, 2_000);
+        assert_eq!(saved[0].expires_at, WALL + HOUR + 1_000 + 299_000);
+        c.handle_timeout(2_000);
+        assert!(
+            !drain(&mut c).iter().any(|o| matches!(o, Output::Ack(..))),
+            "no mass expiry"
+        );
+        assert_eq!(c.queued(), 1);
+        // A reload after that step: the new page's monotonic clock starts
+        // near 0, and the action keeps the 299 s it had left.
+        let mut next = Client::new(Config::new("http://gw"), 2);
+        let ids = next.restore_outbox(saved, WALL + HOUR + 1_000, 5);
+        assert_eq!(ids.len(), 1);
+        next.handle_timeout(5 + 298_000);
+        assert_eq!(next.queued(), 1, "not expired before its time");
+        next.handle_timeout(5 + 299_000);
+        assert_eq!(next.queued(), 0, "expired at its time");
+        // And a live connection's heartbeat runs on the same clock only.
+        let (mut live, _) = connected(10);
+        live.handle_timeout(10 + 1_499);
+        assert!(live.state().is_connected());
+        let _ = id;
     }
 }

@@ -339,6 +339,7 @@ impl Driver {
                             let _ = done.send(result);
                         }
                     }
+                    Output::Server(_) => {}
                     Output::Queue(n) => {
                         let _ = self.events.send(Event::Queue(n));
                     }

@@ -66,7 +66,9 @@ pub struct Action {
     pub data: String,
     /// Idempotency key.
     pub key: String,
-    /// Expiry, ms since the Unix epoch.
+    /// Expiry: on the client's monotonic clock inside the outbox; in ms
+    /// since the Unix epoch in a snapshot ([`crate::Client::outbox_snapshot`]),
+    /// what storage keeps across reloads.
     pub expires_at: u64,
     /// `(ack id, deadline)` while sent and unacked.
     #[serde(skip)]

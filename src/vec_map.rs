@@ -65,11 +65,6 @@ impl<K: Eq, V> VecMap<K, V> {
         self.entries.is_empty()
     }
 
-    /// Removes every entry; returns them in insertion order.
-    pub(crate) fn take_all(&mut self) -> Vec<(K, V)> {
-        std::mem::take(&mut self.entries)
-    }
-
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
     }

@@ -24,6 +24,7 @@
 //! | `a` | an action ended | JSON `[id, true, result]` or `[id, false, code, message]` |
 //! | `r` | a raw emit's ack | JSON `[id, true, attachments, [args...]]` or `[id, false, code, message]` |
 //! | `i` | an event broke its contract and was dropped | the reason |
+//! | `w` | the server said what it is (its first event) | `liveline` or `socket.io` |
 
 use wasm_bindgen::prelude::*;
 
@@ -42,7 +43,8 @@ pub struct Core {
     outgoing: Vec<Vec<u8>>,
 }
 
-/// Milliseconds from JavaScript (`Date.now()`).
+/// Milliseconds from JavaScript: `performance.now()` (the monotonic clock
+/// the core's timers run on) or, where named `wall`, `Date.now()`.
 fn ms(v: f64) -> u64 {
     if v.is_finite() && v > 0.0 {
         v as u64
@@ -261,17 +263,18 @@ impl Core {
             .map_err(|e| e.to_string())
     }
 
-    /// The outbox as storage text (what `restore` reads after a reload).
-    pub fn outbox(&self) -> String {
-        outbox::encode_actions(&self.client.outbox_snapshot())
+    /// The outbox as storage text (what `restore` reads after a reload);
+    /// `wall` is `Date.now()`, `now` the monotonic time the core runs on.
+    pub fn outbox(&self, wall: f64, now: f64) -> String {
+        outbox::encode_actions(&self.client.outbox_snapshot(ms(wall), ms(now)))
     }
 
     /// Puts actions a previous page saved back in front of the outbox.
     /// Returns JSON `[[id, name], ...]`; throws when the text is unreadable.
-    pub fn restore(&mut self, text: &str, now: f64) -> Result<String, String> {
+    pub fn restore(&mut self, text: &str, wall: f64, now: f64) -> Result<String, String> {
         let saved = outbox::decode_actions(text).map_err(|e| e.to_string())?;
         let names: Vec<String> = saved.iter().map(|a| a.name.clone()).collect();
-        let ids = self.client.restore_outbox(saved, ms(now));
+        let ids = self.client.restore_outbox(saved, ms(wall), ms(now));
         let mut s = String::from("[");
         for (i, (id, name)) in ids.into_iter().zip(names).enumerate() {
             if i > 0 {
@@ -292,7 +295,7 @@ impl Core {
         self.client.handle_binary(frame, ms(now));
     }
 
-    /// When the timer must fire next (`Date.now()` time), or -1 for never.
+    /// When the timer must fire next (`performance.now()` time), or -1 for never.
     pub fn deadline(&self) -> f64 {
         self.client.poll_timeout().map_or(-1.0, |t| t as f64)
     }
@@ -352,18 +355,15 @@ impl Core {
             }
             Output::Ack(id, result) => settled(id, result),
             Output::Invalid(e) => tagged('i', &e.to_string()),
+            Output::Server(kind) => tagged(
+                'w',
+                if kind == ServerKind::Liveline {
+                    "liveline"
+                } else {
+                    "socket.io"
+                },
+            ),
         })
-    }
-
-    /// What the server of this connection said it is: `"liveline"`,
-    /// `"socket.io"`, or `""` while not known.
-    pub fn server(&self) -> String {
-        match self.client.server() {
-            ServerKind::Liveline => "liveline",
-            ServerKind::SocketIo => "socket.io",
-            ServerKind::Unknown => "",
-        }
-        .to_owned()
     }
 
     /// The frame of the last `b` output.

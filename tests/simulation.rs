@@ -575,7 +575,7 @@ impl Sim {
                         result.map(|raw| serde_json::from_str(&raw).unwrap_or(Value::Null));
                     self.on_ack(id, result)
                 }
-                Output::Queue(_) => {}
+                Output::Queue(_) | Output::Server(_) => {}
                 other => self.violate(format!("unknown output {other:?}")),
             }
         }
@@ -1163,6 +1163,14 @@ impl Sim {
             s.token_exp = exp;
         }
         self.send_to_client(id, format!(r#"40{{"sid":"sio{id}"}}"#));
+        // Like the gateway, the welcome before anything else.
+        self.send_to_client(
+            id,
+            format!(
+                "42{}",
+                json!([contract::SESSION_WELCOME_V1, {"protocol": 1}])
+            ),
+        );
         let mut resume: Vec<(String, String, u64)> = auth["resume"]
             .as_object()
             .map(|m| {

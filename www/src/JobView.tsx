@@ -1,14 +1,25 @@
-import { answerOf, useJobView } from './jobs';
+import { useRef } from 'react';
+import { useJob } from 'liveline-client/react';
+import { answerOf, sourcesIn } from './jobs';
 import { useStores } from './stores';
 
-/** A job's live state: status, progress, sources found, the answer as it streams. */
+/**
+ * A job's live state: status, progress, sources found, the answer as it streams.
+ * The state is the SDK's (`useJob`): after a reload it is rebuilt from the
+ * gateway's history, then followed live.
+ */
 export function JobView({ jobId }: { jobId: string }) {
   const { jobs } = useStores();
-  const job = useJobView(jobs, jobId);
-  if (!job) return null;
+  const item = jobs.get(jobId);
+  const job = useJob(jobId);
+  // The count stays once a status message or the result said it.
+  const sources = useRef<number | null>(null);
+  const said = (job.result as { sources?: unknown } | null)?.sources;
+  const now = typeof said === 'number' ? said : sourcesIn(job.message);
+  if (now != null) sources.current = now;
   const percent = Math.round(job.progress * 100);
   const status = job.status ?? 'pending';
-  const answer = answerOf(job);
+  const answer = answerOf(job.text, job.result);
   const done = job.status === 'completed';
   return (
     <article className="job" aria-live="polite" data-testid="job" data-job-id={jobId}>
@@ -16,8 +27,8 @@ export function JobView({ jobId }: { jobId: string }) {
         <span className={`status status-${status}`} data-testid="job-status">
           {status}
         </span>
-        <span className="job-kind">{job.kind}</span>
-        {job.query && <span className="job-query">“{job.query}”</span>}
+        {item && <span className="job-kind">{item.kind}</span>}
+        {item?.query && <span className="job-query">“{item.query}”</span>}
         <code className="job-id" data-testid="job-id">
           {jobId}
         </code>
@@ -35,9 +46,9 @@ export function JobView({ jobId }: { jobId: string }) {
       </div>
       <p className="job-message">
         <span data-testid="job-message">{job.message}</span>
-        {job.sources != null && (
-          <span className="sources" data-testid="job-sources" data-value={job.sources}>
-            {job.sources} sources found
+        {sources.current != null && (
+          <span className="sources" data-testid="job-sources" data-value={sources.current}>
+            {sources.current} sources found
           </span>
         )}
       </p>
@@ -59,6 +70,7 @@ export function JobView({ jobId }: { jobId: string }) {
         </div>
       )}
       {job.partial && <p className="hint">Older events were no longer in history; the text may start mid-way.</p>}
+      {job.gone && <p className="hint">This job is no longer kept by the gateway.</p>}
       {job.error && (
         <p className="error" role="alert" data-testid="job-error">
           {job.error.code}: {job.error.message}

@@ -85,10 +85,7 @@ export function ResearchPanel() {
               data-testid="job-list-item"
               data-job-id={j.id}
               data-status={j.status ?? ''}
-              onClick={() => {
-                setSelected(j.id);
-                jobs.open(j.id);
-              }}
+              onClick={() => setSelected(j.id)}
             >
               <span className={`status status-${j.status ?? 'pending'}`}>{j.status ?? 'pending'}</span>
               <span className="job-list-query">{j.query || j.kind}</span>

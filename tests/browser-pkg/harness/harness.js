@@ -5,6 +5,7 @@
 // `exposeFunction` that runs the gateway's `mint-token`), or from a fixed
 // `token` option.
 import { init, Liveline } from 'liveline-client';
+import { jobOf, startJob, watchJob } from 'liveline-client/jobs';
 
 const clients = new Map();
 const tickets = new Map();
@@ -124,6 +125,9 @@ const harness = {
     while (!entry.done) await new Promise((r) => setTimeout(r, 10));
     return entry;
   },
+
+  /** `liveline-client/jobs`, for tests that call it directly. */
+  jobs: { jobOf, startJob, watchJob },
 
   /** The `Liveline` object itself, for tests that call its API directly. */
   client(id) {
