@@ -457,7 +457,7 @@ pub async fn emit_paced<T: serde::Serialize + ?Sized>(
 ) -> bool {
     let deadline = tokio::time::Instant::now() + REPLAY_STALL;
     let mut wait = Duration::from_millis(1);
-    welcome(s);
+    welcomed(s).await;
     loop {
         match s.emit(event, data) {
             Ok(()) => return true,
@@ -480,25 +480,46 @@ pub async fn emit_paced<T: serde::Serialize + ?Sized>(
 #[derive(Clone, Default)]
 pub struct WelcomeGate(Arc<std::sync::Mutex<bool>>);
 
-/// Sends `s` its `session:welcome:v1` unless it went out already. Every
-/// path that emits to a socket (the connect task, live events, replays,
-/// acks) calls this first, so the welcome is the first event on every
-/// connection whichever path runs first: socketioxide marks a socket
-/// connected before it runs the connect task, so a live event or an ack
-/// could otherwise overtake it. Once sent, the gate is gone and a call costs
-/// one failed extension lookup.
-pub fn welcome(s: &SocketRef) {
+/// Sends `s` its `session:welcome:v1` unless it went out already; true
+/// once it is out. Every path that emits to a socket (the connect task,
+/// live events, replays, acks) calls this first and emits nothing while it
+/// is false, so the welcome is the first event on every connection
+/// whichever path runs first: socketioxide queues the CONNECT reply, then
+/// marks the socket connected, then runs the connect task, and a live event
+/// or an ack could otherwise overtake the welcome. False while the socket is
+/// not marked connected yet (nothing can be emitted to it then); once sent,
+/// the gate is gone and a call costs one failed extension lookup.
+pub fn welcome(s: &SocketRef) -> bool {
     let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() else {
-        return;
+        return true;
     };
     let mut sent = gate.lock().unwrap_or_else(|e| e.into_inner());
     if !*sent {
-        let _ = s.emit(
+        let out = s.emit(
             liveline::contract::SESSION_WELCOME_V1,
             &json!({ "protocol": 1 }),
         );
+        if out.is_err() {
+            return false;
+        }
         *sent = true;
         s.extensions.remove::<WelcomeGate>();
+    }
+    true
+}
+
+/// Waits until `s`'s welcome is out, for an ack that must not overtake it:
+/// a client sends its first action as soon as it reads the CONNECT reply,
+/// and its handler can run in the moment between socketioxide queueing that
+/// reply and marking the socket connected. That moment ends with the next
+/// statement of the connect task, so yielding lets it pass; bounded, for a
+/// socket that closed instead (its ack then fails like any other).
+pub async fn welcomed(s: &SocketRef) {
+    for _ in 0..1_000 {
+        if welcome(s) {
+            return;
+        }
+        tokio::task::yield_now().await;
     }
 }
 
@@ -557,7 +578,11 @@ async fn dispatch(
             if s.extensions.get::<Floor>().is_some_and(|f| f.covers(env)) {
                 continue;
             }
-            welcome(&s);
+            if !welcome(&s) {
+                // Not marked connected yet: this emit would fail too. The
+                // client fills the gap from history.
+                continue;
+            }
             match s.emit(&msg.event, env) {
                 Ok(()) => delivered += 1,
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {

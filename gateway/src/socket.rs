@@ -35,7 +35,9 @@ use socketioxide::handler::ConnectHandler;
 use crate::actions;
 use crate::auth::{Claims, unix_secs};
 use crate::broker::{Feed, today};
-use crate::hub::{AcquireError, WelcomeGate, close_socket, emit_paced, user_room, welcome};
+use crate::hub::{
+    AcquireError, WelcomeGate, close_socket, emit_paced, user_room, welcome, welcomed,
+};
 use crate::inbound::{self, ConnectRefusal, ResumePosition};
 use crate::stream::{Stream, may_read};
 use crate::{AppState, TokenRefused};
@@ -243,7 +245,7 @@ async fn act<E, F, Fut>(
         if n > state.config.rate_limit_strikes {
             state.metrics.action(name, RATE_LIMITED);
             if let Some(ack) = ack {
-                send_ack(state, s, ack, &reply);
+                send_ack(state, s, ack, &reply).await;
             }
             tracing::info!("socket closed: rate limit exceeded repeatedly");
             close_socket(s.clone());
@@ -263,7 +265,7 @@ async fn act<E, F, Fut>(
     };
     state.metrics.action(name, outcome);
     if let Some(ack) = ack {
-        send_ack(state, s, ack, &reply);
+        send_ack(state, s, ack, &reply).await;
     }
 }
 
@@ -272,8 +274,8 @@ async fn act<E, F, Fut>(
 /// the client reconnects, resumes and resends the action under the same
 /// idempotency key (which answers with the recorded result); the
 /// `liveline_acks_undelivered_total` metric counts it.
-fn send_ack(state: &AppState, s: &SocketRef, ack: AckSender, reply: &AckReply) {
-    welcome(s);
+async fn send_ack(state: &AppState, s: &SocketRef, ack: AckSender, reply: &AckReply) {
+    welcomed(s).await;
     if let Err(e) = ack.send(reply) {
         state.metrics.ack_undelivered();
         if s.connected() {
@@ -351,7 +353,7 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
                         "unknown_action",
                         format!("this gateway has no action {shown:?}"),
                     );
-                    send_ack(&state, &s, ack, &reply);
+                    send_ack(&state, &s, ack, &reply).await;
                     return;
                 }
                 let label = if state.config.actions.is_empty() {
@@ -374,7 +376,7 @@ fn register_actions(state: &Arc<AppState>, s: &SocketRef) {
     let st = state.clone();
     s.on(PROBE_V1, move |s: SocketRef, ack: AckSender| {
         let state = st.clone();
-        async move { send_ack(&state, &s, ack, &AckReply::ok(json!({}))) }
+        async move { send_ack(&state, &s, ack, &AckReply::ok(json!({}))).await }
     });
     let st = state.clone();
     s.on(
@@ -479,7 +481,7 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
         Ok(r) => r,
         Err(reply) => {
             if let AckReply::Err { error, .. } = &reply {
-                welcome(s);
+                welcomed(s).await;
                 let _ = s.emit(
                     "error",
                     &json!({"code": error.code, "message": error.message}),
@@ -507,7 +509,7 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
 async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
     // The first event on every connection: it tells the SDK this is a
     // Liveline gateway (`liveline::contract::SESSION_WELCOME_V1`).
-    welcome(&s);
+    welcomed(&s).await;
     if let Some(claims) = s.extensions.get::<Claims>() {
         s.extensions.insert(Session(Instant::now()));
         state.metrics.connected();

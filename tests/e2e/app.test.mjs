@@ -66,8 +66,10 @@ test('research: live status, progress, sources found, summary answer; no HTTP wh
       assert.equal(h.chunks.map((c) => c.text).join(''), summary);
     });
 
-    const during = rec.requests.filter((r) => r.phase === 'job');
-    assert.deepEqual(during, [], `HTTP requests while the job ran\n${describeRequests(rec.requests)}`);
+    // While the job ran: one read of its history when its view mounted (useJob,
+    // so a reload shows the whole job), and nothing else: no polling.
+    const during = rec.requests.filter((r) => r.phase === 'job').map((r) => `${r.method} ${new URL(r.url).pathname}${new URL(r.url).search}`);
+    assert.deepEqual(during, [`GET /api/v1/jobs/${jobId}/events?after=0`], `HTTP requests while the job ran\n${describeRequests(rec.requests)}`);
     const polling = rec.requests.filter((r) => r.url.includes('/socket.io') && r.type !== 'websocket');
     assert.deepEqual(polling, [], 'no Socket.IO long-polling');
     assert.equal(rec.sockets.length, 1, 'one websocket');

@@ -32,13 +32,15 @@ test('the packed tarball holds every file the exports map and the types point to
   // index.d.ts re-exports the generated contracts.
   assert.ok(packed.has('contracts.d.ts'));
   // What a registry page and a legal review need.
-  for (const f of ['README.md', 'LICENSE-MIT', 'LICENSE-APACHE', 'wasm/index.js.map', 'wasm/react.js.map']) {
+  for (const f of ['README.md', 'LICENSE-MIT', 'LICENSE-APACHE', 'wasm/index.js.map', 'wasm/react.js.map', 'wasm/jobs.js.map']) {
     assert.ok(packed.has(f), `${f} is not in the tarball`);
   }
   assert.ok(pkg.engines?.node && pkg.keywords?.length > 0, 'engines and keywords');
-  // The React subpath ships minified: one line of code and a source map comment.
-  const react = await readFile(join(PKG, pkg.exports['./react'].default), 'utf8');
-  assert.ok(react.split('\n').length <= 3 && react.includes('sourceMappingURL'), 'react.js is minified');
+  // The subpaths ship minified: one line of code and a source map comment.
+  for (const sub of ['./react', './jobs']) {
+    const code = await readFile(join(PKG, pkg.exports[sub].default), 'utf8');
+    assert.ok(code.split('\n').length <= 3 && code.includes('sourceMappingURL'), `${sub} is minified`);
+  }
 });
 
 test('npm publish --dry-run accepts the package', async () => {
