@@ -225,6 +225,12 @@ test('trade: live ticks for BTC, ETH, SOL; place and cancel; live order status',
     await page.fill('[data-testid="order-price"]', '1');
     await page.click('[data-testid="place-order"]');
     await page.waitForSelector('[data-testid="cancel-order"]', { timeout: 15_000 });
+    // The market moves three more times; a buy at $1 is never crossed, so it stays open, unfilled.
+    const tickSeq = () => Number(document.querySelector('[data-testid="ticker"][data-symbol="ETH-USD"]')?.dataset.seq);
+    const seqNow = await page.evaluate(tickSeq);
+    await waitPage(page, 'three more ETH ticks', (n) => Number(document.querySelector('[data-testid="ticker"][data-symbol="ETH-USD"]')?.dataset.seq) >= n, seqNow + 3, { timeout: 20_000 });
+    const open = await page.$$eval('[data-testid="order"]', (els) => els.filter((e) => e.querySelector('[data-testid="cancel-order"]')).map((e) => e.dataset.status));
+    assert.deepEqual(open, ['accepted'], 'the limit buy far below the market is still open');
     await screenshot(page, 'trade.png');
     await page.click('[data-testid="cancel-order"]');
     await waitPage(page, 'a cancelled order', () => document.querySelector('[data-testid="order"][data-status="cancelled"]'), null, { timeout: 15_000 });

@@ -97,7 +97,8 @@ test('gateway killed and restarted mid-answer: reconnecting, then connected; the
     const seen = await page.evaluate(() => window.__seen);
     const states = seen.states.join(' > ');
     assert.match(states, /connected > reconnecting.*> connected$/, states);
-    assert.ok(seen.notices.some((n) => n.startsWith('recovered:')), `a resume notice: ${JSON.stringify(seen.notices)}`);
+    // One outage, one notice, in words a user understands (history was kept in Redis).
+    assert.deepEqual(seen.notices, ['recovered: Reconnected, nothing missed'], `notices: ${JSON.stringify(seen.notices)}`);
     await screenshot(page, 'research-after-restart.png', { keep: false });
     assert.deepEqual(rec.problems.filter((p) => !/WebSocket|net::ERR_CONNECTION_REFUSED/.test(p)), []);
   } finally {

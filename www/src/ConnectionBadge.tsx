@@ -1,38 +1,54 @@
-import { useEffect, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import type { ConnectionSnapshot, StreamRecovered } from 'liveline-client';
 import { useConnectionState, useEvent } from 'liveline-client/react';
-import { notify, useNotices } from './notices';
+import { notify, update, useNotices } from './notices';
+import { useStores } from './stores';
 
 /**
- * The connection status, bound to the SDK's state: connected, connecting,
- * reconnecting (attempt and a countdown to the next try), offline, suspended,
- * failed (with the reason), and the number of queued actions; plus short
- * notices when a resume recovered missed events or a gap forced a reload.
+ * The connection status in a plain sentence ("Reconnecting in 7 s · 1 action
+ * waiting"), the technical reason on hover, and notices only for what
+ * happened: one "Reconnected, nothing missed" per outage, or the job or symbol
+ * whose missed events could not be replayed.
  */
 export function ConnectionBadge() {
   const state = useConnectionState();
   const now = useCountdownClock(state.retryAt);
   const notices = useNotices();
+  const { jobs } = useStores();
+  // The notice of the outage that ended last, until the next outage.
+  const outage = useRef<{ down: boolean; notice: number | null }>({ down: false, notice: null });
+
+  useEffect(() => {
+    const o = outage.current;
+    if (state.current === 'reconnecting' || state.current === 'suspended' || state.current === 'offline') {
+      o.down = true;
+    } else if (state.current === 'connected' && o.down) {
+      o.down = false;
+      o.notice = notify('recovered', 'Reconnected, nothing missed');
+    }
+  }, [state.current]);
 
   useEvent('stream:recovered:v1', (r: StreamRecovered) => {
-    if (!r || typeof r.stream !== 'string') return;
-    if (r.recovered) notify('recovered', `Resumed ${r.stream}: missed events recovered, nothing lost`);
-    else if (!r.stream.startsWith('job:')) notify('reloaded', `Gap on ${r.stream}: continuing from the latest state`);
-    // job streams: the jobs store reloads the snapshot and says so.
+    // Only a gap in a job an outage caused is news: a topic (a price) just
+    // goes on from its latest value, and subscribing to one when switching to
+    // Trade replays from nothing and means nothing.
+    const o = outage.current;
+    if (!r || r.recovered || o.notice === null || typeof r.stream !== 'string' || !r.stream.startsWith('job:')) return;
+    const job = jobs.get(r.stream.slice(4));
+    const name = job?.query ? `“${job.query}”` : 'a job';
+    update(o.notice, 'reloaded', `Reconnected; some updates of ${name} were no longer kept, so it shows its latest state`);
   });
 
-  const detail = describe(state, now);
+  const { text, why } = describe(state, now);
   return (
     <div className="status-wrap">
       <div className="badge-wrap" aria-live="polite">
-        <span className={`badge badge-${state.current}`} data-testid="connection-state">
+        <span className={`badge badge-${state.current}`} data-testid="connection-state" title={why}>
           {state.current}
         </span>
-        {detail && (
-          <span className="badge-detail" data-testid="connection-detail">
-            {detail}
-          </span>
-        )}
+        <span className="badge-detail" data-testid="connection-detail" title={why}>
+          {text}
+        </span>
         <span
           className={`queued${state.queued ? ' queued-some' : ''}`}
           data-testid="queued-count"
@@ -67,21 +83,28 @@ function useCountdownClock(retryAt: number | null): number {
   return now;
 }
 
-function describe(s: ConnectionSnapshot, now: number): string | null {
-  const parts: string[] = [];
-  if (s.current === 'reconnecting' || s.current === 'suspended') {
-    if (s.attempt) parts.push(`attempt ${s.attempt}`);
-    if (s.retryAt != null) {
-      const secs = Math.max(0, Math.ceil((s.retryAt - now) / 1000));
-      parts.push(secs > 0 ? `retry in ${secs} s` : 'retrying now');
-    } else if (s.retryIn != null) {
-      parts.push(`retry in ${Math.ceil(s.retryIn / 1000)} s`);
-    }
+/** The state as a sentence for users, and the technical reason for a tooltip. */
+export function describe(s: ConnectionSnapshot, now: number): { text: string; why: string } {
+  const waiting = s.queued === 1 ? ' · 1 action waiting' : s.queued > 1 ? ` · ${s.queued} actions waiting` : '';
+  const inSecs = s.retryAt != null ? Math.max(0, Math.ceil((s.retryAt - now) / 1000)) : s.retryIn != null ? Math.ceil(s.retryIn / 1000) : 0;
+  const when = inSecs > 0 ? `in ${inSecs} s` : 'now';
+  const why = [s.error, s.reason].filter(Boolean).join(' · ') || s.current;
+  switch (s.current) {
+    case 'connected':
+      return { text: `Live${waiting}`, why };
+    case 'connecting':
+      return { text: `Connecting…${waiting}`, why };
+    case 'reconnecting':
+      return { text: `Connection lost. Reconnecting ${when} (attempt ${s.attempt})${waiting}`, why };
+    case 'suspended':
+      return { text: `Still no connection. Trying again ${when}${waiting}`, why };
+    case 'offline':
+      return { text: `You are offline. Waiting for the network${waiting}`, why };
+    case 'failed':
+      return { text: /unauthorized/.test(why) ? 'Signed out: sign in again to reconnect' : 'Cannot connect. Reload the page to try again', why };
+    case 'closed':
+      return { text: 'Disconnected', why };
+    default:
+      return { text: '', why };
   }
-  if (s.current === 'offline') parts.push('waiting for the network');
-  if (s.current === 'failed' || s.current === 'reconnecting' || s.current === 'suspended') {
-    const why = s.error || s.reason;
-    if (why) parts.push(why);
-  }
-  return parts.length ? parts.join(' · ') : null;
 }

@@ -107,52 +107,63 @@ function Orders() {
   const orders = useOrders(trade);
   if (orders.length === 0) return <p className="hint">No orders yet.</p>;
   return (
-    <table className="orders" data-testid="orders">
-      <thead>
-        <tr>
-          <th>Order</th>
-          <th>Side</th>
-          <th>Qty</th>
-          <th>Filled</th>
-          <th>Price</th>
-          <th>Status</th>
-          <th />
-        </tr>
-      </thead>
-      <tbody>
-        {orders.map((o) => (
-          <tr
-            key={o.key}
-            data-testid="order"
-            data-order-id={o.orderId ?? ''}
-            data-status={o.status}
-            data-filled-events={o.filledEvents}
-            data-events={o.events}
-          >
-            <td>
-              {o.symbol} <code className="job-id">{o.orderId ? o.orderId.slice(0, 8) : '—'}</code>
-            </td>
-            <td className={`side-${o.side}`}>{o.side}</td>
-            <td>{o.qty}</td>
-            <td>{o.filledQty}</td>
-            <td>{o.price != null ? formatPrice(o.price) : 'market'}</td>
-            <td>
-              <span className={`order-status order-${o.status}`} data-testid="order-status">
-                {LABEL[o.status] ?? o.status}
-              </span>
-              {o.error && <span className="error"> {o.error}</span>}
-            </td>
-            <td>
-              {o.orderId && (o.status === 'accepted' || o.status === 'partially_filled') && (
-                <button type="button" data-testid="cancel-order" disabled={o.cancelling} onClick={() => trade.cancel(o.orderId!)}>
-                  Cancel
-                </button>
-              )}
-            </td>
+    <div className="orders-wrap">
+      <table className="orders" data-testid="orders">
+        <colgroup>
+          <col className="col-order" />
+          <col />
+          <col />
+          <col />
+          <col />
+          <col />
+          <col className="col-action" />
+        </colgroup>
+        <thead>
+          <tr>
+            <th>Order</th>
+            <th>Side</th>
+            <th>Qty</th>
+            <th>Filled</th>
+            <th>Price</th>
+            <th>Status</th>
+            <th />
           </tr>
-        ))}
-      </tbody>
-    </table>
+        </thead>
+        <tbody>
+          {orders.map((o) => (
+            <tr
+              key={o.key}
+              data-testid="order"
+              data-order-id={o.orderId ?? ''}
+              data-status={o.status}
+              data-filled-events={o.filledEvents}
+              data-events={o.events}
+            >
+              <td>
+                {o.symbol} <code className="job-id">{o.orderId ? o.orderId.slice(0, 8) : '—'}</code>
+              </td>
+              <td className={`side-${o.side}`}>{o.side}</td>
+              <td>{o.qty}</td>
+              <td>{o.filledQty}</td>
+              <td>{o.price != null ? formatPrice(o.price) : 'market'}</td>
+              <td>
+                <span className={`order-status order-${o.status}`} data-testid="order-status">
+                  {LABEL[o.status] ?? o.status}
+                </span>
+                {o.error && <span className="error"> {o.error}</span>}
+              </td>
+              <td>
+                {o.orderId && (o.status === 'accepted' || o.status === 'partially_filled') && (
+                  <button type="button" data-testid="cancel-order" disabled={o.cancelling} onClick={() => trade.cancel(o.orderId!)}>
+                    Cancel
+                  </button>
+                )}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
   );
 }
 

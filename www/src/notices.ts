@@ -1,5 +1,6 @@
-// Short notices under the connection status: a resume recovered missed events,
-// or a gap forced a reload from the snapshot. Dismissed by a local timer (no I/O).
+// Notices under the connection status: what happened to the connection, in
+// words a user understands. Dismissed by a local timer (no I/O); the list
+// scrolls rather than dropping any.
 import { useSyncExternalStore } from 'react';
 
 export type NoticeKind = 'recovered' | 'reloaded' | 'info';
@@ -18,15 +19,24 @@ function emit() {
   for (const fn of [...listeners]) fn();
 }
 
-export function notify(kind: NoticeKind, text: string) {
+/** Shows a notice for a few seconds; returns its id (for `update`). */
+export function notify(kind: NoticeKind, text: string): number {
   const id = nextId++;
-  // The same text again refreshes the existing notice instead of stacking.
-  notices = [...notices.filter((n) => n.text !== text), { id, kind, text }].slice(-4);
+  notices = [...notices, { id, kind, text }];
   emit();
   setTimeout(() => {
     notices = notices.filter((n) => n.id !== id);
     emit();
   }, SHOW_MS);
+  return id;
+}
+
+/** Rewrites a notice still shown (a gap found after "Reconnected"); false once it is gone. */
+export function update(id: number, kind: NoticeKind, text: string): boolean {
+  if (!notices.some((n) => n.id === id)) return false;
+  notices = notices.map((n) => (n.id === id ? { id, kind, text } : n));
+  emit();
+  return true;
 }
 
 const subscribe = (fn: () => void) => {
