@@ -25,6 +25,9 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub const ROLE_SERVICE: &str = "service";
 /// The role claim value of administrators.
 pub const ROLE_ADMIN: &str = "admin";
+/// The role claim value of people who may read analytics and nothing more
+/// (a product team's dashboard): no publishing, no revoking.
+pub const ROLE_ANALYTICS: &str = "analytics";
 
 /// The claims Liveline reads from a token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +67,11 @@ impl Claims {
     /// Whether the token may publish and read analytics (`service` or `admin`).
     pub fn is_service(&self) -> bool {
         matches!(self.role.as_deref(), Some(ROLE_SERVICE | ROLE_ADMIN))
+    }
+
+    /// Whether the token may read analytics (`analytics`, `service` or `admin`).
+    pub fn may_read_analytics(&self) -> bool {
+        self.is_service() || self.role.as_deref() == Some(ROLE_ANALYTICS)
     }
 
     /// Whether the token is an administrator's.

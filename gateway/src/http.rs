@@ -5,7 +5,8 @@
 //! Errors are `{"error": {"code", "message"}}`. User routes answer only the
 //! owner (another user's job is `404`); `/api/v1/publish` and
 //! `/api/v1/analytics/summary` need a token whose `role` is `service` or
-//! `admin`; `/api/v1/admin/revoke` needs `admin`.
+//! `admin` (the summary also `analytics`); `/api/v1/admin/revoke` needs
+//! `admin`.
 
 use std::sync::Arc;
 
@@ -416,17 +417,17 @@ pub(crate) struct SummaryQuery {
     day: Option<String>,
 }
 
-/// Analytics of one UTC day (service or admin token).
+/// Analytics of one UTC day (an analytics, service or admin token).
 #[utoipa::path(get, path = "/api/v1/analytics/summary", tag = "analytics", params(SummaryQuery), security(("bearerAuth" = [])), responses(
     (status = 200, description = "The day's analytics (all nodes) plus this node's latency quantiles and connections.", body = DaySummary),
     (status = 400, description = "Bad day (`invalid_payload`).", body = ErrorBody),
-    (status = 403, description = "Not a service or admin token (`forbidden`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+    (status = 403, description = "Not an analytics, service or admin token (`forbidden`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
 pub(crate) async fn analytics_summary(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Query(q): Query<SummaryQuery>,
 ) -> Response {
-    if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
+    if let Err(refused) = caller(&state, &headers, Claims::may_read_analytics).await {
         return refused;
     }
     let day = q.day.unwrap_or_else(today);
@@ -503,7 +504,7 @@ pub(crate) async fn job(
 pub(crate) struct DevTokenRequest {
     /// The user (1 to 128 bytes).
     sub: String,
-    /// `service` or `admin` for the analytics page and worker demos.
+    /// `analytics` for the analytics page, `service` or `admin` for worker demos.
     #[serde(default)]
     role: Option<String>,
 }
@@ -526,11 +527,14 @@ pub(crate) async fn dev_token(State(state): State<Arc<AppState>>, body: Body) ->
             "sub must be 1 to 128 bytes",
         );
     }
-    if !matches!(req.role.as_deref(), None | Some("service" | "admin")) {
+    if !matches!(
+        req.role.as_deref(),
+        None | Some("service" | "admin" | "analytics")
+    ) {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_payload",
-            "role must be service or admin when given",
+            "role must be service, admin or analytics when given",
         );
     }
     match state

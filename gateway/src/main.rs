@@ -182,7 +182,8 @@ struct ServeArgs {
 
 #[derive(Debug, Args)]
 struct MintArgs {
-    /// Role claim, e.g. `service` or `admin`.
+    /// Role claim: `service` (workers: publish, read analytics), `admin`
+    /// (also revoke), `analytics` (read analytics only).
     #[arg(long)]
     role: Option<String>,
     /// The user id (`sub`).

@@ -114,6 +114,23 @@ async fn jobs_list_events_after_publish_analytics_and_metrics(backend: Backend) 
             > 0.0
     );
     assert!(summary["latency"]["p99"].is_number(), "{summary}");
+    // The analytics role reads the summary and nothing else.
+    let viewer = || Some(gw.role_token("dashboard", "analytics"));
+    let (status, same, _) = call(&gw, "GET", "/api/v1/analytics/summary", viewer(), None).await;
+    assert_eq!(status, StatusCode::OK, "{same}");
+    assert_eq!(same["dau"], summary["dau"]);
+    let note = json!({"user": "alice", "stream": format!("job:{id}"), "event": "note:added:v1", "data": {}});
+    let (status, _, _) = call(&gw, "POST", "/api/v1/publish", viewer(), Some(note)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "analytics cannot publish");
+    let (status, _, _) = call(
+        &gw,
+        "POST",
+        "/api/v1/admin/revoke",
+        viewer(),
+        Some(json!({"user": "alice"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "analytics cannot revoke");
 
     let (status, _, text) = call(&gw, "GET", "/metrics", None, None).await;
     assert_eq!(status, StatusCode::OK);

@@ -93,6 +93,23 @@ async fn dev_token_route_exists_only_when_enabled() {
         .verify(token["token"].as_str().unwrap())
         .unwrap();
     assert_eq!(claims.sub, "carol");
+    // The analytics page's dev login: a token that may read analytics only.
+    let ask = |role: &str| {
+        Request::post("/api/v1/dev/token")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(json!({"sub": "dana", "role": role}).to_string()))
+            .unwrap()
+    };
+    let (status, body) = send(&on, ask("analytics")).await;
+    assert_eq!(status, StatusCode::OK);
+    let token: Value = serde_json::from_slice(&body).unwrap();
+    let claims = config
+        .jwt()
+        .unwrap()
+        .verify(token["token"].as_str().unwrap())
+        .unwrap();
+    assert!(claims.may_read_analytics() && !claims.is_service());
+    assert_eq!(send(&on, ask("root")).await.0, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -80,12 +80,12 @@ export async function screenshot(page, name, { keep = true } = {}) {
   }
 }
 
-/** A user token from the gateway's dev route. */
-export async function devToken(base, sub) {
+/** A token from the gateway's dev route: a user's, or with `role` (e.g. `analytics`). */
+export async function devToken(base, sub, role) {
   const res = await fetch(`${base}/api/v1/dev/token`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ sub }),
+    body: JSON.stringify(role ? { sub, role } : { sub }),
   });
   if (!res.ok) throw new Error(`dev token: HTTP ${res.status}`);
   return (await res.json()).token;

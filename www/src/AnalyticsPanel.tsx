@@ -2,6 +2,7 @@
 // when the page opens and on "Refresh" only. Hand-rolled SVG charts.
 import { useCallback, useEffect, useState, type FormEvent } from 'react';
 import { ApiError, apiGet } from './api';
+import { demoUser } from './token';
 
 interface JobStats {
   count: number;
@@ -27,7 +28,12 @@ function lastDays(n: number): string[] {
   return out;
 }
 
-/** A service/admin token: pasted (kept for the tab), else asked of the dev token route. */
+/**
+ * A token with the `analytics` role (it reads analytics and can do nothing
+ * else): pasted (kept for the tab), else the demo user's from the dev login,
+ * the way a real app's own login would hand one to the people who read its
+ * dashboard (docs/deployment.md).
+ */
 async function analyticsToken(): Promise<string | null> {
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) return saved;
@@ -35,7 +41,7 @@ async function analyticsToken(): Promise<string | null> {
     const res = await fetch('/api/v1/dev/token', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ sub: 'analytics-viewer', role: 'admin' }),
+      body: JSON.stringify({ sub: demoUser(), role: 'analytics' }),
     });
     if (!res.ok) return null;
     return ((await res.json()) as { token?: string }).token ?? null;
@@ -101,9 +107,9 @@ export function AnalyticsPanel() {
       {needToken && (
         <form className="start-form" onSubmit={submitToken} data-testid="analytics-token-form">
           <input
-            aria-label="Service or admin token"
+            aria-label="Analytics token"
             data-testid="analytics-token"
-            placeholder="Service or admin token (liveline-gateway mint-token --role admin --sub me)"
+            placeholder="Analytics token (liveline-gateway mint-token --role analytics --sub me)"
             value={tokenInput}
             onChange={(e) => setTokenInput(e.target.value)}
           />
@@ -117,6 +123,7 @@ export function AnalyticsPanel() {
           <Chart
             title="Sessions per day"
             testId="chart-sessions"
+            today={today.sessions}
             bars={days.map((d) => ({ label: d.day.slice(5), value: d.sessions }))}
             note={`today: ${today.sessions} sessions, ${avg(today.session_seconds, today.sessions)} s average`}
           />
@@ -136,11 +143,23 @@ const W = 320;
 const H = 140;
 const PAD = 22;
 
-function Chart({ title, bars, testId, note }: { title: string; bars: { label: string; value: number }[]; testId: string; note?: string }) {
+function Chart({
+  title,
+  bars,
+  testId,
+  note,
+  today,
+}: {
+  title: string;
+  bars: { label: string; value: number }[];
+  testId: string;
+  note?: string;
+  today?: number;
+}) {
   const max = Math.max(1, ...bars.map((b) => b.value));
   const bw = (W - PAD) / bars.length;
   return (
-    <figure className="chart" data-testid={testId}>
+    <figure className="chart" data-testid={testId} data-today={today}>
       <figcaption>{title}</figcaption>
       <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={title}>
         {bars.map((b, i) => {
@@ -210,22 +229,40 @@ function Stacked({ title, days, testId }: { title: string; days: Summary[]; test
   );
 }
 
+/** Milliseconds on a log scale from 0.1 ms to 10 s: sub-millisecond and slow deliveries both show. */
+const LOG_MIN = -1;
+const LOG_MAX = 4;
+const TICKS = [0.1, 1, 10, 100, 1000, 10000];
+function logX(ms: number, width: number) {
+  const v = Math.min(LOG_MAX, Math.max(LOG_MIN, Math.log10(Math.max(ms, 1e-6))));
+  return ((v - LOG_MIN) / (LOG_MAX - LOG_MIN)) * width;
+}
+
 function Latency({ latency, connections }: { latency: Summary['latency']; connections?: number }) {
   const qs = (['p50', 'p95', 'p99'] as const).map((q) => ({ q, ms: latency?.[q] == null ? null : Number(latency[q]) * 1000 }));
-  const max = Math.max(1, ...qs.map((x) => x.ms ?? 0));
+  const left = 40;
+  const width = W - left - 8;
   return (
     <figure className="chart" data-testid="chart-latency">
-      <figcaption>Delivery latency, publish to emit (this node)</figcaption>
-      <svg viewBox={`0 0 ${W} 100`} role="img" aria-label="Delivery latency quantiles">
+      <figcaption>Delivery latency, publish to emit (this node, log scale)</figcaption>
+      <svg viewBox={`0 0 ${W} 120`} role="img" aria-label="Delivery latency quantiles on a log scale">
+        {TICKS.map((t) => (
+          <g key={t}>
+            <line x1={left + logX(t, width)} x2={left + logX(t, width)} y1={8} y2={96} className="axis" />
+            <text x={left + logX(t, width)} y={110} className="lbl">
+              {t < 1 ? `${t} ms` : t < 1000 ? `${t} ms` : `${t / 1000} s`}
+            </text>
+          </g>
+        ))}
         {qs.map(({ q, ms }, i) => {
-          const w = ms == null ? 0 : ((W - 110) * ms) / max;
+          const w = ms == null ? 0 : Math.max(2, logX(ms, width));
           return (
-            <g key={q}>
+            <g key={q} data-testid={`latency-${q}`} data-ms={ms ?? ''}>
               <text x={4} y={24 + i * 28} className="lbl-left">
                 {q}
               </text>
-              <rect x={40} y={12 + i * 28} width={w} height={16} className={`bar bar-${q}`} />
-              <text x={46 + w} y={24 + i * 28} className="lbl-left">
+              <rect x={left} y={12 + i * 28} width={w} height={16} className={`bar bar-${q}`} />
+              <text x={Math.min(left + w + 6, W - 60)} y={24 + i * 28} className="lbl-left">
                 {ms == null ? 'no data' : `≤ ${fmtMs(ms)}`}
               </text>
             </g>
@@ -233,7 +270,8 @@ function Latency({ latency, connections }: { latency: Summary['latency']; connec
         })}
       </svg>
       <div className="chart-note">
-        {latency?.count ?? 0} deliveries measured{connections != null ? ` · ${connections} connections now` : ''}
+        {latency?.count ?? 0} deliveries measured{connections != null ? ` · ${connections} connections now` : ''}. Each bar ends at the
+        upper bound of the histogram bucket that holds the quantile.
       </div>
     </figure>
   );
