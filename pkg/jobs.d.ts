@@ -51,3 +51,36 @@ export function watchJob(client: Liveline<any, any>, jobId: string, fn: (state: 
  * seq 1, however soon the job's first events came.
  */
 export function startJob(client: Liveline<any, any>, kind: string, params?: unknown): Promise<JobHandle>;
+
+/** One row of a job list. */
+export interface JobSummary {
+  id: string;
+  kind: string;
+  /** The parameters the job was started with. */
+  params: unknown;
+  status: JobState | null;
+  progress: number;
+  message: string | null;
+  /** ms since the Unix epoch. */
+  createdAt: number;
+}
+
+/** What a job list holds: the same object until it changes. */
+export interface JobListState {
+  /** Newest first, at most 100. */
+  jobs: readonly JobSummary[];
+  /** The REST read came back (with the jobs, or an `error`). */
+  loaded: boolean;
+  error: string | null;
+}
+
+/**
+ * The user's jobs of `kinds` (every kind when left out), newest first: read over REST
+ * (`GET /api/v1/jobs`) when first watched and after every connect, then kept live by
+ * `job:status:v1` events; jobs started with `startJob` join at once. The same list per
+ * client and set of kinds.
+ */
+export function jobsOf(
+  client: Liveline<any, any>,
+  options?: { kinds?: readonly string[] },
+): { get(): JobListState; subscribe(fn: () => void): () => void };

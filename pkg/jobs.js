@@ -214,16 +214,9 @@ class Jobs {
     e.loading = true;
     e.changed();
     try {
-      const base = `${httpBase(this.client._opts.url)}/api/v1/jobs/${encodeURIComponent(e.id)}`;
-      const headers = { authorization: `Bearer ${await this.client._getToken()}` };
-      const get = async (url) => {
-        const res = await fetch(url, { headers });
-        if (res.status === 404) return null;
-        if (!res.ok) throw new Error(`${url}: ${res.status}`);
-        return res.json();
-      };
-      const history = await get(`${base}/events?after=0`);
-      const snapshot = history && !history.complete ? await get(base) : null;
+      const path = `/api/v1/jobs/${encodeURIComponent(e.id)}`;
+      const history = await rest(this.client, `${path}/events?after=0`);
+      const snapshot = history && !history.complete ? await rest(this.client, path) : null;
       if (!history || (!history.complete && !snapshot)) {
         e.gone = true;
         return;
@@ -247,6 +240,132 @@ class Jobs {
       e.changed();
     }
   }
+}
+
+/** The REST answer of `path` with a token from the client, or null on 404. */
+async function rest(client, path) {
+  const headers = { authorization: `Bearer ${await client._getToken()}` };
+  const res = await fetch(`${httpBase(client._opts.url)}${path}`, { headers });
+  if (res.status === 404) return null;
+  if (!res.ok) throw new Error(`${path}: ${res.status}`);
+  return res.json();
+}
+
+/** Jobs a list keeps at most (the newest first). */
+const MAX_LISTED = 100;
+
+/**
+ * The user's jobs of some kinds, newest first: read over REST
+ * (`GET /api/v1/jobs`) when first watched and after every connect, then kept
+ * live by `job:status:v1` events. A status event names no kind, so a job the
+ * list has not seen yet waits for `startJob` to add it (its latest status is
+ * kept for that moment), or for the next read (a job started in another tab).
+ */
+class JobList {
+  constructor(client, kinds) {
+    this.client = client;
+    this.kinds = kinds; // null: every kind
+    this.rows = new Map(); // id -> row
+    this.others = new Set(); // ids of jobs of other kinds
+    this.early = new Map(); // id -> the latest status of a job not listed yet
+    this.listeners = new Set();
+    this.offs = [];
+    this.state = Object.freeze({ jobs: Object.freeze([]), loaded: false, error: null });
+  }
+
+  wants(kind) {
+    return this.kinds === null || this.kinds.includes(kind);
+  }
+
+  subscribe(fn) {
+    this.listeners.add(fn);
+    if (this.listeners.size === 1) {
+      const c = this.client;
+      this.offs = [
+        c.on('job:status:v1', (env) => this.status(env?.data)),
+        c.on(Symbol.for('liveline.server'), () => this.load()),
+      ];
+      this.load();
+    }
+    return () => {
+      this.listeners.delete(fn);
+      if (this.listeners.size === 0) for (const off of this.offs.splice(0)) off();
+    };
+  }
+
+  /** Adds or updates a job from its record. */
+  put(r) {
+    if (!this.wants(r.kind)) {
+      this.others.add(r.id);
+      return;
+    }
+    const old = this.rows.get(r.id) ?? this.early.get(r.id);
+    this.early.delete(r.id);
+    this.rows.set(r.id, {
+      id: r.id,
+      kind: r.kind,
+      params: r.params ?? null,
+      // Live events seen before the record came count over it.
+      status: old?.status ?? r.status ?? null,
+      progress: old?.status ? old.progress : r.status === 'completed' ? 1 : (r.progress ?? 0),
+      message: old?.message ?? r.message ?? null,
+      createdAt: r.createdAt ?? old?.createdAt ?? Date.now(),
+    });
+  }
+
+  status(d) {
+    const id = d?.jobId;
+    if (typeof id !== 'string' || this.others.has(id) || this.client.server !== 'liveline') return;
+    const row = this.rows.get(id);
+    if (!row) {
+      // Not listed (yet): kept for `startJob` or the next read, a few at most.
+      this.early.delete(id);
+      this.early.set(id, { status: d.status ?? null, progress: d.progress ?? 0, message: d.message ?? null });
+      if (this.early.size > MAX_LISTED) this.early.delete(this.early.keys().next().value);
+      return;
+    }
+    this.rows.set(id, {
+      ...row,
+      status: d.status ?? row.status,
+      progress: d.status === 'completed' ? 1 : typeof d.progress === 'number' ? clamp01(d.progress) : row.progress,
+      message: d.message ?? row.message,
+    });
+    this.changed();
+  }
+
+  async load() {
+    if (this.client.server !== 'liveline') return;
+    try {
+      const body = await rest(this.client, `/api/v1/jobs?limit=${MAX_LISTED}`);
+      for (const r of body?.jobs ?? []) this.put(r);
+      this.changed({ loaded: true, error: null });
+    } catch (e) {
+      this.changed({ loaded: true, error: e instanceof Error ? e.message : String(e) });
+    }
+  }
+
+  changed(patch) {
+    const sorted = [...this.rows.values()].sort((a, b) => b.createdAt - a.createdAt);
+    for (const r of sorted.slice(MAX_LISTED)) this.rows.delete(r.id);
+    const jobs = sorted.slice(0, MAX_LISTED);
+    this.state = Object.freeze({ ...this.state, ...patch, jobs: Object.freeze(jobs.map((r) => Object.freeze(r))) });
+    for (const fn of [...this.listeners]) fn();
+  }
+}
+
+/**
+ * The user's jobs (of `kinds`, every kind when left out), newest first:
+ * `get()` returns `{jobs, loaded, error}` (the same object until it
+ * changes); `subscribe(fn)` reads the list over REST the first time and after
+ * every connect, and keeps it live from status events. The same list per
+ * client and set of kinds.
+ */
+export function jobsOf(client, { kinds } = {}) {
+  const key = kinds ? [...kinds].sort().join(',') : '*';
+  const lists = (client[Symbol.for('liveline.jobLists')] ??= new Map());
+  let list = lists.get(key);
+  if (!list) lists.set(key, (list = new JobList(client, kinds ? [...kinds] : null)));
+  return { get: () => list.state, subscribe: (fn) => list.subscribe(fn) };
 }
 
 /** The client's job store, shared by every copy of this module. */
@@ -273,8 +392,17 @@ export function watchJob(client, jobId, fn) {
   return off;
 }
 
-/** Starts a job (`job:start:v1`) and resolves with its handle, which sees every event from seq 1. */
+/**
+ * Starts a job (`job:start:v1`) and resolves with its handle, which sees
+ * every event from seq 1; the job joins the client's job lists of its kind.
+ */
 export async function startJob(client, kind, params) {
   const { jobId } = await client.send('job:start:v1', params === undefined ? { kind } : { kind, params });
+  for (const list of client[Symbol.for('liveline.jobLists')]?.values() ?? []) {
+    if (!list.rows.has(jobId)) {
+      list.put({ id: jobId, kind, params: params ?? null, createdAt: Date.now() });
+      list.changed();
+    }
+  }
   return jobOf(client, jobId);
 }

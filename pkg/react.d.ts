@@ -1,6 +1,6 @@
 import type { ReactNode, JSX } from 'react';
 import type { ConnectionSnapshot, Envelope, EventMap, Liveline, LivelineError, Untyped } from './index.js';
-import type { JobView } from './jobs.js';
+import type { JobListState, JobView } from './jobs.js';
 
 /** What `useJob(jobId)` returns: the job's whole state (`client.job(jobId).get()`). */
 export type UseJobResult = JobView;
@@ -38,6 +38,12 @@ export function useEvent(event: string | null | undefined, handler: (payload: un
  * a reload, then live; `jobId` null gives an empty state.
  */
 export function useJob(jobId: string | null | undefined): UseJobResult;
+
+/**
+ * The user's jobs of `kinds` (every kind when left out), newest first, read over REST on
+ * mount and after every connect and kept live by status events.
+ */
+export function useJobs(kinds?: readonly string[]): JobListState;
 
 /** What `useTopic(name)` returns. */
 export interface UseTopicResult<T = unknown> {

@@ -14,7 +14,7 @@ import {
   useRef,
   useSyncExternalStore,
 } from 'react';
-import { jobOf } from './jobs.js';
+import { jobOf, jobsOf } from './jobs.js';
 
 const LivelineContext = createContext(null);
 
@@ -73,6 +73,18 @@ export function useJob(jobId) {
   const subscribe = useCallback((onChange) => (handle ? handle.subscribe(onChange) : noopUnsubscribe), [handle]);
   const getSnapshot = useCallback(() => (handle ? handle.get() : EMPTY_JOB), [handle]);
   return useSyncExternalStore(subscribe, getSnapshot, getSnapshot);
+}
+
+/**
+ * The user's jobs of `kinds` (every kind when left out), newest first:
+ * `{ jobs, loaded, error }`, read over REST on mount and after every
+ * connect, then kept live by status events (`jobsOf` from liveline-client/jobs).
+ */
+export function useJobs(kinds) {
+  const client = useLiveline();
+  const key = kinds ? [...kinds].sort().join(',') : '';
+  const list = useMemo(() => jobsOf(client, key ? { kinds: key.split(',') } : {}), [client, key]);
+  return useSyncExternalStore(list.subscribe, list.get, list.get);
 }
 
 /**

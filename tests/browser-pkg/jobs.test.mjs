@@ -115,6 +115,31 @@ test('a job handle sees every event from seq 1 whenever it is read, and an unkno
     assert.equal(view.text, await historyText(page, jobId));
     assert.equal(view.status, 'completed');
 
+    // The user's job list: read over REST (the job above is in it), then live;
+    // a job started with startJob joins at once and follows its statuses.
+    const listed = await page.evaluate(async (first) => {
+      const c = window.harness.client('c');
+      const list = window.harness.jobs.jobsOf(c, { kinds: ['llm'] });
+      const seen = [];
+      const off = list.subscribe(() => seen.push(list.get()));
+      await new Promise((resolve) => {
+        const check = () => list.get().loaded && list.get().jobs.some((j) => j.id === first) && resolve();
+        list.subscribe(check);
+        check();
+      });
+      const job = await window.harness.jobs.startJob(c, 'llm', { prompt: 'listed' });
+      const atOnce = list.get().jobs[0].id === job.jobId;
+      await new Promise((resolve) => {
+        const check = () => list.get().jobs.find((j) => j.id === job.jobId)?.status === 'completed' && resolve();
+        list.subscribe(check);
+        check();
+      });
+      off();
+      return { atOnce, ids: list.get().jobs.map((j) => j.id), first, second: job.jobId, states: seen.length };
+    }, jobId);
+    assert.equal(listed.atOnce, true, 'a started job is listed at once, newest first');
+    assert.deepEqual(listed.ids.slice(0, 2), [listed.second, listed.first]);
+
     const gone = await page.evaluate(async () => {
       const h = window.harness.jobs.jobOf(window.harness.client('c'), 'no-such-job');
       await new Promise((resolve) => {

@@ -1,8 +1,8 @@
 import { useEffect, useRef, useState } from 'react';
 import type { ConnectionSnapshot, StreamRecovered } from 'liveline-client';
-import { useConnectionState, useEvent } from 'liveline-client/react';
+import { useConnectionState, useEvent, useJobs } from 'liveline-client/react';
+import { RESEARCH_KINDS, queryOf } from './format';
 import { notify, update, useNotices } from './notices';
-import { useStores } from './stores';
 
 /**
  * The connection status in a plain sentence ("Reconnecting in 7 s · 1 action
@@ -14,7 +14,7 @@ export function ConnectionBadge() {
   const state = useConnectionState();
   const now = useCountdownClock(state.retryAt);
   const notices = useNotices();
-  const { jobs } = useStores();
+  const { jobs } = useJobs(RESEARCH_KINDS);
   // The notice of the outage that ended last, until the next outage.
   const outage = useRef<{ down: boolean; notice: number | null }>({ down: false, notice: null });
 
@@ -34,8 +34,8 @@ export function ConnectionBadge() {
     // Trade replays from nothing and means nothing.
     const o = outage.current;
     if (!r || r.recovered || o.notice === null || typeof r.stream !== 'string' || !r.stream.startsWith('job:')) return;
-    const job = jobs.get(r.stream.slice(4));
-    const name = job?.query ? `“${job.query}”` : 'a job';
+    const query = queryOf(jobs.find((j) => j.id === r.stream.slice(4))?.params);
+    const name = query ? `“${query}”` : 'a job';
     update(o.notice, 'reloaded', `Reconnected; some updates of ${name} were no longer kept, so it shows its latest state`);
   });
 

@@ -1,16 +1,13 @@
 import { useRef } from 'react';
 import { useJob } from 'liveline-client/react';
-import { answerOf, sourcesIn } from './jobs';
-import { useStores } from './stores';
+import { answerOf, sourcesIn } from './format';
 
 /**
  * A job's live state: status, progress, sources found, the answer as it streams.
  * The state is the SDK's (`useJob`): after a reload it is rebuilt from the
  * gateway's history, then followed live.
  */
-export function JobView({ jobId }: { jobId: string }) {
-  const { jobs } = useStores();
-  const item = jobs.get(jobId);
+export function JobView({ jobId, kind, query }: { jobId: string; kind?: string; query?: string }) {
   const job = useJob(jobId);
   // The count stays once a status message or the result said it.
   const sources = useRef<number | null>(null);
@@ -27,8 +24,8 @@ export function JobView({ jobId }: { jobId: string }) {
         <span className={`status status-${status}`} data-testid="job-status">
           {status}
         </span>
-        {item && <span className="job-kind">{item.kind}</span>}
-        {item?.query && <span className="job-query">“{item.query}”</span>}
+        {kind && <span className="job-kind">{kind}</span>}
+        {query && <span className="job-query">“{query}”</span>}
         <code className="job-id" data-testid="job-id">
           {jobId}
         </code>

@@ -1,15 +1,15 @@
 import { useState, type FormEvent } from 'react';
-import { useConnectionState, useSend } from 'liveline-client/react';
+import { startJob } from 'liveline-client/jobs';
+import { useConnectionState, useJobs, useLiveline } from 'liveline-client/react';
 import { JobView } from './JobView';
-import { short, useJobList } from './jobs';
-import { useStores } from './stores';
+import { RESEARCH_KINDS, queryOf, short } from './format';
 
 type Kind = 'research' | 'llm';
 
 export function ResearchPanel() {
-  const send = useSend();
-  const { jobs } = useStores();
-  const list = useJobList(jobs);
+  const client = useLiveline();
+  const jobs = useJobs(RESEARCH_KINDS);
+  const list = jobs.jobs;
   const conn = useConnectionState();
   const [query, setQuery] = useState('');
   const [kind, setKind] = useState<Kind>('research');
@@ -25,9 +25,8 @@ export function ResearchPanel() {
     // The action goes through the outbox: offline it waits, and goes out once.
     setQueuedStarts((n) => n + 1);
     try {
-      const { jobId } = await send('job:start:v1', { kind, params: { query: q } });
-      jobs.started(jobId, kind, q);
-      setSelected(jobId);
+      const job = await startJob(client, kind, { query: q });
+      setSelected(job.jobId);
     } catch (err) {
       const code = (err as { code?: string }).code;
       const message = err instanceof Error ? err.message : String(err);
@@ -38,6 +37,7 @@ export function ResearchPanel() {
   }
 
   const current = selected ?? list[0]?.id ?? null;
+  const row = list.find((j) => j.id === current);
   return (
     <section className="panel">
       <h2>Research</h2>
@@ -72,12 +72,12 @@ export function ResearchPanel() {
           {error}
         </p>
       )}
-      {current && <JobView key={current} jobId={current} />}
+      {current && <JobView key={current} jobId={current} kind={row?.kind} query={row ? queryOf(row.params) : undefined} />}
       <h3>Your jobs</h3>
-      {!jobs.listLoaded && <p className="hint">Loading…</p>}
-      {jobs.listError && <p className="error">Could not load jobs: {jobs.listError}</p>}
-      {jobs.listLoaded && list.length === 0 && <p className="hint">No jobs yet.</p>}
-      <ul className="job-list" data-testid="job-list" data-settled={jobs.loadSettled ? 'true' : 'false'}>
+      {!jobs.loaded && <p className="hint">Loading…</p>}
+      {jobs.error && <p className="error">Could not load jobs: {jobs.error}</p>}
+      {jobs.loaded && list.length === 0 && <p className="hint">No jobs yet.</p>}
+      <ul className="job-list" data-testid="job-list" data-settled={jobs.loaded ? 'true' : 'false'}>
         {list.map((j) => (
           <li key={j.id} className={j.id === current ? 'selected' : ''}>
             <button
@@ -88,7 +88,7 @@ export function ResearchPanel() {
               onClick={() => setSelected(j.id)}
             >
               <span className={`status status-${j.status ?? 'pending'}`}>{j.status ?? 'pending'}</span>
-              <span className="job-list-query">{j.query || j.kind}</span>
+              <span className="job-list-query">{queryOf(j.params) || j.kind}</span>
               <span className="job-list-progress">{Math.round(j.progress * 100)}%</span>
               <code className="job-id">{short(j.id)}</code>
             </button>

@@ -1,5 +1,5 @@
-// REST calls to the gateway, made only on load, when a stream must be reloaded
-// from its snapshot, and on explicit user actions. Never from a timer.
+// REST calls the app makes itself (the analytics page); the SDK reads jobs.
+// Never from a timer.
 import { getDevToken } from './token';
 
 export class ApiError extends Error {
@@ -29,41 +29,3 @@ export async function apiGet<T>(path: string, token?: string): Promise<T> {
   }
   return body as T;
 }
-
-export type JobStateName = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
-
-/** A job as `GET /api/v1/jobs` and `GET /api/v1/jobs/{id}` return it. */
-export interface JobRecord {
-  id: string;
-  owner: string;
-  kind: string;
-  params: Record<string, unknown> | null;
-  status: JobStateName;
-  progress: number;
-  message: string;
-  createdAt: number;
-  updatedAt: number;
-  /** Only on `GET /api/v1/jobs/{id}`. */
-  stream?: string;
-  epoch?: string;
-  seq?: number;
-}
-
-export interface StoredEvent {
-  event: string;
-  envelope: { stream: string; epoch: string; seq: number; ts: number; data: unknown };
-}
-
-/** `GET /api/v1/jobs/{id}/events?after=N`. */
-export interface JobEvents {
-  stream: string;
-  epoch: string;
-  seq: number;
-  complete: boolean;
-  events: StoredEvent[];
-}
-
-export const listJobs = () => apiGet<{ jobs: JobRecord[] }>('/api/v1/jobs?limit=20').then((r) => r.jobs ?? []);
-export const getJob = (id: string) => apiGet<JobRecord>(`/api/v1/jobs/${encodeURIComponent(id)}`);
-export const getJobEvents = (id: string, after: number) =>
-  apiGet<JobEvents>(`/api/v1/jobs/${encodeURIComponent(id)}/events?after=${after}`);

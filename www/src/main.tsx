@@ -3,7 +3,6 @@ import { createRoot } from 'react-dom/client';
 import { init, Liveline } from 'liveline-client';
 import { LivelineProvider } from 'liveline-client/react';
 import { App } from './App';
-import { JobsStore } from './jobs';
 import { StoresContext } from './stores';
 import { demoUser, getDevToken } from './token';
 import { TradeStore } from './trade';
@@ -21,17 +20,14 @@ async function start() {
     // One outbox per user, so a queued action never goes out under another user.
     storageKey: `liveline:outbox:${url}:${demoUser()}`,
   });
-  // The app's stores listen for the page's lifetime, before the socket opens,
-  // so no event is missed between connect and the first render.
-  const jobs = new JobsStore(client);
-  const stores = { jobs, trade: new TradeStore(client, jobs) };
-  stores.jobs.attach();
+  // The trade store listens for the page's lifetime, before the socket opens,
+  // so no order event is missed between connect and the first render. Jobs
+  // are the SDK's (useJobs, useJob).
+  const stores = { trade: new TradeStore(client) };
   stores.trade.attach();
   // One client for the page's lifetime; connecting here rather than in an effect
   // keeps StrictMode's double mount from opening and closing a socket.
   client.connect();
-  // REST on load: the user's jobs, and the history of the running ones.
-  void stores.jobs.load();
   root.render(
     <StrictMode>
       <LivelineProvider client={client}>

@@ -1,9 +1,7 @@
 import { createContext, useContext } from 'react';
-import type { JobsStore } from './jobs';
 import type { TradeStore } from './trade';
 
 export interface Stores {
-  jobs: JobsStore;
   trade: TradeStore;
 }
 

@@ -4,7 +4,6 @@
 // out once when the connection returns.
 import type { Envelope, JobState, Liveline, OrderState, TradeOrder } from 'liveline-client';
 import { useSyncExternalStore } from 'react';
-import type { JobsStore } from './jobs';
 
 export type Side = 'buy' | 'sell';
 export interface OrderView {
@@ -34,10 +33,7 @@ export class TradeStore {
   private listeners = new Set<() => void>();
   private list: OrderView[] = [];
 
-  constructor(
-    private client: Liveline,
-    private jobs: JobsStore,
-  ) {}
+  constructor(private client: Liveline) {}
 
   attach(): () => void {
     const offs = [
@@ -111,7 +107,6 @@ export class TradeStore {
 
   /** The ack named the order: merge with events that may have come first. */
   private bind(key: string, orderId: string) {
-    this.jobs.forget(orderId);
     const mine = this.orders.get(key);
     if (!mine) return;
     const earlier = this.byId.get(orderId);
@@ -136,7 +131,6 @@ export class TradeStore {
     if (!key) {
       // An order this page did not place (another tab, or one restored from
       // the outbox after a reload): listed from its events.
-      this.jobs.forget(orderId);
       key = `order-${orderId}`;
       this.put({
         key,

@@ -5,7 +5,7 @@
 // `exposeFunction` that runs the gateway's `mint-token`), or from a fixed
 // `token` option.
 import { init, Liveline } from 'liveline-client';
-import { jobOf, startJob, watchJob } from 'liveline-client/jobs';
+import { jobOf, jobsOf, startJob, watchJob } from 'liveline-client/jobs';
 
 const clients = new Map();
 const tickets = new Map();
@@ -127,7 +127,7 @@ const harness = {
   },
 
   /** `liveline-client/jobs`, for tests that call it directly. */
-  jobs: { jobOf, startJob, watchJob },
+  jobs: { jobOf, jobsOf, startJob, watchJob },
 
   /** The `Liveline` object itself, for tests that call its API directly. */
   client(id) {

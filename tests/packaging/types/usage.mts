@@ -234,3 +234,23 @@ export async function typedApp(): Promise<void> {
   void typedSend('doc:annotate:v1', { note: 'n' });
   LivelineProvider({ client, children: null });
 }
+
+// Jobs without React, and the job list.
+import { jobOf, jobsOf, startJob, watchJob } from 'liveline-client/jobs';
+import type { JobListState, JobView } from 'liveline-client/jobs';
+import { useJobs } from 'liveline-client/react';
+
+export async function jobsApi(client: Liveline): Promise<void> {
+  const handle = await startJob(client, 'summarize-pdf', { url: 'x.pdf' });
+  const view: JobView = jobOf(client, handle.jobId).get();
+  const text: string = view.text;
+  const off = watchJob(client, handle.jobId, (s) => void [s.status, s.progress, s.complete, s.gone]);
+  off();
+  const list = jobsOf(client, { kinds: ['summarize-pdf'] });
+  const state: JobListState = list.get();
+  const first: string | undefined = state.jobs[0]?.kind;
+  // @ts-expect-error a job list is read-only
+  state.jobs.push(state.jobs[0]);
+  const hooked: JobListState = useJobs(['llm']);
+  void [text, first, hooked];
+}
