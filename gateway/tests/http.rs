@@ -84,15 +84,18 @@ async fn dev_token_route_exists_only_when_enabled() {
         ..Default::default()
     };
     let (on, _) = liveline_gateway::build(config.clone()).await.unwrap();
+    // The claims of the token a dev-token answer carries.
+    let claims_of = |body: &[u8]| {
+        let token: Value = serde_json::from_slice(body).unwrap();
+        config
+            .jwt()
+            .unwrap()
+            .verify(token["token"].as_str().unwrap())
+            .unwrap()
+    };
     let (status, body) = send(&on, token_request()).await;
     assert_eq!(status, StatusCode::OK);
-    let token: Value = serde_json::from_slice(&body).unwrap();
-    let claims = config
-        .jwt()
-        .unwrap()
-        .verify(token["token"].as_str().unwrap())
-        .unwrap();
-    assert_eq!(claims.sub, "carol");
+    assert_eq!(claims_of(&body).sub, "carol");
     // The analytics page's dev login: a token that may read analytics only.
     let ask = |role: &str| {
         Request::post("/api/v1/dev/token")
@@ -102,12 +105,7 @@ async fn dev_token_route_exists_only_when_enabled() {
     };
     let (status, body) = send(&on, ask("analytics")).await;
     assert_eq!(status, StatusCode::OK);
-    let token: Value = serde_json::from_slice(&body).unwrap();
-    let claims = config
-        .jwt()
-        .unwrap()
-        .verify(token["token"].as_str().unwrap())
-        .unwrap();
+    let claims = claims_of(&body);
     assert!(claims.may_read_analytics() && !claims.is_service());
     assert_eq!(send(&on, ask("root")).await.0, StatusCode::BAD_REQUEST);
 }

@@ -78,8 +78,8 @@ test('a reload in the middle of a streamed answer shows the whole answer so far,
     }, { timeout: 30_000 });
     const whole = await historyText(page, jobId);
     assert.equal(done.text, whole, 'the whole answer, nothing repeated');
-    assert.equal(done.text, 'Liveline streams events instead of polling.');
-    assert.deepEqual(done.result, { text: whole });
+    assert.ok(done.text.split(' ').length >= 40, `a streamed answer of some length: ${done.text}`);
+    assert.equal(done.result.text, whole);
     assert.equal(done.progress, 1);
     assert.equal(done.complete, true);
     assert.equal(done.gone, false);

@@ -48,12 +48,16 @@ test('research: live status, progress, sources found, summary answer; no HTTP wh
     await waitTestIdText(page, 'job-status', 'completed', 20_000, rec);
     rec.phase = 'done';
     assert.equal(Number(await page.getAttribute('[data-testid="job-progress"]', 'data-value')), 1);
-    assert.equal(await testIdText(page, 'job-sources'), '7 sources found');
     await screenshot(page, 'research.png');
 
     const token = await devToken(APP_URL, user);
     const h = await jobHistory(APP_URL, token, jobId);
     assert.ok(h.result, 'job:result:v1 in history');
+    // Sources arrived one by one; the count and the titles match the result.
+    assert.equal(await testIdText(page, 'job-sources'), `${h.result.sources} sources found`);
+    assert.deepEqual(await page.$$eval('[data-testid="job-source-list"] li', (li) => li.map((l) => l.textContent)), h.result.titles);
+    const found = h.events.filter((e) => e.event === 'job:status:v1' && /sources found/.test(e.envelope.data.message)).length;
+    assert.equal(found, h.result.sources, `a status per source: ${JSON.stringify(h.statuses)}`);
     const answer = await testIdText(page, 'job-answer');
     const summary = h.result.summary ?? h.result.answer ?? h.result.text;
     assert.equal(answer, summary, 'the answer shown is the worker\'s summary');

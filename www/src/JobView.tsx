@@ -66,6 +66,13 @@ export function JobView({ jobId, kind, query }: { jobId: string; kind?: string; 
           </p>
         </div>
       )}
+      {done && titlesOf(job.result).length > 0 && (
+        <ol className="source-list" data-testid="job-source-list">
+          {titlesOf(job.result).map((t) => (
+            <li key={t}>{t}</li>
+          ))}
+        </ol>
+      )}
       {job.partial && <p className="hint">Older events were no longer in history; the text may start mid-way.</p>}
       {job.gone && <p className="hint">This job is no longer kept by the gateway.</p>}
       {job.error && (
@@ -75,4 +82,10 @@ export function JobView({ jobId, kind, query }: { jobId: string; kind?: string; 
       )}
     </article>
   );
+}
+
+/** The titles of the sources a finished job's result names. */
+function titlesOf(result: unknown): string[] {
+  const t = (result as { titles?: unknown } | null)?.titles;
+  return Array.isArray(t) ? t.filter((x): x is string => typeof x === 'string') : [];
 }

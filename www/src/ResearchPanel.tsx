@@ -62,6 +62,10 @@ export function ResearchPanel() {
           Start
         </button>
       </form>
+      <p className="hint">
+        The demo answers from a small built-in corpus, generated locally: no network and no model, so an answer depends
+        on the question and streams at about 20 tokens a second.
+      </p>
       {queuedStarts > 0 && conn.current !== 'connected' && (
         <p className="hint" data-testid="start-queued">
           Queued: the search starts when the connection returns.

@@ -1,5 +1,9 @@
-//! The demo's answer jobs: `research` (sources found, then a summary) and
-//! `llm` (an answer streamed token by token), a few seconds each.
+//! The demo's answer jobs: `research` (sources found one by one, then a
+//! summary) and `llm` (an answer streamed token by token), both answered
+//! from the built-in corpus ([`super::corpus`]), so an answer depends on the
+//! question and needs no network. Tokens stream at a tenth of the step
+//! apart: 20 tokens a second at the default step, long enough to reload or
+//! kill a gateway mid-answer.
 
 use std::time::Duration;
 
@@ -8,7 +12,7 @@ use liveline::contract::{
 };
 use serde_json::{Value, json};
 
-use super::{emit, to_value};
+use super::{corpus, emit, to_value};
 use crate::broker::{BrokerError, JobRecord};
 use crate::publish::Publisher;
 use crate::stream::Stream;
@@ -22,36 +26,58 @@ pub async fn run_answer(
     step: Duration,
 ) -> Result<Option<&'static str>, BrokerError> {
     let stream = Stream::Job { id: job.id.clone() };
-    let query = job
-        .params
-        .get("query")
-        .and_then(Value::as_str)
-        .unwrap_or("rust websockets")
+    let query = ["query", "prompt"]
+        .iter()
+        .find_map(|k| job.params.get(*k).and_then(Value::as_str))
+        .unwrap_or("why push beats polling")
         .to_owned();
-    let steps = [
-        (0.2, "planning the search"),
-        (0.4, "searching: 3 sources found"),
-        (0.6, "searching: 7 sources found"),
-        (0.8, "reading sources"),
-    ];
-    for (progress, message) in steps {
+    let sources = corpus::sources_for(&query);
+    let research = job.kind != "llm";
+    if research {
+        // Sources arrive one by one, each named in the status message.
         tokio::time::sleep(step).await;
-        if !status(publisher, job, JobState::Running, progress, message).await? {
+        if !status(
+            publisher,
+            job,
+            JobState::Running,
+            0.1,
+            "planning the search",
+        )
+        .await?
+        {
+            return Ok(None);
+        }
+        for (i, source) in sources.iter().enumerate() {
+            tokio::time::sleep(step).await;
+            let found = i + 1;
+            let progress = 0.1 + 0.5 * found as f64 / sources.len() as f64;
+            let message = format!("searching: {found} sources found · {}", source.title);
+            if !status(publisher, job, JobState::Running, progress, &message).await? {
+                return Ok(None);
+            }
+        }
+        tokio::time::sleep(step).await;
+        let message = format!("reading {} sources", sources.len());
+        if !status(publisher, job, JobState::Running, 0.7, &message).await? {
+            return Ok(None);
+        }
+    } else {
+        tokio::time::sleep(step).await;
+        if !status(publisher, job, JobState::Running, 0.2, "thinking").await? {
             return Ok(None);
         }
     }
-    // Both kinds stream their answer token by token as `job:chunk:v1`, the
-    // way a model generates it; the result carries the whole text too.
-    let (text, answer) = if job.kind == "llm" {
-        let text = "Liveline streams events instead of polling.".to_owned();
-        (text.clone(), json!({ "text": text }))
+    // The answer streams token by token, the way a model generates it; the
+    // result carries the whole text too.
+    let text = corpus::answer(&query, &sources);
+    let titles: Vec<&str> = sources.iter().map(|s| s.title).collect();
+    let answer = if research {
+        json!({ "query": query, "summary": text, "sources": sources.len(), "titles": titles })
     } else {
-        let summary = format!("7 sources about \"{query}\" agree: push beats polling.");
-        let answer = json!({ "query": query, "summary": summary, "sources": 7 });
-        (summary, answer)
+        json!({ "text": text, "titles": titles })
     };
     for (index, piece) in text.split_inclusive(' ').enumerate() {
-        tokio::time::sleep(step / 3).await;
+        tokio::time::sleep(step / 10).await;
         let chunk = JobChunk {
             job_id: job.id.clone(),
             index: index as u64,

@@ -9,6 +9,7 @@
 //! the consumer group [`crate::broker::WORKER_GROUP`], one consumer per node,
 //! and one node at a time (the holder of a lease) publishes ticks.
 
+mod corpus;
 mod jobs;
 mod market;
 
