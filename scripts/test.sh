@@ -52,4 +52,5 @@ step "the npm package in Chromium: own gateways on Redis, the official socket.io
 node --test tests/browser-pkg/ tests/packaging/ tests/layer/
 
 step "end to end: the React app with Playwright"
-LIVELINE_URL="http://127.0.0.1:$port" node --test tests/e2e/
+# The e2e suite also rewrites the screenshots in docs/screenshots/.
+LIVELINE_UPDATE_SCREENSHOTS=1 LIVELINE_URL="http://127.0.0.1:$port" node --test tests/e2e/
