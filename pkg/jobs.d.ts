@@ -31,7 +31,7 @@ export interface JobView {
   partial: boolean;
 }
 
-/** `client.job(id)`: `get` and `subscribe` in the shape `useSyncExternalStore` takes. */
+/** `jobOf(client, id)`: `get` and `subscribe` in the shape `useSyncExternalStore` takes. */
 export interface JobHandle {
   readonly jobId: string;
   /** The current state: the same object until it changes. */

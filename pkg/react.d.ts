@@ -2,7 +2,7 @@ import type { ReactNode, JSX } from 'react';
 import type { ConnectionSnapshot, Envelope, EventMap, Liveline, LivelineError, Untyped } from './index.js';
 import type { JobListState, JobView } from './jobs.js';
 
-/** What `useJob(jobId)` returns: the job's whole state (`client.job(jobId).get()`). */
+/** What `useJob(jobId)` returns: the job's whole state (`jobOf(client, jobId).get()`). */
 export type UseJobResult = JobView;
 
 export interface LivelineProviderProps {
