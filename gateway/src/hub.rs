@@ -475,10 +475,20 @@ pub async fn emit_paced<T: serde::Serialize + ?Sized>(
     }
 }
 
-/// Whether a socket's `session:welcome:v1` went out; the lock orders the
-/// first emit. Inserted by the connect middleware, removed once sent.
-#[derive(Clone, Default)]
-pub struct WelcomeGate(Arc<std::sync::Mutex<bool>>);
+/// Whether a socket's `session:welcome:v1` went out (the lock orders the
+/// first emit), and whether its connect task ran (so socketioxide marked it
+/// connected). Inserted by the connect middleware, removed once sent.
+#[derive(Clone)]
+pub struct WelcomeGate(Arc<(std::sync::Mutex<bool>, tokio::sync::watch::Sender<bool>)>);
+
+impl Default for WelcomeGate {
+    fn default() -> Self {
+        Self(Arc::new((
+            std::sync::Mutex::new(false),
+            tokio::sync::watch::Sender::new(false),
+        )))
+    }
+}
 
 /// Sends `s` its `session:welcome:v1` unless it went out already; true
 /// once it is out. Every path that emits to a socket (the connect task,
@@ -493,7 +503,7 @@ pub fn welcome(s: &SocketRef) -> bool {
     let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() else {
         return true;
     };
-    let mut sent = gate.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sent = gate.0.lock().unwrap_or_else(|e| e.into_inner());
     if !*sent {
         let out = s.emit(
             liveline::contract::SESSION_WELCOME_V1,
@@ -508,19 +518,31 @@ pub fn welcome(s: &SocketRef) -> bool {
     true
 }
 
+/// The connect task runs: socketioxide has marked `s` connected, so its
+/// welcome can go out now, and whoever waits in [`welcomed`] may go on.
+pub fn connected(s: &SocketRef) {
+    if let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() {
+        gate.1.send_replace(true);
+    }
+    welcome(s);
+}
+
 /// Waits until `s`'s welcome is out, for an ack that must not overtake it:
 /// a client sends its first action as soon as it reads the CONNECT reply,
-/// and its handler can run in the moment between socketioxide queueing that
-/// reply and marking the socket connected. That moment ends with the next
-/// statement of the connect task, so yielding lets it pass; bounded, for a
-/// socket that closed instead (its ack then fails like any other).
+/// and its handler can run before socketioxide marked the socket connected
+/// (on a loaded machine, for milliseconds). It waits for the connect task
+/// ([`connected`]); bounded, for a socket that closed instead (its ack then
+/// fails like any other).
 pub async fn welcomed(s: &SocketRef) {
-    for _ in 0..1_000 {
-        if welcome(s) {
-            return;
-        }
-        tokio::task::yield_now().await;
+    if welcome(s) {
+        return;
     }
+    let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() else {
+        return;
+    };
+    let mut ready = gate.1.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|c| *c)).await;
+    welcome(s);
 }
 
 /// Disconnects `s`; when its buffer is full, cuts it off (leaves every room)

@@ -36,7 +36,7 @@ use crate::actions;
 use crate::auth::{Claims, unix_secs};
 use crate::broker::{Feed, today};
 use crate::hub::{
-    AcquireError, WelcomeGate, close_socket, emit_paced, user_room, welcome, welcomed,
+    AcquireError, WelcomeGate, close_socket, connected, emit_paced, user_room, welcome, welcomed,
 };
 use crate::inbound::{self, ConnectRefusal, ResumePosition};
 use crate::stream::{Stream, may_read};
@@ -509,7 +509,7 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
 async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
     // The first event on every connection: it tells the SDK this is a
     // Liveline gateway (`liveline::contract::SESSION_WELCOME_V1`).
-    welcomed(&s).await;
+    connected(&s);
     if let Some(claims) = s.extensions.get::<Claims>() {
         s.extensions.insert(Session(Instant::now()));
         state.metrics.connected();

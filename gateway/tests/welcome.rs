@@ -1,0 +1,100 @@
+//! `session:welcome:v1` is the first event on every connection, even when a
+//! live event and an ack race it: the user's private stream is flooded
+//! while sockets connect, and each socket sends an acked probe the moment it
+//! reads the CONNECT reply. On a multi-threaded runtime, so the connect
+//! task, the live fan-out and the action handler really run side by side.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Backend, Gateway};
+use futures_util::{SinkExt, StreamExt};
+use liveline_gateway::stream::Stream;
+use serde_json::json;
+use tokio_tungstenite::connect_async;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How many connections race the flood.
+const CONNECTIONS: usize = 150;
+
+async fn welcome_comes_first_whatever_races_it(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
+    let publisher = gw.handle.state.publisher.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = stop.clone();
+    let flood = tokio::spawn(async move {
+        let stream = Stream::Private {
+            user: "racer".to_owned(),
+            name: "ticks".to_owned(),
+        };
+        let mut n = 0u64;
+        while !flooding.load(Ordering::Relaxed) {
+            n += 1;
+            publisher
+                .publish(&stream, "race:tick:v1", json!({ "n": n }))
+                .await
+                .unwrap();
+            // Paced (a load generator's pace, not a wait for anything): an
+            // unpaced flood outruns a test client on a loaded machine, and
+            // the gateway rightly cuts a reader that far behind.
+            tokio::time::sleep(std::time::Duration::from_micros(500)).await;
+        }
+        n
+    });
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", gw.addr);
+    for i in 0..CONNECTIONS {
+        let (mut ws, _) = connect_async(&url).await.unwrap();
+        let token = gw.token("racer");
+        let mut connected = false;
+        let mut first: Option<String> = None;
+        loop {
+            let Some(Ok(msg)) = ws.next().await else {
+                panic!("connection {i} ended");
+            };
+            let Message::Text(frame) = msg else { continue };
+            let frame = frame.to_string();
+            if frame.starts_with('0') {
+                ws.send(Message::text(format!("40{}", json!({ "token": token }))))
+                    .await
+                    .unwrap();
+            } else if frame == "2" {
+                ws.send(Message::text("3")).await.unwrap();
+            } else if frame.starts_with("40") && !connected {
+                connected = true;
+                // An acked action at once, racing the welcome.
+                ws.send(Message::text(r#"421["probe:v1"]"#)).await.unwrap();
+            } else if frame.starts_with("42") || frame.starts_with("43") {
+                first.get_or_insert_with(|| frame.clone());
+                if frame.starts_with("431") {
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            first.as_deref(),
+            Some(r#"42["session:welcome:v1",{"protocol":1}]"#),
+            "connection {i}: the first event"
+        );
+        let _ = ws.close(None).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let published = flood.await.unwrap();
+    assert!(
+        published > CONNECTIONS as u64,
+        "the flood ran while the sockets connected ({published} events)"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_comes_first_whatever_races_it_on_memory() {
+    welcome_comes_first_whatever_races_it(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn welcome_comes_first_whatever_races_it_on_redis() {
+    welcome_comes_first_whatever_races_it(Backend::Redis).await;
+}
