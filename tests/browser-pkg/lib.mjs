@@ -9,27 +9,13 @@ import { join, normalize, extname, sep } from 'node:path';
 import { ROOT, GATEWAY, REDIS_URL, freePort, mintToken, sleep, api as restApi, publishRedis } from '../support/node.mjs';
 
 export {
-  ROOT, GATEWAY, REDIS_URL, CHROMIUM, run, sleep, freePort, launchBrowser, mintToken, cleanRedis,
+  ROOT, GATEWAY, REDIS_URL, CHROMIUM, run, sleep, waitFor, freePort, launchBrowser, mintToken, cleanRedis,
   publishRedis as publish,
 } from '../support/node.mjs';
 
 export const HARNESS_DIR = join(ROOT, 'tests/browser-pkg/harness');
 export const PKG_DIR = join(ROOT, 'pkg');
 
-
-/** Polls `fn` until it returns a truthy value; throws `what` (and the last value) after `timeout`. */
-export async function waitFor(what, fn, { timeout = 15_000, interval = 50 } = {}) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await fn();
-    if (last) return last;
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last: ${JSON.stringify(last)}`);
-    }
-    await sleep(interval);
-  }
-}
 
 export function randomPrefix() {
   return `llbrowser:${randomBytes(6).toString('hex')}:`;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { ROOT, GATEWAY, REDIS_URL, freePort, sleep, api } from '../support/node.mjs';
 
 export {
-  ROOT, GATEWAY, REDIS_URL, CHROMIUM, sleep, freePort, launchBrowser, mintToken, cleanRedis, publishRedis, api,
+  ROOT, GATEWAY, REDIS_URL, CHROMIUM, sleep, waitFor, freePort, launchBrowser, mintToken, cleanRedis, publishRedis, api,
 } from '../support/node.mjs';
 
 export const APP_URL = (process.env.LIVELINE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');

@@ -19,6 +19,20 @@ export const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `fn` until it returns a truthy value; throws `what` (and the last value) after `timeout`. */
+export async function waitFor(what, fn, { timeout = 15_000, interval = 50 } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last) return last;
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeout} ms waiting for ${what}; last: ${JSON.stringify(last)}`);
+    }
+    await sleep(interval);
+  }
+}
+
 /** Headless Chromium as this machine needs it (root, no GPU, no outside network). */
 export function launchBrowser() {
   return chromium.launch({

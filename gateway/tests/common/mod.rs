@@ -95,11 +95,15 @@ impl Gateway {
 
     /// A token whose `topics` claim lists `topics`.
     pub fn topics_token(&self, sub: &str, topics: &[&str]) -> String {
-        let now = liveline_gateway::auth::unix_secs();
+        self.claims_token(sub, liveline_gateway::auth::unix_secs(), topics)
+    }
+
+    /// A token issued at `iat` (unix seconds) whose `topics` claim lists `topics`.
+    pub fn claims_token(&self, sub: &str, iat: u64, topics: &[&str]) -> String {
         let claims = liveline_gateway::auth::Claims {
             sub: sub.to_owned(),
-            exp: now + 600,
-            iat: now,
+            exp: iat + 600,
+            iat,
             nbf: None,
             iss: self.config.jwt_issuer.clone(),
             aud: self.config.jwt_audience.clone(),
