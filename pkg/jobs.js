@@ -271,6 +271,9 @@ class JobList {
     this.listeners = new Set();
     this.offs = [];
     this.state = Object.freeze({ jobs: Object.freeze([]), loaded: false, error: null });
+    // What `jobsOf` hands out: the same object every time, so React's
+    // useSyncExternalStore never resubscribes.
+    this.handle = Object.freeze({ get: () => this.state, subscribe: (fn) => this.subscribe(fn) });
   }
 
   wants(kind) {
@@ -357,7 +360,7 @@ class JobList {
  * The user's jobs (of `kinds`, every kind when left out), newest first:
  * `get()` returns `{jobs, loaded, error}` (the same object until it
  * changes); `subscribe(fn)` reads the list over REST the first time and after
- * every connect, and keeps it live from status events. The same list per
+ * every connect, and keeps it live from status events. The same handle per
  * client and set of kinds.
  */
 export function jobsOf(client, { kinds } = {}) {
@@ -365,7 +368,7 @@ export function jobsOf(client, { kinds } = {}) {
   const lists = (client[Symbol.for('liveline.jobLists')] ??= new Map());
   let list = lists.get(key);
   if (!list) lists.set(key, (list = new JobList(client, kinds ? [...kinds] : null)));
-  return { get: () => list.state, subscribe: (fn) => list.subscribe(fn) };
+  return list.handle;
 }
 
 /** The client's job store, shared by every copy of this module. */

@@ -81,9 +81,7 @@ export function useJob(jobId) {
  * connect, then kept live by status events (`jobsOf` from liveline-client/jobs).
  */
 export function useJobs(kinds) {
-  const client = useLiveline();
-  const key = kinds ? [...kinds].sort().join(',') : '';
-  const list = useMemo(() => jobsOf(client, key ? { kinds: key.split(',') } : {}), [client, key]);
+  const list = jobsOf(useLiveline(), { kinds });
   return useSyncExternalStore(list.subscribe, list.get, list.get);
 }
 

@@ -304,12 +304,11 @@ pub struct Client {
     /// Replays asked for on this socket: stream -> (epoch, seq, deadline).
     replays_pending: VecMap<String, (String, u64, u64)>,
     next_ack_id: u64,
-    /// The server appends a recovery offset to its events.
-    recovery_server: bool,
     /// What the server of this connection is.
     server: ServerKind,
     /// An official server's session id for connection-state recovery, from
-    /// its CONNECT reply; sent back (with `offset`) on the next CONNECT.
+    /// its CONNECT reply; sent back (with `offset`) on the next CONNECT. A
+    /// server that gave one appends a recovery offset to its events.
     pid: Option<String>,
     /// The recovery offset of the last event received from that server.
     offset: Option<String>,
@@ -356,7 +355,6 @@ impl Client {
             positions: VecMap::default(),
             replays_pending: VecMap::default(),
             next_ack_id: 0,
-            recovery_server: false,
             server: ServerKind::Unknown,
             pid: None,
             offset: None,
@@ -855,7 +853,6 @@ impl Client {
                 if !self.recovered {
                     self.offset = None;
                 }
-                self.recovery_server = pid.is_some();
                 self.pid = pid;
                 self.server = ServerKind::Unknown;
                 let reason = if self.recovered {
@@ -939,7 +936,7 @@ impl Client {
                 let Some((name, mut args, attachments)) = p.into_event() else {
                     return;
                 };
-                if self.recovery_server
+                if self.pid.is_some()
                     && ack.is_none()
                     && args.last().is_some_and(|a| a.starts_with('"'))
                 {
@@ -1432,6 +1429,19 @@ mod tests {
         (c, out)
     }
 
+    /// A client whose token was refused twice in a row (so it failed).
+    fn refused_twice() -> Client {
+        let mut c = Client::new(Config::new("http://gw"), 1);
+        c.connect(0);
+        for _ in 0..2 {
+            c.handle_token(Ok("bad".into()), 0);
+            c.handle_open(0);
+            c.handle_text(HANDSHAKE, 0);
+            c.handle_text(r#"44{"message":"unauthorized"}"#, 0);
+        }
+        c
+    }
+
     fn status_event(seq: u64, epoch: &str) -> String {
         let env = json!({"stream":"job:1","epoch":epoch,"seq":seq,"ts":0,
             "data":{"jobId":"1","status":"running","progress":0.1,"message":""}});
@@ -1500,14 +1510,7 @@ mod tests {
 
     #[test]
     fn a_second_refusal_in_a_row_fails_with_the_reason() {
-        let mut c = Client::new(Config::new("http://gw"), 1);
-        c.connect(0);
-        for _ in 0..2 {
-            c.handle_token(Ok("bad".into()), 0);
-            c.handle_open(0);
-            c.handle_text(HANDSHAKE, 0);
-            c.handle_text(r#"44{"message":"unauthorized"}"#, 0);
-        }
+        let c = refused_twice();
         assert_eq!(
             c.state(),
             &ConnectionState::Failed {
@@ -1673,14 +1676,7 @@ mod tests {
 
     #[test]
     fn send_while_failed_is_refused_at_once_and_queues_nothing() {
-        let mut c = Client::new(Config::new("http://gw"), 1);
-        c.connect(0);
-        for _ in 0..2 {
-            c.handle_token(Ok("bad".into()), 0);
-            c.handle_open(0);
-            c.handle_text(HANDSHAKE, 0);
-            c.handle_text(r#"44{"message":"unauthorized"}"#, 0);
-        }
+        let mut c = refused_twice();
         assert_eq!(c.state().name(), "failed");
         let err = c
             .send("job:start:v1", r#"{"kind":"llm"}"#, 1)

@@ -405,8 +405,7 @@ impl Hub {
         let mut closed = 0;
         for sid in sids {
             if let Some(s) = self.io.get_socket(sid) {
-                welcome(&s);
-                let _ = s.emit(event, data);
+                let _ = emit(&s, event, data);
                 close_socket(s);
                 closed += 1;
             }
@@ -459,7 +458,7 @@ pub async fn emit_paced<T: serde::Serialize + ?Sized>(
     let mut wait = Duration::from_millis(1);
     welcomed(s).await;
     loop {
-        match s.emit(event, data) {
+        match emit(s, event, data) {
             Ok(()) => return true,
             Err(SendError::Socket(SocketError::InternalChannelFull))
                 if tokio::time::Instant::now() < deadline =>
@@ -490,16 +489,29 @@ impl Default for WelcomeGate {
     }
 }
 
+/// Emits `event` to `s`, after its `session:welcome:v1` (the gateway's one
+/// emit path: every event goes through here, acks through [`welcomed`]).
+/// Fails as an emit to a closed socket while the welcome cannot go out yet.
+pub fn emit<T: serde::Serialize + ?Sized>(
+    s: &SocketRef,
+    event: &str,
+    data: &T,
+) -> Result<(), SendError> {
+    if !welcome(s) {
+        return Err(SendError::Socket(SocketError::Closed));
+    }
+    s.emit(event, data)
+}
+
 /// Sends `s` its `session:welcome:v1` unless it went out already; true
-/// once it is out. Every path that emits to a socket (the connect task,
-/// live events, replays, acks) calls this first and emits nothing while it
-/// is false, so the welcome is the first event on every connection
+/// once it is out. Every emit ([`emit`]) and every ack ([`welcomed`]) passes
+/// here first, so the welcome is the first event on every connection
 /// whichever path runs first: socketioxide queues the CONNECT reply, then
 /// marks the socket connected, then runs the connect task, and a live event
 /// or an ack could otherwise overtake the welcome. False while the socket is
 /// not marked connected yet (nothing can be emitted to it then); once sent,
 /// the gate is gone and a call costs one failed extension lookup.
-pub fn welcome(s: &SocketRef) -> bool {
+fn welcome(s: &SocketRef) -> bool {
     let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() else {
         return true;
     };
@@ -600,12 +612,9 @@ async fn dispatch(
             if s.extensions.get::<Floor>().is_some_and(|f| f.covers(env)) {
                 continue;
             }
-            if !welcome(&s) {
-                // Not marked connected yet: this emit would fail too. The
-                // client fills the gap from history.
-                continue;
-            }
-            match s.emit(&msg.event, env) {
+            // A socket not marked connected yet fails like a closed one;
+            // its client fills the gap from history.
+            match emit(&s, &msg.event, env) {
                 Ok(()) => delivered += 1,
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                     tracing::info!(sid = %s.id, "slow client cut off: outgoing buffer full");

@@ -592,8 +592,8 @@ impl Handle {
         let told = sockets.len();
         for s in sockets {
             let retry = rand::rng().random_range(0..=jitter);
-            hub::welcome(&s);
-            let _ = s.emit(
+            let _ = hub::emit(
+                &s,
                 hub::SESSION_SHUTDOWN_V1,
                 &serde_json::json!({ "retryInMs": retry }),
             );

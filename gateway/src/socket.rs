@@ -36,7 +36,7 @@ use crate::actions;
 use crate::auth::{Claims, unix_secs};
 use crate::broker::{Feed, today};
 use crate::hub::{
-    AcquireError, WelcomeGate, close_socket, connected, emit_paced, user_room, welcome, welcomed,
+    AcquireError, WelcomeGate, close_socket, connected, emit, emit_paced, user_room, welcomed,
 };
 use crate::inbound::{self, ConnectRefusal, ResumePosition};
 use crate::stream::{Stream, may_read};
@@ -186,8 +186,8 @@ fn arm_expiry(state: &Arc<AppState>, s: &SocketRef, exp: u64) {
         if !socket.connected() {
             return;
         }
-        welcome(&socket);
-        let _ = socket.emit(
+        let _ = emit(
+            &socket,
             SESSION_EXPIRED_V1,
             &json!({"reason": "token_expired", "exp": exp}),
         );
@@ -482,7 +482,8 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
         Err(reply) => {
             if let AckReply::Err { error, .. } = &reply {
                 welcomed(s).await;
-                let _ = s.emit(
+                let _ = emit(
+                    s,
                     "error",
                     &json!({"code": error.code, "message": error.message}),
                 );
@@ -501,8 +502,7 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
         Some(stream) => replay(state, s, &stream, &pos).await,
         None => unknown(&req.stream),
     };
-    welcome(s);
-    let _ = s.emit(STREAM_RECOVERED_V1, &outcome);
+    let _ = emit(s, STREAM_RECOVERED_V1, &outcome);
     AckReply::ok(serde_json::to_value(&outcome).unwrap_or(Value::Null))
 }
 
@@ -540,7 +540,7 @@ async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
             None => unknown(name),
         };
         last.insert(name.clone(), (outcome.epoch.clone(), outcome.seq));
-        let _ = s.emit(STREAM_RECOVERED_V1, &outcome);
+        let _ = emit(&s, STREAM_RECOVERED_V1, &outcome);
     }
     state
         .hub

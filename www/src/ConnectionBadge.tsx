@@ -84,7 +84,7 @@ function useCountdownClock(retryAt: number | null): number {
 }
 
 /** The state as a sentence for users, and the technical reason for a tooltip. */
-export function describe(s: ConnectionSnapshot, now: number): { text: string; why: string } {
+function describe(s: ConnectionSnapshot, now: number): { text: string; why: string } {
   const waiting = s.queued === 1 ? ' · 1 action waiting' : s.queued > 1 ? ` · ${s.queued} actions waiting` : '';
   const inSecs = s.retryAt != null ? Math.max(0, Math.ceil((s.retryAt - now) / 1000)) : s.retryIn != null ? Math.ceil(s.retryIn / 1000) : 0;
   const when = inSecs > 0 ? `in ${inSecs} s` : 'now';
