@@ -16,7 +16,19 @@ cargo fmt --all -- --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 cargo clippy -q -p liveline --target wasm32-unknown-unknown --all-targets -- -D warnings
 
-step "native tests (SDK core, gateway against Redis at 127.0.0.1:6379)"
+step "a local Redis Cluster (3 masters, 3 replicas) for the gateway's cluster suite"
+cluster_dir=$root/target/redis-cluster
+cleanup() {
+  if [ -n "${gw_pid:-}" ]; then
+    kill "$gw_pid" 2>/dev/null || true
+    wait "$gw_pid" 2>/dev/null || true
+  fi
+  bash scripts/redis-cluster.sh stop "$cluster_dir"
+}
+trap cleanup EXIT
+bash scripts/redis-cluster.sh start "$cluster_dir"
+
+step "native tests (SDK core, gateway against Redis at 127.0.0.1:6379 and the cluster)"
 cargo test -q --workspace
 
 step "build: npm package (wasm) and the app"
@@ -33,7 +45,6 @@ mkdir -p .tmp test-results
 "$gw" serve --port "$port" --static-dir www/dist --demo-worker --dev-tokens \
   >.tmp/gateway-test.log 2>&1 &
 gw_pid=$!
-trap 'kill $gw_pid 2>/dev/null || true; wait $gw_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   kill -0 $gw_pid 2>/dev/null || { cat .tmp/gateway-test.log; exit 1; }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::auth::{Claims, unix_millis};
-use crate::broker::{BrokerError, JobRecord, QueuedAction, random_hex, today};
+use crate::broker::{BrokerError, JobRecord, QueuedAction, today};
 use crate::publish::PublishError;
 use crate::stream::{Stream, may_read};
 
@@ -37,7 +37,7 @@ fn internal(e: impl std::fmt::Display) -> AckReply {
 /// A repeat whose first attempt died before its job existed gets the
 /// recorded id back, to finish creating it.
 async fn claim_id(state: &AppState, user: &str, key: &str) -> Result<(String, Value), AckReply> {
-    let id = random_hex();
+    let id = state.broker.new_job_id(user);
     let result = json!({ "jobId": id });
     match state
         .broker

@@ -120,7 +120,7 @@ async fn any_job_kind_runs_unless_the_gateway_lists_its_kinds(backend: Backend) 
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     repeated_idempotency_key_returns_the_same_job_id,
     malformed_actions_get_invalid_payload_in_the_ack,
     any_job_kind_runs_unless_the_gateway_lists_its_kinds,

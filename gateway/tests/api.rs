@@ -151,7 +151,7 @@ async fn jobs_list_events_after_publish_analytics_and_metrics(backend: Backend) 
     gw.stop().await;
 }
 
-on_both_brokers!(jobs_list_events_after_publish_analytics_and_metrics);
+on_every_broker!(jobs_list_events_after_publish_analytics_and_metrics);
 
 #[tokio::test]
 async fn started_job_goes_to_the_redis_actions_stream_once_per_idempotency_key() {

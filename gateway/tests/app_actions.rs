@@ -130,7 +130,7 @@ async fn a_gateway_that_lists_its_actions_forwards_only_those(backend: Backend) 
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     an_app_action_reaches_workers_once_per_key,
     app_actions_are_checked_before_they_are_forwarded,
     a_gateway_that_lists_its_actions_forwards_only_those,

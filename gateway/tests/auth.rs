@@ -274,7 +274,7 @@ async fn tokens_issued_before_a_revocation_are_refused(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     tokens_issued_before_a_revocation_are_refused,
     bad_expired_or_foreign_tokens_get_connect_error_unauthorized,
     token_with_alg_none_is_refused,

@@ -84,4 +84,4 @@ async fn every_action_acks_its_contract_type(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_brokers!(every_action_acks_its_contract_type);
+on_every_broker!(every_action_acks_its_contract_type);

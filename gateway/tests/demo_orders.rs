@@ -276,7 +276,7 @@ async fn get_json(gw: &Gateway, path: &str, user: &str) -> Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
-on_both_brokers!(
+on_every_broker!(
     market_order_goes_accepted_partially_filled_filled_on_its_job_stream,
     same_key_three_times_places_one_order,
     a_limit_order_waits_for_the_market_and_cancels,

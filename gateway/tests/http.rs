@@ -61,7 +61,7 @@ async fn job_snapshot_is_served_to_its_owner_only_with_seq_and_epoch(backend: Ba
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     health_and_readiness_answer_ok,
     job_snapshot_is_served_to_its_owner_only_with_seq_and_epoch,
 );

@@ -56,7 +56,7 @@ async fn user_subscription_is_released_when_last_socket_leaves(backend: Backend)
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     second_user_never_receives_first_users_events,
     user_subscription_is_released_when_last_socket_leaves,
 );

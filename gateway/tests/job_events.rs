@@ -112,7 +112,7 @@ async fn cancelled_job_stops_with_cancelled_status(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     started_research_job_streams_status_in_order_with_contiguous_seq_through_completed,
     started_llm_job_streams_chunks_then_result,
     cancelled_job_stops_with_cancelled_status,

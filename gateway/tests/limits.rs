@@ -96,7 +96,7 @@ async fn connections_per_user_are_capped(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     oversized_message_closes_the_socket,
     rate_limited_user_gets_rate_limited_acks_then_is_disconnected_others_unaffected,
     connections_per_user_are_capped,

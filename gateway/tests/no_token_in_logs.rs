@@ -103,4 +103,4 @@ async fn tokens_never_appear_in_logs_at_trace_level(backend: Backend) {
     }
 }
 
-on_both_brokers!(tokens_never_appear_in_logs_at_trace_level);
+on_every_broker!(tokens_never_appear_in_logs_at_trace_level);

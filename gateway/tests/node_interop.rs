@@ -60,7 +60,7 @@ async fn official_socket_io_client_connects_gets_ack_and_job_events(backend: Bac
     gw.stop().await;
 }
 
-on_both_brokers!(official_socket_io_client_connects_gets_ack_and_job_events);
+on_every_broker!(official_socket_io_client_connects_gets_ack_and_job_events);
 
 /// The gateway binary serving on `port` (0: any free one, embedded broker),
 /// once it says it listens; returns it with its port.

@@ -109,7 +109,7 @@ async fn resume_with_unknown_epoch_or_foreign_stream_reports_recovered_false(bac
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     resume_after_disconnect_replays_missed_events_once_with_recovered_true,
     resume_after_job_finished_replays_the_rest_then_recovers,
     resume_with_unknown_epoch_or_foreign_stream_reports_recovered_false,

@@ -69,7 +69,7 @@ async fn reqwest_status(gw: &Gateway, path: &str) -> u16 {
         .as_u16()
 }
 
-on_both_brokers!(drain_tells_every_socket_to_reconnect_with_jitter_then_refuses);
+on_every_broker!(drain_tells_every_socket_to_reconnect_with_jitter_then_refuses);
 
 #[tokio::test]
 async fn binary_on_sigterm_notifies_clients_and_exits_zero() {

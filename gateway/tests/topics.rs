@@ -279,7 +279,7 @@ async fn private_topics_need_the_tokens_topics_claim(backend: Backend) {
     gw.stop().await;
 }
 
-on_both_brokers!(
+on_every_broker!(
     private_topics_need_the_tokens_topics_claim,
     published_topic_event_reaches_subscribers,
     subscribed_socket_gets_ticks_with_contiguous_seq,

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::ConnectionLike;
+
+use super::redis::Conn;
 use redis::{Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, Value};
 
 /// How long the circuit stays open after a connection failure.
@@ -79,16 +81,16 @@ fn is_unreachable(e: &RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
-/// A [`ConnectionManager`] whose commands pass through a [`Circuit`].
+/// A connection (to one Redis or a cluster) whose commands pass through a [`Circuit`].
 #[derive(Clone)]
 pub struct Guarded {
-    inner: ConnectionManager,
+    inner: Conn,
     circuit: Arc<Circuit>,
 }
 
 impl Guarded {
     /// Wraps `inner`; clones share `circuit`.
-    pub fn new(inner: ConnectionManager, circuit: Arc<Circuit>) -> Self {
+    pub(super) fn new(inner: Conn, circuit: Arc<Circuit>) -> Self {
         Self { inner, circuit }
     }
 }

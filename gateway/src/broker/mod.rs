@@ -242,6 +242,14 @@ pub trait LiveBus: Send + Sync {
 /// Job records.
 #[async_trait]
 pub trait JobStore: Send + Sync {
+    /// A new job id for `owner`: 16 random hex digits. A Redis Cluster
+    /// broker picks one whose keys share the owner's slot, so a job's
+    /// events and the owner's live channel are written in one step.
+    fn new_job_id(&self, owner: &str) -> String {
+        let _ = owner;
+        random_hex()
+    }
+
     /// Stores a new job.
     async fn create_job(&self, job: &JobRecord) -> Result<(), BrokerError>;
 

@@ -3,11 +3,15 @@
 -- gateway itself and workers in any language (docs/publishing.md).
 --
 -- KEYS: the stream's four keys, P{T}:seq P{T}:epoch P{T}:hist P{T}:rec, where
---   P is the key prefix (default "ll:") and T the stream's tag:
---     job:ID                 for the job stream "job:ID"
---     topic:NAME             for the topic NAME
---     u:LEN:USER:NAME        for USER's private stream NAME (LEN = bytes of USER)
+--   P is the key prefix (default "ll:") and {T} the stream's slot tag:
+--     {job:ID}               for the job stream "job:ID"
+--     {topic:NAME}           for the topic NAME
+--     {u:LEN:USER}:s:NAME    for USER's private stream NAME (LEN = bytes of USER)
 --   The script checks them, so a wrong key is an error, never a stray write.
+--   The event goes live on P{u:LEN:OWNER}:live (a job's or private stream's
+--   owner) or P{topic:NAME}:live. On a Redis Cluster both share the keys'
+--   slot (the gateway picks job ids so that they do), and the script uses
+--   sharded pub/sub (SPUBLISH); on one Redis, PUBLISH.
 -- ARGV[1]: the call, a JSON object with named fields:
 --   stream   required  the stream's name as clients see it ("job:42", "notes", "market:BTC-USD")
 --   event    required  the event name, "domain:name:vN"
@@ -50,18 +54,17 @@ if not prefix then
 end
 
 local kind, id = string.match(stream, '^(job):(.+)$')
-local tag
+local base
 if kind then
-  tag = stream
+  base = prefix .. '{' .. stream .. '}:'
 elseif call['topic'] == true then
   if user ~= nil then return redis.error_reply('INVALID a topic has no user') end
-  kind, tag = 'topic', 'topic:' .. stream
+  kind, base = 'topic', prefix .. '{topic:' .. stream .. '}:'
 elseif user ~= nil then
-  kind, tag = 'private', 'u:' .. string.len(user) .. ':' .. user .. ':' .. stream
+  kind, base = 'private', prefix .. '{u:' .. string.len(user) .. ':' .. user .. '}:s:' .. stream .. ':'
 else
   return redis.error_reply('INVALID user is required (or topic: true)')
 end
-local base = prefix .. '{' .. tag .. '}:'
 if KEYS[1] ~= base .. 'seq' or KEYS[2] ~= base .. 'epoch' or KEYS[3] ~= base .. 'hist'
     or KEYS[4] ~= base .. 'rec' then
   return redis.error_reply('INVALID KEYS must be ' .. base .. 'seq, epoch, hist, rec')
@@ -96,13 +99,20 @@ if kind == 'job' then
   end
 end
 
+-- On a cluster, the id of this master; on one Redis, nil.
+local node = redis.pcall('CLUSTER', 'MYID')
+if type(node) ~= 'string' then node = nil end
 local seq = redis.call('INCR', KEYS[1])
-local epoch = redis.call('GET', KEYS[2])
-if seq == 1 or not epoch then
-  -- A new stream, or one whose keys expired or were lost: a new epoch, so no
-  -- reader is told its old position continues here.
+local stored = redis.call('GET', KEYS[2])
+local epoch, writer
+if stored then epoch, writer = string.match(stored, '^(%S+) ?(%S*)$') end
+if seq == 1 or not epoch or (node and writer ~= node) then
+  -- A new stream, one whose keys expired or were lost, or (on a cluster) one
+  -- last written by another master: a replica promoted after a failover may
+  -- lack the last events its master acknowledged. A new epoch, so no reader
+  -- is told its old position continues here.
   epoch = string.format('%08x%08x', tonumber(now[1]), tonumber(now[2]) * 4096 + (seq % 4096))
-  redis.call('SET', KEYS[2], epoch)
+  redis.call('SET', KEYS[2], node and (epoch .. ' ' .. node) or epoch)
   if seq == 1 then redis.call('DEL', KEYS[3]) end
 end
 local seqs = string.format('%d', seq)
@@ -110,8 +120,12 @@ local env = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(
   ',"seq":' .. seqs .. ',"ts":' .. ts .. ',"data":' .. data .. '}'
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
 local channel
-if kind == 'topic' then channel = prefix .. 'topic:' .. stream else channel = prefix .. 'user:' .. owner end
-redis.call('PUBLISH', channel, '{"user":' .. cjson.encode(owner) .. ',"event":' ..
+if kind == 'topic' then
+  channel = prefix .. '{topic:' .. stream .. '}:live'
+else
+  channel = prefix .. '{u:' .. string.len(owner) .. ':' .. owner .. '}:live'
+end
+redis.call(node and 'SPUBLISH' or 'PUBLISH', channel, '{"user":' .. cjson.encode(owner) .. ',"event":' ..
   cjson.encode(event) .. ',"envelope":' .. env .. '}')
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[2], ttl)

@@ -17,9 +17,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const WAIT: Duration = Duration::from_secs(10);
 
-/// Runs one async scenario on the memory broker and on the Redis broker.
+/// Runs one async scenario on each broker: memory, one Redis, and the
+/// local Redis Cluster ([`cluster_url`]).
 #[macro_export]
-macro_rules! on_both_brokers {
+macro_rules! on_every_broker {
     ($($name:ident),* $(,)?) => {
         mod on_memory {
             $(#[tokio::test]
@@ -29,6 +30,10 @@ macro_rules! on_both_brokers {
             $(#[tokio::test]
             async fn $name() { super::$name($crate::common::Backend::Redis).await }) *
         }
+        mod on_cluster {
+            $(#[tokio::test]
+            async fn $name() { super::$name($crate::common::Backend::Cluster).await }) *
+        }
     };
 }
 
@@ -36,6 +41,84 @@ macro_rules! on_both_brokers {
 pub enum Backend {
     Memory,
     Redis,
+    /// The shared local Redis Cluster of the test run.
+    Cluster,
+}
+
+/// The seed URL of the test run's local Redis Cluster (three masters, three
+/// replicas): the one `scripts/redis-cluster.sh` keeps in
+/// `target/redis-cluster`, started on first use. `scripts/test.sh` stops it
+/// when the run ends.
+pub fn cluster_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let out = std::process::Command::new("bash")
+            .arg(root.join("scripts/redis-cluster.sh"))
+            .arg("ensure")
+            .arg(root.join("target/redis-cluster"))
+            .output()
+            .expect("bash must be on PATH");
+        assert!(
+            out.status.success(),
+            "scripts/redis-cluster.sh ensure failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    })
+    .clone()
+}
+
+/// Runs `cmd` on Redis at `url`: one server, or a cluster (routed by its keys).
+pub async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
+    if let Some(hosts) = url.strip_prefix("redis-cluster://") {
+        let nodes: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        return cmd.query_async(&mut conn).await.unwrap();
+    }
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// Deletes every key starting with `prefix` from Redis at `url` (one
+/// server or a cluster: KEYS goes to every master, DEL to each key's slot).
+pub async fn delete_keys(url: &str, prefix: &str) {
+    let pattern = format!("{prefix}*");
+    let keys: Vec<String>;
+    if let Some(hosts) = url.strip_prefix("redis-cluster://") {
+        let nodes: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+        let mut conn = client.get_async_connection().await.unwrap();
+        keys = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for key in keys {
+            let _: () = redis::cmd("DEL")
+                .arg(&key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        return;
+    }
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    keys = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
 }
 
 pub struct Gateway {
@@ -61,8 +144,12 @@ impl Gateway {
             },
             ..Config::default()
         };
-        if backend == Backend::Redis {
-            config.redis_url = Some(REDIS_URL.to_owned());
+        match backend {
+            Backend::Memory => {}
+            Backend::Redis => config.redis_url = Some(REDIS_URL.to_owned()),
+            Backend::Cluster => config.redis_url = Some(cluster_url()),
+        }
+        if backend != Backend::Memory {
             config.key_prefix = format!("lltest:{}:", liveline_gateway::broker::random_hex());
         }
         tweak(&mut config);
@@ -131,22 +218,11 @@ impl Gateway {
     pub async fn stop(self) {
         self.server.abort();
         self.handle.shutdown();
-        if self.config.redis_url.as_deref() == Some(REDIS_URL) {
-            let client = redis::Client::open(REDIS_URL).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let pattern = format!("{}*", self.config.key_prefix);
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let _: () = redis::cmd("DEL")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap();
+        match self.config.redis_url.as_deref() {
+            Some(url) if url == REDIS_URL || url.starts_with("redis-cluster://") => {
+                delete_keys(url, &self.config.key_prefix).await;
             }
+            _ => {}
         }
     }
 }
