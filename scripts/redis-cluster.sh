@@ -7,8 +7,9 @@
 #   bash scripts/redis-cluster.sh stop DIR     kill its processes (by PID) and remove DIR
 #
 # The seed URL (`redis-cluster://127.0.0.1:P1,127.0.0.1:P2,...`) is what the
-# gateway's --redis-url takes; it is also written to DIR/url. Nodes fail over
-# within about two seconds (cluster-node-timeout 1000 ms).
+# gateway's --redis-url takes; it is also written to DIR/url. It is ready once
+# every replica has synced; a killed master's replica takes over within about
+# two seconds (cluster-node-timeout 1000 ms).
 set -euo pipefail
 
 cmd=${1:-}
@@ -50,7 +51,8 @@ start() {
   while [ ${#ports[@]} -lt 6 ]; do
     tries=$((tries + 1))
     [ $tries -le 50 ] || { echo "redis-cluster: no six free ports found" >&2; exit 1; }
-    base=$((20000 + RANDOM % 30000))
+    # Below the ephemeral range (32768+), bus ports (+10000) included.
+    base=$((20000 + RANDOM % 2700))
     ports=()
     for port in $(seq "$base" $((base + 5))); do
       # A node also listens on its port + 10000 (the cluster bus).
@@ -61,7 +63,7 @@ start() {
   for port in "${ports[@]}"; do
     redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
       --cluster-enabled yes --cluster-config-file "nodes-$port.conf" \
-      --cluster-node-timeout 1000 --save "" --appendonly no \
+      --cluster-node-timeout 1000 --save "" --appendonly no --repl-diskless-sync-delay 0 \
       --dir "$dir" --pidfile "$dir/$port.pid" --logfile "$dir/$port.log" 9>&-
   done
   for port in "${ports[@]}"; do
@@ -78,13 +80,19 @@ start() {
   done
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log"
   echo "${ports[*]}" >"$dir/ports"
+  # Ready when every node says the cluster is ok and every replica has
+  # synced with its master (a replica that never synced cannot take over).
   for _ in $(seq 200); do
-    [ -n "$(cat "$dir/url" 2>/dev/null)" ] && break
-    healthy_ports=0
+    ready=0
     for port in "${ports[@]}"; do
-      redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' && healthy_ports=$((healthy_ports + 1))
+      info=$(redis-cli -p "$port" info replication)
+      redis-cli -p "$port" cluster info | grep -q '^cluster_state:ok' || continue
+      if grep -q '^role:slave' <<<"$info"; then
+        grep -q '^master_link_status:up' <<<"$info" || continue
+      fi
+      ready=$((ready + 1))
     done
-    [ $healthy_ports -eq 6 ] && echo "redis-cluster://$url" >"$dir/url" && break
+    [ $ready -eq 6 ] && echo "redis-cluster://$url" >"$dir/url" && break
     sleep 0.05 # polling the cluster's own state until every node agrees
   done
   [ -f "$dir/url" ] || { echo "redis-cluster: not ok within 10 s (see $dir)" >&2; exit 1; }

@@ -34,7 +34,7 @@ use socketioxide::handler::ConnectHandler;
 
 use crate::actions;
 use crate::auth::{Claims, unix_secs};
-use crate::broker::{Feed, today};
+use crate::broker::{BrokerError, Feed, today};
 use crate::hub::{
     AcquireError, WelcomeGate, close_socket, connected, emit, emit_paced, user_room, welcomed,
 };
@@ -499,8 +499,19 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
         return AckReply::err(UNAUTHORIZED, "not authenticated");
     };
     let outcome = match readable(state, &claims, &req.stream).await {
-        Some(stream) => replay(state, s, &stream, &pos).await,
-        None => unknown(&req.stream),
+        Ok(Some(stream)) => replay(state, s, &stream, &pos).await,
+        Ok(None) => Ok(unknown(&req.stream)),
+        Err(e) => Err(e),
+    };
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            // Not "history lost": the broker is down for now. The socket
+            // closes, and the client resumes from its position later.
+            tracing::warn!(error = %e, "replay: broker unavailable; closing the socket");
+            close_socket(s.clone());
+            return AckReply::err("unavailable", "could not read the stream; retry later");
+        }
     };
     let _ = emit(s, STREAM_RECOVERED_V1, &outcome);
     AckReply::ok(serde_json::to_value(&outcome).unwrap_or(Value::Null))
@@ -529,7 +540,7 @@ async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
     let mut topics = Vec::new();
     for (name, pos) in streams {
         let outcome = match readable(state, &claims, name).await {
-            Some(stream) => {
+            Ok(Some(stream)) => {
                 // A resumed topic keeps its live subscription: joined before
                 // the replay, its live events wait until the replay ended.
                 if stream.is_topic() && resume_topic(state, &s, name).await {
@@ -537,7 +548,18 @@ async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
                 }
                 replay(state, &s, &stream, pos).await
             }
-            None => unknown(name),
+            Ok(None) => Ok(unknown(name)),
+            Err(e) => Err(e),
+        };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                // Not "history lost": the broker is down for now. The socket
+                // closes, and the client resumes from its position later.
+                tracing::warn!(error = %e, "resume: broker unavailable; closing the socket");
+                close_socket(s);
+                return;
+            }
         };
         last.insert(name.clone(), (outcome.epoch.clone(), outcome.seq));
         let _ = emit(&s, STREAM_RECOVERED_V1, &outcome);
@@ -586,17 +608,18 @@ fn unknown(name: &str) -> StreamRecovered {
     }
 }
 
-/// The stream `name` when the holder of `claims` may read it.
-async fn readable(state: &AppState, claims: &Claims, name: &str) -> Option<Stream> {
-    let stream = Stream::for_reader(name, &claims.sub, &state.topics).ok()?;
-    match may_read(&stream, claims, &state.topics, &*state.broker).await {
-        Ok(true) => Some(stream),
-        Ok(false) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "resume: access check failed");
-            None
-        }
-    }
+/// The stream `name` when the holder of `claims` may read it; `Err` when
+/// the broker could not tell.
+async fn readable(
+    state: &AppState,
+    claims: &Claims,
+    name: &str,
+) -> Result<Option<Stream>, BrokerError> {
+    let Ok(stream) = Stream::for_reader(name, &claims.sub, &state.topics) else {
+        return Ok(None);
+    };
+    let may = may_read(&stream, claims, &state.topics, &*state.broker).await?;
+    Ok(may.then_some(stream))
 }
 
 /// Replays `stream` after `pos` to `s` (its reader may read it); the
@@ -606,7 +629,7 @@ async fn replay(
     s: &SocketRef,
     stream: &Stream,
     pos: &ResumePosition,
-) -> StreamRecovered {
+) -> Result<StreamRecovered, BrokerError> {
     let name = stream.name();
     let refused = |epoch: String, seq: u64| StreamRecovered {
         stream: name.clone(),
@@ -614,46 +637,35 @@ async fn replay(
         epoch,
         seq,
     };
-    let head = match state.broker.head(stream).await {
-        Ok(Some(h)) => h,
-        Ok(None) => return refused(String::new(), 0),
-        Err(e) => {
-            tracing::warn!(error = %e, "resume: head failed");
-            return refused(String::new(), 0);
-        }
+    let Some(head) = state.broker.head(stream).await? else {
+        return Ok(refused(String::new(), 0));
     };
     if head.epoch != pos.epoch || pos.seq > head.seq {
-        return refused(head.epoch, head.seq);
+        return Ok(refused(head.epoch, head.seq));
     }
-    let events = match state.broker.history(stream, pos.seq).await {
-        Ok(ev) => ev,
-        Err(e) => {
-            tracing::warn!(error = %e, "resume: history failed");
-            return refused(head.epoch, head.seq);
-        }
-    };
+    let events = state.broker.history(stream, pos.seq).await?;
     // History must continue the client's position without a hole, in its epoch.
     let mut expected = pos.seq + 1;
     for (_, env) in &events {
         if env.seq != expected || env.epoch != pos.epoch {
-            return refused(head.epoch, head.seq);
+            return Ok(refused(head.epoch, head.seq));
         }
         expected += 1;
     }
     if expected <= head.seq {
-        return refused(head.epoch, head.seq);
+        return Ok(refused(head.epoch, head.seq));
     }
     let mut seq = pos.seq;
     for (event, env) in &events {
         if !emit_paced(s, event, env).await {
-            return refused(head.epoch, head.seq);
+            return Ok(refused(head.epoch, head.seq));
         }
         seq = env.seq;
     }
-    StreamRecovered {
+    Ok(StreamRecovered {
         stream: name,
         recovered: true,
         epoch: pos.epoch.clone(),
         seq,
-    }
+    })
 }

@@ -1124,9 +1124,25 @@ impl Analytics for RedisBroker {
 
 #[async_trait]
 impl Broker for RedisBroker {
+    /// Every node answers (on a cluster PING goes to each), and a cluster
+    /// serves every slot: while a dead master's replica has not taken over
+    /// yet, `cluster_state` is `fail`.
     async fn ping(&self) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        if self.is_cluster() {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut conn)
+                .await?;
+            if !info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "the cluster does not serve every slot (cluster_state is not ok)",
+                ))
+                .into());
+            }
+        }
         Ok(())
     }
 }

@@ -229,6 +229,14 @@ impl Gateway {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// What [`Client::next_or_closed`] got.
+#[derive(Debug)]
+pub enum Next {
+    Event(String, Value),
+    Closed,
+    Quiet,
+}
+
 /// How the server closed a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closed {
@@ -387,6 +395,37 @@ impl Client {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     return (seen, Closed::Transport);
                 }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next server event, [`Next::Closed`] when the server closes the
+    /// socket, or [`Next::Quiet`] when nothing comes within `within`.
+    pub async fn next_or_closed(&mut self, within: Duration) -> Next {
+        if let Some((name, arg)) = self.events.pop_front() {
+            return Next::Event(name, arg);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let Ok(next) = tokio::time::timeout_at(deadline, self.ws.next()).await else {
+                return Next::Quiet;
+            };
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    let t = t.to_string();
+                    if t == "2" {
+                        let _ = self.ws.send(Message::text("3")).await;
+                    } else if t.starts_with("41") || t == "1" {
+                        return Next::Closed;
+                    } else {
+                        self.queue(&t);
+                        if let Some((name, arg)) = self.events.pop_front() {
+                            return Next::Event(name, arg);
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Next::Closed,
                 Some(Ok(_)) => {}
             }
         }
@@ -572,5 +611,87 @@ where
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         // Polled: no event marks this state.
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A private local Redis Cluster (three masters, three replicas, from
+/// `scripts/redis-cluster.sh`) for tests that kill a node; stopped when
+/// dropped, also when the test panics.
+pub struct LocalCluster {
+    dir: std::path::PathBuf,
+    pub url: String,
+}
+
+impl LocalCluster {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-cluster.sh")
+    }
+
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "ll-cluster-{}",
+            liveline_gateway::broker::random_hex()
+        ));
+        let out = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("start")
+            .arg(&dir)
+            .output()
+            .expect("bash must be on PATH");
+        let cluster = Self {
+            dir,
+            url: String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        };
+        assert!(
+            out.status.success(),
+            "scripts/redis-cluster.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    /// The port of the master that serves `key`'s slot now.
+    pub async fn master_of(&self, key: &str) -> u16 {
+        let slot: u16 = redis_query(&self.url, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)).await;
+        let nodes: String =
+            redis_query(&self.url, &redis::cmd("CLUSTER").arg("NODES").clone()).await;
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| match range.split_once('-') {
+                Some((a, b)) => {
+                    (a.parse().unwrap_or(u16::MAX)..=b.parse().unwrap_or(0)).contains(&slot)
+                }
+                None => range.parse() == Ok(slot),
+            });
+            if serves {
+                let addr = fields[1].split('@').next().unwrap();
+                return addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+        }
+        panic!("no master serves slot {slot}: {nodes}");
+    }
+
+    /// `kill -9` of the node on `port`.
+    pub fn kill(&self, port: u16) {
+        let pid = std::fs::read_to_string(self.dir.join(format!("{port}.pid"))).unwrap();
+        let ok = std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -9 {pid}");
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
     }
 }
