@@ -1,4 +1,6 @@
-//! Per-user action rate limits (a token bucket per user, on this node).
+//! Per-user action rate limits: a token bucket per user on this node, and
+//! the cluster-wide limit's rule ([`gcra`]), which the brokers keep per user
+//! (on Redis in one script, so every node shares it).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -58,6 +60,17 @@ impl RateLimiter {
     }
 }
 
+/// GCRA (the generic cell rate algorithm): with `tat` the user's
+/// theoretical arrival time (ms; `None` before the first action) and `now`
+/// (ms), whether one more action fits `per_sec` with bursts of `burst`, and
+/// the new `tat` to store when it does. The Redis broker runs the same rule
+/// in a script (`RATE_LUA`), so that every node shares one limit per user.
+pub fn gcra(tat: Option<f64>, now: f64, per_sec: f64, burst: u32) -> Option<f64> {
+    let interval = 1000.0 / per_sec.max(0.001);
+    let next = tat.unwrap_or(now).max(now) + interval;
+    (next - f64::from(burst.max(1)) * interval <= now).then_some(next)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -73,5 +86,28 @@ mod tests {
         assert!(limiter.allow_at("b", t0), "other users are unaffected");
         assert!(limiter.allow_at("a", t0 + Duration::from_millis(500)));
         assert!(!limiter.allow_at("a", t0 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn gcra_allows_the_burst_then_one_per_interval() {
+        let (rate, burst) = (2.0, 3);
+        let mut tat = None;
+        for _ in 0..3 {
+            tat = Some(gcra(tat, 0.0, rate, burst).expect("within the burst"));
+        }
+        assert_eq!(gcra(tat, 0.0, rate, burst), None, "the burst is spent");
+        assert_eq!(
+            gcra(tat, 499.0, rate, burst),
+            None,
+            "not yet a whole interval"
+        );
+        let later = gcra(tat, 500.0, rate, burst).expect("one interval later");
+        assert_eq!(gcra(Some(later), 500.0, rate, burst), None);
+        // Idle long enough, the whole burst is back, not more.
+        let mut tat = Some(later);
+        for _ in 0..3 {
+            tat = Some(gcra(tat, 10_000.0, rate, burst).expect("the burst again"));
+        }
+        assert_eq!(gcra(tat, 10_000.0, rate, burst), None);
     }
 }

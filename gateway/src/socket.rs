@@ -223,6 +223,24 @@ async fn on_disconnect(state: &Arc<AppState>, s: SocketRef) {
     }
 }
 
+/// Why `user` may not act now, if so: over this node's limit (checked first,
+/// it costs nothing), or over the limit every node shares. When the broker
+/// cannot tell, the node's limit alone holds.
+async fn over_limit(state: &AppState, user: &str) -> Option<&'static str> {
+    if !state.limiter.allow(user) {
+        return Some("too many actions; slow down");
+    }
+    let (rate, burst) = (state.config.action_rate_per_sec, state.config.action_burst);
+    match state.broker.take_action(user, rate, burst).await {
+        Ok(true) => None,
+        Ok(false) => Some("too many actions across your connections; slow down"),
+        Err(e) => {
+            tracing::debug!(error = %e, "shared action limit unavailable; the node's holds");
+            None
+        }
+    }
+}
+
 /// Runs one action: rate limit, then `run`, then the ack and the metrics.
 async fn act<E, F, Fut>(
     state: &Arc<AppState>,
@@ -239,9 +257,9 @@ async fn act<E, F, Fut>(
         return;
     };
     let strikes = s.extensions.get::<Strikes>().unwrap_or_default();
-    let reply = if !state.limiter.allow(&claims.sub) {
+    let reply = if let Some(why) = over_limit(state, &claims.sub).await {
         let n = strikes.0.fetch_add(1, Ordering::Relaxed) + 1;
-        let reply = AckReply::err(RATE_LIMITED, "too many actions; slow down");
+        let reply = AckReply::err(RATE_LIMITED, why);
         if n > state.config.rate_limit_strikes {
             state.metrics.action(name, RATE_LIMITED);
             if let Some(ack) = ack {

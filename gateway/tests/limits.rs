@@ -96,11 +96,83 @@ async fn connections_per_user_are_capped(backend: Backend) {
     gw.stop().await;
 }
 
+/// A user with a socket on each of three nodes (one Redis, or the cluster)
+/// meets one action limit in total, not one per node.
+async fn a_user_on_three_nodes_meets_one_shared_action_limit(backend: Backend) {
+    let limit = |c: &mut liveline_gateway::Config| {
+        c.action_rate_per_sec = 0.5;
+        c.action_burst = 3;
+        c.rate_limit_strikes = 20;
+    };
+    let first = Gateway::start_with(backend, limit).await;
+    let prefix = first.config.key_prefix.clone();
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        let prefix = prefix.clone();
+        nodes.push(
+            Gateway::start_with(backend, move |c| {
+                limit(c);
+                c.key_prefix = prefix;
+            })
+            .await,
+        );
+    }
+    let mut sockets = Vec::new();
+    for node in &nodes {
+        sockets.push(node.connect("alice").await);
+    }
+    let started = std::time::Instant::now();
+    let cancel = json!({"key": "k", "data": {"jobId": "nope"}});
+    let (mut done, mut limited) = (0, Vec::new());
+    for _ in 0..3 {
+        for socket in &mut sockets {
+            let ack = socket.call("job:cancel:v1", cancel.clone()).await;
+            match ack["error"]["code"].as_str().unwrap() {
+                "not_found" => done += 1,
+                "rate_limited" => limited.push(ack["error"]["message"].clone()),
+                other => panic!("unexpected {other}: {ack}"),
+            }
+        }
+    }
+    // Three at once, then one per two seconds: per node it would be nine.
+    let refilled = (started.elapsed().as_secs_f64() * 0.5).floor() as usize;
+    assert!(
+        (3..=3 + refilled).contains(&done),
+        "{done} actions went through"
+    );
+    assert!(
+        limited
+            .iter()
+            .all(|m| m == "too many actions across your connections; slow down"),
+        "{limited:?}"
+    );
+    for socket in sockets {
+        socket.close().await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
 on_every_broker!(
     oversized_message_closes_the_socket,
     rate_limited_user_gets_rate_limited_acks_then_is_disconnected_others_unaffected,
     connections_per_user_are_capped,
 );
+
+mod shared {
+    use super::Backend;
+
+    #[tokio::test]
+    async fn on_redis() {
+        super::a_user_on_three_nodes_meets_one_shared_action_limit(Backend::Redis).await;
+    }
+
+    #[tokio::test]
+    async fn on_cluster() {
+        super::a_user_on_three_nodes_meets_one_shared_action_limit(Backend::Cluster).await;
+    }
+}
 
 #[tokio::test]
 async fn websocket_that_never_sends_connect_is_closed_after_connect_timeout() {

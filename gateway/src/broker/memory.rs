@@ -12,7 +12,7 @@ use tokio::sync::{Notify, mpsc};
 use super::{
     Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
     Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveMessage, QueuedAction, Revocations,
-    StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
+    SharedLimits, StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
 };
 use crate::auth::unix_millis;
 use crate::stream::Stream;
@@ -41,7 +41,13 @@ struct Inner {
     days: HashMap<String, (HashSet<String>, DayStats)>,
     /// Token revocations by user: (issued at or before, unix s; record expiry).
     revoked: HashMap<String, (u64, tokio::time::Instant)>,
+    /// The action limit's theoretical arrival time per user, ms since `origin`.
+    rates: HashMap<String, f64>,
+    origin: Option<std::time::Instant>,
 }
+
+/// Users whose action limit is tracked before the idle ones are pruned.
+const RATES_PRUNE_ABOVE: usize = 10_000;
 
 #[derive(Debug)]
 struct StreamState {
@@ -405,6 +411,32 @@ impl Analytics for MemoryBroker {
     async fn day_stats(&self, day: &str) -> Result<DayStats, BrokerError> {
         let mut inner = self.lock();
         Ok(inner.day(day).1.clone())
+    }
+}
+
+#[async_trait]
+impl SharedLimits for MemoryBroker {
+    /// One process: the limit it shares is its own.
+    async fn take_action(&self, user: &str, per_sec: f64, burst: u32) -> Result<bool, BrokerError> {
+        let mut inner = self.lock();
+        let now = inner
+            .origin
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64()
+            * 1000.0;
+        if inner.rates.len() > RATES_PRUNE_ABOVE {
+            // A time already past is the same as none.
+            inner.rates.retain(|_, tat| *tat > now);
+        }
+        let tat = inner.rates.get(user).copied();
+        Ok(match crate::limits::gcra(tat, now, per_sec, burst) {
+            Some(next) => {
+                inner.rates.insert(user.to_owned(), next);
+                true
+            }
+            None => false,
+        })
     }
 }
 

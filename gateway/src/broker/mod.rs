@@ -348,10 +348,29 @@ pub trait Analytics: Send + Sync {
 /// capability ([`MemoryBroker`] in process, [`RedisBroker`] shared).
 #[async_trait]
 pub trait Broker:
-    EventLog + LiveBus + JobStore + WorkQueue + Idempotency + Revocations + Leases + Analytics + 'static
+    EventLog
+    + LiveBus
+    + JobStore
+    + WorkQueue
+    + Idempotency
+    + Revocations
+    + Leases
+    + Analytics
+    + SharedLimits
+    + 'static
 {
     /// Checks the backing store is reachable.
     async fn ping(&self) -> Result<(), BrokerError>;
+}
+
+/// Per-user limits every node shares (the node's own limits stay as a
+/// second line in front of them).
+#[async_trait]
+pub trait SharedLimits: Send + Sync {
+    /// Takes one action of `user` from the limit of `per_sec` actions per
+    /// second with bursts of `burst`, counted across every node; `false`
+    /// when the user is over it ([`crate::limits::gcra`]).
+    async fn take_action(&self, user: &str, per_sec: f64, burst: u32) -> Result<bool, BrokerError>;
 }
 
 /// How long analytics are kept, in seconds (90 days).

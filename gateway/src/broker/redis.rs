@@ -22,6 +22,8 @@
 //! - `{prefix}control`       pub/sub channel between gateway nodes (revocation)
 //! - `{prefix}revoked:{user}` unix seconds: the user's tokens issued then or before are revoked (SET EX)
 //! - `{prefix}{an:DAY}:dau|sessions|jobs` analytics of one UTC day
+//! - `{prefix}{u:LEN:USER}:rate` the user's action limit shared by every node
+//!   (GCRA: the theoretical arrival time, ms; expires once it is past)
 //!
 //! A live channel shares its streams' slot, so the publish script writes
 //! history and publishes in one atomic step on a cluster too: a job's id is
@@ -59,7 +61,8 @@ use tokio::sync::mpsc;
 use super::{
     ANALYTICS_TTL_SECS, Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats,
     EventLog, Feed, IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus,
-    LiveMessage, QueuedAction, Revocations, StreamHead, WORKER_GROUP, WorkQueue, random_hex,
+    LiveMessage, QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP, WorkQueue,
+    random_hex,
 };
 use crate::stream::Stream;
 
@@ -91,6 +94,22 @@ if earlier then return earlier end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'action', ARGV[1])
 redis.call('SET', KEYS[1], id, 'EX', ARGV[2])
 return id
+";
+
+/// The cluster-wide action limit of one user: [`crate::limits::gcra`] on
+/// Redis's clock. KEYS: the user's rate key. ARGV: actions per second, burst.
+/// Returns 1 when the action fits (and stores the new arrival time), else 0.
+const RATE_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval = 1000 / math.max(tonumber(ARGV[1]), 0.001)
+local burst = math.max(tonumber(ARGV[2]), 1)
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local next = tat + interval
+if next - burst * interval > now then return 0 end
+redis.call('SET', KEYS[1], string.format('%.3f', next), 'PX', math.ceil(next - now) + 1)
+return 1
 ";
 
 /// Takes or renews a lease. KEYS: lease. ARGV: holder, ttl ms. Returns 1 when held.
@@ -206,6 +225,7 @@ pub struct RedisBroker {
     script: Script,
     lease: Script,
     enqueue_once: Script,
+    rate: Script,
     pubsub: PubSub,
     routes: Routes,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
@@ -320,6 +340,7 @@ impl RedisBroker {
             script: Script::new(PUBLISH_LUA),
             lease: Script::new(LEASE_LUA),
             enqueue_once: Script::new(ENQUEUE_ONCE_LUA),
+            rate: Script::new(RATE_LUA),
             pubsub,
             routes,
             control_rx: Mutex::new(Some(control_rx)),
@@ -1119,6 +1140,21 @@ impl Analytics for RedisBroker {
             }
         }
         Ok(stats)
+    }
+}
+
+#[async_trait]
+impl SharedLimits for RedisBroker {
+    async fn take_action(&self, user: &str, per_sec: f64, burst: u32) -> Result<bool, BrokerError> {
+        let mut conn = self.conn.clone();
+        let fits: i64 = self
+            .rate
+            .key(format!("{}{{u:{}:{user}}}:rate", self.prefix, user.len()))
+            .arg(per_sec)
+            .arg(burst)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(fits == 1)
     }
 }
 
