@@ -268,15 +268,32 @@ fn loopback_addr(url: &str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The hosts of `url`: `redis://HOST:PORT/...`, or the seed nodes of
+/// `redis-cluster://HOST:PORT,HOST:PORT,...`.
+fn redis_hosts(url: &str) -> anyhow::Result<Vec<String>> {
+    let (rest, cluster) = match url.strip_prefix("redis-cluster://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("redis://")
+                .with_context(|| format!("{url}: only redis:// or redis-cluster:// URLs"))?,
+            false,
+        ),
+    };
+    let hosts = rest.rsplit('@').next().unwrap_or(rest);
+    let hosts = hosts.split(['/', '?']).next().unwrap_or(hosts);
+    Ok(if cluster {
+        hosts.split(',').map(str::to_owned).collect()
+    } else {
+        vec![hosts.to_owned()]
+    })
+}
+
 fn check_redis_url(url: &str) -> anyhow::Result<()> {
-    let rest = url
-        .strip_prefix("redis://")
-        .with_context(|| format!("{url}: only redis:// URLs"))?;
-    let host = rest.rsplit('@').next().unwrap_or(rest);
-    let host = host.split(['/', '?']).next().unwrap_or(host);
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let ok = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    ensure!(ok, "{url}: traffic must stay on loopback");
+    for host in redis_hosts(url)? {
+        let host = host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h);
+        let ok = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        ensure!(ok, "{url}: traffic must stay on loopback");
+    }
     Ok(())
 }
 
@@ -883,7 +900,30 @@ async fn publish(
 }
 
 /// Deletes the run's Redis keys (bounded SCAN).
+/// Deletes the run's keys: on a cluster, from each node in turn (SCAN walks
+/// one node's keys; a replica refuses the UNLINK and is skipped).
 async fn cleanup_redis(url: &str, prefix: &str) -> anyhow::Result<u64> {
+    if !url.starts_with("redis-cluster://") {
+        return cleanup_node(url, prefix).await;
+    }
+    let mut deleted = 0;
+    let nodes: String = {
+        let first = redis_hosts(url)?.into_iter().next().context("no cluster node")?;
+        let client = redis::Client::open(format!("redis://{first}"))?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?
+    };
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() > 2 && fields[2].contains("master") && !fields[2].contains("fail") {
+            let addr = fields[1].split('@').next().unwrap_or_default();
+            deleted += cleanup_node(&format!("redis://{addr}"), prefix).await?;
+        }
+    }
+    Ok(deleted)
+}
+
+async fn cleanup_node(url: &str, prefix: &str) -> anyhow::Result<u64> {
     let client = redis::Client::open(url)?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut cursor: u64 = 0;
@@ -898,11 +938,11 @@ async fn cleanup_redis(url: &str, prefix: &str) -> anyhow::Result<u64> {
             .query_async(&mut conn)
             .await?;
         if !keys.is_empty() {
-            let n: u64 = redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?;
-            deleted += n;
+            // One key at a time: on a cluster node they span slots.
+            for key in &keys {
+                let n: u64 = redis::cmd("UNLINK").arg(key).query_async(&mut conn).await?;
+                deleted += n;
+            }
         }
         cursor = next;
         if cursor == 0 {
@@ -963,10 +1003,10 @@ async fn coordinate(
         .unwrap_or_else(|| format!("ll-load:{run_id}:"));
     let users = cli.users();
     summary.users = users;
-    summary.broker = if cli.redis_url.is_some() {
-        "redis"
-    } else {
-        "memory"
+    summary.broker = match &cli.redis_url {
+        Some(url) if url.starts_with("redis-cluster://") => "redis cluster",
+        Some(_) => "redis",
+        None => "memory",
     }
     .to_owned();
     let via = cli.publish_via.unwrap_or(if cli.redis_url.is_some() {
