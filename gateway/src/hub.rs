@@ -60,6 +60,8 @@ pub struct Hub {
     io: SocketIo,
     metrics: Arc<Metrics>,
     max_per_user: usize,
+    /// This node's id: a socket's connection id across nodes is `node:sid`.
+    node: String,
     users: StdMutex<HashMap<String, Arc<Slot>>>,
     topics: StdMutex<HashMap<String, Arc<Slot>>>,
     /// Bumped whenever a socket is counted in or out of a feed here.
@@ -141,18 +143,21 @@ impl Floor {
 
 impl Hub {
     /// A hub emitting through `io` the live events `broker` delivers, with at
-    /// most `max_per_user` sockets per user on this node.
+    /// most `max_per_user` sockets per user on this node, and on all nodes
+    /// together (counted by the broker; `node` names this one).
     pub fn new(
         broker: Arc<dyn Broker>,
         io: SocketIo,
         metrics: Arc<Metrics>,
         max_per_user: usize,
+        node: &str,
     ) -> Self {
         Self {
             broker,
             io,
             metrics,
             max_per_user: max_per_user.max(1),
+            node: node.to_owned(),
             users: StdMutex::new(HashMap::new()),
             topics: StdMutex::new(HashMap::new()),
             changes: tokio::sync::watch::Sender::new(0),
@@ -311,10 +316,31 @@ impl Hub {
             if state.dead {
                 continue;
             }
-            if !state.sockets.contains(&sid) && state.sockets.len() >= self.max_per_user {
+            let new = !state.sockets.contains(&sid);
+            if new && state.sockets.len() >= self.max_per_user {
                 return Err(AcquireError::TooManyConnections);
             }
-            self.ensure_live(Feed::User(user), &mut state).await?;
+            let id = self.connection_id(sid);
+            if new {
+                let ttl = CONNECTION_TTL;
+                match self
+                    .broker
+                    .hold_connection(user, &id, self.max_per_user, ttl)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return Err(AcquireError::TooManyConnections),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "shared connection cap unavailable; the node's holds");
+                    }
+                }
+            }
+            if let Err(e) = self.ensure_live(Feed::User(user), &mut state).await {
+                if new {
+                    let _ = self.broker.drop_connection(user, &id).await;
+                }
+                return Err(e.into());
+            }
             state.sockets.insert(sid);
             if resuming {
                 if let Some(live) = &state.live {
@@ -389,7 +415,48 @@ impl Hub {
     /// Uncounts socket `sid` (idempotent); unsubscribes when it was the user's
     /// last socket here.
     pub async fn release(&self, user: &str, sid: Sid) {
+        // Uncounted everywhere first: once this node counts the socket out,
+        // every node sees the freed place.
+        if let Err(e) = self
+            .broker
+            .drop_connection(user, &self.connection_id(sid))
+            .await
+        {
+            // It lapses after CONNECTION_TTL without renewal.
+            tracing::debug!(error = %e, "shared connection count not lowered");
+        }
         self.leave(Feed::User(user), sid).await;
+    }
+
+    /// The id of socket `sid` among a user's connections on every node.
+    fn connection_id(&self, sid: Sid) -> String {
+        format!("{}:{sid}", self.node)
+    }
+
+    /// Keeps this node's sockets counted in their users' shared caps
+    /// (`Handle::start` runs it every third of [`CONNECTION_TTL`]).
+    pub async fn renew_connections(&self) {
+        let users: Vec<(String, Arc<Slot>)> = {
+            let map = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            map.iter().map(|(u, s)| (u.clone(), s.clone())).collect()
+        };
+        for (user, slot) in users {
+            let ids: Vec<String> = {
+                let state = slot.state.lock().await;
+                state
+                    .sockets
+                    .iter()
+                    .map(|sid| self.connection_id(*sid))
+                    .collect()
+            };
+            if let Err(e) = self
+                .broker
+                .renew_connections(&user, &ids, CONNECTION_TTL)
+                .await
+            {
+                tracing::debug!(error = %e, "shared connection count not renewed");
+            }
+        }
     }
 
     /// Emits `event` with `data` to every socket of `user` on this node, then
@@ -437,6 +504,11 @@ impl Hub {
 /// Live events buffered for one resuming socket at most; past it the socket
 /// is cut off (it resumes later from its position).
 pub const MAX_RESUME_BUFFER: usize = 4096;
+
+/// How long a socket stays counted in its user's connection cap on every
+/// node without its node renewing it: a node that dies frees its share
+/// within this time.
+pub const CONNECTION_TTL: Duration = Duration::from_secs(90);
 
 /// How long a replay waits for room in a socket's outgoing buffer before it
 /// gives up and closes the socket (the client resumes later).

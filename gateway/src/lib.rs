@@ -635,6 +635,14 @@ impl Handle {
                 }
             }
         }));
+        let st = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(hub::CONNECTION_TTL / 3);
+            loop {
+                every.tick().await;
+                st.hub.renew_connections().await;
+            }
+        }));
         let config = &state.config;
         if config.demo.enabled {
             tasks.extend(demo::spawn(
@@ -718,6 +726,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
             io.clone(),
             metrics.clone(),
             config.max_connections_per_user,
+            &config.node_id,
         ),
         limiter: RateLimiter::new(config.action_rate_per_sec, config.action_burst),
         topics: TopicRules::new(&config.topic_prefixes, &public_topics),

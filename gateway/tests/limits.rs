@@ -154,7 +154,85 @@ async fn a_user_on_three_nodes_meets_one_shared_action_limit(backend: Backend) {
     }
 }
 
+/// A user's connections on three nodes together meet one cap
+/// (`--max-connections-per-user`), not one per node.
+async fn a_user_on_three_nodes_meets_one_shared_connection_cap(backend: Backend) {
+    let cap = |c: &mut liveline_gateway::Config| c.max_connections_per_user = 2;
+    let first = Gateway::start_with(backend, cap).await;
+    let prefix = first.config.key_prefix.clone();
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        let prefix = prefix.clone();
+        nodes.push(
+            Gateway::start_with(backend, move |c| {
+                cap(c);
+                c.key_prefix = prefix;
+            })
+            .await,
+        );
+    }
+    let auth = |node: &Gateway| json!({"token": node.token("alice")});
+    let on_first = nodes[0].connect("alice").await;
+    let on_second = nodes[1].connect("alice").await;
+    let refused = Client::connect(nodes[2].addr, auth(&nodes[2]))
+        .await
+        .err()
+        .expect("a third socket on a third node is refused");
+    assert_eq!(refused, json!({"message": "too_many_connections"}));
+    // Another user is not affected.
+    let bob = nodes[2].connect("bob").await;
+    on_first.close().await;
+    let hub = &nodes[0].handle.state.hub;
+    common::until_hub(
+        hub,
+        "the first node counts the closed socket out",
+        || async { hub.sockets_of("alice").await == 0 },
+    )
+    .await;
+    let again = Client::connect(nodes[2].addr, auth(&nodes[2]))
+        .await
+        .expect("the freed place can be taken on any node");
+    for c in [on_second, bob, again] {
+        c.close().await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// A connection whose node stopped renewing it (it died) lapses.
+async fn a_connection_not_renewed_lapses(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let broker = &gw.handle.state.broker;
+    let ttl = Duration::from_millis(300);
+    assert!(
+        broker
+            .hold_connection("carol", "dead:1", 1, ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !broker
+            .hold_connection("carol", "live:1", 1, ttl)
+            .await
+            .unwrap()
+    );
+    broker
+        .renew_connections("carol", &["dead:1".to_owned()], ttl)
+        .await
+        .unwrap();
+    common::eventually("the unrenewed connection lapses", || async {
+        broker
+            .hold_connection("carol", "live:1", 1, ttl)
+            .await
+            .unwrap()
+    })
+    .await;
+    gw.stop().await;
+}
+
 on_every_broker!(
+    a_connection_not_renewed_lapses,
     oversized_message_closes_the_socket,
     rate_limited_user_gets_rate_limited_acks_then_is_disconnected_others_unaffected,
     connections_per_user_are_capped,
@@ -171,6 +249,16 @@ mod shared {
     #[tokio::test]
     async fn on_cluster() {
         super::a_user_on_three_nodes_meets_one_shared_action_limit(Backend::Cluster).await;
+    }
+
+    #[tokio::test]
+    async fn connections_on_redis() {
+        super::a_user_on_three_nodes_meets_one_shared_connection_cap(Backend::Redis).await;
+    }
+
+    #[tokio::test]
+    async fn connections_on_cluster() {
+        super::a_user_on_three_nodes_meets_one_shared_connection_cap(Backend::Cluster).await;
     }
 }
 

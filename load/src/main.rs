@@ -908,10 +908,16 @@ async fn cleanup_redis(url: &str, prefix: &str) -> anyhow::Result<u64> {
     }
     let mut deleted = 0;
     let nodes: String = {
-        let first = redis_hosts(url)?.into_iter().next().context("no cluster node")?;
+        let first = redis_hosts(url)?
+            .into_iter()
+            .next()
+            .context("no cluster node")?;
         let client = redis::Client::open(format!("redis://{first}"))?;
         let mut conn = client.get_multiplexed_async_connection().await?;
-        redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await?
+        redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut conn)
+            .await?
     };
     for line in nodes.lines() {
         let fields: Vec<&str> = line.split(' ').collect();

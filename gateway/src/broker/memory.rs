@@ -44,6 +44,8 @@ struct Inner {
     /// The action limit's theoretical arrival time per user, ms since `origin`.
     rates: HashMap<String, f64>,
     origin: Option<std::time::Instant>,
+    /// Connections counted per user: id -> when it lapses.
+    connections: HashMap<String, HashMap<String, tokio::time::Instant>>,
 }
 
 /// Users whose action limit is tracked before the idle ones are pruned.
@@ -437,6 +439,53 @@ impl SharedLimits for MemoryBroker {
             }
             None => false,
         })
+    }
+
+    async fn hold_connection(
+        &self,
+        user: &str,
+        id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let now = tokio::time::Instant::now();
+        let mut inner = self.lock();
+        let held = inner.connections.entry(user.to_owned()).or_default();
+        held.retain(|_, until| *until > now);
+        if !held.contains_key(id) && held.len() >= max {
+            return Ok(false);
+        }
+        held.insert(id.to_owned(), now + ttl);
+        Ok(true)
+    }
+
+    async fn drop_connection(&self, user: &str, id: &str) -> Result<(), BrokerError> {
+        let mut inner = self.lock();
+        if let Some(held) = inner.connections.get_mut(user) {
+            held.remove(id);
+            if held.is_empty() {
+                inner.connections.remove(user);
+            }
+        }
+        Ok(())
+    }
+
+    async fn renew_connections(
+        &self,
+        user: &str,
+        ids: &[String],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let until = tokio::time::Instant::now() + ttl;
+        let mut inner = self.lock();
+        if let Some(held) = inner.connections.get_mut(user) {
+            for id in ids {
+                if let Some(at) = held.get_mut(id) {
+                    *at = until;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

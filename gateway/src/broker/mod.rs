@@ -371,6 +371,29 @@ pub trait SharedLimits: Send + Sync {
     /// second with bursts of `burst`, counted across every node; `false`
     /// when the user is over it ([`crate::limits::gcra`]).
     async fn take_action(&self, user: &str, per_sec: f64, burst: u32) -> Result<bool, BrokerError>;
+
+    /// Counts connection `id` (unique across nodes) among `user`'s
+    /// connections on every node, unless the user already has `max`; `false`
+    /// then. A counted connection lapses after `ttl` unless renewed, so a
+    /// node that dies without saying so frees its share.
+    async fn hold_connection(
+        &self,
+        user: &str,
+        id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError>;
+
+    /// Uncounts connection `id` of `user` (idempotent).
+    async fn drop_connection(&self, user: &str, id: &str) -> Result<(), BrokerError>;
+
+    /// Keeps `user`'s connections `ids` (this node's) counted for another `ttl`.
+    async fn renew_connections(
+        &self,
+        user: &str,
+        ids: &[String],
+        ttl: Duration,
+    ) -> Result<(), BrokerError>;
 }
 
 /// How long analytics are kept, in seconds (90 days).

@@ -24,6 +24,8 @@
 //! - `{prefix}{an:DAY}:dau|sessions|jobs` analytics of one UTC day
 //! - `{prefix}{u:LEN:USER}:rate` the user's action limit shared by every node
 //!   (GCRA: the theoretical arrival time, ms; expires once it is past)
+//! - `{prefix}{u:LEN:USER}:conns` the user's connections on every node (sorted
+//!   set of `NODE:SID` by when each lapses unless its node renews it)
 //!
 //! A live channel shares its streams' slot, so the publish script writes
 //! history and publishes in one atomic step on a cluster too: a job's id is
@@ -109,6 +111,32 @@ if tat < now then tat = now end
 local next = tat + interval
 if next - burst * interval > now then return 0 end
 redis.call('SET', KEYS[1], string.format('%.3f', next), 'PX', math.ceil(next - now) + 1)
+return 1
+";
+
+/// Counts a connection of a user across nodes. KEYS: the user's connections
+/// (sorted set, member = connection id, score = when it lapses, ms). ARGV:
+/// id, most connections, ttl ms. Returns 1 when counted, 0 when full.
+const HOLD_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+";
+
+/// Renews counted connections. KEYS: the user's connections. ARGV: ttl ms,
+/// then the ids (only those still counted are renewed).
+const RENEW_LUA: &str = r"
+local t = redis.call('TIME')
+local lapse = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', lapse, ARGV[i]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1
 ";
 
@@ -226,6 +254,8 @@ pub struct RedisBroker {
     lease: Script,
     enqueue_once: Script,
     rate: Script,
+    hold: Script,
+    renew: Script,
     pubsub: PubSub,
     routes: Routes,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
@@ -341,11 +371,18 @@ impl RedisBroker {
             lease: Script::new(LEASE_LUA),
             enqueue_once: Script::new(ENQUEUE_ONCE_LUA),
             rate: Script::new(RATE_LUA),
+            hold: Script::new(HOLD_LUA),
+            renew: Script::new(RENEW_LUA),
             pubsub,
             routes,
             control_rx: Mutex::new(Some(control_rx)),
             reader,
         })
+    }
+
+    /// The user's key `suffix`, in the slot of the user's streams.
+    fn user_key(&self, user: &str, suffix: &str) -> String {
+        format!("{}{{u:{}:{user}}}:{suffix}", self.prefix, user.len())
     }
 
     /// Whether this broker talks to a Redis Cluster.
@@ -1149,12 +1186,56 @@ impl SharedLimits for RedisBroker {
         let mut conn = self.conn.clone();
         let fits: i64 = self
             .rate
-            .key(format!("{}{{u:{}:{user}}}:rate", self.prefix, user.len()))
+            .key(self.user_key(user, "rate"))
             .arg(per_sec)
             .arg(burst)
             .invoke_async(&mut conn)
             .await?;
         Ok(fits == 1)
+    }
+
+    async fn hold_connection(
+        &self,
+        user: &str,
+        id: &str,
+        max: usize,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut conn = self.conn.clone();
+        let held: i64 = self
+            .hold
+            .key(self.user_key(user, "conns"))
+            .arg(id)
+            .arg(max)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(held == 1)
+    }
+
+    async fn drop_connection(&self, user: &str, id: &str) -> Result<(), BrokerError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = conn.zrem(self.user_key(user, "conns"), id).await?;
+        Ok(())
+    }
+
+    async fn renew_connections(
+        &self,
+        user: &str,
+        ids: &[String],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut call = self.renew.key(self.user_key(user, "conns"));
+        call.arg(ttl.as_millis().max(1) as u64);
+        for id in ids {
+            call.arg(id);
+        }
+        let _: i64 = call.invoke_async(&mut conn).await?;
+        Ok(())
     }
 }
 
