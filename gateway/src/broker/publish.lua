@@ -99,21 +99,28 @@ if kind == 'job' then
   end
 end
 
--- On a cluster, the id of this master; on one Redis, nil.
-local node = redis.pcall('CLUSTER', 'MYID')
-if type(node) ~= 'string' then node = nil end
 local seq = redis.call('INCR', KEYS[1])
+-- The epoch key holds "EPOCH WRITER": WRITER is the id of the cluster master
+-- that wrote it, or "-" on one Redis. Redis is asked which it is only on a
+-- cluster (cheap there) or while the key does not say yet.
 local stored = redis.call('GET', KEYS[2])
 local epoch, writer
 if stored then epoch, writer = string.match(stored, '^(%S+) ?(%S*)$') end
-if seq == 1 or not epoch or (node and writer ~= node) then
+local node = '-'
+if writer ~= '-' then
+  node = redis.pcall('CLUSTER', 'MYID')
+  if type(node) ~= 'string' then node = '-' end
+end
+if seq == 1 or not epoch or (node ~= '-' and writer ~= node) then
   -- A new stream, one whose keys expired or were lost, or (on a cluster) one
   -- last written by another master: a replica promoted after a failover may
   -- lack the last events its master acknowledged. A new epoch, so no reader
   -- is told its old position continues here.
   epoch = string.format('%08x%08x', tonumber(now[1]), tonumber(now[2]) * 4096 + (seq % 4096))
-  redis.call('SET', KEYS[2], node and (epoch .. ' ' .. node) or epoch)
+  redis.call('SET', KEYS[2], epoch .. ' ' .. node)
   if seq == 1 then redis.call('DEL', KEYS[3]) end
+elseif writer ~= node then
+  redis.call('SET', KEYS[2], epoch .. ' ' .. node)
 end
 local seqs = string.format('%d', seq)
 local env = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) ..
@@ -125,10 +132,14 @@ if kind == 'topic' then
 else
   channel = prefix .. '{u:' .. string.len(owner) .. ':' .. owner .. '}:live'
 end
-redis.call(node and 'SPUBLISH' or 'PUBLISH', channel, '{"user":' .. cjson.encode(owner) .. ',"event":' ..
+redis.call(node ~= '-' and 'SPUBLISH' or 'PUBLISH', channel, '{"user":' .. cjson.encode(owner) .. ',"event":' ..
   cjson.encode(event) .. ',"envelope":' .. env .. '}')
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[3], ttl)
-if kind == 'job' then redis.call('EXPIRE', KEYS[4], ttl) end
+-- The keys live `ttl` after the last event, give or take a hundredth of it:
+-- refreshed once they have lost that much, not on every event.
+if redis.call('PTTL', KEYS[1]) < ttl * 990 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('EXPIRE', KEYS[3], ttl)
+  if kind == 'job' then redis.call('EXPIRE', KEYS[4], ttl) end
+end
 return env

@@ -5,9 +5,10 @@
 //! - `{prefix}{T}:seq`   INCR counter, the stream's head seq, where `{T}` is
 //!   the stream's slot tag: `{job:ID}`, `{topic:NAME}`, or for a user's
 //!   private stream NAME `{u:LEN:USER}:s:NAME` (LEN = bytes of USER)
-//! - `{prefix}{T}:epoch` the stream's epoch, replaced whenever `seq` is created
-//!   anew (on a cluster followed by the id of the master that wrote it: a
-//!   promoted replica writes a new epoch, since it may lack the last events)
+//! - `{prefix}{T}:epoch` `EPOCH WRITER`: the stream's epoch, replaced whenever
+//!   `seq` is created anew, and the id of the cluster master that wrote it
+//!   (`-` on one Redis): a promoted replica writes a new epoch, since it may
+//!   lack the last events its master acknowledged
 //! - `{prefix}{T}:hist`  Redis stream, entry id `0-{seq}`, fields `event`, `env`
 //! - `{prefix}{T}:rec`   hash with the job record of a job stream
 //! - `{prefix}{u:LEN:USER}:live`  pub/sub channel carrying `{user, event, envelope}`
@@ -655,6 +656,11 @@ async fn read_pushes(
             _ => {}
         }
     }
+    // The cluster connection is gone for good: nothing more will arrive, so
+    // every subscriber is told (its sockets resume, and fail until a node
+    // restart gives the broker a new connection).
+    tracing::error!("redis cluster pub/sub connection closed; live routes closed");
+    routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
 /// A random job id whose stream keys (`{job:ID}`) share the slot of the

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# What one publish costs Redis: the publish script (gateway/src/broker/publish.lua)
+# run by redis-benchmark against a private redis-server, then Redis's own
+# account of it (INFO commandstats: usec_per_call of EVALSHA).
+#
+#   bash bench/publish-script.sh                 # 30,000 calls per case, 3 runs
+#   SCRIPT=old.lua CASES=job bash bench/publish-script.sh  # another version, one case
+#
+# Cases: an event on a user's private stream, and a job:chunk:v1 on a job's
+# stream (its record is read in the same step). Each run starts from an empty
+# Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+script=${SCRIPT:-gateway/src/broker/publish.lua}
+calls=${CALLS:-30000}
+runs=${RUNS:-3}
+cases=${CASES:-private job}
+command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed (bash scripts/setup.sh)" >&2; exit 1; }
+
+port=
+for _ in $(seq 50); do
+  p=$((20000 + RANDOM % 10000))
+  [ -z "$(ss -Htln "sport = :$p")" ] && port=$p && break
+done
+[ -n "$port" ] || { echo "no free port" >&2; exit 1; }
+dir=$(mktemp -d)
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+  --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
+trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -rf "$dir"' EXIT
+cli() { redis-cli -p "$port" "$@"; }
+for _ in $(seq 100); do cli ping >/dev/null 2>&1 && break; sleep 0.05; done # the server is starting
+
+sha=$(cli script load "$(cat "$script")")
+data='{"jobId":"j1","index":12,"text":"a few tokens of an answer, streamed"}'
+
+run_case() { # NAME PREFIX CALL
+  local name=$1 base=$2 call=$3 i out=()
+  for i in $(seq "$runs"); do
+    cli flushall >/dev/null
+    if [ "$name" = job ]; then
+      cli hset 'll:{job:j1}:rec' owner alice kind research status running >/dev/null
+    fi
+    cli config resetstat >/dev/null
+    redis-benchmark -p "$port" -n "$calls" -c 4 -q EVALSHA "$sha" 4 \
+      "${base}seq" "${base}epoch" "${base}hist" "${base}rec" "$call" "$data" >/dev/null
+    out+=("$(cli info commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')")
+  done
+  local sorted
+  sorted=$(printf '%s\n' "${out[@]}" | sort -n)
+  printf '%-10s runs: %-30s median %s us per publish\n' "$name" "${out[*]}" \
+    "$(sed -n "$(((runs + 1) / 2))p" <<<"$sorted")"
+}
+
+echo "$script, $calls calls per run, usec_per_call of EVALSHA:"
+for c in $cases; do
+  case $c in
+  private) run_case private 'll:{u:5:alice}:s:notes:' '{"stream":"notes","event":"job:chunk:v1","user":"alice"}' ;;
+  job) run_case job 'll:{job:j1}:' '{"stream":"job:j1","event":"job:chunk:v1"}' ;;
+  *) echo "unknown case $c (private, job)" >&2; exit 2 ;;
+  esac
+done
