@@ -194,3 +194,59 @@ async fn cli_publishes_over_redis() {
     alice.close().await;
     gw.stop().await;
 }
+
+/// Every key a publish writes expires (the script refreshes expiries only
+/// now and then): after the first event, after more, after an epoch written
+/// anew over a stream whose other keys live on, and on the cluster.
+async fn every_key_of_a_stream_keeps_an_expiry(backend: Backend) {
+    use liveline_gateway::stream::Stream;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
+    let url = gw.config.redis_url.clone().unwrap();
+    let p = gw.config.key_prefix.clone();
+    let publisher = &gw.handle.state.publisher;
+    let notes = Stream::Private {
+        user: "alice".to_owned(),
+        name: "notes".to_owned(),
+    };
+    let base = format!("{p}{{u:5:alice}}:s:notes:");
+    let ttls = || async {
+        let mut out = Vec::new();
+        for suffix in ["seq", "epoch", "hist"] {
+            let ttl: i64 =
+                common::redis_query(&url, redis::cmd("TTL").arg(format!("{base}{suffix}"))).await;
+            out.push((suffix, ttl));
+        }
+        out
+    };
+    for round in 0..3 {
+        for n in 0..5 {
+            publisher
+                .publish_for(
+                    "alice",
+                    &notes,
+                    "note:added:v1",
+                    serde_json::json!({"n": n}),
+                )
+                .await
+                .unwrap();
+        }
+        let seen = ttls().await;
+        assert!(
+            seen.iter().all(|(_, ttl)| *ttl > 0),
+            "round {round}: {seen:?}"
+        );
+        // The epoch key lost (as if expired alone): the next event writes a new one.
+        let _: () = common::redis_query(&url, redis::cmd("DEL").arg(format!("{base}epoch"))).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn every_key_of_a_stream_keeps_an_expiry_on_redis() {
+    every_key_of_a_stream_keeps_an_expiry(Backend::Redis).await;
+}
+
+#[tokio::test]
+async fn every_key_of_a_stream_keeps_an_expiry_on_the_cluster() {
+    every_key_of_a_stream_keeps_an_expiry(Backend::Cluster).await;
+}

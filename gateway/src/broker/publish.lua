@@ -117,10 +117,10 @@ if seq == 1 or not epoch or (node ~= '-' and writer ~= node) then
   -- lack the last events its master acknowledged. A new epoch, so no reader
   -- is told its old position continues here.
   epoch = string.format('%08x%08x', tonumber(now[1]), tonumber(now[2]) * 4096 + (seq % 4096))
-  redis.call('SET', KEYS[2], epoch .. ' ' .. node)
+  redis.call('SET', KEYS[2], epoch .. ' ' .. node, 'EX', ttl)
   if seq == 1 then redis.call('DEL', KEYS[3]) end
 elseif writer ~= node then
-  redis.call('SET', KEYS[2], epoch .. ' ' .. node)
+  redis.call('SET', KEYS[2], epoch .. ' ' .. node, 'EX', ttl)
 end
 local seqs = string.format('%d', seq)
 local env = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) ..
