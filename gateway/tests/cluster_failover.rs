@@ -17,9 +17,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Backend, Gateway, LocalCluster};
-use liveline::contract::{JobState, ServerEvent};
+use liveline::contract::ServerEvent;
 use liveline::native::{Event, NativeClient};
-use liveline_gateway::broker::JobRecord;
 use liveline_gateway::stream::Stream;
 use serde_json::json;
 use tower::ServiceExt;
@@ -122,20 +121,7 @@ async fn a_master_killed_mid_stream_loses_nothing_silently() {
         c.history_len = 10_000;
     })
     .await;
-    let broker = gw.handle.state.broker.clone();
-    let id = broker.new_job_id("alice");
-    let job = JobRecord {
-        id: id.clone(),
-        owner: "alice".to_owned(),
-        kind: "research".to_owned(),
-        params: json!({}),
-        status: JobState::Running,
-        progress: 0.0,
-        message: String::new(),
-        created_at: 1,
-        updated_at: 1,
-    };
-    broker.create_job(&job).await.unwrap();
+    let id = common::create_running_job(&gw, "alice").await;
     let stream = format!("job:{id}");
     let key = format!("{}{{job:{id}}}:seq", gw.config.key_prefix);
     let master = cluster.master_of(&key).await;

@@ -13,29 +13,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, header};
 use common::{Backend, Client, Gateway};
-use liveline::contract::JobState;
-use liveline_gateway::broker::JobRecord;
 use liveline_gateway::publish::Publisher;
 use liveline_gateway::stream::Stream;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-
-async fn make_job(gw: &Gateway, owner: &str) -> String {
-    let id = gw.handle.state.broker.new_job_id(owner);
-    let job = JobRecord {
-        id: id.clone(),
-        owner: owner.to_owned(),
-        kind: "research".to_owned(),
-        params: json!({}),
-        status: JobState::Running,
-        progress: 0.0,
-        message: String::new(),
-        created_at: 1,
-        updated_at: 1,
-    };
-    gw.handle.state.broker.create_job(&job).await.unwrap();
-    id
-}
 
 async fn publish(publisher: &Publisher, id: &str, n: u64) -> Value {
     let env = publisher
@@ -82,7 +63,7 @@ async fn reconnecting_fifty_times_mid_stream_loses_and_duplicates_nothing(backen
         c.history_len = 5000;
     })
     .await;
-    let id = make_job(&gw, "alice").await;
+    let id = common::create_running_job(&gw, "alice").await;
     let stream = format!("job:{id}");
     let broker = gw.handle.state.publisher.clone();
     let mut client = gw.connect("alice").await;
@@ -162,7 +143,7 @@ async fn lost_history_reports_recovered_false_and_rest_snapshot_continues(backen
         c.history_len = 4;
     })
     .await;
-    let id = make_job(&gw, "alice").await;
+    let id = common::create_running_job(&gw, "alice").await;
     let stream = format!("job:{id}");
     let broker = gw.handle.state.publisher.clone();
     let mut client = gw.connect("alice").await;
@@ -211,7 +192,7 @@ async fn lost_history_reports_recovered_false_and_rest_snapshot_continues(backen
 
 async fn stream_replay_request_replays_after_the_given_seq(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
-    let id = make_job(&gw, "alice").await;
+    let id = common::create_running_job(&gw, "alice").await;
     let stream = format!("job:{id}");
     let broker = gw.handle.state.publisher.clone();
     let mut alice = gw.connect("alice").await;

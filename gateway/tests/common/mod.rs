@@ -69,55 +69,46 @@ pub fn cluster_url() -> String {
     .clone()
 }
 
-/// Runs `cmd` on Redis at `url`: one server, or a cluster (routed by its keys).
-pub async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
-    if let Some(hosts) = url.strip_prefix("redis-cluster://") {
-        let nodes: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
-        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
-        let mut conn = client.get_async_connection().await.unwrap();
-        return cmd.query_async(&mut conn).await.unwrap();
-    }
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    cmd.query_async(&mut conn).await.unwrap()
+/// A test's own connection to Redis at `url`: one server, or a cluster
+/// (commands routed by their keys; KEYS goes to every master).
+pub enum RedisConn {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
-/// Deletes every key starting with `prefix` from Redis at `url` (one
-/// server or a cluster: KEYS goes to every master, DEL to each key's slot).
-pub async fn delete_keys(url: &str, prefix: &str) {
-    let pattern = format!("{prefix}*");
-    let keys: Vec<String>;
-    if let Some(hosts) = url.strip_prefix("redis-cluster://") {
-        let nodes: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
-        let client = redis::cluster::ClusterClient::new(nodes).unwrap();
-        let mut conn = client.get_async_connection().await.unwrap();
-        keys = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        for key in keys {
-            let _: () = redis::cmd("DEL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+impl RedisConn {
+    pub async fn open(url: &str) -> Self {
+        if let Some(hosts) = url.strip_prefix("redis-cluster://") {
+            let nodes: Vec<String> = hosts.split(',').map(|h| format!("redis://{h}")).collect();
+            let client = redis::cluster::ClusterClient::new(nodes).unwrap();
+            return Self::Cluster(client.get_async_connection().await.unwrap());
         }
-        return;
+        let client = redis::Client::open(url).unwrap();
+        Self::Single(client.get_multiplexed_async_connection().await.unwrap())
     }
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    keys = redis::cmd("KEYS")
-        .arg(&pattern)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+
+    pub async fn query<T: redis::FromRedisValue>(&mut self, cmd: &redis::Cmd) -> T {
+        match self {
+            Self::Single(c) => cmd.query_async(c).await.unwrap(),
+            Self::Cluster(c) => cmd.query_async(c).await.unwrap(),
+        }
+    }
+}
+
+/// Runs `cmd` on Redis at `url` ([`RedisConn`]).
+pub async fn redis_query<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
+    RedisConn::open(url).await.query(cmd).await
+}
+
+/// Deletes every key starting with `prefix` from Redis at `url`.
+pub async fn delete_keys(url: &str, prefix: &str) {
+    let mut conn = RedisConn::open(url).await;
+    let keys: Vec<String> = conn
+        .query(redis::cmd("KEYS").arg(format!("{prefix}*")))
+        .await;
+    // One at a time: on a cluster they span slots.
+    for key in keys {
+        let _: () = conn.query(redis::cmd("DEL").arg(&key)).await;
     }
 }
 
@@ -612,6 +603,26 @@ where
         // Polled: no event marks this state.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Creates a running job of `owner` straight in the broker (no worker runs
+/// it), with an id in the owner's slot; returns its id.
+pub async fn create_running_job(gw: &Gateway, owner: &str) -> String {
+    let broker = &gw.handle.state.broker;
+    let id = broker.new_job_id(owner);
+    let job = liveline_gateway::broker::JobRecord {
+        id: id.clone(),
+        owner: owner.to_owned(),
+        kind: "research".to_owned(),
+        params: json!({}),
+        status: liveline::contract::JobState::Running,
+        progress: 0.0,
+        message: String::new(),
+        created_at: 1,
+        updated_at: 1,
+    };
+    broker.create_job(&job).await.unwrap();
+    id
 }
 
 /// A private local Redis Cluster (three masters, three replicas, from
