@@ -23,7 +23,7 @@ use socketioxide::socket::Sid;
 use socketioxide::{SendError, SocketError};
 use tokio::sync::Mutex;
 
-use crate::broker::{Broker, BrokerError, Feed, LiveMessage};
+use crate::broker::{Broker, BrokerError, Feed, LiveFeed, LiveMessage};
 use crate::metrics::Metrics;
 
 /// Event sent to every socket of a revoked user just before it is closed.
@@ -96,7 +96,7 @@ struct Live {
 /// socket can move from "buffered" to "in the room" with nothing in between.
 #[derive(Default)]
 struct UserShared {
-    resuming: Mutex<HashMap<Sid, Vec<LiveMessage>>>,
+    resuming: Mutex<HashMap<Sid, Vec<Arc<LiveMessage>>>>,
 }
 
 /// The room of `feed`'s sockets.
@@ -653,7 +653,7 @@ pub fn close_socket(s: SocketRef) {
 }
 
 async fn dispatch(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<LiveMessage>,
+    mut rx: LiveFeed,
     shared: Arc<UserShared>,
     io: SocketIo,
     metrics: Arc<Metrics>,

@@ -1,7 +1,7 @@
 //! An in-process broker: the default when no Redis is configured.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,8 +11,8 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{
     Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
-    Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveMessage, QueuedAction, Revocations,
-    SharedLimits, StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
+    Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveFeed, LiveMessage, QueuedAction,
+    Revocations, SharedLimits, StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
 };
 use crate::auth::unix_millis;
 use crate::stream::Stream;
@@ -33,7 +33,7 @@ struct Inner {
     streams: HashMap<String, StreamState>,
     jobs: HashMap<String, JobRecord>,
     /// Live routes by channel: `user:{user}` or `topic:{topic}`.
-    live: HashMap<String, mpsc::UnboundedSender<LiveMessage>>,
+    live: HashMap<String, mpsc::UnboundedSender<Arc<LiveMessage>>>,
     leases: HashMap<String, (String, tokio::time::Instant)>,
     remembered: HashMap<(String, String, String), Value>,
     actions: VecDeque<(String, QueuedAction)>,
@@ -133,7 +133,7 @@ impl Inner {
                 event: event.to_owned(),
                 envelope: envelope.clone(),
             };
-            if tx.send(msg).is_err() {
+            if tx.send(Arc::new(msg)).is_err() {
                 self.live.remove(&channel);
             }
         }
@@ -211,10 +211,7 @@ impl EventLog for MemoryBroker {
 
 #[async_trait]
 impl LiveBus for MemoryBroker {
-    async fn subscribe(
-        &self,
-        feed: Feed<'_>,
-    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
+    async fn subscribe(&self, feed: Feed<'_>) -> Result<LiveFeed, BrokerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().live.insert(feed.channel(), tx);
         Ok(rx)

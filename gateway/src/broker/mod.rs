@@ -162,6 +162,11 @@ pub enum Appended {
     Ended,
 }
 
+/// The receiving end of a live subscription. Messages are shared (`Arc`):
+/// the channel's blocks then hold pointers, not whole messages, which keeps
+/// an idle subscription small (a block of 32 slots is allocated up front).
+pub type LiveFeed = mpsc::UnboundedReceiver<std::sync::Arc<LiveMessage>>;
+
 /// What one node receives live: one user's events (their jobs and private
 /// streams) or one topic's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -224,10 +229,7 @@ pub trait LiveBus: Send + Sync {
     /// Starts receiving `feed` on this node. Once this returns, every later
     /// event of the feed arrives on the receiver. One subscription per feed
     /// at a time (the hub reference-counts its sockets).
-    async fn subscribe(
-        &self,
-        feed: Feed<'_>,
-    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError>;
+    async fn subscribe(&self, feed: Feed<'_>) -> Result<LiveFeed, BrokerError>;
 
     /// Stops receiving `feed`.
     async fn unsubscribe(&self, feed: Feed<'_>) -> Result<(), BrokerError>;

@@ -64,8 +64,8 @@ use tokio::sync::mpsc;
 use super::{
     ANALYTICS_TTL_SECS, Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats,
     EventLog, Feed, IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus,
-    LiveMessage, QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP, WorkQueue,
-    random_hex,
+    LiveFeed, LiveMessage, QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP,
+    WorkQueue, random_hex,
 };
 use crate::stream::Stream;
 
@@ -151,7 +151,7 @@ end
 return 0
 ";
 
-type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<LiveMessage>>>>;
+type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Arc<LiveMessage>>>>>;
 
 /// A connection to one Redis or to a Redis Cluster; both reconnect by
 /// themselves (a cluster connection also follows a new topology after a
@@ -396,10 +396,7 @@ impl RedisBroker {
         stream_key(&self.prefix, stream, suffix)
     }
 
-    async fn subscribe_channel(
-        &self,
-        channel: String,
-    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
+    async fn subscribe_channel(&self, channel: String) -> Result<LiveFeed, BrokerError> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.routes
             .lock()
@@ -571,7 +568,7 @@ async fn read_pubsub(
             };
             let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(tx) = routes.get(&channel) {
-                let _ = tx.send(msg);
+                let _ = tx.send(Arc::new(msg));
             }
         }
         // Lost: no new subscription may go to the dead connection, and every
@@ -638,7 +635,7 @@ async fn read_pushes(
                 };
                 let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(tx) = routes.get(&channel) {
-                    let _ = tx.send(msg);
+                    let _ = tx.send(Arc::new(msg));
                 }
             }
             PushKind::Disconnection => {
@@ -809,10 +806,7 @@ impl EventLog for RedisBroker {
 
 #[async_trait]
 impl LiveBus for RedisBroker {
-    async fn subscribe(
-        &self,
-        feed: Feed<'_>,
-    ) -> Result<mpsc::UnboundedReceiver<LiveMessage>, BrokerError> {
+    async fn subscribe(&self, feed: Feed<'_>) -> Result<LiveFeed, BrokerError> {
         self.subscribe_channel(live_channel(&self.prefix, feed))
             .await
     }
