@@ -383,7 +383,7 @@ impl RedisBroker {
 
     /// The user's key `suffix`, in the slot of the user's streams.
     fn user_key(&self, user: &str, suffix: &str) -> String {
-        format!("{}{{u:{}:{user}}}:{suffix}", self.prefix, user.len())
+        format!("{}{}:{suffix}", self.prefix, user_tag(user))
     }
 
     /// Whether this broker talks to a Redis Cluster.
@@ -476,11 +476,16 @@ async fn within<T>(
     })
 }
 
+/// The hash tag of everything of `user`'s: `{u:LEN:USER}` (LEN = bytes).
+fn user_tag(user: &str) -> String {
+    format!("{{u:{}:{user}}}", user.len())
+}
+
 /// The key `suffix` of `stream` (the module's key layout).
 fn stream_key(prefix: &str, stream: &Stream, suffix: &str) -> String {
     match stream {
         Stream::Private { user, name } => {
-            format!("{prefix}{{u:{}:{user}}}:s:{name}:{suffix}", user.len())
+            format!("{prefix}{}:s:{name}:{suffix}", user_tag(user))
         }
         Stream::Job { .. } | Stream::Topic { .. } => {
             format!("{prefix}{{{}}}:{suffix}", stream.tag())
@@ -491,7 +496,7 @@ fn stream_key(prefix: &str, stream: &Stream, suffix: &str) -> String {
 /// The live channel of `feed`, in the slot of the streams it carries.
 fn live_channel(prefix: &str, feed: Feed<'_>) -> String {
     match feed {
-        Feed::User(user) => format!("{prefix}{{u:{}:{user}}}:live", user.len()),
+        Feed::User(user) => format!("{prefix}{}:live", user_tag(user)),
         Feed::Topic(topic) => format!("{prefix}{{topic:{topic}}}:live"),
     }
 }
