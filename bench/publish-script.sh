@@ -6,16 +6,17 @@
 #   bash bench/publish-script.sh                 # 30,000 calls per case, 3 runs
 #   SCRIPT=old.lua CASES=job bash bench/publish-script.sh  # another version, one case
 #
-# Cases: an event on a user's private stream, and a job:chunk:v1 on a job's
-# stream (its record is read in the same step). Each run starts from an empty
-# Redis.
+# Cases: an event on a user's private stream, a job:chunk:v1 on a job's
+# stream (its record is read in the same step), and a batch of 16 chunks on a
+# job's stream in one call (cost divided by 16). Each run starts from an
+# empty Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 script=${SCRIPT:-gateway/src/broker/publish.lua}
 calls=${CALLS:-30000}
 runs=${RUNS:-3}
-cases=${CASES:-private job}
+cases=${CASES:-private job batch}
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed (bash scripts/setup.sh)" >&2; exit 1; }
 
 port=
@@ -34,29 +35,33 @@ for _ in $(seq 100); do cli ping >/dev/null 2>&1 && break; sleep 0.05; done # th
 sha=$(cli script load "$(cat "$script")")
 data='{"jobId":"j1","index":12,"text":"a few tokens of an answer, streamed"}'
 
-run_case() { # NAME PREFIX CALL
-  local name=$1 base=$2 call=$3 i out=()
+run_case() { # NAME PREFIX CALL EVENTS-PER-CALL
+  local name=$1 base=$2 call=$3 per=$4 i out=() items=()
+  for i in $(seq "$per"); do items+=("$data"); done
   for i in $(seq "$runs"); do
     cli flushall >/dev/null
-    if [ "$name" = job ]; then
+    if [ "$name" != private ]; then
       cli hset 'll:{job:j1}:rec' owner alice kind research status running >/dev/null
     fi
     cli config resetstat >/dev/null
     redis-benchmark -p "$port" -n "$calls" -c 4 -q EVALSHA "$sha" 4 \
-      "${base}seq" "${base}epoch" "${base}hist" "${base}rec" "$call" "$data" >/dev/null
-    out+=("$(cli info commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')")
+      "${base}seq" "${base}epoch" "${base}hist" "${base}rec" "$call" "${items[@]}" >/dev/null
+    local call_us
+    call_us=$(cli info commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')
+    out+=("$(awk -v u="$call_us" -v n="$per" 'BEGIN { printf "%.2f", u / n }')")
   done
   local sorted
   sorted=$(printf '%s\n' "${out[@]}" | sort -n)
-  printf '%-10s runs: %-30s median %s us per publish\n' "$name" "${out[*]}" \
+  printf '%-10s runs: %-30s median %s us per event\n' "$name" "${out[*]}" \
     "$(sed -n "$(((runs + 1) / 2))p" <<<"$sorted")"
 }
 
-echo "$script, $calls calls per run, usec_per_call of EVALSHA:"
+echo "$script, $calls calls per run, usec_per_call of EVALSHA per event:"
 for c in $cases; do
   case $c in
-  private) run_case private 'll:{u:5:alice}:s:notes:' '{"stream":"notes","event":"job:chunk:v1","user":"alice"}' ;;
-  job) run_case job 'll:{job:j1}:' '{"stream":"job:j1","event":"job:chunk:v1"}' ;;
-  *) echo "unknown case $c (private, job)" >&2; exit 2 ;;
+  private) run_case private 'll:{u:5:alice}:s:notes:' '{"stream":"notes","event":"job:chunk:v1","user":"alice"}' 1 ;;
+  job) run_case job 'll:{job:j1}:' '{"stream":"job:j1","event":"job:chunk:v1"}' 1 ;;
+  batch) run_case batch 'll:{job:j1}:' '{"stream":"job:j1","event":"job:chunk:v1"}' 16 ;;
+  *) echo "unknown case $c (private, job, batch)" >&2; exit 2 ;;
   esac
 done

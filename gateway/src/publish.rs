@@ -10,7 +10,7 @@ use std::sync::Arc;
 use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus};
 use serde_json::Value;
 
-use crate::broker::{Appended, Broker, BrokerError};
+use crate::broker::{Appended, Broker, BrokerError, MAX_BATCH};
 use crate::stream::Stream;
 
 /// Why an event was not published.
@@ -90,6 +90,20 @@ impl Publisher {
         event: &str,
         data: Value,
     ) -> Result<Envelope<Value>, PublishError> {
+        let mut stored = self.append(stream, event, vec![data], None).await?;
+        stored.pop().ok_or_else(lost_reply)
+    }
+
+    /// Publishes one `event` per item of `data` on `stream` in one step (a
+    /// worker streaming many chunks): consecutive seqs, in order, one broker
+    /// round trip. At least one item, at most [`MAX_BATCH`]; a record event
+    /// (`job:status:v1`) goes one at a time. Returns the envelopes in order.
+    pub async fn publish_batch(
+        &self,
+        stream: &Stream,
+        event: &str,
+        data: Vec<Value>,
+    ) -> Result<Vec<Envelope<Value>>, PublishError> {
         self.append(stream, event, data, None).await
     }
 
@@ -102,28 +116,49 @@ impl Publisher {
         event: &str,
         data: Value,
     ) -> Result<Envelope<Value>, PublishError> {
-        self.append(stream, event, data, Some(user)).await
+        let mut stored = self.append(stream, event, vec![data], Some(user)).await?;
+        stored.pop().ok_or_else(lost_reply)
     }
 
     async fn append(
         &self,
         stream: &Stream,
         event: &str,
-        data: Value,
+        data: Vec<Value>,
         owner: Option<&str>,
-    ) -> Result<Envelope<Value>, PublishError> {
+    ) -> Result<Vec<Envelope<Value>>, PublishError> {
         if !valid_event_name(event) {
             return Err(PublishError::Invalid(format!(
                 "event {event:?} must be domain:name:vN"
             )));
         }
-        check_record_event(stream, event, &data)?;
+        if data.is_empty() || data.len() > MAX_BATCH {
+            return Err(PublishError::Invalid(format!(
+                "a batch carries 1 to {MAX_BATCH} events, not {}",
+                data.len()
+            )));
+        }
+        if data.len() > 1 && event == JOB_STATUS_V1 {
+            return Err(PublishError::Invalid(format!(
+                "{JOB_STATUS_V1} is published one at a time"
+            )));
+        }
+        for item in &data {
+            check_record_event(stream, event, item)?;
+        }
         match self.broker.append(stream, event, data, owner).await? {
-            Appended::Event(env) => Ok(env),
+            Appended::Events(envs) => Ok(envs),
             Appended::NotFound => Err(PublishError::NotFound),
             Appended::Ended => Err(PublishError::Ended),
         }
     }
+}
+
+/// The broker answered an append with no envelope.
+fn lost_reply() -> PublishError {
+    PublishError::Unavailable(BrokerError::Corrupt(
+        "the broker stored no event".to_owned(),
+    ))
 }
 
 /// The data of an event that updates a record must describe that record.

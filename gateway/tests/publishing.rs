@@ -250,3 +250,100 @@ async fn every_key_of_a_stream_keeps_an_expiry_on_redis() {
 async fn every_key_of_a_stream_keeps_an_expiry_on_the_cluster() {
     every_key_of_a_stream_keeps_an_expiry(Backend::Cluster).await;
 }
+
+/// A batch: one step, consecutive seqs, each event live and in history in
+/// order; the bounds refused with `invalid_payload`, an ended job with
+/// `job_ended`.
+async fn a_batch_is_published_in_one_step_with_consecutive_seqs(backend: Backend) {
+    use liveline_gateway::broker::MAX_BATCH;
+    use liveline_gateway::publish::PublishError;
+    use liveline_gateway::stream::Stream;
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
+    let mut alice = gw.connect("alice").await;
+    let id = common::create_running_job(&gw, "alice").await;
+    let job = Stream::Job { id: id.clone() };
+    let publisher = &gw.handle.state.publisher;
+    let chunk = |n: usize| serde_json::json!({"jobId": id, "index": n, "text": format!("t{n} ")});
+    let first = publisher
+        .publish(&job, "job:chunk:v1", chunk(0))
+        .await
+        .unwrap();
+    let batch = publisher
+        .publish_batch(&job, "job:chunk:v1", (1..=20).map(chunk).collect())
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (2..=21).collect::<Vec<u64>>());
+    assert!(batch.iter().all(|e| e.epoch == first.epoch));
+    for n in 0..=20 {
+        let (name, env) = alice.event().await;
+        assert_eq!(name, "job:chunk:v1");
+        assert_eq!(env["seq"], n as u64 + 1, "live, in order");
+        assert_eq!(env["data"]["index"], n);
+    }
+    let history = gw.handle.state.broker.history(&job, 1).await.unwrap();
+    let kept: Vec<u64> = history.iter().map(|(_, e)| e.seq).collect();
+    assert_eq!(kept, (2..=21).collect::<Vec<u64>>());
+
+    let refused = |r: Result<Vec<_>, PublishError>| match r {
+        Err(e) => e.code(),
+        Ok(envs) => panic!("published {} events", envs.len()),
+    };
+    assert_eq!(
+        refused(
+            publisher
+                .publish_batch(&job, "job:chunk:v1", Vec::new())
+                .await
+        ),
+        "invalid_payload"
+    );
+    let too_many = (0..=MAX_BATCH).map(chunk).collect();
+    assert_eq!(
+        refused(
+            publisher
+                .publish_batch(&job, "job:chunk:v1", too_many)
+                .await
+        ),
+        "invalid_payload"
+    );
+    let status =
+        serde_json::json!({"jobId": id, "status": "running", "progress": 0.5, "message": ""});
+    assert_eq!(
+        refused(
+            publisher
+                .publish_batch(&job, "job:status:v1", vec![status.clone(), status])
+                .await
+        ),
+        "invalid_payload"
+    );
+    // Nothing of the refused batches was stored.
+    assert_eq!(
+        gw.handle
+            .state
+            .broker
+            .head(&job)
+            .await
+            .unwrap()
+            .unwrap()
+            .seq,
+        21
+    );
+    let done =
+        serde_json::json!({"jobId": id, "status": "completed", "progress": 1.0, "message": ""});
+    publisher
+        .publish(&job, "job:status:v1", done)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(
+            publisher
+                .publish_batch(&job, "job:chunk:v1", vec![chunk(99)])
+                .await
+        ),
+        "job_ended"
+    );
+    alice.close().await;
+    gw.stop().await;
+}
+
+on_every_broker!(a_batch_is_published_in_one_step_with_consecutive_seqs);

@@ -147,7 +147,7 @@ impl EventLog for MemoryBroker {
         &self,
         stream: &Stream,
         event: &str,
-        data: Value,
+        data: Vec<Value>,
         expected: Option<&str>,
     ) -> Result<Appended, BrokerError> {
         let mut inner = self.lock();
@@ -161,7 +161,7 @@ impl EventLog for MemoryBroker {
                 }
                 Some(job) if job.status.is_terminal() => return Ok(Appended::Ended),
                 Some(job) => {
-                    if event == JOB_STATUS_V1 {
+                    if let (JOB_STATUS_V1, [data]) = (event, data.as_slice()) {
                         if let Ok(st) = serde_json::from_value::<JobStatus>(data.clone()) {
                             job.status = st.status;
                             job.progress = st.progress;
@@ -177,9 +177,11 @@ impl EventLog for MemoryBroker {
             Stream::Topic { name } => (self.history_len.min(TOPIC_HISTORY_LEN), Feed::Topic(name)),
             _ => (self.history_len, Feed::User(&owner)),
         };
-        Ok(Appended::Event(
-            inner.append(keep, stream, feed, event, data),
-        ))
+        let stored = data
+            .into_iter()
+            .map(|data| inner.append(keep, stream, feed, event, data))
+            .collect();
+        Ok(Appended::Events(stored))
     }
 
     async fn history(

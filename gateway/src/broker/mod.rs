@@ -151,11 +151,15 @@ pub enum BrokerError {
     Corrupt(String),
 }
 
-/// What an append did: the event as stored, or why a record stream refused it.
+/// Most events one append (a batch) may carry; the publish script has the
+/// same bound.
+pub const MAX_BATCH: usize = 256;
+
+/// What an append did: the events as stored, or why a record stream refused them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Appended {
-    /// Stored with the next seq and sent live.
-    Event(Envelope<Value>),
+    /// Stored with the next seqs, in order, and sent live.
+    Events(Vec<Envelope<Value>>),
     /// The job of the stream does not exist.
     NotFound,
     /// The job already ended; nothing more is published on it.
@@ -197,18 +201,20 @@ impl<'a> Feed<'a> {
 /// The event log: per-stream sequencing and history.
 #[async_trait]
 pub trait EventLog: Send + Sync {
-    /// Appends `event` with `data` to `stream` in one atomic step: the next
-    /// seq in the stream's epoch, kept in history (topics keep at most
+    /// Appends one `event` per item of `data` (at least one, at most
+    /// [`MAX_BATCH`]) to `stream` in one atomic step: the next seqs in the
+    /// stream's epoch, in order, kept in history (topics keep at most
     /// [`TOPIC_HISTORY_LEN`]), sent live to the stream's readers. On a job's
     /// stream the job must exist and not have ended, and a `job:status:v1`
-    /// event (data checked by the caller) updates the job record in the same
-    /// step. With `owner`, the stream must be that user's: a job owned by
-    /// someone else is `NotFound`, checked in the same step.
+    /// event (one at a time, data checked by the caller) updates the job
+    /// record in the same step. With `owner`, the stream must be that
+    /// user's: a job owned by someone else is `NotFound`, checked in the
+    /// same step.
     async fn append(
         &self,
         stream: &Stream,
         event: &str,
-        data: Value,
+        data: Vec<Value>,
         owner: Option<&str>,
     ) -> Result<Appended, BrokerError>;
 

@@ -20,13 +20,16 @@
 --   topic    true for a topic (so a missing user is never taken for a topic)
 --   history  events kept (approximate; default 1000; topics at most 256)
 --   ttl      seconds the stream's keys live after its last event (default 604800)
--- ARGV[2]: the event's data, JSON text, stored and sent as is.
+-- ARGV[2]: the event's data, JSON text, stored and sent as is. More data
+--   (ARGV[3], ARGV[4], ... up to 256 in all) publish a batch: one event
+--   each, with consecutive seqs, in one step (a job:status:v1 goes alone).
 --
 -- On a job's stream the job must exist and not have ended, and a
 -- job:status:v1 event updates the job record (status, progress, message) in
 -- the same step.
 --
--- Returns the envelope, JSON text. Errors (the first word is the code):
+-- Returns the envelope, JSON text; for a batch, a JSON array of the
+-- envelopes in order. Errors (the first word is the code):
 --   INVALID   a field is missing or wrong (the message says which)
 --   NOTFOUND  no such job, or not the named user's
 --   ENDED     the job already ended
@@ -44,10 +47,16 @@ end
 if user ~= nil and (type(user) ~= 'string' or user == '') then
   return redis.error_reply('INVALID user must be a non-empty string when given')
 end
-local data = ARGV[2]
-if type(data) ~= 'string' or not pcall(cjson.decode, data) then
-  return redis.error_reply('INVALID ARGV[2] must be the data, JSON text')
+local count = #ARGV - 1
+if count < 1 or count > 256 then
+  return redis.error_reply('INVALID ARGV[2..] must be the data of 1 to 256 events')
 end
+for i = 2, #ARGV do
+  if not pcall(cjson.decode, ARGV[i]) then
+    return redis.error_reply('INVALID ARGV[' .. i .. '] must be the data, JSON text')
+  end
+end
+local data = ARGV[2]
 local prefix = string.match(KEYS[1] or '', '^(.-){')
 if not prefix then
   return redis.error_reply('INVALID KEYS[1] must be P{tag}:seq')
@@ -88,6 +97,7 @@ if kind == 'job' then
   end
   owner = rec[1]
   if event == 'job:status:v1' then
+    if count > 1 then return redis.error_reply('INVALID job:status:v1 is published one at a time') end
     local d = cjson.decode(data)
     local valid = {queued = true, running = true, completed = true, failed = true, cancelled = true}
     if type(d) ~= 'table' or not valid[d['status']] then
@@ -99,7 +109,8 @@ if kind == 'job' then
   end
 end
 
-local seq = redis.call('INCR', KEYS[1])
+local last = redis.call('INCRBY', KEYS[1], count)
+local seq = last - count + 1
 -- The epoch key holds "EPOCH WRITER": WRITER is the id of the cluster master
 -- that wrote it, or "-" on one Redis. Redis is asked which it is only on a
 -- cluster (cheap there) or while the key does not say yet.
@@ -122,18 +133,23 @@ if seq == 1 or not epoch or (node ~= '-' and writer ~= node) then
 elseif writer ~= node then
   redis.call('SET', KEYS[2], epoch .. ' ' .. node, 'EX', ttl)
 end
-local seqs = string.format('%d', seq)
-local env = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) ..
-  ',"seq":' .. seqs .. ',"ts":' .. ts .. ',"data":' .. data .. '}'
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
 local channel
 if kind == 'topic' then
   channel = prefix .. '{topic:' .. stream .. '}:live'
 else
   channel = prefix .. '{u:' .. string.len(owner) .. ':' .. owner .. '}:live'
 end
-redis.call(node ~= '-' and 'SPUBLISH' or 'PUBLISH', channel, '{"user":' .. cjson.encode(owner) .. ',"event":' ..
-  cjson.encode(event) .. ',"envelope":' .. env .. '}')
+local publish = node ~= '-' and 'SPUBLISH' or 'PUBLISH'
+local head = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) .. ',"seq":'
+local live = '{"user":' .. cjson.encode(owner) .. ',"event":' .. cjson.encode(event) .. ',"envelope":'
+local envs = {}
+for i = 0, count - 1 do
+  local seqs = string.format('%d', seq + i)
+  local env = head .. seqs .. ',"ts":' .. ts .. ',"data":' .. ARGV[2 + i] .. '}'
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
+  redis.call(publish, channel, live .. env .. '}')
+  envs[i + 1] = env
+end
 -- The keys live `ttl` after the last event, give or take a hundredth of it:
 -- refreshed once they have lost that much, not on every event.
 if redis.call('PTTL', KEYS[1]) < ttl * 990 then
@@ -142,4 +158,5 @@ if redis.call('PTTL', KEYS[1]) < ttl * 990 then
   redis.call('EXPIRE', KEYS[3], ttl)
   if kind == 'job' then redis.call('EXPIRE', KEYS[4], ttl) end
 end
-return env
+if count == 1 then return envs[1] end
+return '[' .. table.concat(envs, ',') .. ']'

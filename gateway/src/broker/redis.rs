@@ -730,10 +730,9 @@ impl EventLog for RedisBroker {
         &self,
         stream: &Stream,
         event: &str,
-        data: Value,
+        data: Vec<Value>,
         owner: Option<&str>,
     ) -> Result<Appended, BrokerError> {
-        let data = serde_json::to_string(&data).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
         let mut call = serde_json::json!({
             "stream": stream.name(),
             "event": event,
@@ -754,11 +753,20 @@ impl EventLog for RedisBroker {
         for suffix in ["seq", "epoch", "hist", "rec"] {
             inv.key(self.key(stream, suffix));
         }
-        inv.arg(call.to_string()).arg(data);
+        inv.arg(call.to_string());
+        for item in &data {
+            let text =
+                serde_json::to_string(item).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+            inv.arg(text);
+        }
         let mut conn = self.conn.clone();
         let reply: Result<String, redis::RedisError> = inv.invoke_async(&mut conn).await;
         match reply {
-            Ok(env) => Ok(Appended::Event(parse_envelope(&env)?)),
+            // One event: its envelope; a batch: a JSON array of them.
+            Ok(env) if data.len() == 1 => Ok(Appended::Events(vec![parse_envelope(&env)?])),
+            Ok(envs) => serde_json::from_str(&envs)
+                .map(Appended::Events)
+                .map_err(|e| BrokerError::Corrupt(format!("envelopes: {e}"))),
             Err(e) if e.code() == Some("NOTFOUND") => Ok(Appended::NotFound),
             Err(e) if e.code() == Some("ENDED") => Ok(Appended::Ended),
             Err(e) => Err(e.into()),
