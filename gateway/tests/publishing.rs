@@ -347,3 +347,41 @@ async fn a_batch_is_published_in_one_step_with_consecutive_seqs(backend: Backend
 }
 
 on_every_broker!(a_batch_is_published_in_one_step_with_consecutive_seqs);
+
+/// The script's own bound: a worker calling it with more than 256 events'
+/// data gets `INVALID`, and nothing is stored.
+#[tokio::test]
+async fn the_script_refuses_a_batch_over_256_events() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let p = &gw.config.key_prefix;
+    let base = format!("{p}{{u:5:alice}}:s:big:");
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let call = r#"{"stream":"big","event":"note:added:v1","user":"alice"}"#;
+    let run = |n: usize| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
+        for suffix in ["seq", "epoch", "hist", "rec"] {
+            cmd.arg(format!("{base}{suffix}"));
+        }
+        cmd.arg(call);
+        for i in 0..n {
+            cmd.arg(format!("{{\"n\":{i}}}"));
+        }
+        cmd
+    };
+    let over: redis::RedisResult<String> = run(257).query_async(&mut conn).await;
+    let err = over.expect_err("257 events are refused");
+    assert_eq!(err.code(), Some("INVALID"), "{err}");
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(format!("{base}seq"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(seq, None, "nothing stored");
+    let most: String = run(256).query_async(&mut conn).await.unwrap();
+    let envs: Vec<Value> = serde_json::from_str(&most).unwrap();
+    assert_eq!(envs.len(), 256);
+    assert_eq!(envs[255]["seq"], 256);
+    gw.stop().await;
+}

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pub use self::memory::MemoryBroker;
-pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, RedisBroker};
+pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, PUBLISH_LUA, RedisBroker};
 use crate::stream::Stream;
 
 /// One event on its way to a user's sockets.
