@@ -17,14 +17,18 @@ const httpBase = (url) => url.replace(/^ws(s?):\/\//, 'http$1://').replace(/\/+$
 /**
  * One job's state, folded from its stream's events in seq order: every
  * event is kept by seq, so a duplicate changes nothing and a late one (the
- * history read after a reload, a replay) is put in its place.
+ * history read after a reload, a replay) is put in its place. Only the run
+ * of events without a hole is folded: an event after a hole (a live one that
+ * came before the history read) waits until the hole is filled, so the state
+ * shown never skips text it shows later.
  */
 class JobEntry {
   constructor(id) {
     this.id = id;
     this.epoch = null;
     this.events = new Map(); // seq -> [name, data]
-    this.maxSeq = 0;
+    this.from = 1; // the first seq folded: 1, or the first one the history still has
+    this.seq = 0; // the last seq folded
     this.base = null; // the REST snapshot, when the history no longer reaches seq 1
     this.listeners = new Set();
     this.loading = false;
@@ -40,22 +44,24 @@ class JobEntry {
   add(seq, name, data) {
     if (this.events.has(seq)) return false;
     this.events.set(seq, [name, data]);
-    if (seq > this.maxSeq) {
-      this.maxSeq = seq;
-      this.apply(name, data);
-    } else {
-      this.refold();
-    }
+    if (seq < this.seq) this.refold();
+    else this.advance();
     return true;
   }
 
-  /** Starts over from the snapshot (or nothing) and applies every event in seq order. */
+  /** Folds the events that continue the folded run. */
+  advance() {
+    while (this.events.has(this.seq + 1)) this.apply(...this.events.get(++this.seq));
+  }
+
+  /** Starts over from the snapshot (or nothing) and folds from `from` on. */
   refold() {
     const b = this.base;
     this.state = { status: b?.status ?? null, progress: b?.progress ?? 0, message: b?.message ?? null, text: '', result: null, error: null };
     this.chunks = new Map();
     this.maxIndex = -1;
-    for (const seq of [...this.events.keys()].sort((x, y) => x - y)) this.apply(...this.events.get(seq));
+    this.seq = this.from - 1;
+    this.advance();
   }
 
   apply(name, d) {
@@ -89,7 +95,7 @@ class JobEntry {
         jobId: this.id,
         ...this.state,
         chunks: this.chunks.size,
-        seq: this.maxSeq,
+        seq: this.seq,
         loading: this.loading,
         gone: this.gone,
         complete: this.base === null && this.loaded,
@@ -179,7 +185,7 @@ class Jobs {
 
   reset(e) {
     e.events.clear();
-    e.maxSeq = 0;
+    e.from = 1;
     e.base = null;
     e.loaded = false;
     e.refold();
@@ -230,7 +236,8 @@ class Jobs {
       for (const { event, envelope } of history.events) {
         if (JOB_EVENTS.has(event) && envelope?.epoch === e.epoch) e.events.set(envelope.seq, [event, envelope.data]);
       }
-      e.maxSeq = Math.max(0, ...e.events.keys());
+      // A history that no longer reaches seq 1 is folded from its first event.
+      e.from = snapshot ? Math.min(...e.events.keys(), (snapshot.seq ?? 0) + 1) : 1;
       e.refold();
       e.loaded = true;
     } catch {

@@ -1,7 +1,8 @@
 // Jobs that survive reloads and races, in Chromium against a real gateway
 // (in-memory broker, the demo worker streaming an answer chunk by chunk):
-// `client.job(id)` rebuilds a job's whole state from the gateway's history
-// and then goes live, with nothing missed or repeated.
+// `jobOf(client, id)` rebuilds a job's whole state from the gateway's history
+// and then goes live, with nothing missed or repeated, and shows no text out
+// of order while the history read is under way.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startStaticServer, startGateway, launchBrowser, openHarness, gotoHarness, waitState, waitFor } from './lib.mjs';
@@ -64,7 +65,22 @@ test('a reload in the middle of a streamed answer shows the whole answer so far,
     await page.evaluate((url) => window.harness.create('c', { url, sub: 'jobs-user', storage: 'memory' }), gw.url);
     await page.evaluate(() => window.harness.connect('c'));
     await waitState(page, 'c', 'connected');
+    // The history read waits until a live event of the job came first: the
+    // race a reload mid-answer meets when the read is slow. What is shown
+    // meanwhile must still be a prefix of the answer.
+    let release;
+    const held = new Promise((resolve) => (release = resolve));
+    await page.route('**/api/v1/jobs/*/events*', async (route) => {
+      await held;
+      await route.continue();
+    });
+    await page.evaluate(() => {
+      window.__live = 0;
+      window.harness.client('c').on('job:chunk:v1', () => window.__live++);
+    });
     await watch(page, jobId);
+    await waitFor('live chunks while the history read waits', () => page.evaluate(() => window.__live >= 2));
+    release();
     const first = await waitFor('the history read', async () => {
       const v = await page.evaluate(() => window.__views.find((v) => !v.loading && v.seq > 0));
       return v;
