@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
-import { APP_URL, RESULTS_DIR, launchBrowser } from './lib.mjs';
+import { APP_URL, RESULTS_DIR, launchBrowser, waitFor } from './lib.mjs';
 
 const CONNECT_TIMEOUT_MS = 15_000;
 const JOB_TIMEOUT_MS = 20_000;
@@ -66,6 +66,9 @@ test('research job runs to completion over the websocket, with no HTTP polling',
   try {
     await page.goto(APP_URL + '/', { waitUntil: 'load' });
     await waitForTestIdText(page, 'connection-state', 'connected', CONNECT_TIMEOUT_MS, problems);
+    // The load-time read of the user's job list goes out once connected: it
+    // belongs to the load, however late it comes.
+    await waitFor('the job list read', () => requests.some((r) => new URL(r.url).pathname === '/api/v1/jobs'));
 
     phase = 'job';
     await page.fill('[data-testid="query"]', 'event-driven architectures');
