@@ -344,8 +344,46 @@ pub fn pending_cap(configured: usize) -> usize {
     }
 }
 
+/// Copies the request's URI and header values out of hyper's read buffer.
+/// hyper parses them without copying, so a request head that outlives its
+/// request (a Socket.IO session keeps its first request's for its whole
+/// life) would pin the connection's whole read buffer, 8 KiB per socket,
+/// for a few hundred bytes of head.
+pub fn detach_head<B>(req: &mut axum::http::Request<B>) {
+    for value in req.headers_mut().values_mut() {
+        if let Ok(mut copy) = axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+            copy.set_sensitive(value.is_sensitive());
+            *value = copy;
+        }
+    }
+    if let Ok(uri) = axum::http::Uri::try_from(req.uri().to_string()) {
+        *req.uri_mut() = uri;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_detached_head_no_longer_holds_the_read_buffer() {
+        use axum::body::Bytes;
+        use axum::http::{HeaderValue, Request, Uri};
+        // What hyper does: the URI and header values are slices of the
+        // connection's read buffer.
+        let mut buf = b"/socket.io/?EIO=4&transport=websocket https://app.example".to_vec();
+        buf.resize(8192, b' ');
+        let buf = Bytes::from(buf);
+        let uri = Uri::from_maybe_shared(buf.slice(0..37)).unwrap();
+        let origin = HeaderValue::from_maybe_shared(buf.slice(38..57)).unwrap();
+        let mut req = Request::builder().uri(uri).body(()).unwrap();
+        req.headers_mut().insert("origin", origin);
+        assert!(!buf.is_unique(), "the head shares the buffer");
+        super::detach_head(&mut req);
+        assert!(buf.is_unique(), "the head no longer holds the buffer");
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(req.headers()["origin"], "https://app.example");
+    }
+
     use super::*;
 
     #[test]

@@ -523,6 +523,7 @@ pub async fn serve(
             router.clone(),
             move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(admission.clone());
+                edge::detach_head(&mut req);
                 req
             },
         );
