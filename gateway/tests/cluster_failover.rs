@@ -173,12 +173,12 @@ async fn a_master_killed_mid_stream_loses_nothing_silently() {
         .expect("the SDK connected")
         .unwrap();
 
-    // The publisher: at least once, retrying an event until it is stored.
+    // The publisher: at least once, as fast as it goes. An event that was
+    // not stored is published again once the gateway says it is ready.
     let mut acked: Vec<(String, u64)> = Vec::new();
     let mut failed = 0u64;
     let (mut saw_503, mut ready_again) = (false, false);
     let publisher = gw.handle.state.publisher.clone();
-    let started = std::time::Instant::now();
     for n in 0..EVENTS {
         if n == KILL_AFTER {
             cluster.kill(master);
@@ -193,25 +193,16 @@ async fn a_master_killed_mid_stream_loses_nothing_silently() {
                     acked.push((env.epoch.clone(), env.seq));
                     break;
                 }
-                Err(e) => {
-                    failed += 1;
-                    assert!(
-                        started.elapsed() < Duration::from_secs(60),
-                        "still failing after a minute: {e}"
-                    );
-                }
+                Err(_) => failed += 1,
             }
-            if !saw_503 {
-                saw_503 = status(&gw, "/readyz").await == StatusCode::SERVICE_UNAVAILABLE;
-            }
-            // Pacing a retry while the replica takes over.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            saw_503 |= status(&gw, "/readyz").await == StatusCode::SERVICE_UNAVAILABLE;
+            common::eventually_within("the cluster serves again", Duration::from_secs(60), || {
+                let gw = &gw;
+                async move { status(gw, "/readyz").await == StatusCode::OK }
+            })
+            .await;
+            ready_again = saw_503;
         }
-        if saw_503 && !ready_again {
-            ready_again = status(&gw, "/readyz").await == StatusCode::OK;
-        }
-        // Pacing: a stream of chunks, not a flood.
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     // What the app saw, until it holds the last event stored (taken, or
     // covered by a recovered:false).

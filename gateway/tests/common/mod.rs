@@ -592,12 +592,21 @@ where
 /// states nothing announces (the analytics of a session, recorded after its
 /// socket left). Panics with `what` when it never holds.
 #[allow(dead_code)]
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    eventually_within(what, Duration::from_secs(5), check).await;
+}
+
+/// [`eventually`] with a deadline of its own.
+pub async fn eventually_within<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         // Polled: no event marks this state.
