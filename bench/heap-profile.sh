@@ -15,12 +15,8 @@ cargo build -q -p liveline-gateway
 cargo build -q --release -p liveline-load
 
 dir=$(mktemp -d)
-port=
-for _ in $(seq 50); do
-  p=$((20000 + RANDOM % 10000))
-  [ -z "$(ss -Htln "sport = :$p")" ] && port=$p && break
-done
-[ -n "$port" ] || { echo "no free port" >&2; exit 1; }
+source scripts/ports.sh
+port=$(free_port)
 valgrind --tool=dhat --dhat-out-file="$dir/dhat.json" \
   target/debug/liveline-gateway serve --port "$port" >"$dir/gateway.log" 2>&1 &
 vg=$!

@@ -19,12 +19,8 @@ runs=${RUNS:-3}
 cases=${CASES:-private job batch}
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed (bash scripts/setup.sh)" >&2; exit 1; }
 
-port=
-for _ in $(seq 50); do
-  p=$((20000 + RANDOM % 10000))
-  [ -z "$(ss -Htln "sport = :$p")" ] && port=$p && break
-done
-[ -n "$port" ] || { echo "no free port" >&2; exit 1; }
+source scripts/ports.sh
+port=$(free_port)
 dir=$(mktemp -d)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
   --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"

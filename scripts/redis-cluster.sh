@@ -11,6 +11,7 @@
 # every replica has synced; a killed master's replica takes over within about
 # two seconds (cluster-node-timeout 1000 ms).
 set -euo pipefail
+source "$(dirname "$0")/ports.sh"
 
 cmd=${1:-}
 dir=${2:-}
@@ -41,7 +42,6 @@ healthy() {
   done
 }
 
-free() { [ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]; }
 
 start() {
   stop
@@ -56,7 +56,7 @@ start() {
     ports=()
     for port in $(seq "$base" $((base + 5))); do
       # A node also listens on its port + 10000 (the cluster bus).
-      free "$port" && free $((port + 10000)) && ports+=("$port")
+      port_free "$port" && port_free $((port + 10000)) && ports+=("$port")
     done
     [ ${#ports[@]} -eq 6 ] || ports=()
   done
