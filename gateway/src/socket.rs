@@ -516,18 +516,10 @@ async fn replay_request(state: &AppState, s: &SocketRef, payload: Value) -> AckR
     let Some(claims) = s.extensions.get::<Claims>() else {
         return AckReply::err(UNAUTHORIZED, "not authenticated");
     };
-    let outcome = match readable(state, &claims, &req.stream).await {
-        Ok(Some(stream)) => replay(state, s, &stream, &pos).await,
-        Ok(None) => Ok(unknown(&req.stream)),
-        Err(e) => Err(e),
-    };
-    let outcome = match outcome {
+    let outcome = match recover(state, s, &claims, &req.stream, &pos, None).await {
         Ok(outcome) => outcome,
         Err(e) => {
-            // Not "history lost": the broker is down for now. The socket
-            // closes, and the client resumes from its position later.
-            tracing::warn!(error = %e, "replay: broker unavailable; closing the socket");
-            close_socket(s.clone());
+            broker_down(s, &e);
             return AckReply::err("unavailable", "could not read the stream; retry later");
         }
     };
@@ -557,25 +549,10 @@ async fn on_connect(state: &Arc<AppState>, s: SocketRef) {
     streams.sort_by(|a, b| a.0.cmp(b.0));
     let mut topics = Vec::new();
     for (name, pos) in streams {
-        let outcome = match readable(state, &claims, name).await {
-            Ok(Some(stream)) => {
-                // A resumed topic keeps its live subscription: joined before
-                // the replay, its live events wait until the replay ended.
-                if stream.is_topic() && resume_topic(state, &s, name).await {
-                    topics.push(name.clone());
-                }
-                replay(state, &s, &stream, pos).await
-            }
-            Ok(None) => Ok(unknown(name)),
-            Err(e) => Err(e),
-        };
-        let outcome = match outcome {
+        let outcome = match recover(state, &s, &claims, name, pos, Some(&mut topics)).await {
             Ok(outcome) => outcome,
             Err(e) => {
-                // Not "history lost": the broker is down for now. The socket
-                // closes, and the client resumes from its position later.
-                tracing::warn!(error = %e, "resume: broker unavailable; closing the socket");
-                close_socket(s);
+                broker_down(&s, &e);
                 return;
             }
         };
@@ -624,6 +601,37 @@ fn unknown(name: &str) -> StreamRecovered {
         epoch: String::new(),
         seq: 0,
     }
+}
+
+/// Replays stream `name` to `s` after `pos` when the holder of `claims` may
+/// read it ([`unknown`] when not). With `topics`, a resumed topic keeps its
+/// live subscription (joined before the replay, its live events wait until
+/// the replay ended) and its name is added there.
+async fn recover(
+    state: &AppState,
+    s: &SocketRef,
+    claims: &Claims,
+    name: &str,
+    pos: &ResumePosition,
+    topics: Option<&mut Vec<String>>,
+) -> Result<StreamRecovered, BrokerError> {
+    let Some(stream) = readable(state, claims, name).await? else {
+        return Ok(unknown(name));
+    };
+    if let Some(topics) = topics {
+        if stream.is_topic() && resume_topic(state, s, name).await {
+            topics.push(name.to_owned());
+        }
+    }
+    replay(state, s, &stream, pos).await
+}
+
+/// The broker failed while a socket resumed a stream. That is not "history
+/// lost", only down for now: the socket closes, and its client resumes from
+/// its position later.
+fn broker_down(s: &SocketRef, e: &BrokerError) {
+    tracing::warn!(error = %e, "resume: broker unavailable; closing the socket");
+    close_socket(s.clone());
 }
 
 /// The stream `name` when the holder of `claims` may read it; `Err` when
