@@ -26,6 +26,8 @@ pub struct MemoryBroker {
     actions_ready: Notify,
     control_tx: mpsc::UnboundedSender<ControlMessage>,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
+    /// The clock of the action limit's arrival times.
+    origin: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -41,9 +43,9 @@ struct Inner {
     days: HashMap<String, (HashSet<String>, DayStats)>,
     /// Token revocations by user: (issued at or before, unix s; record expiry).
     revoked: HashMap<String, (u64, tokio::time::Instant)>,
-    /// The action limit's theoretical arrival time per user, ms since `origin`.
+    /// The action limit's theoretical arrival time per user, ms since
+    /// [`MemoryBroker::origin`].
     rates: HashMap<String, f64>,
-    origin: Option<std::time::Instant>,
     /// Connections counted per user: id -> when it lapses.
     connections: HashMap<String, HashMap<String, tokio::time::Instant>>,
 }
@@ -68,6 +70,7 @@ impl MemoryBroker {
             actions_ready: Notify::new(),
             control_tx,
             control_rx: Mutex::new(Some(control_rx)),
+            origin: std::time::Instant::now(),
         }
     }
 
@@ -419,13 +422,8 @@ impl Analytics for MemoryBroker {
 impl SharedLimits for MemoryBroker {
     /// One process: the limit it shares is its own.
     async fn take_action(&self, user: &str, per_sec: f64, burst: u32) -> Result<bool, BrokerError> {
+        let now = self.origin.elapsed().as_secs_f64() * 1000.0;
         let mut inner = self.lock();
-        let now = inner
-            .origin
-            .get_or_insert_with(std::time::Instant::now)
-            .elapsed()
-            .as_secs_f64()
-            * 1000.0;
         if inner.rates.len() > RATES_PRUNE_ABOVE {
             // A time already past is the same as none.
             inner.rates.retain(|_, tat| *tat > now);

@@ -387,7 +387,7 @@ impl RedisBroker {
     }
 
     /// Whether this broker talks to a Redis Cluster.
-    pub fn is_cluster(&self) -> bool {
+    fn is_cluster(&self) -> bool {
         matches!(self.pubsub, PubSub::Cluster(_))
     }
 
