@@ -944,11 +944,14 @@ async fn cleanup_node(url: &str, prefix: &str) -> anyhow::Result<u64> {
             .query_async(&mut conn)
             .await?;
         if !keys.is_empty() {
-            // One key at a time: on a cluster node they span slots.
+            // One UNLINK per key (on a cluster node they span slots), in
+            // one round trip.
+            let mut pipe = redis::pipe();
             for key in &keys {
-                let n: u64 = redis::cmd("UNLINK").arg(key).query_async(&mut conn).await?;
-                deleted += n;
+                pipe.cmd("UNLINK").arg(key);
             }
+            let counts: Vec<u64> = pipe.query_async(&mut conn).await?;
+            deleted += counts.iter().sum::<u64>();
         }
         cursor = next;
         if cursor == 0 {
