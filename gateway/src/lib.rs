@@ -84,10 +84,19 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
     use tracing_subscriber::filter::FilterExt;
+    use tracing_subscriber::layer::Filter;
     let env = tracing_subscriber::EnvFilter::builder().parse_lossy(spec);
-    env.and(tracing_subscriber::filter::filter_fn(|meta| {
-        !may_carry_payloads(meta)
-    }))
+    // The payload filter only narrows: it keeps the level filter's hint, so
+    // the `log` bridge and `tracing` callsites below that level stay off (a
+    // filter with no hint would turn every `log::trace!` of the dependencies
+    // into a call per frame).
+    let hint = Filter::<S>::max_level_hint(&env);
+    let payloads = tracing_subscriber::filter::filter_fn(|meta| !may_carry_payloads(meta));
+    let payloads = match hint {
+        Some(level) => payloads.with_max_level_hint(level),
+        None => payloads,
+    };
+    env.and(payloads)
 }
 
 /// Whether an event or span at `meta` may carry a raw frame or header.
@@ -692,6 +701,12 @@ pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, H
     assemble(config, broker)
 }
 
+/// What each WebSocket's read buffer starts with (tungstenite allocates it
+/// per connection, for the connection's life; engineioxide's default is
+/// 4 KiB). Clients send small frames (CONNECT with a token, actions, pongs);
+/// a larger one grows the buffer as it arrives.
+const WS_READ_BUFFER: usize = 1024;
+
 /// [`app`] for a configuration already validated.
 fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, Handle)> {
     let max_message = config.max_message_bytes;
@@ -714,6 +729,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         .max_payload(max_message as u64)
         .ws_max_message_size(max_message)
         .ws_max_frame_size(max_message)
+        .ws_read_buffer_size(WS_READ_BUFFER)
         .build_layer();
     let metrics = Arc::new(Metrics::default());
     let mut public_topics = config.public_topic_prefixes.clone();
@@ -770,4 +786,26 @@ fn cors(allowed: &[String]) -> CorsLayer {
         .allow_origin(origin)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::Registry;
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::Filter;
+
+    /// The log filter's level reaches `log::max_level` through its hint: a
+    /// filter without one would let every dependency's `log::trace!` through
+    /// to be judged one record at a time.
+    #[test]
+    fn the_log_filter_hints_its_most_verbose_level() {
+        let hint = |spec: &str| Filter::<Registry>::max_level_hint(&super::log_filter(spec));
+        assert_eq!(hint("info"), Some(LevelFilter::INFO));
+        assert_eq!(hint("warn"), Some(LevelFilter::WARN));
+        assert_eq!(
+            hint("warn,liveline_gateway=debug"),
+            Some(LevelFilter::DEBUG)
+        );
+        assert_eq!(hint("trace"), Some(LevelFilter::TRACE));
+    }
 }
