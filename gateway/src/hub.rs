@@ -134,7 +134,7 @@ struct Overflowed;
 struct Floor(Arc<HashMap<String, (String, u64)>>);
 
 impl Floor {
-    fn covers(&self, env: &liveline::contract::Envelope<Value>) -> bool {
+    fn covers<T>(&self, env: &liveline::contract::Envelope<T>) -> bool {
         self.0
             .get(&env.stream)
             .is_some_and(|(epoch, seq)| *epoch == env.epoch && env.seq <= *seq)
@@ -675,7 +675,7 @@ async fn dispatch(
             }
             false
         });
-        let env: &liveline::contract::Envelope<Value> = &msg.envelope;
+        let env = &msg.envelope;
         let mut delivered = 0u64;
         for s in io.to(room.clone()).sockets() {
             if s.extensions.get::<Overflowed>().is_some() {

@@ -127,14 +127,26 @@ impl Inner {
             state.history.pop_front();
         }
         let channel = feed.channel();
-        if let Some(tx) = self.live.get(&channel) {
+        // The live path carries the data as JSON text, as it comes from
+        // Redis; written only when someone here listens.
+        let live = self.live.get(&channel).and_then(|tx| {
+            let data = serde_json::value::to_raw_value(&envelope.data).ok()?;
+            Some((tx, data))
+        });
+        if let Some((tx, data)) = live {
             let msg = LiveMessage {
                 user: match feed {
                     Feed::User(user) => user.to_owned(),
                     Feed::Topic(_) => String::new(),
                 },
                 event: event.to_owned(),
-                envelope: envelope.clone(),
+                envelope: Envelope {
+                    stream: envelope.stream.clone(),
+                    epoch: envelope.epoch.clone(),
+                    seq: envelope.seq,
+                    ts: envelope.ts,
+                    data,
+                },
             };
             if tx.send(Arc::new(msg)).is_err() {
                 self.live.remove(&channel);
