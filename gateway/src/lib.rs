@@ -30,6 +30,7 @@ pub mod openapi;
 pub mod publish;
 pub mod socket;
 pub mod stream;
+pub mod trim;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -625,7 +626,9 @@ impl Handle {
     }
 
     /// Starts this node's background tasks: the control-channel listener
-    /// (revocations from other nodes) and, when configured, the demo. Building
+    /// (revocations from other nodes), the renewal of this node's places in
+    /// the shared connection cap, the memory trim after connections close
+    /// ([`trim`]) and, when configured, the demo. Building
     /// the app starts nothing; `serve` callers call this once (a second call
     /// does nothing).
     pub fn start(&self) {
@@ -647,10 +650,25 @@ impl Handle {
         }));
         let st = state.clone();
         tasks.push(tokio::spawn(async move {
-            let mut every = tokio::time::interval(hub::CONNECTION_TTL / 3);
+            let mut every = tokio::time::interval(hub::RENEW_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            for tick in 0u64.. {
+                every.tick().await;
+                st.hub.renew_connections(tick).await;
+            }
+        }));
+        let st = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(trim::CHECK_EVERY_MS));
+            let mut policy = trim::TrimPolicy::default();
+            let started = tokio::time::Instant::now();
             loop {
                 every.tick().await;
-                st.hub.renew_connections().await;
+                let now = started.elapsed().as_millis() as u64;
+                let (open, closed) = st.metrics.connection_counts();
+                if policy.check(now, open, closed) {
+                    let _ = tokio::task::spawn_blocking(trim::release_free_memory).await;
+                }
             }
         }));
         let config = &state.config;

@@ -216,6 +216,13 @@ impl Metrics {
         self.connects.inc();
     }
 
+    /// Sockets open now, and sockets that connected and have left since the
+    /// process started.
+    pub fn connection_counts(&self) -> (u64, u64) {
+        let open = u64::try_from(self.connections.get()).unwrap_or(0);
+        (open, self.connects.get().saturating_sub(open))
+    }
+
     /// A connected socket left after `secs`.
     pub fn disconnected(&self, secs: f64) {
         self.connections.dec();

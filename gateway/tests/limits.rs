@@ -231,6 +231,53 @@ async fn a_connection_not_renewed_lapses(backend: Backend) {
     gw.stop().await;
 }
 
+/// The node renews every socket's place within one round of renewal buckets
+/// (spread over a third of the place's lifetime): a place made to look
+/// lapsed in Redis is back to a full lifetime after the round.
+#[tokio::test]
+async fn the_node_renews_every_place_within_a_round_of_buckets() {
+    use liveline_gateway::hub::{CONNECTION_TTL, RENEW_BUCKETS};
+    let gw = Gateway::start(Backend::Redis).await;
+    let users = ["dave", "erin", "frank", "grace"];
+    let mut clients = Vec::new();
+    for u in users {
+        clients.push(gw.connect(u).await);
+    }
+    let key = |u: &str| format!("{}{{u:{}:{u}}}:conns", gw.config.key_prefix, u.len());
+    let url = common::REDIS_URL;
+    for u in users {
+        let places: Vec<String> =
+            common::redis_query(url, redis::cmd("ZRANGE").arg(key(u)).arg(0).arg(-1)).await;
+        assert_eq!(places.len(), 1, "{u}: {places:?}");
+        let _: i64 =
+            common::redis_query(url, redis::cmd("ZADD").arg(key(u)).arg(1).arg(&places[0])).await;
+    }
+    let before = liveline_gateway::auth::unix_secs() * 1000;
+    for tick in 0..RENEW_BUCKETS {
+        gw.handle.state.hub.renew_connections(tick).await;
+    }
+    for u in users {
+        let scores: Vec<(String, f64)> = common::redis_query(
+            url,
+            redis::cmd("ZRANGE")
+                .arg(key(u))
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES"),
+        )
+        .await;
+        let deadline = scores[0].1 as u64;
+        assert!(
+            deadline >= before + CONNECTION_TTL.as_millis() as u64,
+            "{u}: renewed to {deadline}, from {before}"
+        );
+    }
+    for c in clients {
+        c.close().await;
+    }
+    gw.stop().await;
+}
+
 on_every_broker!(
     a_connection_not_renewed_lapses,
     oversized_message_closes_the_socket,
