@@ -17,16 +17,17 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use liveline::contract::Envelope;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Claims;
-use crate::broker::{JobRecord, today};
+use crate::broker::{JobRecord, MAX_BATCH, today};
 use crate::edge::read_body;
 use crate::openapi::{
     DaySummary, EnvelopeDoc, ErrorBody, JobList, JobSnapshot, StreamEvents, TokenResponse,
 };
-use crate::publish::PublishError;
+use crate::publish::{PublishError, lost_reply};
 use crate::stream::Stream;
 use crate::{AppState, TokenRefused};
 
@@ -44,6 +45,7 @@ pub fn routes(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{id}/events", get(job_events))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/api/v1/publish", post(publish))
+        .route("/api/v1/publish/batch", post(publish_batch))
         .route("/api/v1/analytics/summary", get(analytics_summary))
         .route("/api/v1/admin/revoke", post(revoke));
     if state.config.dev_tokens {
@@ -76,7 +78,7 @@ pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Largest body `POST /api/v1/publish` accepts (one event).
+/// Largest body `POST /api/v1/publish` accepts (one event, or a whole batch).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Largest body of the other routes (a user id, a role).
@@ -371,32 +373,116 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    if let Err(refused) = caller(&state, &headers, Claims::is_service).await {
-        return refused;
+    let expected = "{user?, stream, event, data}";
+    let published = publish_items(&state, &headers, body, expected, |r: PublishRequest| {
+        (r.user, r.stream, r.event, vec![r.data])
+    })
+    .await;
+    match published.map(Vec::into_iter).map(|mut envs| envs.next()) {
+        Ok(Some(env)) => Json(env).into_response(),
+        Ok(None) => publish_error(&lost_reply()),
+        Err(refused) => refused,
     }
-    let req: PublishRequest =
-        match json_body(body, MAX_BODY_BYTES, "{user?, stream, event, data}").await {
-            Ok(req) => req,
-            Err(refused) => return refused,
-        };
-    let user = req.user.as_deref();
-    let stream = match Stream::for_publisher(&req.stream, user, &state.topics) {
-        Ok(stream) => stream,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_payload", &e.to_string()),
-    };
-    let published = match user {
-        Some(user) => {
-            state
-                .publisher
-                .publish_for(user, &stream, &req.event, req.data)
-                .await
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishBatchRequest {
+    /// As in a single publish.
+    #[serde(default)]
+    user: Option<String>,
+    /// As in a single publish.
+    #[schema(max_length = 256, example = "job:42")]
+    stream: String,
+    /// The event name of every item, `domain:name:vN` (not `job:status:v1`,
+    /// which is published one at a time).
+    #[schema(pattern = "^[a-z0-9_]+:[a-z0-9_]+:v[0-9]+$", example = "job:chunk:v1")]
+    event: String,
+    /// One event's data per item, in order: 1 to 256 items.
+    #[schema(value_type = Vec<Object>, min_items = 1, max_items = 256)]
+    data: Batch,
+}
+
+/// The items of a batch, refused while parsing past [`MAX_BATCH`], so a
+/// body of a million tiny items costs no more than its bytes.
+#[derive(Debug)]
+pub(crate) struct Batch(Vec<Value>);
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Items;
+        impl<'de> serde::de::Visitor<'de> for Items {
+            type Value = Batch;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an array of 1 to {MAX_BATCH} events' data")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Batch, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element()? {
+                    if items.len() == MAX_BATCH {
+                        return Err(serde::de::Error::invalid_length(MAX_BATCH + 1, &self));
+                    }
+                    items.push(item);
+                }
+                Ok(Batch(items))
+            }
         }
-        None => state.publisher.publish(&stream, &req.event, req.data).await,
-    };
-    match published {
-        Ok(env) => Json(env).into_response(),
-        Err(e) => publish_error(&e),
+        d.deserialize_seq(Items)
     }
+}
+
+/// Publish up to 256 events of one name on one stream in one step (a worker
+/// streaming many chunks): consecutive seqs, in order, one broker round trip,
+/// all or none. The rules of a single publish apply to each.
+#[utoipa::path(post, path = "/api/v1/publish/batch", tag = "publishing", request_body = PublishBatchRequest, security(("bearerAuth" = [])), responses(
+    (status = 200, description = "`{events: [...]}`: the published envelopes, in order.", body = Object),
+    (status = 400, description = "Malformed body, stream or event name, no item or more than 256, a `job:status:v1`, or a user given for a topic or missing for a private stream (`invalid_payload`).", body = ErrorBody),
+    (status = 403, description = "The token's role is not service or admin (`forbidden`).", body = ErrorBody),
+    (status = 404, description = "No such job for this user (`not_found`).", body = ErrorBody),
+    (status = 409, description = "The job already ended (`job_ended`).", body = ErrorBody), (status = 401, description = "Missing or invalid bearer token (`unauthorized`).", body = ErrorBody), (status = 503, description = "The broker is unreachable (`unavailable`); retry later.", body = ErrorBody)))]
+pub(crate) async fn publish_batch(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let expected = format!("{{user?, stream, event, data: [1 to {MAX_BATCH} items]}}");
+    let published = publish_items(
+        &state,
+        &headers,
+        body,
+        &expected,
+        |r: PublishBatchRequest| (r.user, r.stream, r.event, r.data.0),
+    )
+    .await;
+    match published {
+        Ok(events) => Json(json!({ "events": events })).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// What both publish routes do: a service caller (checked before the body
+/// is read), the body (at most [`MAX_BODY_BYTES`]), the stream it names for
+/// its user, then the one publish path with its items. `Err` is the answer.
+async fn publish_items<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    expected: &str,
+    parts: impl FnOnce(T) -> (Option<String>, String, String, Vec<Value>),
+) -> Result<Vec<Envelope<Value>>, Response> {
+    caller(state, headers, Claims::is_service).await?;
+    let (user, stream, event, data) = parts(json_body(body, MAX_BODY_BYTES, expected).await?);
+    let user = user.as_deref();
+    let stream = Stream::for_publisher(&stream, user, &state.topics)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid_payload", &e.to_string()))?;
+    state
+        .publisher
+        .publish_batch_as(user, &stream, &event, data)
+        .await
+        .map_err(|e| publish_error(&e))
 }
 
 /// The HTTP answer to a refused publish.

@@ -253,9 +253,10 @@ struct PublishArgs {
     /// The contract name, e.g. `job:status:v1`.
     #[arg(long)]
     event: String,
-    /// The payload, JSON.
-    #[arg(long)]
-    data: String,
+    /// The payload, JSON. Given several times (at most 256), the events go
+    /// out as one batch: consecutive seqs, in order, all or none.
+    #[arg(long, required = true)]
+    data: Vec<String>,
     /// Events kept per stream.
     #[arg(long, env = "LIVELINE_HISTORY_LEN", default_value_t = 1000)]
     history_len: usize,
@@ -285,22 +286,27 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Publish(args) => {
-            let data: serde_json::Value =
-                serde_json::from_str(&args.data).context("--data is not JSON")?;
+            let data = args
+                .data
+                .iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    serde_json::from_str(d)
+                        .with_context(|| format!("--data #{} is not JSON", i + 1))
+                })
+                .collect::<anyhow::Result<Vec<serde_json::Value>>>()?;
             let stream =
                 Stream::for_publisher(&args.stream, args.user.as_deref(), &args.topics.rules())?;
             let broker =
                 RedisBroker::connect(&args.redis_url, &args.key_prefix, args.history_len).await?;
             let publisher = Publisher::new(Arc::new(broker));
-            let env = match args.user.as_deref() {
-                Some(user) => {
-                    publisher
-                        .publish_for(user, &stream, &args.event, data)
-                        .await?
-                }
-                None => publisher.publish(&stream, &args.event, data).await?,
-            };
-            println!("{}", serde_json::to_string(&env)?);
+            // One event per line, in order.
+            let envs = publisher
+                .publish_batch_as(args.user.as_deref(), &stream, &args.event, data)
+                .await?;
+            for env in envs {
+                println!("{}", serde_json::to_string(&env)?);
+            }
             Ok(())
         }
     }

@@ -107,6 +107,20 @@ impl Publisher {
         self.append(stream, event, data, None).await
     }
 
+    /// [`Publisher::publish_batch`] on behalf of `owner` when given: a
+    /// job's stream must then be theirs (checked in the same atomic step as
+    /// the append). The form a request naming an optional user takes (HTTP,
+    /// the CLI).
+    pub async fn publish_batch_as(
+        &self,
+        owner: Option<&str>,
+        stream: &Stream,
+        event: &str,
+        data: Vec<Value>,
+    ) -> Result<Vec<Envelope<Value>>, PublishError> {
+        self.append(stream, event, data, owner).await
+    }
+
     /// [`Publisher::publish`] on behalf of `user`: a job's stream must be
     /// theirs (checked in the same atomic step as the append).
     pub async fn publish_for(
@@ -155,7 +169,7 @@ impl Publisher {
 }
 
 /// The broker answered an append with no envelope.
-fn lost_reply() -> PublishError {
+pub(crate) fn lost_reply() -> PublishError {
     PublishError::Unavailable(BrokerError::Corrupt(
         "the broker stored no event".to_owned(),
     ))

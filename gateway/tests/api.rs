@@ -151,7 +151,70 @@ async fn jobs_list_events_after_publish_analytics_and_metrics(backend: Backend) 
     gw.stop().await;
 }
 
-on_every_broker!(jobs_list_events_after_publish_analytics_and_metrics);
+/// `POST /api/v1/publish/batch`: the items go out in order with consecutive
+/// seqs and reach the user live; the bounds (no item, 257 items, a body of
+/// 100,000 tiny items) and a `job:status:v1` are refused with
+/// `invalid_payload` and store nothing; a user's token is refused.
+async fn a_batch_is_published_over_http(backend: Backend) {
+    let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
+    let mut alice = gw.connect("alice").await;
+    let id = common::create_running_job(&gw, "alice").await;
+    let service = || Some(gw.role_token("worker-1", "service"));
+    let chunk = |n: usize| json!({"jobId": id, "index": n, "text": format!("t{n} ")});
+    let batch = |data: Value| json!({"user": "alice", "stream": format!("job:{id}"), "event": "job:chunk:v1", "data": data});
+    let uri = "/api/v1/publish/batch";
+    let items: Vec<Value> = (0..5).map(chunk).collect();
+    let (status, body, text) = call(&gw, "POST", uri, service(), Some(batch(json!(items)))).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let seqs: Vec<u64> = body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    for n in 0..5 {
+        let (name, env) = alice.event().await;
+        assert_eq!(name, "job:chunk:v1");
+        assert_eq!(env, body["events"][n], "live, in order, as answered");
+    }
+
+    let refused = |(status, body, text): (StatusCode, Value, String)| {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert_eq!(body["error"]["code"], "invalid_payload");
+        body["error"]["message"].as_str().unwrap().to_owned()
+    };
+    refused(call(&gw, "POST", uri, service(), Some(batch(json!([])))).await);
+    let too_many: Vec<Value> = (0..257).map(chunk).collect();
+    let message = refused(call(&gw, "POST", uri, service(), Some(batch(json!(too_many)))).await);
+    assert!(message.contains("256"), "{message}");
+    let tiny = vec![0; 100_000];
+    refused(call(&gw, "POST", uri, service(), Some(batch(json!(tiny)))).await);
+    let status = json!({"jobId": id, "status": "running", "progress": 0.5, "message": ""});
+    let two = json!({"user": "alice", "stream": format!("job:{id}"), "event": "job:status:v1", "data": [status, status]});
+    refused(call(&gw, "POST", uri, service(), Some(two)).await);
+    let stream = liveline_gateway::stream::Stream::Job { id: id.clone() };
+    let head = gw.handle.state.broker.head(&stream).await.unwrap().unwrap();
+    assert_eq!(head.seq, 5, "nothing of the refused batches was stored");
+
+    let items: Vec<Value> = (5..7).map(chunk).collect();
+    let (status, _, _) = call(
+        &gw,
+        "POST",
+        uri,
+        Some(gw.token("alice")),
+        Some(batch(json!(items))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    alice.close().await;
+    gw.stop().await;
+}
+
+on_every_broker!(
+    jobs_list_events_after_publish_analytics_and_metrics,
+    a_batch_is_published_over_http
+);
 
 #[tokio::test]
 async fn started_job_goes_to_the_redis_actions_stream_once_per_idempotency_key() {

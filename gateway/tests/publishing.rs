@@ -161,6 +161,31 @@ async fn rust_api_publishes_over_redis() {
     gw.stop().await;
 }
 
+/// Runs `liveline-gateway publish` for alice's job `id` with one `--data`
+/// per item; the envelopes it printed, one per line.
+async fn cli_publish(gw: &Gateway, id: &str, event: &str, data: &[String]) -> Vec<Value> {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"));
+    cmd.args(["publish", "--redis-url", REDIS_URL, "--key-prefix"])
+        .arg(&gw.config.key_prefix)
+        .args(["--user", "alice", "--stream"])
+        .arg(format!("job:{id}"))
+        .args(["--event", event]);
+    for d in data {
+        cmd.arg("--data").arg(d);
+    }
+    let output = cmd.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// The CLI of docs/publishing.md: `liveline-gateway publish`.
 #[tokio::test]
 async fn cli_publishes_over_redis() {
@@ -170,27 +195,26 @@ async fn cli_publishes_over_redis() {
     alice.event().await;
     let data =
         format!(r#"{{"jobId":"{id}","status":"running","progress":0.5,"message":"from the CLI"}}"#);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_liveline-gateway"))
-        .args(["publish", "--redis-url", REDIS_URL, "--key-prefix"])
-        .arg(&gw.config.key_prefix)
-        .args(["--user", "alice", "--stream"])
-        .arg(format!("job:{id}"))
-        .args(["--event", "job:status:v1", "--data"])
-        .arg(&data)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    cli_publish(&gw, &id, "job:status:v1", &[data]).await;
     let (name, got) = alice.event().await;
     assert_eq!(name, "job:status:v1");
     assert_eq!(got["seq"], 2);
     assert_eq!(got["data"]["message"], "from the CLI");
     let job = gw.handle.state.broker.job(&id).await.unwrap().unwrap();
     assert_eq!(job.status.as_str(), "running");
+
+    // `--data` given several times: one batch, one envelope per line.
+    let chunks: Vec<String> = (0..3)
+        .map(|n| format!(r#"{{"jobId":"{id}","index":{n},"text":"t{n}"}}"#))
+        .collect();
+    let printed = cli_publish(&gw, &id, "job:chunk:v1", &chunks).await;
+    let seqs: Vec<u64> = printed.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![3, 4, 5]);
+    for expected in &printed {
+        let (name, got) = alice.event().await;
+        assert_eq!(name, "job:chunk:v1");
+        assert_eq!(&got, expected, "live, in order, as printed");
+    }
     alice.close().await;
     gw.stop().await;
 }
