@@ -20,13 +20,10 @@ cases=${CASES:-private job batch}
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed (bash scripts/setup.sh)" >&2; exit 1; }
 
 source scripts/ports.sh
-port=$(free_port)
 dir=$(mktemp -d)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
-  --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir"
-trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$dir"' EXIT
+port=$(private_redis "$dir")
 cli() { redis-cli -p "$port" "$@"; }
-for _ in $(seq 100); do cli ping >/dev/null 2>&1 && break; sleep 0.05; done # the server is starting
 
 sha=$(cli script load "$(cat "$script")")
 data='{"jobId":"j1","index":12,"text":"a few tokens of an answer, streamed"}'

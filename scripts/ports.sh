@@ -14,3 +14,19 @@ free_port() {
   echo "no free port found" >&2
   return 1
 }
+
+# Starts a private redis-server (no persistence, loopback) with its files in
+# directory $1 and prints its port once it answers. Stop it with
+# `kill "$(cat "$1/redis.pid")"`.
+private_redis() {
+  local dir=$1 port
+  port=$(free_port) || return 1
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+    --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir" >/dev/null
+  for _ in $(seq 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && echo "$port" && return 0
+    sleep 0.05 # the server is starting
+  done
+  echo "redis-server on port $port did not answer; see $dir/redis.log" >&2
+  return 1
+}

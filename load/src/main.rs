@@ -68,6 +68,19 @@ enum PublishVia {
     Redis,
     /// `POST /api/v1/publish` on the gateway with a service token.
     Http,
+    /// The Node reference stack's worker path: `@socket.io/redis-emitter`
+    /// (`bench/node/publish.mjs`), for `--server node`.
+    Emitter,
+}
+
+/// Which server the started processes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ServerKind {
+    /// `liveline-gateway serve`.
+    Gateway,
+    /// The Node reference stack: `bench/node/server.mjs`, socket.io 4.8 with
+    /// the Redis adapter (needs `--redis-url` to one Redis).
+    Node,
 }
 
 #[derive(Debug, Clone, Parser)]
@@ -136,6 +149,24 @@ struct Cli {
     /// Where the started gateways write their logs; default a temp directory.
     #[arg(long)]
     log_dir: Option<PathBuf>,
+    /// What the started server processes run.
+    #[arg(long, value_enum, default_value_t = ServerKind::Gateway)]
+    server: ServerKind,
+    /// The Node reference stack's directory (`server.mjs`, `publish.mjs`,
+    /// its `node_modules`), for `--server node`.
+    #[arg(long, default_value = "bench/node")]
+    node_dir: PathBuf,
+    /// Pin the started servers to these CPUs (`taskset -c LIST`, e.g. `0`).
+    #[arg(long)]
+    server_cpus: Option<String>,
+    /// After the clients close, watch the started servers' RSS this long and
+    /// report its low (the memory they give back; 0 skips it).
+    #[arg(long, default_value_t = 0.0)]
+    rss_after_close_secs: f64,
+    /// `kill -9` the first server this many seconds into publishing, and
+    /// start it again on the same port (the reconnect figures of the summary).
+    #[arg(long)]
+    kill_after_secs: Option<f64>,
 
     // Worker mode (internal): the coordinator re-executes this binary.
     #[arg(long, hide = true)]
@@ -201,6 +232,9 @@ struct Report {
     latency: Vec<(u64, u64)>,
     rss_idle_kb: u64,
     rss_kb: u64,
+    /// When the last reconnect of any connection completed (ms since the
+    /// Unix epoch; 0 if none).
+    last_reconnect_ms: u64,
 }
 
 // ---------------------------------------------------------------- histogram
@@ -247,9 +281,57 @@ fn rss_kb(pid: Option<u32>) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time a process has used (user + system, its threads alive or gone),
+/// in microseconds; 0 if unknown. `/proc` counts in USER_HZ ticks, which
+/// Linux fixes at 100 per second for user space.
+fn cpu_us(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) close with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) * 10_000
+}
+
+/// CPU time the Redis server has used (`INFO cpu`), in microseconds; None
+/// for a cluster (several servers) or when Redis does not answer.
+async fn redis_cpu_us(url: &str) -> Option<u64> {
+    if url.starts_with("redis-cluster://") {
+        return None;
+    }
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    let secs: f64 = info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("used_cpu_sys:")
+                .or_else(|| l.strip_prefix("used_cpu_user:"))
+        })
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum();
+    Some((secs * 1e6) as u64)
+}
+
+fn jwt_secret() -> String {
+    std::env::var("LIVELINE_JWT_SECRET").unwrap_or_else(|_| DEV_JWT_SECRET.to_owned())
+}
+
 fn jwt() -> JwtAuth {
-    let secret = std::env::var("LIVELINE_JWT_SECRET").unwrap_or_else(|_| DEV_JWT_SECRET.to_owned());
-    JwtAuth::hs256(secret.as_bytes(), "liveline", "liveline")
+    JwtAuth::hs256(jwt_secret().as_bytes(), "liveline", "liveline")
 }
 
 /// The socket address of `http://host:port`, which must be on loopback.
@@ -357,6 +439,7 @@ struct Shared {
     connected: AtomicUsize,
     connect_errors: AtomicU64,
     last_connect_ms: AtomicU64,
+    last_reconnect_ms: AtomicU64,
     complete: AtomicUsize,
     events: u64,
 }
@@ -383,6 +466,9 @@ async fn consume(
                 if change.current.is_connected() {
                     if ever {
                         st.reconnects += 1;
+                        shared
+                            .last_reconnect_ms
+                            .fetch_max(unix_ms(), Ordering::Relaxed);
                     } else {
                         ever = true;
                         shared.connected.fetch_add(1, Ordering::Relaxed);
@@ -471,6 +557,7 @@ async fn worker(cli: Cli) -> anyhow::Result<()> {
         connected: AtomicUsize::new(0),
         connect_errors: AtomicU64::new(0),
         last_connect_ms: AtomicU64::new(0),
+        last_reconnect_ms: AtomicU64::new(0),
         complete: AtomicUsize::new(0),
         events: cli.events,
     });
@@ -613,6 +700,7 @@ async fn worker(cli: Cli) -> anyhow::Result<()> {
     let mut report = Report {
         rss_idle_kb,
         rss_kb: rss,
+        last_reconnect_ms: shared.last_reconnect_ms.load(Ordering::Relaxed),
         ..Report::default()
     };
     let mut hist = histogram();
@@ -656,6 +744,7 @@ async fn worker(cli: Cli) -> anyhow::Result<()> {
 
 struct Gateway {
     url: String,
+    port: u16,
     child: Option<Child>,
     rss_idle_kb: u64,
 }
@@ -708,54 +797,111 @@ async fn healthy(addr: SocketAddr, within: Duration) -> bool {
     false
 }
 
-async fn start_gateways(cli: &Cli, prefix: &str, run_id: &str) -> anyhow::Result<Vec<Gateway>> {
-    let bin = match &cli.gateway_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("no directory for this executable")?
-            .join("liveline-gateway"),
-    };
-    ensure!(
-        bin.exists(),
-        "gateway binary {} not found (--gateway-bin)",
-        bin.display()
-    );
-    let log_dir = cli
-        .log_dir
-        .clone()
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("liveline-load-{run_id}")));
-    std::fs::create_dir_all(&log_dir)?;
-    let users = cli.users();
-    let per_user = cli.connections.div_ceil(users) + 1;
-    let mut gateways = Vec::new();
-    for i in 0..cli.gateways {
-        let port = free_port()?;
-        let log = std::fs::File::create(log_dir.join(format!("gateway-{i}.log")))?;
-        let mut cmd = Command::new(&bin);
-        cmd.arg("serve")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--max-connections-per-user", &per_user.to_string()])
-            .args(["--history-len", &(cli.events + 16).max(1000).to_string()])
-            .env(
-                "RUST_LOG",
-                std::env::var("LOAD_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
+/// How to start one server process (again, after `--kill-after-secs`).
+struct Launcher {
+    program: PathBuf,
+    log_dir: PathBuf,
+}
+
+impl Launcher {
+    fn new(cli: &Cli, run_id: &str) -> anyhow::Result<Self> {
+        let program = match cli.server {
+            ServerKind::Gateway => match &cli.gateway_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()?
+                    .parent()
+                    .context("no directory for this executable")?
+                    .join("liveline-gateway"),
+            },
+            ServerKind::Node => cli.node_dir.join("server.mjs"),
+        };
+        ensure!(
+            program.exists(),
+            "{} not found (--gateway-bin, --node-dir)",
+            program.display()
+        );
+        let log_dir = cli
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("liveline-load-{run_id}")));
+        std::fs::create_dir_all(&log_dir)?;
+        Ok(Self { program, log_dir })
+    }
+
+    fn log(&self, i: usize) -> PathBuf {
+        self.log_dir.join(format!("server-{i}.log"))
+    }
+
+    /// Starts server `i` on `port` (its log appended to).
+    fn spawn(&self, cli: &Cli, i: usize, port: u16, prefix: &str) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(i))?;
+        let exe: &std::ffi::OsStr = match cli.server {
+            ServerKind::Gateway => self.program.as_os_str(),
+            ServerKind::Node => "node".as_ref(),
+        };
+        let mut cmd = match &cli.server_cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        match cli.server {
+            ServerKind::Gateway => {
+                let users = cli.users();
+                let per_user = cli.connections.div_ceil(users) + 1;
+                cmd.arg("serve")
+                    .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--max-connections-per-user", &per_user.to_string()])
+                    .args(["--history-len", &(cli.events + 16).max(1000).to_string()])
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("LOAD_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
+                    );
+                if let Some(r) = &cli.redis_url {
+                    cmd.args(["--redis-url", r, "--key-prefix", prefix]);
+                }
+                if let Some(extra) = &cli.gateway_args {
+                    cmd.args(extra.split_whitespace());
+                }
+            }
+            ServerKind::Node => {
+                let redis = cli
+                    .redis_url
+                    .as_deref()
+                    .context("--server node needs --redis-url")?;
+                cmd.arg(&self.program)
+                    .env("PORT", port.to_string())
+                    .env("REDIS_URL", redis)
+                    .env("KEY", prefix)
+                    .env("LIVELINE_JWT_SECRET", jwt_secret());
+            }
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true);
-        if let Some(r) = &cli.redis_url {
-            cmd.args(["--redis-url", r, "--key-prefix", prefix]);
-        }
-        if let Some(extra) = &cli.gateway_args {
-            cmd.args(extra.split_whitespace());
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        cmd.spawn()
+            .with_context(|| format!("starting {}", self.program.display()))
+    }
+}
+
+async fn start_gateways(
+    cli: &Cli,
+    launcher: &Launcher,
+    prefix: &str,
+) -> anyhow::Result<Vec<Gateway>> {
+    let mut gateways = Vec::new();
+    for i in 0..cli.gateways {
+        let port = free_port()?;
+        let child = launcher.spawn(cli, i, port, prefix)?;
         gateways.push(Gateway {
             url: format!("http://127.0.0.1:{port}"),
+            port,
             child: Some(child),
             rss_idle_kb: 0,
         });
@@ -764,21 +910,22 @@ async fn start_gateways(cli: &Cli, prefix: &str, run_id: &str) -> anyhow::Result
         let addr = loopback_addr(&g.url)?;
         ensure!(
             healthy(addr, Duration::from_secs(20)).await,
-            "gateway {i} ({}) did not become healthy; see {}",
+            "server {i} ({}) did not become healthy; see {}",
             g.url,
-            log_dir.join(format!("gateway-{i}.log")).display()
+            launcher.log(i).display()
         );
         g.rss_idle_kb = rss_kb(g.child.as_ref().and_then(Child::id));
     }
     eprintln!(
-        "started {} gateway(s): {} (logs in {})",
+        "started {} {:?} server(s): {} (logs in {})",
         gateways.len(),
+        cli.server,
         gateways
             .iter()
             .map(|g| g.url.as_str())
             .collect::<Vec<_>>()
             .join(", "),
-        log_dir.display()
+        launcher.log_dir.display()
     );
     Ok(gateways)
 }
@@ -799,6 +946,9 @@ async fn publish(
         u
     };
     let broker: Option<Publisher> = match via {
+        PublishVia::Emitter => {
+            return publish_emitter(cli, prefix, &users, jobs, run_id, deadline).await;
+        }
         PublishVia::Redis => {
             let url = cli
                 .redis_url
@@ -899,6 +1049,59 @@ async fn publish(
     ))
 }
 
+/// What `bench/node/publish.mjs` reports.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EmitterReport {
+    published: u64,
+    failed: u64,
+    secs: f64,
+    max_lag_ms: f64,
+}
+
+/// Publishes through the Node stack's worker path: `publish.mjs` (the Redis
+/// emitter) gets the plan on stdin and keeps the same schedule as
+/// [`publish`]: index by index, user by user, at `--rate` in total.
+async fn publish_emitter(
+    cli: &Cli,
+    prefix: &str,
+    users: &[usize],
+    jobs: &HashMap<usize, String>,
+    run_id: &str,
+    deadline: Instant,
+) -> anyhow::Result<(u64, u64, f64, f64)> {
+    let redis = cli
+        .redis_url
+        .as_deref()
+        .context("--publish-via emitter needs --redis-url")?;
+    let plan = json!({
+        "jobs": users.iter().map(|u| json!([user_name(run_id, *u), jobs[u]])).collect::<Vec<_>>(),
+        "events": cli.events,
+        "rate": cli.rate,
+    });
+    let mut child = Command::new("node")
+        .arg(cli.node_dir.join("publish.mjs"))
+        .env("REDIS_URL", redis)
+        .env("KEY", prefix)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting node bench/node/publish.mjs")?;
+    let mut stdin = child.stdin.take().context("publisher stdin")?;
+    stdin.write_all(plan.to_string().as_bytes()).await?;
+    drop(stdin);
+    let out = tokio::time::timeout_at(deadline, child.wait_with_output())
+        .await
+        .context("the emitter publisher did not finish in time")??;
+    ensure!(out.status.success(), "the emitter publisher failed");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let r: EmitterReport = serde_json::from_str(line.trim())
+        .with_context(|| format!("the emitter publisher said {line:?}"))?;
+    Ok((r.published, r.failed, r.secs, r.max_lag_ms))
+}
+
 /// Deletes the run's Redis keys (bounded SCAN).
 /// Deletes the run's keys: on a cluster, from each node in turn (SCAN walks
 /// one node's keys; a replica refuses the UNLINK and is skipped).
@@ -994,6 +1197,25 @@ struct Summary {
     client_rss_per_conn_kb: f64,
     gateway_rss_kb: Option<u64>,
     gateway_rss_per_conn_kb: Option<f64>,
+    server: String,
+    /// Server RSS per connection right after connecting, before any job.
+    gateway_rss_idle_per_conn_kb: Option<f64>,
+    /// Server processes' CPU over the connect phase, per connection held.
+    server_cpu_us_per_handshake: Option<f64>,
+    redis_cpu_us_per_handshake: Option<f64>,
+    /// Server processes' CPU from the first publish to the last delivery,
+    /// per delivered event (none with `--kill-after-secs`).
+    server_cpu_us_per_event: Option<f64>,
+    redis_cpu_us_per_event: Option<f64>,
+    /// With `--rss-after-close-secs`: the servers' lowest RSS once every
+    /// client closed, and how much of it is above their RSS before the
+    /// clients came, per connection that was held.
+    gateway_rss_after_close_kb: Option<u64>,
+    gateway_rss_after_close_per_conn_kb: Option<f64>,
+    /// With `--kill-after-secs`: from the kill to the restarted server
+    /// answering `/healthz`, and to the last connection connected again.
+    restart_ms: Option<f64>,
+    reconnect_all_ms: Option<f64>,
     ok: bool,
     error: Option<String>,
 }
@@ -1018,26 +1240,52 @@ async fn coordinate(
         None => "memory",
     }
     .to_owned();
-    let via = cli.publish_via.unwrap_or(if cli.redis_url.is_some() {
-        PublishVia::Redis
-    } else {
-        PublishVia::Http
-    });
+    let via = cli
+        .publish_via
+        .unwrap_or(match (cli.server, &cli.redis_url) {
+            (ServerKind::Node, _) => PublishVia::Emitter,
+            (ServerKind::Gateway, Some(_)) => PublishVia::Redis,
+            (ServerKind::Gateway, None) => PublishVia::Http,
+        });
     summary.publish_via = format!("{via:?}").to_lowercase();
+    summary.server = format!("{:?}", cli.server).to_lowercase();
+    ensure!(
+        (cli.server == ServerKind::Node) == (via == PublishVia::Emitter),
+        "--server node publishes with --publish-via emitter, and only it"
+    );
+    ensure!(
+        cli.server == ServerKind::Gateway
+            || cli
+                .redis_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("redis://")),
+        "--server node needs --redis-url redis://... (one Redis)"
+    );
+    ensure!(
+        cli.kill_after_secs.is_none() || cli.url.is_empty(),
+        "--kill-after-secs kills a server this run started (not with --url)"
+    );
 
-    let mut gateways = if cli.url.is_empty() {
+    // Only servers this run starts need a launcher (`--url` targets running ones).
+    let launcher = if cli.url.is_empty() {
+        Some(Launcher::new(cli, &run_id)?)
+    } else {
+        None
+    };
+    let mut gateways = if let Some(launcher) = &launcher {
         ensure!(
             cli.gateways <= 1 || cli.redis_url.is_some(),
             "--gateways > 1 needs --redis-url (the memory broker is one node)"
         );
-        start_gateways(cli, &prefix, &run_id).await?
+        start_gateways(cli, launcher, &prefix).await?
     } else {
         cli.url
             .iter()
             .map(|u| {
-                loopback_addr(u)?;
+                let addr = loopback_addr(u)?;
                 Ok(Gateway {
                     url: u.trim_end_matches('/').to_owned(),
+                    port: addr.port(),
                     child: None,
                     rss_idle_kb: 0,
                 })
@@ -1056,6 +1304,21 @@ async fn coordinate(
             "warning: {per_gateway} connections per gateway process; one process may hold at most 20,000 open files"
         );
     }
+
+    // CPU of the started servers and of Redis, at the phases' edges.
+    let server_pids: Vec<Option<u32>> = gateways
+        .iter()
+        .map(|g| g.child.as_ref().and_then(Child::id))
+        .collect();
+    let measured = server_pids.iter().all(Option::is_some);
+    let server_cpu = || -> u64 { server_pids.iter().map(|p| cpu_us(*p)).sum() };
+    let redis_cpu = || async {
+        match &cli.redis_url {
+            Some(url) => redis_cpu_us(url).await,
+            None => None,
+        }
+    };
+    let (cpu_before_connect, redis_before_connect) = (server_cpu(), redis_cpu().await);
 
     // Client processes.
     let per_process = cli.per_process.clamp(1, MAX_PER_PROCESS);
@@ -1134,6 +1397,17 @@ async fn coordinate(
     );
 
     ensure!(summary.connections_held > 0, "no connection was held");
+    let held = summary.connections_held as f64;
+    if measured {
+        summary.server_cpu_us_per_handshake =
+            Some(server_cpu().saturating_sub(cpu_before_connect) as f64 / held);
+        let rss: u64 = server_pids.iter().map(|p| rss_kb(*p)).sum();
+        let idle: u64 = gateways.iter().map(|g| g.rss_idle_kb).sum();
+        summary.gateway_rss_idle_per_conn_kb = Some(rss.saturating_sub(idle) as f64 / held);
+    }
+    if let (Some(before), Some(after)) = (redis_before_connect, redis_cpu().await) {
+        summary.redis_cpu_us_per_handshake = Some(after.saturating_sub(before) as f64 / held);
+    }
 
     // Jobs.
     for w in &mut workers {
@@ -1159,8 +1433,46 @@ async fn coordinate(
     // Publish, then let the workers drain.
     let publish_deadline =
         hard - Duration::from_secs(cli.drain_secs.min(cli.duration_limit / 4) + 3);
-    let (published, failed, secs, lag) =
-        publish(cli, via, &prefix, &urls, &jobs, &run_id, publish_deadline).await?;
+    let (cpu_before_publish, redis_before_publish) = (server_cpu(), redis_cpu().await);
+    let kill = async {
+        let Some(after) = cli.kill_after_secs else {
+            return Ok::<_, anyhow::Error>(None);
+        };
+        // The fault's schedule, not a synchronisation: the kill lands this
+        // far into publishing, whatever has been delivered by then.
+        sleep(Duration::from_secs_f64(after)).await;
+        let launcher = launcher
+            .as_ref()
+            .context("--kill-after-secs needs servers this run started")?;
+        let g = &mut gateways[0];
+        if let Some(mut c) = g.child.take() {
+            c.start_kill()?;
+            c.wait().await?;
+        }
+        let killed = Instant::now();
+        let killed_ms = unix_ms();
+        eprintln!(
+            "killed server 0 (kill -9); starting it again on port {}",
+            g.port
+        );
+        g.child = Some(launcher.spawn(cli, 0, g.port, &prefix)?);
+        let addr = loopback_addr(&g.url)?;
+        ensure!(
+            healthy(addr, Duration::from_secs(20)).await,
+            "server 0 did not come back; see {}",
+            launcher.log(0).display()
+        );
+        Ok(Some((killed_ms, killed.elapsed().as_secs_f64() * 1000.0)))
+    };
+    let (published, killed) = tokio::join!(
+        publish(cli, via, &prefix, &urls, &jobs, &run_id, publish_deadline),
+        kill
+    );
+    let (published, failed, secs, lag) = published?;
+    let killed = killed?;
+    if let Some((_, restart_ms)) = killed {
+        summary.restart_ms = Some(restart_ms);
+    }
     summary.events_published = published;
     summary.publish_failed = failed;
     summary.publish_rate = published as f64 / secs.max(0.001);
@@ -1176,6 +1488,7 @@ async fn coordinate(
     let mut hist = histogram();
     let mut client_rss = 0;
     let mut held_end = 0;
+    let mut last_reconnect_ms = 0;
     for w in &mut workers {
         match w.next(report_deadline).await? {
             WorkerMsg::Report(r) => {
@@ -1189,6 +1502,7 @@ async fn coordinate(
                 summary.reconnects += r.reconnects;
                 summary.invalid += r.invalid;
                 client_rss += r.rss_kb;
+                last_reconnect_ms = last_reconnect_ms.max(r.last_reconnect_ms);
                 for (value, count) in &r.latency {
                     hist.saturating_record_n(*value, *count);
                 }
@@ -1197,6 +1511,19 @@ async fn coordinate(
         }
     }
     summary.connections_held = summary.connections_held.min(held_end);
+    if let Some((killed_ms, _)) = killed {
+        summary.reconnect_all_ms = (last_reconnect_ms > killed_ms)
+            .then(|| last_reconnect_ms.saturating_sub(killed_ms) as f64);
+    } else if summary.delivered > 0 {
+        let delivered = summary.delivered as f64;
+        if measured {
+            summary.server_cpu_us_per_event =
+                Some(server_cpu().saturating_sub(cpu_before_publish) as f64 / delivered);
+        }
+        if let (Some(before), Some(after)) = (redis_before_publish, redis_cpu().await) {
+            summary.redis_cpu_us_per_event = Some(after.saturating_sub(before) as f64 / delivered);
+        }
+    }
     // Expected counts every connection asked for whose user has a job: a
     // connection that was never held lost its events.
     let with_job = (0..cli.connections)
@@ -1229,6 +1556,23 @@ async fn coordinate(
     }
     for w in workers {
         children.push(w.child);
+    }
+    if cli.rss_after_close_secs > 0.0 && gateways.iter().all(|g| g.child.is_some()) {
+        // A measurement window, not a synchronisation: the lowest RSS seen
+        // while the servers settle (the gateway trims every few seconds).
+        let end = Instant::now() + Duration::from_secs_f64(cli.rss_after_close_secs);
+        let mut low = u64::MAX;
+        while Instant::now() < end {
+            let rss: u64 = gateways
+                .iter()
+                .map(|g| rss_kb(g.child.as_ref().and_then(Child::id)))
+                .sum();
+            low = low.min(rss);
+            sleep(Duration::from_millis(250)).await;
+        }
+        let idle: u64 = gateways.iter().map(|g| g.rss_idle_kb).sum();
+        summary.gateway_rss_after_close_kb = Some(low);
+        summary.gateway_rss_after_close_per_conn_kb = Some(low.saturating_sub(idle) as f64 / held);
     }
     // Stop the gateways before the cleanup, so no late write (e.g. session
     // analytics of the closing sockets) recreates a key.
@@ -1296,6 +1640,32 @@ fn print_summary(s: &Summary) {
             .map_or_else(|| "n/a".to_owned(), |v| format!("{v} KiB")),
         gw(s.gateway_rss_per_conn_kb)
     );
+    let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} µs"));
+    println!(
+        "server               {}: RSS {} per idle connection; CPU {} per handshake, {} per event",
+        s.server,
+        gw(s.gateway_rss_idle_per_conn_kb),
+        us(s.server_cpu_us_per_handshake),
+        us(s.server_cpu_us_per_event)
+    );
+    println!(
+        "redis CPU            {} per handshake, {} per event",
+        us(s.redis_cpu_us_per_handshake),
+        us(s.redis_cpu_us_per_event)
+    );
+    if let Some(low) = s.gateway_rss_after_close_kb {
+        println!(
+            "server RSS closed    {low} KiB once every client closed, {} per connection held above idle",
+            gw(s.gateway_rss_after_close_per_conn_kb)
+        );
+    }
+    if let Some(r) = s.restart_ms {
+        println!(
+            "kill -9              restarted in {r:.0} ms; every connection back {}",
+            s.reconnect_all_ms
+                .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0} ms after the kill"))
+        );
+    }
     if let Some(e) = &s.error {
         println!("error                {e}");
     }

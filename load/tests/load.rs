@@ -1,7 +1,8 @@
 //! The load test in CI (docs/benchmarks.md): `liveline-load` holds 1000
 //! SDK connections (the native driver over the same core as the browser)
 //! against a gateway process on the memory broker, and again on Redis, and
-//! must see every event exactly once and in order. Figures are printed, not
+//! must see every event exactly once and in order, also across a `kill -9` of
+//! the gateway mid-stream (on Redis). Figures are printed, not
 //! asserted (section 11: tests do not time them).
 #![allow(clippy::unwrap_used)]
 
@@ -66,4 +67,22 @@ fn holds_1000_connections_on_the_memory_broker_without_loss() {
 fn holds_1000_connections_on_redis_without_loss() {
     let r = run_load(&["--redis-url", "redis://127.0.0.1:6379"]);
     assert_eq!(r["broker"], "redis");
+}
+
+/// A gateway `kill -9`ed mid-stream and started again on its port: every
+/// connection comes back and resumes from Redis, and every event still
+/// arrives once and in order (`--kill-after-secs`, as in bench/compare.sh).
+#[test]
+fn a_gateway_killed_mid_stream_loses_nothing_on_redis() {
+    let r = run_load(&[
+        "--redis-url",
+        "redis://127.0.0.1:6379",
+        "--kill-after-secs",
+        "1.5",
+        "--drain-secs",
+        "30",
+    ]);
+    assert!(r["restart_ms"].is_number(), "{r}");
+    assert!(r["reconnects"].as_u64().unwrap() >= 1000, "{r}");
+    assert!(r["reconnect_all_ms"].is_number(), "{r}");
 }
