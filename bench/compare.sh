@@ -117,12 +117,14 @@ for size in sizes:
     gs, ns = med(g, "server_cpu_us_per_event"), med(n, "server_cpu_us_per_event")
     gr, nr = med(g, "redis_cpu_us_per_event"), med(n, "redis_cpu_us_per_event")
     line("  server CPU per event, µs", gs, ns, ".1f")
+    line("    of which in the kernel, µs", med(g, "server_kernel_us_per_event"), med(n, "server_kernel_us_per_event"), ".1f")
     line("  Redis CPU per event, µs", gr, nr, ".1f")
     line("  server + Redis CPU per event, µs",
          None if gs is None or gr is None else gs + gr,
          None if ns is None or nr is None else ns + nr, ".1f")
     line("  handshakes/s (whole box)", med(g, "handshakes_per_sec"), med(n, "handshakes_per_sec"), ",.0f")
     line("  server CPU per handshake, µs", med(g, "server_cpu_us_per_handshake"), med(n, "server_cpu_us_per_handshake"), ".0f")
+    line("    of which in the kernel, µs", med(g, "server_kernel_us_per_handshake"), med(n, "server_kernel_us_per_handshake"), ".0f")
     line("  Redis CPU per handshake, µs", med(g, "redis_cpu_us_per_handshake"), med(n, "redis_cpu_us_per_handshake"), ".1f")
 
 def best(server):

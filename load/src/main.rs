@@ -97,6 +97,8 @@ struct Cli {
     #[arg(long)]
     users: Option<usize>,
     /// Events published per user (every connection of the user receives them).
+    /// 0 holds the connections only: no job starts, nothing published (the
+    /// handshakes alone, as `bench/callgrind.sh` counts them).
     #[arg(long, default_value_t = 10)]
     events: u64,
     /// Publish rate, events per second in total.
@@ -281,13 +283,16 @@ fn rss_kb(pid: Option<u32>) -> u64 {
         .unwrap_or(0)
 }
 
-/// CPU time a process has used (user + system, its threads alive or gone),
-/// in microseconds; 0 if unknown. `/proc` counts in USER_HZ ticks, which
-/// Linux fixes at 100 per second for user space.
-fn cpu_us(pid: Option<u32>) -> u64 {
-    let Some(pid) = pid else { return 0 };
+/// CPU time a process has used (its threads alive or gone), in
+/// microseconds: in all, and the part spent in the kernel; zeros if unknown.
+/// `/proc` counts in USER_HZ ticks, which Linux fixes at 100 per second for
+/// user space.
+fn cpu_us(pid: Option<u32>) -> Cpu {
+    let Some(pid) = pid else {
+        return Cpu::default();
+    };
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0;
+        return Cpu::default();
     };
     // Fields after the command name (which may hold spaces) close with ')'.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -299,7 +304,36 @@ fn cpu_us(pid: Option<u32>) -> u64 {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    (ticks(11) + ticks(12)) * 10_000
+    Cpu {
+        total: (ticks(11) + ticks(12)) * 10_000,
+        kernel: ticks(12) * 10_000,
+    }
+}
+
+/// CPU time in microseconds: in all, and the kernel's part of it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    total: u64,
+    kernel: u64,
+}
+
+impl std::iter::Sum for Cpu {
+    fn sum<I: Iterator<Item = Cpu>>(iter: I) -> Cpu {
+        iter.fold(Cpu::default(), |a, b| Cpu {
+            total: a.total + b.total,
+            kernel: a.kernel + b.kernel,
+        })
+    }
+}
+
+impl Cpu {
+    /// (all, kernel) used since `before`, per `n` (handshakes or events).
+    fn per(self, before: Cpu, n: f64) -> (f64, f64) {
+        (
+            self.total.saturating_sub(before.total) as f64 / n,
+            self.kernel.saturating_sub(before.kernel) as f64 / n,
+        )
+    }
 }
 
 /// CPU time the Redis server has used (`INFO cpu`), in microseconds; None
@@ -624,7 +658,7 @@ async fn worker(cli: Cli) -> anyhow::Result<()> {
     // each tried up to three times, all within 40 s.
     let starters: Vec<(usize, NativeClient)> = clients
         .iter()
-        .filter(|(g, _)| *g < users)
+        .filter(|(g, _)| *g < users && cli.events > 0)
         .map(|(g, c)| (*g, c.clone()))
         .collect();
     let start_deadline = Instant::now() + Duration::from_secs(40);
@@ -1200,12 +1234,16 @@ struct Summary {
     server: String,
     /// Server RSS per connection right after connecting, before any job.
     gateway_rss_idle_per_conn_kb: Option<f64>,
-    /// Server processes' CPU over the connect phase, per connection held.
+    /// Server processes' CPU over the connect phase, per connection held;
+    /// and the part of it spent in the kernel.
     server_cpu_us_per_handshake: Option<f64>,
+    server_kernel_us_per_handshake: Option<f64>,
     redis_cpu_us_per_handshake: Option<f64>,
     /// Server processes' CPU from the first publish to the last delivery,
-    /// per delivered event (none with `--kill-after-secs`).
+    /// per delivered event (none with `--kill-after-secs`); and the part of
+    /// it spent in the kernel.
     server_cpu_us_per_event: Option<f64>,
+    server_kernel_us_per_event: Option<f64>,
     redis_cpu_us_per_event: Option<f64>,
     /// With `--rss-after-close-secs`: the servers' lowest RSS once every
     /// client closed, and how much of it is above their RSS before the
@@ -1311,7 +1349,7 @@ async fn coordinate(
         .map(|g| g.child.as_ref().and_then(Child::id))
         .collect();
     let measured = server_pids.iter().all(Option::is_some);
-    let server_cpu = || -> u64 { server_pids.iter().map(|p| cpu_us(*p)).sum() };
+    let server_cpu = || -> Cpu { server_pids.iter().map(|p| cpu_us(*p)).sum() };
     let redis_cpu = || async {
         match &cli.redis_url {
             Some(url) => redis_cpu_us(url).await,
@@ -1399,8 +1437,9 @@ async fn coordinate(
     ensure!(summary.connections_held > 0, "no connection was held");
     let held = summary.connections_held as f64;
     if measured {
-        summary.server_cpu_us_per_handshake =
-            Some(server_cpu().saturating_sub(cpu_before_connect) as f64 / held);
+        let (all, kernel) = server_cpu().per(cpu_before_connect, held);
+        summary.server_cpu_us_per_handshake = Some(all);
+        summary.server_kernel_us_per_handshake = Some(kernel);
         let rss: u64 = server_pids.iter().map(|p| rss_kb(*p)).sum();
         let idle: u64 = gateways.iter().map(|g| g.rss_idle_kb).sum();
         summary.gateway_rss_idle_per_conn_kb = Some(rss.saturating_sub(idle) as f64 / held);
@@ -1428,7 +1467,9 @@ async fn coordinate(
         .filter(|u| !jobs.contains_key(u))
         .map(|u| u.to_string())
         .collect();
-    summary.jobs_failed = summary.jobs_failed.max(missing.len());
+    if cli.events > 0 {
+        summary.jobs_failed = summary.jobs_failed.max(missing.len());
+    }
 
     // Publish, then let the workers drain.
     let publish_deadline =
@@ -1464,10 +1505,13 @@ async fn coordinate(
         );
         Ok(Some((killed_ms, killed.elapsed().as_secs_f64() * 1000.0)))
     };
-    let (published, killed) = tokio::join!(
-        publish(cli, via, &prefix, &urls, &jobs, &run_id, publish_deadline),
-        kill
-    );
+    let publishing = async {
+        if cli.events == 0 {
+            return Ok((0, 0, 0.0, 0.0)); // connections held only
+        }
+        publish(cli, via, &prefix, &urls, &jobs, &run_id, publish_deadline).await
+    };
+    let (published, killed) = tokio::join!(publishing, kill);
     let (published, failed, secs, lag) = published?;
     let killed = killed?;
     if let Some((_, restart_ms)) = killed {
@@ -1517,8 +1561,9 @@ async fn coordinate(
     } else if summary.delivered > 0 {
         let delivered = summary.delivered as f64;
         if measured {
-            summary.server_cpu_us_per_event =
-                Some(server_cpu().saturating_sub(cpu_before_publish) as f64 / delivered);
+            let (all, kernel) = server_cpu().per(cpu_before_publish, delivered);
+            summary.server_cpu_us_per_event = Some(all);
+            summary.server_kernel_us_per_event = Some(kernel);
         }
         if let (Some(before), Some(after)) = (redis_before_publish, redis_cpu().await) {
             summary.redis_cpu_us_per_event = Some(after.saturating_sub(before) as f64 / delivered);
@@ -1642,11 +1687,13 @@ fn print_summary(s: &Summary) {
     );
     let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} µs"));
     println!(
-        "server               {}: RSS {} per idle connection; CPU {} per handshake, {} per event",
+        "server               {}: RSS {} per idle connection; CPU {} per handshake ({} in the kernel), {} per event ({} in the kernel)",
         s.server,
         gw(s.gateway_rss_idle_per_conn_kb),
         us(s.server_cpu_us_per_handshake),
-        us(s.server_cpu_us_per_event)
+        us(s.server_kernel_us_per_handshake),
+        us(s.server_cpu_us_per_event),
+        us(s.server_kernel_us_per_event)
     );
     println!(
         "redis CPU            {} per handshake, {} per event",
@@ -1712,7 +1759,10 @@ fn main() -> std::process::ExitCode {
     };
     let check = || -> anyhow::Result<()> {
         ensure!(cli.connections >= 1, "--connections must be at least 1");
-        ensure!(cli.events >= 1, "--events must be at least 1");
+        ensure!(
+            cli.events > 0 || cli.kill_after_secs.is_none(),
+            "--kill-after-secs needs events (--events 1 or more)"
+        );
         ensure!(cli.rate > 0.0, "--rate must be positive");
         ensure!(cli.gateways >= 1, "--gateways must be at least 1");
         if let Some(r) = &cli.redis_url {
@@ -1748,7 +1798,7 @@ fn main() -> std::process::ExitCode {
         && summary.invalid == 0
         && summary.jobs_failed == 0
         && summary.publish_failed == 0
-        && summary.events_expected > 0;
+        && (summary.events_expected > 0 || cli.events == 0);
     print_summary(&summary);
     if summary.ok {
         std::process::ExitCode::SUCCESS
