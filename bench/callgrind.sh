@@ -8,12 +8,13 @@
 #   bash bench/callgrind.sh OLD-BINARY NEW-BINARY   # two builds, side by side
 #
 # For each binary it runs the gateway (Redis broker, a private key prefix)
-# under callgrind three times while `liveline-load` drives it: A connections
-# with one event each, B connections with one event each, and A connections
-# with E events each. Per handshake = (run 2 - run 1) / (B - A); per event =
-# (run 3 - run 1) / (A x (E - 1)). Each count covers the whole process (start,
-# handshakes, job starts, events, shutdown), so the differences isolate the
-# part that grows.
+# under callgrind four times while `liveline-load` drives it: A and B
+# connections held only (`--events 0`: no job, nothing published), A
+# connections with one job and one event each, and A connections with E
+# events each. Per handshake = (B held - A held) / (B - A); per event =
+# (E events - 1 event) / (A x (E - 1)); per job start = (1 event - A held) / A
+# - per event. Each count covers the whole process (start, handshakes, closes,
+# shutdown), so the differences isolate the part that grows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,10 +55,12 @@ count() { # BIN CONNECTIONS EVENTS -> instructions
   redis-cli -u "$redis" --scan --pattern "$prefix*" | xargs -r redis-cli -u "$redis" unlink >/dev/null
 }
 
-printf '%-48s %16s %16s\n' "binary" "Ir / handshake" "Ir / event"
+printf '%-48s %16s %16s %16s\n' "binary" "Ir / handshake" "Ir / job start" "Ir / event"
 for bin in "$@"; do
-  base=$(count "$bin" "$a" 1)
-  more=$(count "$bin" "$b" 1)
+  held=$(count "$bin" "$a" 0)
+  more=$(count "$bin" "$b" 0)
+  one=$(count "$bin" "$a" 1)
   events=$(count "$bin" "$a" "$e")
-  printf '%-48s %16d %16d\n' "$bin" $(((more - base) / (b - a))) $(((events - base) / (a * (e - 1))))
+  per_event=$(((events - one) / (a * (e - 1))))
+  printf '%-48s %16d %16d %16d\n' "$bin" $(((more - held) / (b - a))) $(((one - held) / a - per_event)) "$per_event"
 done
