@@ -213,14 +213,21 @@ async fn on_disconnect(state: &Arc<AppState>, s: SocketRef) {
             state.hub.leave_topic(&topic, s.id).await;
         }
     }
-    state.hub.release(&claims.sub, s.id).await;
-    if let Some(Session(since)) = s.extensions.remove::<Session>() {
-        let secs = since.elapsed().as_secs_f64();
-        state.metrics.disconnected(secs);
-        if let Err(e) = state.broker.record_session(&today(), secs).await {
-            tracing::debug!(error = %e, "analytics: session not recorded");
+    let session = s
+        .extensions
+        .remove::<Session>()
+        .map(|Session(since)| since.elapsed().as_secs_f64());
+    // The place in the cap and the session statistics are independent: asked
+    // together, they share one write to Redis and one read back.
+    let record = async {
+        if let Some(secs) = session {
+            state.metrics.disconnected(secs);
+            if let Err(e) = state.broker.record_session(&today(), secs).await {
+                tracing::debug!(error = %e, "analytics: session not recorded");
+            }
         }
-    }
+    };
+    tokio::join!(state.hub.release(&claims.sub, s.id), record);
 }
 
 /// Why `user` may not act now, if so: over this node's limit (checked first,
