@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Where a connection's memory goes: the gateway (debug build, memory broker)
 # under valgrind's DHAT while `liveline-load` holds N idle connections (one
-# user each, one job started, one event), then the heap at its peak, split by
-# the code that allocated it, in bytes per connection.
+# user each, no job, nothing published: `--events 0`), then the heap at its
+# peak, split by the code that allocated it, in bytes per connection.
 #
 #   bash bench/heap-profile.sh          # N=1000; takes a few minutes (valgrind)
 #   N=500 bash bench/heap-profile.sh
@@ -25,8 +25,8 @@ for _ in $(seq 240); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   sleep 0.5 # the gateway is starting under valgrind
 done
-target/release/liveline-load --url "http://127.0.0.1:$port" --connections "$n" --events 1 \
-  --rate 100 --connect-concurrency 32 --duration-limit 600 | grep -E '^(connections held|result)'
+target/release/liveline-load --url "http://127.0.0.1:$port" --connections "$n" --events 0 \
+  --connect-concurrency 32 --duration-limit 600 | grep -E '^(connections held|result)'
 kill -TERM $vg
 wait $vg 2>/dev/null || true
 grep -E 'At t-gmax' "$dir/gateway.log"
