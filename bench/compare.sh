@@ -68,13 +68,16 @@ done
 for server in gateway node; do
   for r in $ladder; do
     run "$server-ladder-$r" "$server" 5000 "$r" $(((r * 4 + 4999) / 5000)) "$procs"
-    ok=$(python3 -c '
+    # "ok" or "over", then what decided it.
+    verdict=$(python3 -c '
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(int(bool(rows) and all(r["latency_p99_ms"] < 50 and r["lost"] == 0 and r["connections_held"] == r["connections_asked"] for r in rows)))
+ok = bool(rows) and all(r["latency_p99_ms"] < 50 and r["lost"] == 0 and r["connections_held"] == r["connections_asked"] for r in rows)
+why = "; ".join("p99 %.1f ms, %d lost, %d of %d held" % (r["latency_p99_ms"], r["lost"], r["connections_held"], r["connections_asked"]) for r in rows) or "no result"
+print(("ok" if ok else "over") + " (" + why + ")")
 ' "$dir/$server-ladder-$r.jsonl")
-    echo "  $server at $r events/s: $([ "$ok" = 1 ] && echo ok || echo over)" >&2
-    [ "$ok" = 1 ] || break
+    echo "  $server at $r events/s: $verdict" >&2
+    [ "${verdict%% *}" = ok ] || break
   done
 done
 
