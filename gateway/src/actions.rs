@@ -151,22 +151,30 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
     };
     let data = serde_json::to_value(&status).unwrap_or(Value::Null);
     let stream = Stream::Job { id: id.clone() };
-    if let Err(e) = state.publisher.publish(&stream, JOB_STATUS_V1, data).await {
-        return internal(e);
-    }
     let kind = state.metrics.kind_label(&job.kind);
-    let data = serde_json::to_value(&job).unwrap_or(Value::Null);
-    if let Err(e) = forward(state, ACTION_JOB_START_V1, user, data).await {
-        return internal(e);
+    let job_data = serde_json::to_value(&job).unwrap_or(Value::Null);
+    // The queued status goes out before the worker hears of the job; the
+    // analytics count the job as started once its record exists, so they go
+    // to Redis together with the status (one write, one read).
+    let hand_over = async {
+        let published = state.publisher.publish(&stream, JOB_STATUS_V1, data).await;
+        published.map_err(|e| e.to_string())?;
+        let forwarded = forward(state, ACTION_JOB_START_V1, user, job_data).await;
+        forwarded.map(drop).map_err(|e| e.to_string())
+    };
+    let count = async {
+        if let Err(e) = state
+            .broker
+            .record_job(&today(), &kind, "started", 0.0)
+            .await
+        {
+            tracing::warn!(error = %e, "analytics: job start not recorded");
+        }
+    };
+    match tokio::join!(hand_over, count) {
+        (Ok(()), ()) => AckReply::ok(result),
+        (Err(e), ()) => internal(e),
     }
-    if let Err(e) = state
-        .broker
-        .record_job(&today(), &kind, "started", 0.0)
-        .await
-    {
-        tracing::warn!(error = %e, "analytics: job start not recorded");
-    }
-    AckReply::ok(result)
 }
 
 /// `job:cancel:v1`: cancels `user`'s job unless it already ended. Answers
