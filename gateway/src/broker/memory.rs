@@ -140,13 +140,7 @@ impl Inner {
                     Feed::Topic(_) => String::new(),
                 },
                 event: event.to_owned(),
-                envelope: Envelope {
-                    stream: envelope.stream.clone(),
-                    epoch: envelope.epoch.clone(),
-                    seq: envelope.seq,
-                    ts: envelope.ts,
-                    data,
-                },
+                envelope: envelope.clone().map(|_| data),
             };
             if tx.send(Arc::new(msg)).is_err() {
                 self.live.remove(&channel);
