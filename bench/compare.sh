@@ -13,8 +13,7 @@
 # Runs of the two stacks alternate, back to back. Runs:
 #   - latency, RSS and CPU at SIZES connections (one user each), RATE
 #     events/s in total for about SECS seconds, PROCS server processes, and
-#     the servers' RSS in the
-#     8 s after every client closed;
+#     the servers' RSS in the 8 s after every client closed;
 #   - the highest rate from LADDER with p99 under 50 ms and nothing lost, at
 #     5,000 connections (stops at the first rate that fails);
 #   - kill -9 of the server 2 s into a 10 s publish, 2,000 connections, one

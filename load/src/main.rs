@@ -778,7 +778,6 @@ async fn worker(cli: Cli) -> anyhow::Result<()> {
 
 struct Gateway {
     url: String,
-    port: u16,
     child: Option<Child>,
     rss_idle_kb: u64,
 }
@@ -935,7 +934,6 @@ async fn start_gateways(
         let child = launcher.spawn(cli, i, port, prefix)?;
         gateways.push(Gateway {
             url: format!("http://127.0.0.1:{port}"),
-            port,
             child: Some(child),
             rss_idle_kb: 0,
         });
@@ -1320,10 +1318,9 @@ async fn coordinate(
         cli.url
             .iter()
             .map(|u| {
-                let addr = loopback_addr(u)?;
+                loopback_addr(u)?;
                 Ok(Gateway {
                     url: u.trim_end_matches('/').to_owned(),
-                    port: addr.port(),
                     child: None,
                     rss_idle_kb: 0,
                 })
@@ -1492,12 +1489,12 @@ async fn coordinate(
         }
         let killed = Instant::now();
         let killed_ms = unix_ms();
+        let addr = loopback_addr(&g.url)?;
         eprintln!(
             "killed server 0 (kill -9); starting it again on port {}",
-            g.port
+            addr.port()
         );
-        g.child = Some(launcher.spawn(cli, 0, g.port, &prefix)?);
-        let addr = loopback_addr(&g.url)?;
+        g.child = Some(launcher.spawn(cli, 0, addr.port(), &prefix)?);
         ensure!(
             healthy(addr, Duration::from_secs(20)).await,
             "server 0 did not come back; see {}",
