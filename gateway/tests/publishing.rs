@@ -409,3 +409,235 @@ async fn the_script_refuses_a_batch_over_256_events() {
     assert_eq!(envs[255]["seq"], 256);
     gw.stop().await;
 }
+
+/// A group (ARGV[1] an array of calls, what the gateway's group commit
+/// sends): each call is stored or refused alone, the reply has one outcome
+/// per call, and a group of the wrong shape is refused whole, storing nothing.
+#[tokio::test]
+async fn the_script_publishes_a_group_each_call_alone() {
+    use liveline_gateway::stream::Stream;
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let p = gw.config.key_prefix.clone();
+    let mut alice = gw.connect("alice").await;
+    let ended = common::create_running_job(&gw, "alice").await;
+    let done =
+        serde_json::json!({"jobId": ended, "status": "completed", "progress": 1, "message": ""});
+    let job = Stream::Job { id: ended.clone() };
+    gw.handle
+        .state
+        .publisher
+        .publish(&job, "job:status:v1", done)
+        .await
+        .unwrap();
+    assert_eq!(alice.event().await.1["data"]["status"], "completed");
+
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tags = [
+        "{u:5:alice}:s:notes".to_owned(),
+        format!("{{job:{ended}}}"),
+        "{topic:room:7}".to_owned(),
+    ];
+    let group = |tags: &[String], calls: &str, data: usize| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(liveline_gateway::broker::PUBLISH_LUA)
+            .arg(4 * tags.len());
+        for tag in tags {
+            for suffix in ["seq", "epoch", "hist", "rec"] {
+                cmd.arg(format!("{p}{tag}:{suffix}"));
+            }
+        }
+        cmd.arg(calls);
+        for n in 1..=data {
+            cmd.arg(format!("{{\"n\":{n}}}"));
+        }
+        cmd
+    };
+    let calls = format!(
+        r#"[{{"stream":"notes","event":"note:added:v1","user":"alice","count":2}},
+            {{"stream":"job:{ended}","event":"job:chunk:v1"}},
+            {{"stream":"room:7","event":"room:said:v1","topic":true}}]"#
+    );
+    let reply: String = group(&tags, &calls, 4)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let outcomes: Vec<Value> = serde_json::from_str(&reply).unwrap();
+    assert_eq!(outcomes.len(), 3, "{reply}");
+    assert_eq!(outcomes[0]["seq"], 1, "{reply}");
+    assert!(
+        outcomes[1]["error"].as_str().unwrap().starts_with("ENDED "),
+        "{reply}"
+    );
+    assert_eq!(outcomes[2]["seq"], 1, "{reply}");
+    assert_eq!(outcomes[0]["ts"], outcomes[2]["ts"], "one clock per group");
+    // Alice's private stream went live with the first two data, in order.
+    for n in 1..=2 {
+        let (name, env) = alice.event().await;
+        assert_eq!(name, "note:added:v1");
+        assert_eq!(env["seq"], n);
+        assert_eq!(env["epoch"], outcomes[0]["epoch"]);
+        assert_eq!(env["data"]["n"], n);
+    }
+    let broker = &gw.handle.state.broker;
+    let notes = Stream::Private {
+        user: "alice".into(),
+        name: "notes".into(),
+    };
+    let room = Stream::Topic {
+        name: "room:7".into(),
+    };
+    let kept: Vec<Value> = broker
+        .history(&notes, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.data)
+        .collect();
+    assert_eq!(
+        kept,
+        vec![serde_json::json!({"n": 1}), serde_json::json!({"n": 2})]
+    );
+    let topic = broker.history(&room, 0).await.unwrap();
+    assert_eq!(topic.len(), 1);
+    assert_eq!(
+        topic[0].1.data["n"], 4,
+        "the topic's call took the last data"
+    );
+    assert_eq!(
+        broker.head(&job).await.unwrap().unwrap().seq,
+        1,
+        "the ended job got nothing"
+    );
+
+    // Shapes refused whole: counts that do not match the data, keys that do
+    // not match the calls, a count that is not a whole number from 1.
+    let two = &tags[..2];
+    let shapes = [
+        (
+            two,
+            r#"[{"stream":"notes","event":"note:added:v1","user":"alice","count":2},{"stream":"room:7","event":"room:said:v1","topic":true}]"#,
+            2,
+        ),
+        (
+            &tags[..1],
+            r#"[{"stream":"notes","event":"note:added:v1","user":"alice"},{"stream":"room:7","event":"room:said:v1","topic":true}]"#,
+            2,
+        ),
+        (
+            two,
+            r#"[{"stream":"notes","event":"note:added:v1","user":"alice","count":0},{"stream":"room:7","event":"room:said:v1","topic":true}]"#,
+            1,
+        ),
+        (
+            two,
+            r#"[{"stream":"notes","event":"note:added:v1","user":"alice","count":1.5},{"stream":"room:7","event":"room:said:v1","topic":true}]"#,
+            2,
+        ),
+    ];
+    for (tags, calls, data) in shapes {
+        let refused: redis::RedisResult<String> =
+            group(tags, calls, data).query_async(&mut conn).await;
+        let err = refused.expect_err(calls);
+        assert_eq!(err.code(), Some("INVALID"), "{calls}: {err}");
+    }
+    assert_eq!(
+        broker.head(&notes).await.unwrap().unwrap().seq,
+        2,
+        "nothing stored"
+    );
+    assert_eq!(
+        broker.head(&room).await.unwrap().unwrap().seq,
+        1,
+        "nothing stored"
+    );
+    // The one-call form checks a count it is given, too.
+    let one: redis::RedisResult<String> = group(
+        &tags[..1],
+        r#"{"stream":"notes","event":"note:added:v1","user":"alice","count":3}"#,
+        2,
+    )
+    .query_async(&mut conn)
+    .await;
+    assert_eq!(one.expect_err("count 3 for 2 data").code(), Some("INVALID"));
+    assert_eq!(
+        broker.head(&notes).await.unwrap().unwrap().seq,
+        2,
+        "nothing stored"
+    );
+    alice.close().await;
+    gw.stop().await;
+}
+
+/// Group commit: appends made at the same time share calls of the publish
+/// script, no call carries more than the script's 256 events (it would
+/// refuse it), and every append still gets its own seqs and data. On a
+/// private Redis, so its command counts are this test's alone.
+#[tokio::test]
+async fn concurrent_appends_share_script_calls_within_the_bound() {
+    use liveline_gateway::broker::{Appended, EventLog, MAX_BATCH, RedisBroker};
+    use liveline_gateway::stream::Stream;
+    let port = common::spare_port();
+    let _server = common::RedisServer::start(port).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let broker = RedisBroker::connect(&url, "group:", 1000).await.unwrap();
+    let stream = |name: String| Stream::Private {
+        user: "alice".into(),
+        name,
+    };
+    let singles = (0..300).map(|i| {
+        let s = stream(format!("s{i}"));
+        let broker = &broker;
+        async move {
+            broker
+                .append(&s, "note:added:v1", vec![serde_json::json!({"i": i})], None)
+                .await
+        }
+    });
+    let big = stream("big".into());
+    let items = (0..MAX_BATCH)
+        .map(|i| serde_json::json!({"i": i}))
+        .collect();
+    let (singles, batch) = tokio::join!(
+        futures_util::future::join_all(singles),
+        broker.append(&big, "note:added:v1", items, None)
+    );
+    for (i, one) in singles.into_iter().enumerate() {
+        let Appended::Events(envs) = one.unwrap() else {
+            panic!("single {i} not stored")
+        };
+        assert_eq!(envs.len(), 1);
+        assert_eq!(
+            (envs[0].seq, &envs[0].data),
+            (1, &serde_json::json!({"i": i}))
+        );
+        assert_eq!(envs[0].stream, format!("s{i}"));
+    }
+    let Appended::Events(envs) = batch.unwrap() else {
+        panic!("batch not stored")
+    };
+    let seqs: Vec<u64> = envs.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=MAX_BATCH as u64).collect::<Vec<_>>());
+    assert_eq!(envs[255].data["i"], 255);
+    // What was stored matches what the appends returned.
+    let kept = broker.history(&big, 250).await.unwrap();
+    assert_eq!(kept.len(), 6);
+    assert_eq!(kept[5].1, envs[255]);
+
+    let stats: String = common::redis_query(&url, redis::cmd("INFO").arg("commandstats")).await;
+    let calls: u64 = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    // 556 events need 3 calls at least (256 each at most); one call each
+    // would be 301.
+    assert!((3..=20).contains(&calls), "{calls} script calls\n{stats}");
+}

@@ -3,6 +3,7 @@
 //! lets workers and several gateway nodes share one Redis.
 
 pub mod circuit;
+mod group;
 mod memory;
 mod redis;
 

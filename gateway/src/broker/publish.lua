@@ -1,4 +1,4 @@
--- Liveline's publish script: appends one event to a stream (next seq, kept in
+-- Liveline's publish script: appends events to streams (next seq, kept in
 -- history, sent live) in one atomic step. Every publisher runs it: the
 -- gateway itself and workers in any language (docs/publishing.md).
 --
@@ -33,130 +33,205 @@
 --   INVALID   a field is missing or wrong (the message says which)
 --   NOTFOUND  no such job, or not the named user's
 --   ENDED     the job already ended
-local ok, call = pcall(cjson.decode, ARGV[1])
-if not ok or type(call) ~= 'table' then
-  return redis.error_reply('INVALID ARGV[1] must be a JSON object')
+--
+-- A group: ARGV[1] a JSON array of calls, each as above plus
+--   count    how many events' data it takes (default 1)
+-- publishes on several streams in one step (on a cluster, streams of one
+-- slot). KEYS hold each call's four keys in turn, ARGV[2..] each call's data
+-- in turn (up to 256 in all). Every call succeeds or fails alone; the reply
+-- is a JSON array, one item per call in order: {"epoch":E,"seq":N,"ts":T}
+-- (N the seq of its first event, the others follow; T the time in ms) or
+-- {"error":"CODE message"}. Only a malformed group is an error of its own.
+
+local function decode(text)
+  local ok, value = pcall(cjson.decode, text)
+  if ok then return value end
+  return nil
 end
-local stream, event, user = call['stream'], call['event'], call['user']
-if type(stream) ~= 'string' or stream == '' then
-  return redis.error_reply('INVALID stream is required')
+
+local now, node
+-- Redis's clock and, on a cluster, this master's id: asked once per call of
+-- the script, and only when an event is stored.
+local function clock()
+  if not now then now = redis.call('TIME') end
+  return now
 end
-if type(event) ~= 'string' or not string.match(event, '^[a-z0-9_]+:[a-z0-9_]+:v%d+$') then
-  return redis.error_reply('INVALID event must be domain:name:vN')
+local function whoami()
+  if not node then
+    node = redis.pcall('CLUSTER', 'MYID')
+    if type(node) ~= 'string' then node = '-' end
+  end
+  return node
 end
-if user ~= nil and (type(user) ~= 'string' or user == '') then
-  return redis.error_reply('INVALID user must be a non-empty string when given')
+
+-- Appends the `count` events whose data start at ARGV[first] to the stream of
+-- `call`, whose keys start at KEYS[k]. Returns epoch, first seq, ts, and the
+-- envelopes when `envelopes`; or nil and the error.
+local function append(call, k, first, count, envelopes)
+  if type(call) ~= 'table' then return nil, 'INVALID a call must be a JSON object' end
+  local stream, event, user = call['stream'], call['event'], call['user']
+  if type(stream) ~= 'string' or stream == '' then
+    return nil, 'INVALID stream is required'
+  end
+  if type(event) ~= 'string' or not string.match(event, '^[a-z0-9_]+:[a-z0-9_]+:v%d+$') then
+    return nil, 'INVALID event must be domain:name:vN'
+  end
+  if user ~= nil and (type(user) ~= 'string' or user == '') then
+    return nil, 'INVALID user must be a non-empty string when given'
+  end
+  for i = first, first + count - 1 do
+    if not pcall(cjson.decode, ARGV[i]) then
+      return nil, 'INVALID ARGV[' .. i .. '] must be the data, JSON text'
+    end
+  end
+  local seqkey, epochkey, histkey, reckey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  local prefix = string.match(seqkey or '', '^(.-){')
+  if not prefix then
+    return nil, 'INVALID KEYS[' .. k .. '] must be P{tag}:seq'
+  end
+
+  local kind, id = string.match(stream, '^(job):(.+)$')
+  local base
+  if kind then
+    base = prefix .. '{' .. stream .. '}:'
+  elseif call['topic'] == true then
+    if user ~= nil then return nil, 'INVALID a topic has no user' end
+    kind, base = 'topic', prefix .. '{topic:' .. stream .. '}:'
+  elseif user ~= nil then
+    kind, base = 'private', prefix .. '{u:' .. string.len(user) .. ':' .. user .. '}:s:' .. stream .. ':'
+  else
+    return nil, 'INVALID user is required (or topic: true)'
+  end
+  if seqkey ~= base .. 'seq' or epochkey ~= base .. 'epoch' or histkey ~= base .. 'hist'
+      or reckey ~= base .. 'rec' then
+    return nil, 'INVALID KEYS must be ' .. base .. 'seq, epoch, hist, rec'
+  end
+
+  local ttl = tonumber(call['ttl']) or 604800
+  local keep = tonumber(call['history']) or 1000
+  if kind == 'topic' and keep > 256 then keep = 256 end
+  local owner = user or ''
+  local data = ARGV[first]
+  if kind == 'job' then
+    local rec = redis.call('HMGET', reckey, 'owner', 'status')
+    if not rec[1] or (user ~= nil and rec[1] ~= user) then
+      return nil, 'NOTFOUND no such ' .. kind .. ' ' .. id .. (user and (' for ' .. user) or '')
+    end
+    local st = rec[2]
+    if st == 'completed' or st == 'failed' or st == 'cancelled' then
+      return nil, 'ENDED the ' .. kind .. ' ' .. id .. ' already ended'
+    end
+    owner = rec[1]
+    if event == 'job:status:v1' then
+      if count > 1 then return nil, 'INVALID job:status:v1 is published one at a time' end
+      local d = decode(data)
+      local valid = {queued = true, running = true, completed = true, failed = true, cancelled = true}
+      if type(d) ~= 'table' or not valid[d['status']] then
+        return nil, 'INVALID job:status:v1 data needs a status: queued, running, completed, failed or cancelled'
+      end
+      local t = clock()
+      redis.call('HSET', reckey, 'status', d['status'],
+        'progress', tostring(tonumber(d['progress']) or 0),
+        'message', type(d['message']) == 'string' and d['message'] or '',
+        'updatedAt', string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+    end
+  end
+
+  local t = clock()
+  local ts = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+  local last = redis.call('INCRBY', seqkey, count)
+  local seq = last - count + 1
+  -- The epoch key holds "EPOCH WRITER": WRITER is the id of the cluster master
+  -- that wrote it, or "-" on one Redis. Redis is asked which it is only on a
+  -- cluster (cheap there) or while the key does not say yet.
+  local stored = redis.call('GET', epochkey)
+  local epoch, writer
+  if stored then epoch, writer = string.match(stored, '^(%S+) ?(%S*)$') end
+  local here = '-'
+  if writer ~= '-' then here = whoami() end
+  if seq == 1 or not epoch or (here ~= '-' and writer ~= here) then
+    -- A new stream, one whose keys expired or were lost, or (on a cluster) one
+    -- last written by another master: a replica promoted after a failover may
+    -- lack the last events its master acknowledged. A new epoch, so no reader
+    -- is told its old position continues here.
+    epoch = string.format('%08x%08x', tonumber(t[1]), tonumber(t[2]) * 4096 + (seq % 4096))
+    redis.call('SET', epochkey, epoch .. ' ' .. here, 'EX', ttl)
+    if seq == 1 then redis.call('DEL', histkey) end
+  elseif writer ~= here then
+    redis.call('SET', epochkey, epoch .. ' ' .. here, 'EX', ttl)
+  end
+  local channel
+  if kind == 'topic' then
+    channel = prefix .. '{topic:' .. stream .. '}:live'
+  else
+    channel = prefix .. '{u:' .. string.len(owner) .. ':' .. owner .. '}:live'
+  end
+  local publish = here ~= '-' and 'SPUBLISH' or 'PUBLISH'
+  -- (The event name's pattern needs no escaping.)
+  local head = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) .. ',"seq":'
+  local live = '{"user":' .. cjson.encode(owner) .. ',"event":"' .. event .. '","envelope":'
+  local envs = envelopes and {} or nil
+  for i = 0, count - 1 do
+    local seqs = string.format('%d', seq + i)
+    local env = head .. seqs .. ',"ts":' .. ts .. ',"data":' .. ARGV[first + i] .. '}'
+    redis.call('XADD', histkey, 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
+    redis.call(publish, channel, live .. env .. '}')
+    if envs then envs[i + 1] = env end
+  end
+  -- The keys live `ttl` after the last event, give or take a hundredth of it:
+  -- refreshed once they have lost that much, not on every event.
+  if redis.call('PTTL', seqkey) < ttl * 990 then
+    redis.call('EXPIRE', seqkey, ttl)
+    redis.call('EXPIRE', epochkey, ttl)
+    redis.call('EXPIRE', histkey, ttl)
+    if kind == 'job' then redis.call('EXPIRE', reckey, ttl) end
+  end
+  return epoch, seq, ts, envs
 end
-local count = #ARGV - 1
-if count < 1 or count > 256 then
+
+local calls = decode(ARGV[1])
+if type(calls) ~= 'table' then
+  return redis.error_reply('INVALID ARGV[1] must be a JSON object or an array of them')
+end
+local data = #ARGV - 1
+if data < 1 or data > 256 then
   return redis.error_reply('INVALID ARGV[2..] must be the data of 1 to 256 events')
 end
-for i = 2, #ARGV do
-  if not pcall(cjson.decode, ARGV[i]) then
-    return redis.error_reply('INVALID ARGV[' .. i .. '] must be the data, JSON text')
+
+if calls[1] == nil then
+  -- One call: all the data is its own.
+  if calls['count'] ~= nil and calls['count'] ~= data then
+    return redis.error_reply('INVALID count is ' .. tostring(calls['count']) .. ', ARGV[2..] holds ' .. data)
   end
-end
-local data = ARGV[2]
-local prefix = string.match(KEYS[1] or '', '^(.-){')
-if not prefix then
-  return redis.error_reply('INVALID KEYS[1] must be P{tag}:seq')
+  local epoch, seq, ts, envs = append(calls, 1, 2, data, true)
+  if not epoch then return redis.error_reply(seq) end
+  if data == 1 then return envs[1] end
+  return '[' .. table.concat(envs, ',') .. ']'
 end
 
-local kind, id = string.match(stream, '^(job):(.+)$')
-local base
-if kind then
-  base = prefix .. '{' .. stream .. '}:'
-elseif call['topic'] == true then
-  if user ~= nil then return redis.error_reply('INVALID a topic has no user') end
-  kind, base = 'topic', prefix .. '{topic:' .. stream .. '}:'
-elseif user ~= nil then
-  kind, base = 'private', prefix .. '{u:' .. string.len(user) .. ':' .. user .. '}:s:' .. stream .. ':'
-else
-  return redis.error_reply('INVALID user is required (or topic: true)')
-end
-if KEYS[1] ~= base .. 'seq' or KEYS[2] ~= base .. 'epoch' or KEYS[3] ~= base .. 'hist'
-    or KEYS[4] ~= base .. 'rec' then
-  return redis.error_reply('INVALID KEYS must be ' .. base .. 'seq, epoch, hist, rec')
-end
-
-local now = redis.call('TIME')
-local ts = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-local ttl = tonumber(call['ttl']) or 604800
-local keep = tonumber(call['history']) or 1000
-if kind == 'topic' and keep > 256 then keep = 256 end
-
-local owner = user or ''
-if kind == 'job' then
-  local rec = redis.call('HMGET', KEYS[4], 'owner', 'status')
-  if not rec[1] or (user ~= nil and rec[1] ~= user) then
-    return redis.error_reply('NOTFOUND no such ' .. kind .. ' ' .. id .. (user and (' for ' .. user) or ''))
+-- A group: check its shape whole before storing anything.
+local counts, total = {}, 0
+for i, call in ipairs(calls) do
+  local n = type(call) == 'table' and call['count'] or 1
+  if type(n) ~= 'number' or n < 1 or n % 1 ~= 0 then
+    return redis.error_reply('INVALID call ' .. i .. ': count must be a whole number from 1')
   end
-  local st = rec[2]
-  if st == 'completed' or st == 'failed' or st == 'cancelled' then
-    return redis.error_reply('ENDED the ' .. kind .. ' ' .. id .. ' already ended')
+  counts[i], total = n, total + n
+end
+if #KEYS ~= 4 * #calls then
+  return redis.error_reply('INVALID KEYS must be 4 per call: ' .. 4 * #calls .. ' for ' .. #calls .. ' calls, not ' .. #KEYS)
+end
+if total ~= data then
+  return redis.error_reply('INVALID the calls count ' .. total .. ' events, ARGV[2..] holds ' .. data)
+end
+local out, first = {}, 2
+for i, call in ipairs(calls) do
+  local epoch, seq, ts = append(call, 4 * i - 3, first, counts[i], false)
+  if epoch then
+    out[i] = '{"epoch":' .. cjson.encode(epoch) .. ',"seq":' .. string.format('%d', seq) .. ',"ts":' .. ts .. '}'
+  else
+    out[i] = '{"error":' .. cjson.encode(seq) .. '}'
   end
-  owner = rec[1]
-  if event == 'job:status:v1' then
-    if count > 1 then return redis.error_reply('INVALID job:status:v1 is published one at a time') end
-    local d = cjson.decode(data)
-    local valid = {queued = true, running = true, completed = true, failed = true, cancelled = true}
-    if type(d) ~= 'table' or not valid[d['status']] then
-      return redis.error_reply('INVALID job:status:v1 data needs a status: queued, running, completed, failed or cancelled')
-    end
-    redis.call('HSET', KEYS[4], 'status', d['status'],
-      'progress', tostring(tonumber(d['progress']) or 0),
-      'message', type(d['message']) == 'string' and d['message'] or '', 'updatedAt', ts)
-  end
+  first = first + counts[i]
 end
-
-local last = redis.call('INCRBY', KEYS[1], count)
-local seq = last - count + 1
--- The epoch key holds "EPOCH WRITER": WRITER is the id of the cluster master
--- that wrote it, or "-" on one Redis. Redis is asked which it is only on a
--- cluster (cheap there) or while the key does not say yet.
-local stored = redis.call('GET', KEYS[2])
-local epoch, writer
-if stored then epoch, writer = string.match(stored, '^(%S+) ?(%S*)$') end
-local node = '-'
-if writer ~= '-' then
-  node = redis.pcall('CLUSTER', 'MYID')
-  if type(node) ~= 'string' then node = '-' end
-end
-if seq == 1 or not epoch or (node ~= '-' and writer ~= node) then
-  -- A new stream, one whose keys expired or were lost, or (on a cluster) one
-  -- last written by another master: a replica promoted after a failover may
-  -- lack the last events its master acknowledged. A new epoch, so no reader
-  -- is told its old position continues here.
-  epoch = string.format('%08x%08x', tonumber(now[1]), tonumber(now[2]) * 4096 + (seq % 4096))
-  redis.call('SET', KEYS[2], epoch .. ' ' .. node, 'EX', ttl)
-  if seq == 1 then redis.call('DEL', KEYS[3]) end
-elseif writer ~= node then
-  redis.call('SET', KEYS[2], epoch .. ' ' .. node, 'EX', ttl)
-end
-local channel
-if kind == 'topic' then
-  channel = prefix .. '{topic:' .. stream .. '}:live'
-else
-  channel = prefix .. '{u:' .. string.len(owner) .. ':' .. owner .. '}:live'
-end
-local publish = node ~= '-' and 'SPUBLISH' or 'PUBLISH'
-local head = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) .. ',"seq":'
-local live = '{"user":' .. cjson.encode(owner) .. ',"event":' .. cjson.encode(event) .. ',"envelope":'
-local envs = {}
-for i = 0, count - 1 do
-  local seqs = string.format('%d', seq + i)
-  local env = head .. seqs .. ',"ts":' .. ts .. ',"data":' .. ARGV[2 + i] .. '}'
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
-  redis.call(publish, channel, live .. env .. '}')
-  envs[i + 1] = env
-end
--- The keys live `ttl` after the last event, give or take a hundredth of it:
--- refreshed once they have lost that much, not on every event.
-if redis.call('PTTL', KEYS[1]) < ttl * 990 then
-  redis.call('EXPIRE', KEYS[1], ttl)
-  redis.call('EXPIRE', KEYS[2], ttl)
-  redis.call('EXPIRE', KEYS[3], ttl)
-  if kind == 'job' then redis.call('EXPIRE', KEYS[4], ttl) end
-end
-if count == 1 then return envs[1] end
-return '[' .. table.concat(envs, ',') .. ']'
+return '[' .. table.concat(out, ',') .. ']'

@@ -58,6 +58,7 @@ use redis::cluster_routing::Slot;
 use redis::{AsyncCommands, Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Script};
 
 use super::circuit::{Circuit, Guarded};
+use super::group;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -252,6 +253,9 @@ pub struct RedisBroker {
     /// For blocking reads (XREADGROUP BLOCK), which would stall `conn`.
     blocking: Conn,
     script: Script,
+    /// Groups concurrent appends into one script call (one Redis only; on a
+    /// cluster each append is a group of one).
+    committer: Option<group::Committer>,
     lease: Script,
     enqueue_once: Script,
     rate: Script,
@@ -363,12 +367,20 @@ impl RedisBroker {
         };
         let conn = Guarded::new(conn, Arc::new(Circuit::default()));
         ensure_group(&mut conn.clone(), prefix).await?;
+        let committer = match pubsub {
+            PubSub::Single(_) => Some(group::Committer::spawn(
+                conn.clone(),
+                Script::new(PUBLISH_LUA),
+            )),
+            PubSub::Cluster(_) => None,
+        };
         Ok(Self {
             prefix: prefix.to_owned(),
             history_len: history_len.max(1),
             conn,
             blocking,
             script: Script::new(PUBLISH_LUA),
+            committer,
             lease: Script::new(LEASE_LUA),
             enqueue_once: Script::new(ENQUEUE_ONCE_LUA),
             rate: Script::new(RATE_LUA),
@@ -738,6 +750,7 @@ impl EventLog for RedisBroker {
             "event": event,
             "history": self.history_len,
             "ttl": STREAM_TTL_SECS,
+            "count": data.len(),
         });
         match stream {
             Stream::Topic { .. } => call["topic"] = Value::Bool(true),
@@ -749,27 +762,49 @@ impl EventLog for RedisBroker {
                 }
             }
         }
-        let mut inv = self.script.prepare_invoke();
-        for suffix in ["seq", "epoch", "hist", "rec"] {
-            inv.key(self.key(stream, suffix));
-        }
-        inv.arg(call.to_string());
-        for item in &data {
-            let text =
-                serde_json::to_string(item).map_err(|e| BrokerError::Corrupt(e.to_string()))?;
-            inv.arg(text);
-        }
-        let mut conn = self.conn.clone();
-        let reply: Result<String, redis::RedisError> = inv.invoke_async(&mut conn).await;
-        match reply {
-            // One event: its envelope; a batch: a JSON array of them.
-            Ok(env) if data.len() == 1 => Ok(Appended::Events(vec![parse_envelope(&env)?])),
-            Ok(envs) => serde_json::from_str(&envs)
-                .map(Appended::Events)
-                .map_err(|e| BrokerError::Corrupt(format!("envelopes: {e}"))),
-            Err(e) if e.code() == Some("NOTFOUND") => Ok(Appended::NotFound),
-            Err(e) if e.code() == Some("ENDED") => Ok(Appended::Ended),
-            Err(e) => Err(e.into()),
+        let texts = data
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| BrokerError::Corrupt(e.to_string()))?;
+        let call = group::Call {
+            keys: ["seq", "epoch", "hist", "rec"].map(|suffix| self.key(stream, suffix)),
+            call: call.to_string(),
+            data: texts,
+        };
+        let outcome = match &self.committer {
+            Some(committer) => committer.append(call).await?,
+            None => {
+                let mut conn = self.conn.clone();
+                let mut outcomes = group::invoke(&mut conn, &self.script, &[&call]).await?;
+                outcomes
+                    .pop()
+                    .ok_or_else(|| BrokerError::Corrupt("publish: no outcome".to_owned()))?
+            }
+        };
+        match outcome {
+            group::Outcome::Stored { epoch, seq, ts } => {
+                let name = stream.name();
+                let envelopes = data
+                    .into_iter()
+                    .zip(seq..)
+                    .map(|(data, seq)| Envelope {
+                        stream: name.clone(),
+                        epoch: epoch.clone(),
+                        seq,
+                        ts,
+                        data,
+                    })
+                    .collect();
+                Ok(Appended::Events(envelopes))
+            }
+            refused => match refused.code() {
+                Some("NOTFOUND") => Ok(Appended::NotFound),
+                Some("ENDED") => Ok(Appended::Ended),
+                _ => Err(BrokerError::Corrupt(format!(
+                    "the publish script refused an append: {refused:?}"
+                ))),
+            },
         }
     }
 
