@@ -309,8 +309,11 @@ async fn stalled_peers_neither_exhaust_files_nor_lock_clients_out() {
         healthz.as_secs_f64() * 1e3
     );
     assert_eq!(status, 200);
+    // A gateway out of files would answer only once the stalled bodies
+    // time out (10 s); 2 s leaves room for a loaded machine (a 100 ms bound
+    // failed once while other tests ran beside it).
     assert!(
-        healthz < Duration::from_millis(100),
+        healthz < Duration::from_secs(2),
         "/healthz took {healthz:?}"
     );
     assert!(files < 1000, "{files} files open");
