@@ -7,8 +7,10 @@
 #   SCRIPT=old.lua CASES=job bash bench/publish-script.sh  # another version, one case
 #
 # Cases: an event on a user's private stream, a job:chunk:v1 on a job's
-# stream (its record is read in the same step), and a batch of 16 chunks on a
-# job's stream in one call (cost divided by 16). Each run starts from an
+# stream (its record is read in the same step), a batch of 16 chunks on a
+# job's stream in one call (cost divided by 16), and a group of 16 calls,
+# one chunk each on 16 jobs' streams, in one call (what the gateway's group
+# commit sends under load; cost divided by 16). Each run starts from an
 # empty Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +18,7 @@ cd "$(dirname "$0")/.."
 script=${SCRIPT:-gateway/src/broker/publish.lua}
 calls=${CALLS:-30000}
 runs=${RUNS:-3}
-cases=${CASES:-private job batch}
+cases=${CASES:-private job batch group}
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed (bash scripts/setup.sh)" >&2; exit 1; }
 
 source scripts/ports.sh
@@ -28,17 +30,19 @@ cli() { redis-cli -p "$port" "$@"; }
 sha=$(cli script load "$(cat "$script")")
 data='{"jobId":"j1","index":12,"text":"a few tokens of an answer, streamed"}'
 
-run_case() { # NAME PREFIX CALL EVENTS-PER-CALL
-  local name=$1 base=$2 call=$3 per=$4 i out=() items=()
+run_case() { # NAME CALL EVENTS-PER-CALL STREAM-KEY-BASE...
+  local name=$1 call=$2 per=$3 i j out=() items=() keys=()
+  shift 3
   for i in $(seq "$per"); do items+=("$data"); done
+  for j in "$@"; do keys+=("${j}seq" "${j}epoch" "${j}hist" "${j}rec"); done
   for i in $(seq "$runs"); do
     cli flushall >/dev/null
-    if [ "$name" != private ]; then
-      cli hset 'll:{job:j1}:rec' owner alice kind research status running >/dev/null
-    fi
+    for j in "$@"; do
+      case $j in *'{job:'*) cli hset "${j}rec" owner alice kind research status running >/dev/null ;; esac
+    done
     cli config resetstat >/dev/null
-    redis-benchmark -p "$port" -n "$calls" -c 4 -q EVALSHA "$sha" 4 \
-      "${base}seq" "${base}epoch" "${base}hist" "${base}rec" "$call" "${items[@]}" >/dev/null
+    redis-benchmark -p "$port" -n "$calls" -c 4 -q EVALSHA "$sha" "${#keys[@]}" \
+      "${keys[@]}" "$call" "${items[@]}" >/dev/null
     local call_us
     call_us=$(cli info commandstats | sed -n 's/^cmdstat_evalsha:.*usec_per_call=\([0-9.]*\).*/\1/p')
     out+=("$(awk -v u="$call_us" -v n="$per" 'BEGIN { printf "%.2f", u / n }')")
@@ -52,9 +56,17 @@ run_case() { # NAME PREFIX CALL EVENTS-PER-CALL
 echo "$script, $calls calls per run, usec_per_call of EVALSHA per event:"
 for c in $cases; do
   case $c in
-  private) run_case private 'll:{u:5:alice}:s:notes:' '{"stream":"notes","event":"job:chunk:v1","user":"alice"}' 1 ;;
-  job) run_case job 'll:{job:j1}:' '{"stream":"job:j1","event":"job:chunk:v1"}' 1 ;;
-  batch) run_case batch 'll:{job:j1}:' '{"stream":"job:j1","event":"job:chunk:v1"}' 16 ;;
-  *) echo "unknown case $c (private, job, batch)" >&2; exit 2 ;;
+  private) run_case private '{"stream":"notes","event":"job:chunk:v1","user":"alice"}' 1 'll:{u:5:alice}:s:notes:' ;;
+  job) run_case job '{"stream":"job:j1","event":"job:chunk:v1"}' 1 'll:{job:j1}:' ;;
+  batch) run_case batch '{"stream":"job:j1","event":"job:chunk:v1"}' 16 'll:{job:j1}:' ;;
+  group)
+    group=() bases=()
+    for j in $(seq 16); do
+      group+=("{\"stream\":\"job:j$j\",\"event\":\"job:chunk:v1\"}")
+      bases+=("ll:{job:j$j}:")
+    done
+    run_case group "[$(IFS=,; echo "${group[*]}")]" 16 "${bases[@]}"
+    ;;
+  *) echo "unknown case $c (private, job, batch, group)" >&2; exit 2 ;;
   esac
 done
