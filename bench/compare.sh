@@ -14,8 +14,9 @@
 #   - latency, RSS and CPU at SIZES connections (one user each), RATE
 #     events/s in total for about SECS seconds, PROCS server processes, and
 #     the servers' RSS in the 8 s after every client closed;
-#   - the highest rate from LADDER with p99 under 50 ms and nothing lost, at
-#     5,000 connections (stops at the first rate that fails);
+#   - the highest rate from LADDER with p99 under 50 ms, nothing lost, and
+#     the publishers at 90 % of the rate or more, at 5,000 connections (stops
+#     at the first rate that fails);
 #   - kill -9 of the server 2 s into a 10 s publish, 2,000 connections, one
 #     process: restart time, time until every connection is back, events lost.
 # Not part of `scripts/test.sh`; it prints the table and exits 0 even when a
@@ -67,14 +68,17 @@ done
 for server in gateway node; do
   for r in $ladder; do
     run "$server-ladder-$r" "$server" 5000 "$r" $(((r * 4 + 4999) / 5000)) "$procs"
-    # "ok" or "over", then what decided it.
+    # "ok" or "over", then what decided it. The publishers must reach 90 %
+    # of the rate: latency is counted from each publish, so a rate they
+    # cannot reach would pass at whatever rate they do reach.
     verdict=$(python3 -c '
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-ok = bool(rows) and all(r["latency_p99_ms"] < 50 and r["lost"] == 0 and r["connections_held"] == r["connections_asked"] for r in rows)
-why = "; ".join("p99 %.1f ms, %d lost, %d of %d held" % (r["latency_p99_ms"], r["lost"], r["connections_held"], r["connections_asked"]) for r in rows) or "no result"
+rate = float(sys.argv[2])
+ok = bool(rows) and all(r["latency_p99_ms"] < 50 and r["lost"] == 0 and r["connections_held"] == r["connections_asked"] and r["publish_rate"] >= 0.9 * rate for r in rows)
+why = "; ".join("published %.0f/s, p99 %.1f ms, %d lost, %d of %d held" % (r["publish_rate"], r["latency_p99_ms"], r["lost"], r["connections_held"], r["connections_asked"]) for r in rows) or "no result"
 print(("ok" if ok else "over") + " (" + why + ")")
-' "$dir/$server-ladder-$r.jsonl")
+' "$dir/$server-ladder-$r.jsonl" "$r")
     echo "  $server at $r events/s: $verdict" >&2
     [ "${verdict%% *}" = ok ] || break
   done
@@ -133,12 +137,12 @@ def best(server):
     top = None
     for r in ladder:
         rs = rows(f"{server}-ladder-{r}")
-        if rs and all(x["latency_p99_ms"] < 50 and x["lost"] == 0 and x["connections_held"] == x["connections_asked"] for x in rs):
+        if rs and all(x["latency_p99_ms"] < 50 and x["lost"] == 0 and x["connections_held"] == x["connections_asked"] and x["publish_rate"] >= 0.9 * int(r) for x in rs):
             top = (int(r), rs[0]["latency_p99_ms"])
         else:
             break
     return top
-print(f"-- highest rate with p99 < 50 ms and nothing lost, 5,000 conns, {procs} procs (tried: {' '.join(ladder)})")
+print(f"-- highest rate with p99 < 50 ms, nothing lost, 90 % published, 5,000 conns, {procs} procs (tried: {' '.join(ladder)})")
 bg, bn = best("gateway"), best("node")
 line("  events/s", bg and bg[0], bn and bn[0], ",d")
 line("  p99 at that rate, ms", bg and bg[1], bn and bn[1], ".2f")
