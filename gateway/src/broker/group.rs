@@ -2,8 +2,8 @@
 //! of the publish script is in flight go together in the next call, as one
 //! group (`publish.lua`, ARGV[1] an array of calls). One publish alone goes
 //! at once, as a group of one; under load, groups grow by themselves, and
-//! Redis reads one request, runs one script and writes one reply (and one
-//! pub/sub write per subscriber) for many events.
+//! Redis reads one request, runs one script and writes one reply for many
+//! events.
 //!
 //! Every call of a group succeeds or fails alone (a job that ended refuses
 //! its own event, not its neighbours'). A group carries at most
