@@ -5,9 +5,11 @@
 //!
 //! `job:start:v1` records the key with its result (the new job id) before
 //! anything else, then creates the job, publishes `queued` and forwards the
-//! action to workers through the broker's actions stream. A repeat answers
-//! the recorded result; if the first attempt died before the job existed, the
-//! repeat finishes creating it under the recorded id.
+//! action to workers through the broker's actions stream, once per key. A
+//! repeat answers the recorded result and finishes what the first attempt
+//! left undone: the job under the recorded id if it does not exist; while
+//! the job is still queued, the `queued` status if none went out and the
+//! forward (which a repeat of the key does not make twice).
 
 use liveline::contract::{
     ACTION_JOB_CANCEL_V1, ACTION_JOB_START_V1, AckReply, JOB_STATUS_V1, JobCancel, JobStart,
@@ -31,12 +33,22 @@ fn internal(e: impl std::fmt::Display) -> AckReply {
     )
 }
 
-/// Records a fresh job id as the result of (`user`, `job:start:v1`, `key`).
-/// `Ok((id, result))` to create the job under; `Err(reply)` to answer at
-/// once: the earlier result of a repeated key whose job exists, or an error.
-/// A repeat whose first attempt died before its job existed gets the
-/// recorded id back, to finish creating it.
-async fn claim_id(state: &AppState, user: &str, key: &str) -> Result<(String, Value), AckReply> {
+/// What the idempotency key of a job start says to do.
+enum Claim {
+    /// Create the job under this id and hand it over (a fresh key, or a
+    /// repeat whose first attempt died before its job existed); answer the
+    /// result.
+    Create(String, Value),
+    /// The job exists: finish its hand-over if it may be unfinished, then
+    /// answer the recorded result.
+    Exists(JobRecord, Value),
+    /// Answer this at once.
+    Reply(AckReply),
+}
+
+/// Records a fresh job id as the result of (`user`, `job:start:v1`, `key`),
+/// or finds the result recorded by an earlier attempt.
+async fn claim_id(state: &AppState, user: &str, key: &str) -> Claim {
     let id = state.broker.new_job_id(user);
     let result = json!({ "jobId": id });
     match state
@@ -46,17 +58,65 @@ async fn claim_id(state: &AppState, user: &str, key: &str) -> Result<(String, Va
     {
         Ok(Some(earlier)) => {
             let Some(earlier_id) = earlier["jobId"].as_str().map(str::to_owned) else {
-                return Err(AckReply::ok(earlier));
+                return Claim::Reply(AckReply::ok(earlier));
             };
-            match state.broker.job(&earlier_id).await.map(|j| j.is_some()) {
-                Ok(true) => Err(AckReply::ok(earlier)),
-                // The first attempt stopped before the record existed: finish it.
-                Ok(false) => Ok((earlier_id, earlier)),
-                Err(e) => Err(internal(e)),
+            match state.broker.job(&earlier_id).await {
+                Ok(Some(job)) => Claim::Exists(job, earlier),
+                Ok(None) => Claim::Create(earlier_id, earlier),
+                Err(e) => Claim::Reply(internal(e)),
             }
         }
-        Ok(None) => Ok((id, result)),
-        Err(e) => Err(internal(e)),
+        Ok(None) => Claim::Create(id, result),
+        Err(e) => Claim::Reply(internal(e)),
+    }
+}
+
+/// Hands `job` over: publishes its `queued` status when `announce`, then
+/// forwards it to workers once per (`user`, `job:start:v1`, `key`).
+async fn hand_over(
+    state: &AppState,
+    key: &str,
+    job: &JobRecord,
+    announce: bool,
+) -> Result<(), String> {
+    if announce {
+        let status = JobStatus {
+            job_id: job.id.clone(),
+            status: JobState::Queued,
+            progress: 0.0,
+            message: "queued".to_owned(),
+        };
+        let data = serde_json::to_value(&status).unwrap_or(Value::Null);
+        let stream = Stream::Job { id: job.id.clone() };
+        let published = state.publisher.publish(&stream, JOB_STATUS_V1, data).await;
+        published.map_err(|e| e.to_string())?;
+    }
+    let queued = QueuedAction {
+        action: ACTION_JOB_START_V1.to_owned(),
+        user: job.owner.clone(),
+        data: serde_json::to_value(job).unwrap_or(Value::Null),
+        key: None,
+    };
+    let forwarded = state.broker.enqueue_once(&queued, key).await;
+    forwarded.map(drop).map_err(|e| e.to_string())
+}
+
+/// A repeated job start whose job exists. While the job is queued, the first
+/// attempt may have died after creating it and before its workers heard of
+/// it: the `queued` status goes out if the stream has no event yet, and the
+/// forward is made again (a no-op if the first one was made).
+async fn finish_hand_over(state: &AppState, key: &str, job: JobRecord, result: Value) -> AckReply {
+    if job.status != JobState::Queued {
+        return AckReply::ok(result);
+    }
+    let stream = Stream::Job { id: job.id.clone() };
+    let announce = match state.broker.head(&stream).await {
+        Ok(head) => head.is_none(),
+        Err(e) => return internal(e),
+    };
+    match hand_over(state, key, &job, announce).await {
+        Ok(()) => AckReply::ok(result),
+        Err(e) => internal(e),
     }
 }
 
@@ -121,12 +181,13 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
         );
     }
     let (id, result) = match claim_id(state, user, &key).await {
-        Ok(v) => v,
-        Err(reply) => return reply,
+        Claim::Create(id, result) => (id, result),
+        Claim::Exists(job, result) => return finish_hand_over(state, &key, job, result).await,
+        Claim::Reply(reply) => return reply,
     };
     let now = unix_millis();
     let job = JobRecord {
-        id: id.clone(),
+        id,
         owner: user.to_owned(),
         kind: start.kind,
         params: if start.params.is_null() {
@@ -143,25 +204,10 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
     if let Err(e) = state.broker.create_job(&job).await {
         return internal(e);
     }
-    let status = JobStatus {
-        job_id: id.clone(),
-        status: JobState::Queued,
-        progress: 0.0,
-        message: "queued".to_owned(),
-    };
-    let data = serde_json::to_value(&status).unwrap_or(Value::Null);
-    let stream = Stream::Job { id: id.clone() };
     let kind = state.metrics.kind_label(&job.kind);
-    let job_data = serde_json::to_value(&job).unwrap_or(Value::Null);
     // The queued status goes out before the worker hears of the job; the
     // analytics count the job as started once its record exists, so they go
     // to Redis together with the status (one write, one read).
-    let hand_over = async {
-        let published = state.publisher.publish(&stream, JOB_STATUS_V1, data).await;
-        published.map_err(|e| e.to_string())?;
-        let forwarded = forward(state, ACTION_JOB_START_V1, user, job_data).await;
-        forwarded.map(drop).map_err(|e| e.to_string())
-    };
     let count = async {
         if let Err(e) = state
             .broker
@@ -171,7 +217,7 @@ pub async fn job_start(state: &AppState, user: &str, payload: Value) -> AckReply
             tracing::warn!(error = %e, "analytics: job start not recorded");
         }
     };
-    match tokio::join!(hand_over, count) {
+    match tokio::join!(hand_over(state, &key, &job, true), count) {
         (Ok(()), ()) => AckReply::ok(result),
         (Err(e), ()) => internal(e),
     }

@@ -125,3 +125,57 @@ on_every_broker!(
     malformed_actions_get_invalid_payload_in_the_ack,
     any_job_kind_runs_unless_the_gateway_lists_its_kinds,
 );
+
+/// A job start whose forward to workers failed is finished by a retry of its
+/// key: the same job id, the `queued` status once, and the job in the actions
+/// stream once, however often the key comes again. The failure is Redis's
+/// own: the actions stream's key holds a string, so XADD fails.
+#[tokio::test]
+async fn a_retry_forwards_a_job_whose_first_forward_failed() {
+    use common::{REDIS_URL, redis_query};
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let actions = format!("{}actions", gw.config.key_prefix);
+    let mut alice = gw.connect("alice").await;
+    let _: () = redis_query(REDIS_URL, redis::cmd("DEL").arg(&actions)).await;
+    let _: () = redis_query(
+        REDIS_URL,
+        redis::cmd("SET").arg(&actions).arg("not a stream"),
+    )
+    .await;
+    let start = json!({"key": "k-retry", "data": {"kind": "research", "params": {}}});
+    let failed = alice.call("job:start:v1", start.clone()).await;
+    assert_eq!(failed["ok"], false, "{failed}");
+    assert_eq!(failed["error"]["code"], "unavailable", "{failed}");
+    // The queued status went out before the forward failed.
+    let (name, queued) = alice.event().await;
+    assert_eq!(name, "job:status:v1");
+    assert_eq!(queued["data"]["status"], "queued");
+    let id = queued["data"]["jobId"].as_str().unwrap().to_owned();
+
+    let _: () = redis_query(REDIS_URL, redis::cmd("DEL").arg(&actions)).await;
+    for attempt in 0..3 {
+        let ack = alice.call("job:start:v1", start.clone()).await;
+        assert_eq!(ack["ok"], true, "attempt {attempt}: {ack}");
+        assert_eq!(ack["data"]["jobId"], id.as_str(), "attempt {attempt}");
+    }
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis_query(
+        REDIS_URL,
+        redis::cmd("XRANGE").arg(&actions).arg("-").arg("+"),
+    )
+    .await;
+    let forwarded: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|(_, fields)| serde_json::from_str(&fields["action"]).unwrap())
+        .filter(|a: &serde_json::Value| {
+            a["action"] == "job:start:v1" && a["data"]["id"] == id.as_str()
+        })
+        .collect();
+    assert_eq!(forwarded.len(), 1, "forwarded once: {entries:?}");
+    assert_eq!(forwarded[0]["user"], "alice");
+    // One queued status in all: the stream's head is still its first event.
+    let job = liveline_gateway::stream::Stream::Job { id };
+    let head = gw.handle.state.broker.head(&job).await.unwrap().unwrap();
+    assert_eq!(head.seq, 1);
+    alice.close().await;
+    gw.stop().await;
+}
