@@ -27,6 +27,11 @@ use crate::outbox::{Action, ActionError, Outbox, SendError};
 use crate::protocol::{Decoded, Decoder, EioPacket, Packet, PacketType, tagged};
 use crate::vec_map::VecMap;
 
+/// Most events kept before a CONNECT reply (a recovering server sends the
+/// missed ones first). A server that sends more is cut off, and the next
+/// CONNECT starts a new session instead of recovering that one.
+pub const MAX_EARLY_EVENTS: usize = 10_000;
+
 /// The settings an app can tune from JavaScript, by their `CoreOptions`
 /// names, in the order the JS driver passes them to the wasm core:
 /// `new Core(url, seedHigh, seedLow, tunables)` in `src/wasm.rs` reads
@@ -318,7 +323,7 @@ pub struct Client {
     emits: Vec<RawEmit>,
     /// Events that came before the CONNECT reply: an official server sends
     /// a recovered session's missed events first. Delivered after it, as
-    /// `socket.io-client` does.
+    /// `socket.io-client` does; at most [`MAX_EARLY_EVENTS`].
     early: Vec<Packet>,
     /// Raw emits sent and waiting for their ack: `(ack id, emit id)`.
     raw_acks: Vec<(u64, u64)>,
@@ -929,6 +934,20 @@ impl Client {
             PacketType::Event | PacketType::BinaryEvent
                 if matches!(self.phase, Phase::Opening { .. }) =>
             {
+                if self.early.len() >= MAX_EARLY_EVENTS {
+                    // Memory stays bounded; the next CONNECT asks for a new
+                    // session instead of the same flood again.
+                    self.pid = None;
+                    self.offset = None;
+                    self.drop_socket(
+                        &format!(
+                            "the server sent more than {MAX_EARLY_EVENTS} events before its \
+                             CONNECT reply; its session is not recovered"
+                        ),
+                        now,
+                    );
+                    return;
+                }
                 self.early.push(p);
             }
             PacketType::Event | PacketType::BinaryEvent => {
@@ -2118,6 +2137,48 @@ mod tests {
             vec![r#"40{"token":"t"}"#.to_owned()],
             "no offset of the new session yet: nothing to recover from"
         );
+    }
+
+    #[test]
+    fn events_before_the_connect_reply_are_bounded_and_the_session_given_up() {
+        let mut c = plain(r#"40{"sid":"s1","pid":"p1"}"#);
+        c.handle_text(r#"42["tick",1,"off-1"]"#, 1);
+        c.handle_closed("reset", 2);
+        let _ = drain(&mut c);
+        c.handle_timeout(60_000);
+        c.handle_token(Ok("t".into()), 60_000);
+        c.handle_text(HANDSHAKE, 60_000);
+        assert_eq!(
+            sent(&drain(&mut c)),
+            vec![r#"40{"token":"t","pid":"p1","offset":"off-1"}"#.to_owned()]
+        );
+        // The recovering server floods missed events before its reply: the
+        // bound is kept, the next one over it ends the socket.
+        for _ in 0..MAX_EARLY_EVENTS {
+            c.handle_text(r#"42["tick",2,"off-2"]"#, 60_001);
+        }
+        assert!(!drain(&mut c).contains(&Output::Close));
+        c.handle_text(r#"42["tick",3,"off-3"]"#, 60_001);
+        assert!(drain(&mut c).contains(&Output::Close));
+        let ConnectionState::Reconnecting { last_error, .. } = c.state() else {
+            panic!("{:?}", c.state())
+        };
+        assert!(
+            last_error.contains("before its CONNECT reply"),
+            "{last_error}"
+        );
+        // Nothing of the flood reached the app, and the next CONNECT asks
+        // for a new session.
+        c.handle_timeout(120_000);
+        c.handle_token(Ok("t".into()), 120_000);
+        c.handle_text(HANDSHAKE, 120_000);
+        assert_eq!(sent(&drain(&mut c)), vec![r#"40{"token":"t"}"#.to_owned()]);
+        c.handle_text(r#"40{"sid":"s2","pid":"p2"}"#, 120_001);
+        let events = drain(&mut c)
+            .into_iter()
+            .filter(|o| matches!(o, Output::Event(..)))
+            .count();
+        assert_eq!(events, 0);
     }
 
     #[test]
