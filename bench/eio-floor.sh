@@ -23,7 +23,7 @@ binary, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def line(p):
     text = p.stdout.readline()
     if not text:
-        sys.exit(f"{binary} ended early")
+        raise RuntimeError(f"{binary} closed its output before answering")
     return text.split()
 per = []
 for i in range(repeats):

@@ -1913,6 +1913,14 @@ mod tests {
 
     /// A client connected to a plain Socket.IO server (no welcome), with
     /// `connect` as that server's CONNECT reply.
+    /// The retry timer fires at `at`: a fresh token, then the server's
+    /// handshake (the client answers with its CONNECT).
+    fn redial(c: &mut Client, at: u64) {
+        c.handle_timeout(at);
+        c.handle_token(Ok("t".into()), at);
+        c.handle_text(HANDSHAKE, at);
+    }
+
     fn plain(connect: &str) -> Client {
         let mut c = Client::new(Config::new("http://io"), 1);
         c.connect(0);
@@ -2015,9 +2023,7 @@ mod tests {
         );
         // Sent, never again: a reconnect does not repeat them.
         c.handle_closed("reset", 1);
-        c.handle_timeout(60_000);
-        c.handle_token(Ok("t".into()), 60_000);
-        c.handle_text(HANDSHAKE, 60_000);
+        redial(&mut c, 60_000);
         c.handle_text("40{}", 60_000);
         assert_eq!(sent(&drain(&mut c)).len(), 1, "only the CONNECT");
     }
@@ -2103,9 +2109,7 @@ mod tests {
         c.handle_text(r#"42["tick",2,"off-2"]"#, 1);
         c.handle_closed("reset", 2);
         let _ = drain(&mut c);
-        c.handle_timeout(60_000);
-        c.handle_token(Ok("t".into()), 60_000);
-        c.handle_text(HANDSHAKE, 60_000);
+        redial(&mut c, 60_000);
         assert_eq!(
             sent(&drain(&mut c)),
             vec![r#"40{"token":"t","pid":"p1","offset":"off-2"}"#.to_owned()]
@@ -2122,16 +2126,12 @@ mod tests {
         );
         // A new pid: a new session, and the old offset is forgotten.
         c.handle_closed("reset", 60_002);
-        c.handle_timeout(120_000);
-        c.handle_token(Ok("t".into()), 120_000);
-        c.handle_text(HANDSHAKE, 120_000);
+        redial(&mut c, 120_000);
         let _ = drain(&mut c);
         c.handle_text(r#"40{"sid":"s3","pid":"p2"}"#, 120_001);
         assert!(!c.recovered());
         c.handle_closed("reset", 120_002);
-        c.handle_timeout(180_000);
-        c.handle_token(Ok("t".into()), 180_000);
-        c.handle_text(HANDSHAKE, 180_000);
+        redial(&mut c, 180_000);
         assert_eq!(
             sent(&drain(&mut c)),
             vec![r#"40{"token":"t"}"#.to_owned()],
@@ -2145,9 +2145,7 @@ mod tests {
         c.handle_text(r#"42["tick",1,"off-1"]"#, 1);
         c.handle_closed("reset", 2);
         let _ = drain(&mut c);
-        c.handle_timeout(60_000);
-        c.handle_token(Ok("t".into()), 60_000);
-        c.handle_text(HANDSHAKE, 60_000);
+        redial(&mut c, 60_000);
         assert_eq!(
             sent(&drain(&mut c)),
             vec![r#"40{"token":"t","pid":"p1","offset":"off-1"}"#.to_owned()]
@@ -2169,9 +2167,7 @@ mod tests {
         );
         // Nothing of the flood reached the app, and the next CONNECT asks
         // for a new session.
-        c.handle_timeout(120_000);
-        c.handle_token(Ok("t".into()), 120_000);
-        c.handle_text(HANDSHAKE, 120_000);
+        redial(&mut c, 120_000);
         assert_eq!(sent(&drain(&mut c)), vec![r#"40{"token":"t"}"#.to_owned()]);
         c.handle_text(r#"40{"sid":"s2","pid":"p2"}"#, 120_001);
         let events = drain(&mut c)

@@ -175,11 +175,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Pending>, mut conn: Guarded, script
             // Every call of the group fails with it.
             Err(e) => {
                 for p in group {
-                    let err = match &e {
-                        BrokerError::Redis(e) => BrokerError::Redis(e.clone()),
-                        BrokerError::Corrupt(s) => BrokerError::Corrupt(s.clone()),
-                    };
-                    let _ = p.reply.send(Err(err));
+                    let _ = p.reply.send(Err(e.clone()));
                 }
             }
         }

@@ -144,7 +144,7 @@ pub struct DayStats {
 }
 
 /// A broker operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum BrokerError {
     /// Redis refused or could not be reached; retry later.

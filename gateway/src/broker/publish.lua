@@ -50,8 +50,8 @@ local function decode(text)
 end
 
 local now, node
--- Redis's clock and, on a cluster, this master's id: asked once per call of
--- the script, and only when an event is stored.
+-- Redis's clock and, on a cluster, this master's id: asked at most once per
+-- call of the script.
 local function clock()
   if not now then now = redis.call('TIME') end
   return now
@@ -112,6 +112,8 @@ local function append(call, k, first, count, envelopes)
   if kind == 'topic' and keep > 256 then keep = 256 end
   local owner = user or ''
   local data = ARGV[first]
+  local t = clock()
+  local ts = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   if kind == 'job' then
     local rec = redis.call('HMGET', reckey, 'owner', 'status')
     if not rec[1] or (user ~= nil and rec[1] ~= user) then
@@ -129,16 +131,12 @@ local function append(call, k, first, count, envelopes)
       if type(d) ~= 'table' or not valid[d['status']] then
         return nil, 'INVALID job:status:v1 data needs a status: queued, running, completed, failed or cancelled'
       end
-      local t = clock()
       redis.call('HSET', reckey, 'status', d['status'],
         'progress', tostring(tonumber(d['progress']) or 0),
-        'message', type(d['message']) == 'string' and d['message'] or '',
-        'updatedAt', string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)))
+        'message', type(d['message']) == 'string' and d['message'] or '', 'updatedAt', ts)
     end
   end
 
-  local t = clock()
-  local ts = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
   local last = redis.call('INCRBY', seqkey, count)
   local seq = last - count + 1
   -- The epoch key holds "EPOCH WRITER": WRITER is the id of the cluster master

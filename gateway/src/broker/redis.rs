@@ -367,11 +367,9 @@ impl RedisBroker {
         };
         let conn = Guarded::new(conn, Arc::new(Circuit::default()));
         ensure_group(&mut conn.clone(), prefix).await?;
+        let script = Script::new(PUBLISH_LUA);
         let committer = match pubsub {
-            PubSub::Single(_) => Some(group::Committer::spawn(
-                conn.clone(),
-                Script::new(PUBLISH_LUA),
-            )),
+            PubSub::Single(_) => Some(group::Committer::spawn(conn.clone(), script.clone())),
             PubSub::Cluster(_) => None,
         };
         Ok(Self {
@@ -379,7 +377,7 @@ impl RedisBroker {
             history_len: history_len.max(1),
             conn,
             blocking,
-            script: Script::new(PUBLISH_LUA),
+            script,
             committer,
             lease: Script::new(LEASE_LUA),
             enqueue_once: Script::new(ENQUEUE_ONCE_LUA),
