@@ -5,26 +5,27 @@
 //! for another user's. The node-wide map is a plain mutex held only to find or
 //! insert a user's slot.
 //!
+//! Rooms are the hub's own: a feed's dispatcher emits each live event (encoded
+//! once) to the [`Conn`]s in its room, whatever layer serves them.
+//!
 //! Slow clients: every live event is emitted to each socket separately. When a
-//! socket's outgoing buffer (socketioxide's `max_buffer_size` packets) is full,
-//! the socket is cut off at once (it leaves its room, so nothing more is queued
-//! for it and memory stays bounded) and disconnected as soon as the DISCONNECT
-//! packet fits; socketioxide's own heartbeat closes it at the next ping if it
-//! never drains. The client resumes later from its last seq without loss.
+//! socket's outgoing buffer ([`crate::Config::max_buffer_packets`]) is full,
+//! the socket is cut off at once (nothing more is queued for it, so memory
+//! stays bounded) and disconnected as soon as the DISCONNECT packet fits; the
+//! transport's heartbeat closes it at the next ping if it never drains. The
+//! client resumes later from its last seq without loss.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use socketioxide::SocketIo;
-use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
-use socketioxide::{SendError, SocketError};
 use tokio::sync::Mutex;
 
 use crate::broker::{Broker, BrokerError, Feed, LiveFeed, LiveMessage};
+use crate::conn::{Conn, EmitError};
 use crate::metrics::Metrics;
 
 /// Event sent to every socket of a revoked user just before it is closed.
@@ -32,16 +33,6 @@ pub const SESSION_REVOKED_V1: &str = "session:revoked:v1";
 
 /// Event sent to every socket when its node shuts down: `{"retryInMs": n}`.
 pub const SESSION_SHUTDOWN_V1: &str = "session:shutdown:v1";
-
-/// The room every socket of `user` joins.
-pub fn user_room(user: &str) -> String {
-    format!("user:{user}")
-}
-
-/// The room of the sockets subscribed to public topic `topic`.
-pub fn topic_room(topic: &str) -> String {
-    format!("topic:{topic}")
-}
 
 /// Why a socket could not be counted in.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +49,6 @@ pub enum AcquireError {
 /// Per-node registry of user subscriptions.
 pub struct Hub {
     broker: Arc<dyn Broker>,
-    io: SocketIo,
     metrics: Arc<Metrics>,
     max_per_user: usize,
     /// This node's id: a socket's connection id across nodes is `node:sid`.
@@ -84,7 +74,7 @@ struct Slot {
 struct SlotState {
     /// Removed from the map; a waiter must look the user up again.
     dead: bool,
-    sockets: HashSet<Sid>,
+    sockets: HashMap<Sid, Conn>,
     live: Option<Live>,
 }
 
@@ -93,19 +83,20 @@ struct Live {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// The dispatcher of one user holds this lock while it emits, so a resuming
+/// The dispatcher of one feed holds this lock while it emits, so a resuming
 /// socket can move from "buffered" to "in the room" with nothing in between.
 #[derive(Default)]
 struct UserShared {
-    resuming: Mutex<HashMap<Sid, Vec<Arc<LiveMessage>>>>,
+    members: Mutex<Members>,
 }
 
-/// The room of `feed`'s sockets.
-fn room(feed: Feed<'_>) -> String {
-    match feed {
-        Feed::User(user) => user_room(user),
-        Feed::Topic(topic) => topic_room(topic),
-    }
+/// Who gets a feed's live events on this node.
+#[derive(Default)]
+struct Members {
+    /// Sockets replaying history, with the live events held back meanwhile.
+    resuming: HashMap<Sid, (Conn, Vec<Arc<LiveMessage>>)>,
+    /// Sockets that get each live event as it comes.
+    room: HashMap<Sid, Conn>,
 }
 
 /// How many slots of `map` have a live subscription.
@@ -123,39 +114,18 @@ async fn count_live(map: &StdMutex<HashMap<String, Arc<Slot>>>) -> usize {
     n
 }
 
-/// Marks a socket cut off for being too slow; it gets nothing more.
-#[derive(Debug, Clone, Copy)]
-struct Overflowed;
-
-/// What a resumed socket already got per stream (epoch, seq): a live event the
-/// dispatcher only processes after the socket joined its room (it was still in
-/// the channel, or a late pub/sub message of an earlier subscription) may have
-/// been replayed already, and must not be sent twice.
-#[derive(Debug, Clone)]
-struct Floor(Arc<HashMap<String, (String, u64)>>);
-
-impl Floor {
-    fn covers<T>(&self, env: &liveline::contract::Envelope<T>) -> bool {
-        self.0
-            .get(&env.stream)
-            .is_some_and(|(epoch, seq)| *epoch == env.epoch && env.seq <= *seq)
-    }
-}
-
 impl Hub {
-    /// A hub emitting through `io` the live events `broker` delivers, with at
-    /// most `max_per_user` sockets per user on this node, and on all nodes
+    /// A hub emitting the live events `broker` delivers, with at most
+    /// `max_per_user` sockets per user on this node, and on all nodes
     /// together (counted by the broker; `node` names this one).
     pub fn new(
         broker: Arc<dyn Broker>,
-        io: SocketIo,
         metrics: Arc<Metrics>,
         max_per_user: usize,
         node: &str,
     ) -> Self {
         Self {
             broker,
-            io,
             metrics,
             max_per_user: max_per_user.max(1),
             node: node.to_owned(),
@@ -183,7 +153,7 @@ impl Hub {
     pub async fn join_topic(
         &self,
         topic: &str,
-        socket: &SocketRef,
+        socket: &Conn,
         resuming: bool,
     ) -> Result<(), BrokerError> {
         loop {
@@ -193,17 +163,8 @@ impl Hub {
                 continue;
             }
             self.ensure_live(Feed::Topic(topic), &mut state).await?;
-            state.sockets.insert(socket.id);
-            match (&state.live, resuming) {
-                (Some(live), true) => {
-                    live.shared
-                        .resuming
-                        .lock()
-                        .await
-                        .insert(socket.id, Vec::new());
-                }
-                _ => socket.join(topic_room(topic)),
-            }
+            state.sockets.insert(socket.id(), socket.clone());
+            enter(&state, socket, resuming).await;
             drop(state);
             self.changed();
             return Ok(());
@@ -213,9 +174,6 @@ impl Hub {
     /// Takes socket `sid` out of `topic` (idempotent); unsubscribes this node
     /// when it was the topic's last socket here.
     pub async fn leave_topic(&self, topic: &str, sid: Sid) {
-        if let Some(s) = self.io.get_socket(sid) {
-            s.leave(topic_room(topic));
-        }
         self.leave(Feed::Topic(topic), sid).await;
     }
 
@@ -226,11 +184,13 @@ impl Hub {
             return;
         };
         let mut state = slot.state.lock().await;
-        if state.dead || !state.sockets.remove(&sid) {
+        if state.dead || state.sockets.remove(&sid).is_none() {
             return;
         }
         if let Some(live) = &state.live {
-            live.shared.resuming.lock().await.remove(&sid);
+            let mut members = live.shared.members.lock().await;
+            members.resuming.remove(&sid);
+            members.room.remove(&sid);
         }
         if state.sockets.is_empty() {
             self.retire(feed, &slot, &mut state).await;
@@ -277,13 +237,7 @@ impl Hub {
         }
         let rx = self.broker.subscribe(feed).await?;
         let shared = Arc::new(UserShared::default());
-        let task = tokio::spawn(dispatch(
-            rx,
-            shared.clone(),
-            self.io.clone(),
-            self.metrics.clone(),
-            room(feed),
-        ));
+        let task = tokio::spawn(dispatch(rx, shared.clone(), self.metrics.clone()));
         state.live = Some(Live { shared, task });
         Ok(())
     }
@@ -307,17 +261,24 @@ impl Hub {
         }
     }
 
-    /// Counts socket `sid` of `user`, subscribing to the user's live events when
-    /// none runs. With `resuming`, live events for this socket are buffered
-    /// until [`Hub::finish_resume`]; otherwise the caller joins the room itself.
-    pub async fn acquire(&self, user: &str, sid: Sid, resuming: bool) -> Result<(), AcquireError> {
+    /// Counts socket `conn` of `user`, subscribing to the user's live events
+    /// when none runs, and puts it in the user's room. With `resuming`, live
+    /// events for this socket are buffered until [`Hub::finish_resume`]
+    /// instead.
+    pub async fn acquire(
+        &self,
+        user: &str,
+        conn: &Conn,
+        resuming: bool,
+    ) -> Result<(), AcquireError> {
+        let sid = conn.id();
         loop {
             let slot = self.slot(user);
             let mut state = slot.state.lock().await;
             if state.dead {
                 continue;
             }
-            let new = !state.sockets.contains(&sid);
+            let new = !state.sockets.contains_key(&sid);
             if new && state.sockets.len() >= self.max_per_user {
                 return Err(AcquireError::TooManyConnections);
             }
@@ -342,12 +303,8 @@ impl Hub {
                 }
                 return Err(e.into());
             }
-            state.sockets.insert(sid);
-            if resuming {
-                if let Some(live) = &state.live {
-                    live.shared.resuming.lock().await.insert(sid, Vec::new());
-                }
-            }
+            state.sockets.insert(sid, conn.clone());
+            enter(&state, conn, resuming).await;
             drop(state);
             self.changed();
             return Ok(());
@@ -363,12 +320,10 @@ impl Hub {
     pub async fn finish_resume(
         &self,
         feed: Feed<'_>,
-        socket: &SocketRef,
+        socket: &Conn,
         last: &HashMap<String, (String, u64)>,
     ) {
-        if socket.extensions.get::<Floor>().is_none() {
-            socket.extensions.insert(Floor(Arc::new(last.clone())));
-        }
+        socket.session().floor.get_or_init(|| last.clone());
         let shared = match self.find(feed) {
             Some(slot) => {
                 let state = slot.state.lock().await;
@@ -376,10 +331,12 @@ impl Hub {
             }
             None => None,
         };
+        // Without a live subscription the socket was released, or cut off
+        // when the subscription was lost: it has nothing more to get here.
         let Some(shared) = shared else {
-            socket.join(room(feed));
             return;
         };
+        let sid = socket.id();
         // Flush what the dispatcher buffered for this socket, at the socket's
         // pace but never under the lock: each round takes what is buffered
         // and emits it with the lock released, so a slow or stalled socket
@@ -388,14 +345,14 @@ impl Hub {
         // so no event falls between the buffer and the room.
         loop {
             let batch = {
-                let mut resuming = shared.resuming.lock().await;
-                let Some(buffer) = resuming.get_mut(&socket.id) else {
+                let mut members = shared.members.lock().await;
+                let Some((_, buffer)) = members.resuming.get_mut(&sid) else {
                     // Released meanwhile (disconnected or cut off).
                     return;
                 };
                 if buffer.is_empty() {
-                    resuming.remove(&socket.id);
-                    socket.join(room(feed));
+                    members.resuming.remove(&sid);
+                    members.room.insert(sid, socket.clone());
                     return;
                 }
                 std::mem::take(buffer)
@@ -405,8 +362,8 @@ impl Hub {
                 if last.get(&env.stream).is_some_and(|(_, l)| env.seq <= *l) {
                     continue;
                 }
-                if !emit_paced(socket, &msg.event, env).await {
-                    shared.resuming.lock().await.remove(&socket.id);
+                if !socket.emit_paced(&msg.event, env).await {
+                    shared.members.lock().await.resuming.remove(&sid);
                     return;
                 }
             }
@@ -456,7 +413,7 @@ impl Hub {
                     let state = slot.state.lock().await;
                     state
                         .sockets
-                        .iter()
+                        .keys()
                         .map(|sid| self.connection_id(*sid))
                         .collect()
                 };
@@ -474,28 +431,34 @@ impl Hub {
     /// Emits `event` with `data` to every socket of `user` on this node, then
     /// disconnects them. Returns how many were closed.
     pub async fn close_user(&self, user: &str, event: &str, data: &Value) -> usize {
-        let sids: Vec<Sid> = {
-            let slot = self.find(Feed::User(user));
-            match slot {
-                Some(slot) => slot.state.lock().await.sockets.iter().copied().collect(),
-                None => Vec::new(),
-            }
+        let conns: Vec<Conn> = match self.find(Feed::User(user)) {
+            Some(slot) => slot.state.lock().await.sockets.values().cloned().collect(),
+            None => Vec::new(),
         };
-        let mut closed = 0;
-        for sid in sids {
-            if let Some(s) = self.io.get_socket(sid) {
-                let _ = emit(&s, event, data);
-                close_socket(s);
-                closed += 1;
-            }
+        for conn in &conns {
+            let _ = conn.emit(event, data);
+            conn.close();
         }
-        closed
+        conns.len()
     }
 
     /// Closes `user`'s sockets on this node with a [`SESSION_REVOKED_V1`] event.
     pub async fn revoke_local(&self, user: &str) -> usize {
         self.close_user(user, SESSION_REVOKED_V1, &json!({"reason": "revoked"}))
             .await
+    }
+
+    /// Every socket counted in on this node (each is in its user's feed).
+    pub async fn connections(&self) -> Vec<Conn> {
+        let slots: Vec<Arc<Slot>> = {
+            let map = self.users.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().cloned().collect()
+        };
+        let mut conns = Vec::new();
+        for slot in slots {
+            conns.extend(slot.state.lock().await.sockets.values().cloned());
+        }
+        conns
     }
 
     /// How many users this node is subscribed for.
@@ -537,188 +500,60 @@ pub fn renew_bucket(user: &str) -> u64 {
     h.finish() % RENEW_BUCKETS
 }
 
-/// How long a replay waits for room in a socket's outgoing buffer before it
-/// gives up and closes the socket (the client resumes later).
-pub const REPLAY_STALL: Duration = Duration::from_secs(5);
-
-/// Emits to `s`, waiting (up to [`REPLAY_STALL`]) while its outgoing buffer is
-/// full, so a long replay goes at the client's pace and never drops an event.
-/// On failure the socket is closed and `false` returned.
-///
-/// socketioxide 0.18 tells only that a socket's buffer is full (engineioxide's
-/// `reserve` is a try, with no async wait), so this waits between tries, from
-/// 1 ms doubling to 32 ms. Only this socket's task waits: it holds no lock.
-pub async fn emit_paced<T: serde::Serialize + ?Sized>(
-    s: &SocketRef,
-    event: &str,
-    data: &T,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + REPLAY_STALL;
-    let mut wait = Duration::from_millis(1);
-    welcomed(s).await;
-    loop {
-        match emit(s, event, data) {
-            Ok(()) => return true,
-            Err(SendError::Socket(SocketError::InternalChannelFull))
-                if tokio::time::Instant::now() < deadline =>
-            {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_millis(32));
-            }
-            Err(_) => {
-                close_socket(s.clone());
-                return false;
-            }
-        }
-    }
-}
-
-/// Whether a socket's `session:welcome:v1` went out (the lock orders the
-/// first emit), and whether its connect task ran (so socketioxide marked it
-/// connected). Inserted by the connect middleware, removed once sent.
-#[derive(Clone)]
-pub struct WelcomeGate(Arc<(std::sync::Mutex<bool>, tokio::sync::watch::Sender<bool>)>);
-
-impl Default for WelcomeGate {
-    fn default() -> Self {
-        Self(Arc::new((
-            std::sync::Mutex::new(false),
-            tokio::sync::watch::Sender::new(false),
-        )))
-    }
-}
-
-/// Emits `event` to `s`, after its `session:welcome:v1` (the gateway's one
-/// emit path: every event goes through here, acks through [`welcomed`]).
-/// Fails as an emit to a closed socket while the welcome cannot go out yet.
-pub fn emit<T: serde::Serialize + ?Sized>(
-    s: &SocketRef,
-    event: &str,
-    data: &T,
-) -> Result<(), SendError> {
-    if !welcome(s) {
-        return Err(SendError::Socket(SocketError::Closed));
-    }
-    s.emit(event, data)
-}
-
-/// Sends `s` its `session:welcome:v1` unless it went out already; true
-/// once it is out. Every emit ([`emit`]) and every ack ([`welcomed`]) passes
-/// here first, so the welcome is the first event on every connection
-/// whichever path runs first: socketioxide queues the CONNECT reply, then
-/// marks the socket connected, then runs the connect task, and a live event
-/// or an ack could otherwise overtake the welcome. False while the socket is
-/// not marked connected yet (nothing can be emitted to it then); once sent,
-/// the gate is gone and a call costs one failed extension lookup.
-fn welcome(s: &SocketRef) -> bool {
-    let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() else {
-        return true;
-    };
-    let mut sent = gate.0.lock().unwrap_or_else(|e| e.into_inner());
-    if !*sent {
-        let out = s.emit(
-            liveline::contract::SESSION_WELCOME_V1,
-            &json!({ "protocol": 1 }),
-        );
-        if out.is_err() {
-            return false;
-        }
-        *sent = true;
-        s.extensions.remove::<WelcomeGate>();
-    }
-    true
-}
-
-/// The connect task runs: socketioxide has marked `s` connected, so its
-/// welcome can go out now, and whoever waits in [`welcomed`] may go on.
-pub fn connected(s: &SocketRef) {
-    if let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() {
-        gate.1.send_replace(true);
-    }
-    welcome(s);
-}
-
-/// Waits until `s`'s welcome is out, for an ack that must not overtake it:
-/// a client sends its first action as soon as it reads the CONNECT reply,
-/// and its handler can run before socketioxide marked the socket connected
-/// (on a loaded machine, for milliseconds). It waits for the connect task
-/// ([`connected`]); bounded, for a socket that closed instead (its ack then
-/// fails like any other).
-pub async fn welcomed(s: &SocketRef) {
-    if welcome(s) {
-        return;
-    }
-    let Some(WelcomeGate(gate)) = s.extensions.get::<WelcomeGate>() else {
+/// Puts `conn`, counted in a feed (`state`), in the feed's room, or with
+/// `resuming` among its resuming sockets (live events held back).
+async fn enter(state: &SlotState, conn: &Conn, resuming: bool) {
+    let Some(live) = &state.live else {
         return;
     };
-    let mut ready = gate.1.subscribe();
-    let _ = tokio::time::timeout(Duration::from_secs(10), ready.wait_for(|c| *c)).await;
-    welcome(s);
-}
-
-/// Disconnects `s`; when its buffer is full, cuts it off (leaves every room)
-/// and retries until the DISCONNECT packet fits or the socket closes.
-pub fn close_socket(s: SocketRef) {
-    s.leave_all();
-    s.extensions.insert(Overflowed);
-    if let Err(SocketError::InternalChannelFull) = s.clone().disconnect() {
-        tokio::spawn(async move {
-            for _ in 0..600 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                if !s.connected() {
-                    return;
-                }
-                if !matches!(
-                    s.clone().disconnect(),
-                    Err(SocketError::InternalChannelFull)
-                ) {
-                    return;
-                }
-            }
-        });
+    let mut members = live.shared.members.lock().await;
+    if resuming {
+        members
+            .resuming
+            .insert(conn.id(), (conn.clone(), Vec::new()));
+    } else {
+        members.room.insert(conn.id(), conn.clone());
     }
 }
 
-async fn dispatch(
-    mut rx: LiveFeed,
-    shared: Arc<UserShared>,
-    io: SocketIo,
-    metrics: Arc<Metrics>,
-    room: String,
-) {
+async fn dispatch(mut rx: LiveFeed, shared: Arc<UserShared>, metrics: Arc<Metrics>) {
     while let Some(msg) = rx.recv().await {
-        let mut resuming = shared.resuming.lock().await;
+        let mut members = shared.members.lock().await;
         // A resuming socket that falls this far behind is cut off like a
         // slow live one: memory stays bounded, and it resumes later.
-        resuming.retain(|sid, buf| {
+        members.resuming.retain(|_, (conn, buf)| {
             if buf.len() < MAX_RESUME_BUFFER {
                 buf.push(msg.clone());
                 return true;
             }
-            if let Some(s) = io.get_socket(*sid) {
-                tracing::info!(sid = %s.id, "slow client cut off while resuming");
-                metrics.slow_client_disconnected();
-                close_socket(s);
-            }
+            tracing::info!(sid = %conn.id(), "slow client cut off while resuming");
+            metrics.slow_client_disconnected();
+            conn.close();
             false
         });
         let env = &msg.envelope;
-        let mut delivered = 0u64;
-        for s in io.to(room.clone()).sockets() {
-            if s.extensions.get::<Overflowed>().is_some() {
+        // Encoded once for every socket in the room.
+        let data = match serde_json::value::to_raw_value(env) {
+            Ok(data) => data,
+            Err(e) => {
+                tracing::error!(error = %e, "live event not encodable");
                 continue;
             }
-            if s.extensions.get::<Floor>().is_some_and(|f| f.covers(env)) {
+        };
+        let mut delivered = 0u64;
+        for conn in members.room.values() {
+            let session = conn.session();
+            if session.is_cut_off() || session.replayed(env) {
                 continue;
             }
             // A socket not marked connected yet fails like a closed one;
             // its client fills the gap from history.
-            match emit(&s, &msg.event, env) {
+            match conn.emit_raw(&msg.event, &data) {
                 Ok(()) => delivered += 1,
-                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                    tracing::info!(sid = %s.id, "slow client cut off: outgoing buffer full");
+                Err(EmitError::Full) => {
+                    tracing::info!(sid = %conn.id(), "slow client cut off: outgoing buffer full");
                     metrics.slow_client_disconnected();
-                    close_socket(s);
+                    conn.close();
                 }
                 Err(e) => tracing::debug!(error = %e, "live emit failed"),
             }
@@ -726,20 +561,18 @@ async fn dispatch(
         if delivered > 0 {
             metrics.delivered(delivered, env.ts);
         }
-        drop(resuming);
+        drop(members);
     }
     // The broker dropped the subscription (its connection was lost): live
-    // events may have been missed, so every socket of the user here is told
+    // events may have been missed, so every socket of the feed here is told
     // to reconnect and resume from its position.
     tracing::warn!("live subscription lost; asking its sockets to resume");
-    for s in io.to(room).sockets() {
-        close_socket(s);
+    let members = shared.members.lock().await;
+    for conn in members.room.values() {
+        conn.close();
     }
-    let sids: Vec<Sid> = shared.resuming.lock().await.keys().copied().collect();
-    for sid in sids {
-        if let Some(s) = io.get_socket(sid) {
-            close_socket(s);
-        }
+    for (conn, _) in members.resuming.values() {
+        conn.close();
     }
 }
 

@@ -19,6 +19,7 @@
 pub mod actions;
 pub mod auth;
 pub mod broker;
+pub mod conn;
 pub mod demo;
 pub mod edge;
 pub mod http;
@@ -28,6 +29,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod publish;
+pub mod sio;
 pub mod socket;
 pub mod stream;
 pub mod trim;
@@ -599,12 +601,11 @@ impl Handle {
         use rand::RngExt;
         self.state.draining.store(true, Ordering::SeqCst);
         let jitter = self.state.config.shutdown_jitter.as_millis() as u64;
-        let sockets = self.io.sockets();
+        let sockets = self.state.hub.connections().await;
         let told = sockets.len();
         for s in sockets {
             let retry = rand::rng().random_range(0..=jitter);
-            let _ = hub::emit(
-                &s,
+            let _ = s.emit(
                 hub::SESSION_SHUTDOWN_V1,
                 &serde_json::json!({ "retryInMs": retry }),
             );
@@ -616,7 +617,7 @@ impl Handle {
         }
         // Closing removed the namespace: register it again, so a late CONNECT
         // gets the draining refusal (`unavailable`), not "Invalid namespace".
-        socket::register(&self.io, self.state.clone());
+        sio::register(&self.io, self.state.clone());
         told
     }
 
@@ -758,7 +759,6 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         auth: config.jwt()?,
         hub: Hub::new(
             broker.clone(),
-            io.clone(),
             metrics.clone(),
             config.max_connections_per_user,
             &config.node_id,
@@ -772,7 +772,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         tasks: Mutex::new(Vec::new()),
         config: config.clone(),
     });
-    socket::register(&io, state.clone());
+    sio::register(&io, state.clone());
 
     let mut router = http::routes(state.clone());
     if let Some(dir) = &config.static_dir {
