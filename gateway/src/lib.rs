@@ -25,6 +25,7 @@ pub mod edge;
 pub mod http;
 pub mod hub;
 pub mod inbound;
+pub mod lean;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -172,6 +173,11 @@ pub struct Config {
     /// official `socket.io-client`s start with by default (default on).
     /// Several nodes then need sticky sessions; see docs/deployment.md.
     pub polling: bool,
+    /// Serve the connections that open as WebSocket directly with the lean
+    /// front ([`lean`]: one task per connection, about a third of the
+    /// memory) instead of socketioxide (default on). Polling sessions, and
+    /// their upgrades, are socketioxide's either way.
+    pub lean_websocket: bool,
     /// Engine.IO ping interval (default 10 s; Socket.IO's is 25 s).
     pub ping_interval: Duration,
     /// Engine.IO ping timeout (default 5 s; Socket.IO's is 20 s).
@@ -258,6 +264,7 @@ impl Default for Config {
             metrics_token: None,
             allowed_origins: Vec::new(),
             polling: true,
+            lean_websocket: true,
             ping_interval: Duration::from_secs(10),
             ping_timeout: Duration::from_secs(5),
             history_len: 1000,
@@ -419,6 +426,8 @@ pub struct AppState {
     /// Set when a graceful shutdown began: new CONNECTs are refused and
     /// `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// The lean WebSocket front's connections.
+    pub lean: lean::Lean,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -611,7 +620,8 @@ impl Handle {
             );
         }
         // Each transport writes what it has queued (the notice) before it closes.
-        let closed = tokio::time::timeout(self.state.config.shutdown_timeout, self.io.close());
+        let both = async { tokio::join!(self.io.close(), self.state.lean.close()) };
+        let closed = tokio::time::timeout(self.state.config.shutdown_timeout, both);
         if closed.await.is_err() {
             tracing::warn!("transports still open after the shutdown timeout");
         }
@@ -720,11 +730,9 @@ pub fn app(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, H
     assemble(config, broker)
 }
 
-/// What each WebSocket's read buffer starts with (tungstenite allocates it
-/// per connection, for the connection's life; engineioxide's default is
-/// 4 KiB). Clients send small frames (CONNECT with a token, actions, pongs);
-/// a larger one grows the buffer as it arrives.
-const WS_READ_BUFFER: usize = 1024;
+/// What each WebSocket's read buffer starts with, in both fronts
+/// (engineioxide's default is 4 KiB).
+const WS_READ_BUFFER: usize = lean::WS_READ_BUFFER;
 
 /// [`app`] for a configuration already validated.
 fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, Handle)> {
@@ -769,6 +777,7 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
         metrics: metrics.clone(),
         broker: broker.clone(),
         draining: AtomicBool::new(false),
+        lean: lean::Lean::default(),
         tasks: Mutex::new(Vec::new()),
         config: config.clone(),
     });
@@ -781,8 +790,16 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
     }
     let allowed = Arc::new(config.allowed_origins.clone());
     let body_timeout = config.body_timeout;
+    let router = router.layer(layer);
+    let router = if config.lean_websocket {
+        router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            lean::intercept,
+        ))
+    } else {
+        router
+    };
     let router = router
-        .layer(layer)
         .layer(cors(&config.allowed_origins))
         .layer(axum::middleware::from_fn_with_state(
             allowed,

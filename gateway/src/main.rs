@@ -96,6 +96,10 @@ struct ServeArgs {
     /// socket.io-clients then need `transports: ['websocket']`.
     #[arg(long, env = "LIVELINE_WEBSOCKET_ONLY")]
     websocket_only: bool,
+    /// Serve direct WebSocket connections with socketioxide instead of the
+    /// lean front (one task per connection, about a third of the memory).
+    #[arg(long, env = "LIVELINE_SOCKETIOXIDE_WEBSOCKET")]
+    socketioxide_websocket: bool,
     /// Engine.IO ping interval: `300ms`, `10s`, `1m` (a bare number is seconds).
     #[arg(long, alias = "ping-interval-secs", env = "LIVELINE_PING_INTERVAL", default_value = "10s", value_parser = duration)]
     ping_interval: Duration,
@@ -356,6 +360,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_pending_connections: args.max_pending_connections,
         redis_timeout: args.redis_timeout,
         polling: !args.websocket_only,
+        lean_websocket: !args.socketioxide_websocket,
         revocation_ttl: Duration::from_secs(args.revocation_ttl_secs),
         max_connections_per_user: args.max_connections_per_user,
         action_rate_per_sec: args.action_rate,

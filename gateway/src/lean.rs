@@ -1,0 +1,776 @@
+//! The lean front: Engine.IO v4 / Socket.IO v5 over WebSocket, one task per
+//! connection, on the SDK's own protocol codec ([`liveline::protocol`]).
+//!
+//! It serves the connections that open as WebSocket directly
+//! (`/socket.io/?EIO=4&transport=websocket` without a `sid`): the Liveline
+//! SDK, and official clients with `transports: ["websocket"]`. Long-polling,
+//! and polling sessions upgrading to WebSocket, stay with socketioxide
+//! ([`crate::sio`]); both feed the same hub and handlers ([`crate::socket`]).
+//!
+//! Per connection it keeps the WebSocket (its read buffer starts at 1 KiB),
+//! the heartbeat's two instants, and an outgoing queue that allocates only
+//! while it holds frames: no per-socket channel block, no second task.
+//!
+//! What a client sees is what socketioxide serves: the open packet (no
+//! upgrades), a CONNECT to `/` answered with `{"sid"}` or refused with
+//! `{"message"}` (other namespaces: `Invalid namespace`), events and acks as
+//! JSON text, a ping every `ping_interval` answered within `ping_timeout`.
+//! A binary frame, a binary packet, a malformed packet or a message over
+//! [`crate::Config::max_message_bytes`] closes the connection; so does no
+//! CONNECT within `connect_timeout`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{self, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use liveline::protocol::{EioPacket, Handshake, Packet, PacketType};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use socketioxide::socket::Sid;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+use crate::AppState;
+use crate::conn::{Ack, Conn, EmitError, Session, Transport, lock};
+use crate::socket;
+
+/// What each WebSocket's read buffer starts with (tungstenite allocates it
+/// per connection, for the connection's life). Clients send small frames
+/// (CONNECT with a token, actions, pongs); a larger one grows the buffer as
+/// it arrives.
+pub const WS_READ_BUFFER: usize = 1024;
+
+// ---------------------------------------------------------------------------
+// Sans-IO: the heartbeat, the reading of a frame, the writing of packets.
+
+/// What the heartbeat asks for at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Beat {
+    /// Nothing before [`Heartbeat::deadline`].
+    Wait,
+    /// Send a ping now.
+    Ping,
+    /// The pong did not come in time: close.
+    Dead,
+}
+
+/// The server side of the Engine.IO v4 heartbeat: a ping every `interval`
+/// after the last pong, each answered within `timeout`. Time is the caller's.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    /// When the next ping goes out, or (while one is out) when its pong is due.
+    at: Instant,
+    waiting: bool,
+}
+
+impl Heartbeat {
+    /// A heartbeat whose first ping goes out `interval` after `now`.
+    pub fn new(now: Instant, interval: Duration, timeout: Duration) -> Self {
+        Self {
+            interval,
+            timeout,
+            at: now + interval,
+            waiting: false,
+        }
+    }
+
+    /// When [`Heartbeat::tick`] has something to say.
+    pub fn deadline(&self) -> Instant {
+        self.at
+    }
+
+    /// What to do at `now`.
+    pub fn tick(&mut self, now: Instant) -> Beat {
+        if now < self.at {
+            return Beat::Wait;
+        }
+        if self.waiting {
+            return Beat::Dead;
+        }
+        self.waiting = true;
+        self.at = now + self.timeout;
+        Beat::Ping
+    }
+
+    /// A pong came at `now`: the next ping goes out `interval` later. A
+    /// pong nobody asked for changes nothing.
+    pub fn pong(&mut self, now: Instant) {
+        if self.waiting {
+            self.waiting = false;
+            self.at = now + self.interval;
+        }
+    }
+}
+
+/// What one text frame from the client asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// An Engine.IO pong.
+    Pong,
+    /// An Engine.IO ping (v3 clients ping): answered with a pong.
+    Ping(String),
+    /// CONNECT to `/`, with its payload (the auth object) if any.
+    Connect(Option<Value>),
+    /// CONNECT to another namespace: refused.
+    ConnectElsewhere(String),
+    /// An event on `/`: its name, its first argument and its ack id.
+    Event {
+        /// The event's name.
+        name: String,
+        /// Its first argument; `Value::Null` when it has none.
+        data: Value,
+        /// The ack id, when the client wants an answer.
+        ack: Option<u64>,
+    },
+    /// The client leaves `/`, or closes the Engine.IO session.
+    Disconnect,
+    /// Nothing to do (a noop, an ack, a packet for another namespace).
+    Ignore,
+    /// A frame the server does not take: the connection closes.
+    Refuse(String),
+}
+
+/// Reads one text frame.
+pub fn read(frame: &str) -> Inbound {
+    let packet = match EioPacket::decode(frame) {
+        Ok(p) => p,
+        Err(e) => return Inbound::Refuse(format!("engine.io: {e}")),
+    };
+    let text = match packet {
+        EioPacket::Pong(_) => return Inbound::Pong,
+        EioPacket::Ping(data) => return Inbound::Ping(data),
+        EioPacket::Close => return Inbound::Disconnect,
+        EioPacket::Noop => return Inbound::Ignore,
+        EioPacket::Open(_) | EioPacket::Upgrade => {
+            return Inbound::Refuse("engine.io: unexpected packet".to_owned());
+        }
+        EioPacket::Message(text) => text,
+    };
+    let (packet, _) = match Packet::decode(&text) {
+        Ok(p) => p,
+        Err(e) => return Inbound::Refuse(format!("socket.io: {e}")),
+    };
+    let ours = packet.nsp == "/";
+    match packet.kind {
+        PacketType::Connect if ours => {
+            let auth = packet.data.as_deref().map(serde_json::from_str).transpose();
+            match auth {
+                Ok(auth) => Inbound::Connect(auth),
+                Err(e) => Inbound::Refuse(format!("socket.io: {e}")),
+            }
+        }
+        PacketType::Connect => Inbound::ConnectElsewhere(packet.nsp),
+        PacketType::BinaryEvent | PacketType::BinaryAck => {
+            Inbound::Refuse("binary attachments are not accepted".to_owned())
+        }
+        _ if !ours => Inbound::Ignore,
+        PacketType::Disconnect => Inbound::Disconnect,
+        PacketType::Event => {
+            let ack = packet.id;
+            let Some((name, args, _)) = packet.into_event() else {
+                return Inbound::Refuse("socket.io: bad event".to_owned());
+            };
+            // The codec validated the arguments as JSON.
+            let data = match args.first() {
+                Some(raw) => serde_json::from_str(raw).unwrap_or(Value::Null),
+                None => Value::Null,
+            };
+            Inbound::Event { name, data, ack }
+        }
+        PacketType::Ack | PacketType::ConnectError => Inbound::Ignore,
+    }
+}
+
+/// The frame of event `event` with one argument, `data`.
+pub fn event_frame(event: &str, data: &RawValue) -> String {
+    let name = serde_json::to_string(event).unwrap_or_else(|_| "\"\"".to_owned());
+    let mut out = String::with_capacity(5 + name.len() + data.get().len());
+    out.push_str("42[");
+    out.push_str(&name);
+    out.push(',');
+    out.push_str(data.get());
+    out.push(']');
+    out
+}
+
+/// The frame answering ack `id` with one argument, `data`.
+pub fn ack_frame(id: u64, data: &RawValue) -> String {
+    format!("43{id}[{}]", data.get())
+}
+
+/// The frame refusing a CONNECT to `nsp` with `message`.
+pub fn connect_error_frame(nsp: &str, message: &str) -> String {
+    let body = serde_json::json!({ "message": message });
+    if nsp == "/" {
+        format!("44{body}")
+    } else {
+        format!("44{nsp},{body}")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The transport: what other tasks queue for a connection.
+
+/// Frames waiting for the connection's task, and whether it may take more.
+#[derive(Default)]
+struct Outbox {
+    frames: VecDeque<String>,
+    /// A DISCONNECT is queued: the task closes after writing it.
+    closing: bool,
+}
+
+/// One lean connection as a [`Transport`]: emits queue frames (at most
+/// `max` of them) and wake its task.
+struct LeanSocket {
+    id: Sid,
+    max: usize,
+    outbox: StdMutex<Outbox>,
+    wake: Notify,
+    /// The CONNECT reply went out and the connection is still open.
+    connected: AtomicBool,
+}
+
+impl LeanSocket {
+    fn new(max: usize) -> Self {
+        Self {
+            id: Sid::new(),
+            max: max.max(1),
+            outbox: StdMutex::new(Outbox::default()),
+            wake: Notify::new(),
+            connected: AtomicBool::new(false),
+        }
+    }
+
+    fn push(&self, frame: String) -> Result<(), EmitError> {
+        if !self.connected.load(Ordering::Acquire) {
+            return Err(EmitError::Closed);
+        }
+        {
+            let mut out = lock(&self.outbox);
+            if out.closing {
+                return Err(EmitError::Closed);
+            }
+            if out.frames.len() >= self.max {
+                return Err(EmitError::Full);
+            }
+            out.frames.push_back(frame);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Everything queued, and whether a DISCONNECT follows it.
+    fn take(&self) -> (VecDeque<String>, bool) {
+        let mut out = lock(&self.outbox);
+        (std::mem::take(&mut out.frames), out.closing)
+    }
+}
+
+impl Transport for LeanSocket {
+    fn id(&self) -> Sid {
+        self.id
+    }
+
+    fn emit(&self, event: &str, data: &RawValue) -> Result<(), EmitError> {
+        self.push(event_frame(event, data))
+    }
+
+    fn connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    fn disconnect(&self) -> Result<(), EmitError> {
+        if !self.connected() {
+            return Err(EmitError::Closed);
+        }
+        lock(&self.outbox).closing = true;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The front: which requests it takes, the upgrade, one task per connection.
+
+/// The lean front of one gateway: its shutdown signal and its count of open
+/// connections.
+#[derive(Debug)]
+pub struct Lean {
+    shutdown: watch::Sender<bool>,
+    open: watch::Sender<usize>,
+}
+
+impl Default for Lean {
+    fn default() -> Self {
+        Self {
+            shutdown: watch::Sender::new(false),
+            open: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Lean {
+    /// Closes every lean connection (after writing what each has queued)
+    /// and waits until they are closed.
+    pub async fn close(&self) {
+        self.shutdown.send_replace(true);
+        let mut open = self.open.subscribe();
+        let _ = open.wait_for(|n| *n == 0).await;
+        self.shutdown.send_replace(false);
+    }
+
+    /// How many connections the lean front holds open.
+    pub fn open(&self) -> usize {
+        *self.open.borrow()
+    }
+}
+
+/// Counts one open connection while it lives.
+struct Open<'a>(&'a watch::Sender<usize>);
+
+impl<'a> Open<'a> {
+    fn new(open: &'a watch::Sender<usize>) -> Self {
+        open.send_modify(|n| *n += 1);
+        Self(open)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Whether `req` opens an Engine.IO v4 session directly over WebSocket.
+fn opens_websocket(req: &Request) -> bool {
+    if req.uri().path() != "/socket.io/" || req.method() != http::Method::GET {
+        return false;
+    }
+    let query = req.uri().query().unwrap_or_default();
+    let (mut eio4, mut websocket) = (false, false);
+    for pair in query.split('&') {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("EIO", v) => eio4 = v == "4",
+            ("transport", v) => websocket = v == "websocket",
+            ("sid", _) => return false,
+            _ => {}
+        }
+    }
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    eio4 && websocket && upgrade
+}
+
+/// Middleware: takes the requests the lean front serves, passes the rest on
+/// (to socketioxide and the HTTP routes).
+pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if !opens_websocket(&req) {
+        return next.run(req).await;
+    }
+    upgrade(state, req)
+}
+
+fn refuse(status: StatusCode, why: &'static str) -> Response {
+    let mut res = Response::new(Body::from(why));
+    *res.status_mut() = status;
+    res
+}
+
+/// Answers the WebSocket upgrade and spawns the connection's task.
+fn upgrade(state: Arc<AppState>, mut req: Request) -> Response {
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v == "13");
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    if !version_ok {
+        return refuse(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
+    }
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let admission = req
+        .extensions()
+        .get::<Arc<crate::edge::Admission>>()
+        .cloned();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    drop(req);
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let max = state.config.max_message_bytes;
+        let config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(max))
+            .max_frame_size(Some(max));
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        serve(&state, ws, admission).await;
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
+    headers.insert(
+        header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&accept) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// How long one write may wait for the client to read before the
+/// connection is given up.
+fn write_stall(state: &AppState) -> Duration {
+    state.config.ping_interval + state.config.ping_timeout
+}
+
+/// Writes `frames` (then a DISCONNECT when `closing`); false when the
+/// connection failed or stalled.
+async fn write(state: &AppState, ws: &mut Ws, frames: VecDeque<String>, closing: bool) -> bool {
+    let send = async {
+        for frame in frames {
+            ws.feed(Message::text(frame)).await?;
+        }
+        if closing {
+            ws.feed(Message::text("41")).await?;
+        }
+        ws.flush().await
+    };
+    matches!(
+        tokio::time::timeout(write_stall(state), send).await,
+        Ok(Ok(()))
+    )
+}
+
+/// One connection, from the open packet to its close.
+async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::edge::Admission>>) {
+    let lean = &state.lean;
+    let _open = Open::new(&lean.open);
+    let mut shutdown = lean.shutdown.subscribe();
+    let config = &state.config;
+    let socket = Arc::new(LeanSocket::new(config.max_buffer_packets));
+    let open = Handshake {
+        sid: socket.id.to_string(),
+        upgrades: Vec::new(),
+        ping_interval: config.ping_interval.as_millis() as u64,
+        ping_timeout: config.ping_timeout.as_millis() as u64,
+        max_payload: config.max_message_bytes as u64,
+    };
+    if !write(
+        state,
+        &mut ws,
+        VecDeque::from([EioPacket::Open(open).encode()]),
+        false,
+    )
+    .await
+    {
+        return;
+    }
+    let mut admission = admission;
+    let mut conn: Option<Conn> = None;
+    let connect_by = Instant::now() + config.connect_timeout;
+    let mut heartbeat = Heartbeat::new(Instant::now(), config.ping_interval, config.ping_timeout);
+    loop {
+        let deadline = match conn {
+            Some(_) => heartbeat.deadline(),
+            None => connect_by.min(heartbeat.deadline()),
+        };
+        tokio::select! {
+            biased;
+            () = async { drop(shutdown.wait_for(|s| *s).await) } => {
+                // Drained: what is queued (the shutdown notice) goes out,
+                // then the transport closes without a DISCONNECT, so
+                // clients reconnect as after any network loss.
+                let (frames, _) = socket.take();
+                let _ = write(state, &mut ws, frames, false).await;
+                break;
+            }
+            () = socket.wake.notified() => {
+                let (frames, closing) = socket.take();
+                if !write(state, &mut ws, frames, closing).await || closing {
+                    break;
+                }
+            }
+            frame = ws.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                    Some(Ok(Message::Binary(_))) => {
+                        tracing::debug!("binary frame: connection closed");
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break;
+                    }
+                };
+                match read(text.as_str()) {
+                    Inbound::Pong => heartbeat.pong(Instant::now()),
+                    Inbound::Ping(data) => {
+                        let pong = VecDeque::from([EioPacket::Pong(data).encode()]);
+                        if !write(state, &mut ws, pong, false).await {
+                            break;
+                        }
+                    }
+                    Inbound::Connect(auth) => {
+                        if conn.is_some() {
+                            continue;
+                        }
+                        let c = Conn::new(socket.clone(), Arc::new(Session::welcoming()));
+                        let reply = match socket::admit(state, &c, auth).await {
+                            Ok(()) => format!("40{{\"sid\":\"{}\"}}", socket.id),
+                            Err(refused) => connect_error_frame("/", refused.0),
+                        };
+                        let admitted = reply.starts_with("40");
+                        if !write(state, &mut ws, VecDeque::from([reply]), false).await {
+                            if admitted {
+                                socket::on_disconnect(state, &c).await;
+                            }
+                            break;
+                        }
+                        if admitted {
+                            // Authenticated: no longer counted against the
+                            // cap of unauthenticated peers (`edge::Pending`).
+                            if let Some(a) = admission.take() {
+                                a.release();
+                            }
+                            socket.connected.store(true, Ordering::Release);
+                            let (st, on) = (state.clone(), c.clone());
+                            tokio::spawn(async move { socket::on_connect(&st, &on).await });
+                            conn = Some(c);
+                        }
+                    }
+                    Inbound::ConnectElsewhere(nsp) => {
+                        let refusal = VecDeque::from([connect_error_frame(&nsp, "Invalid namespace")]);
+                        if !write(state, &mut ws, refusal, false).await {
+                            break;
+                        }
+                    }
+                    Inbound::Event { name, data, ack } => {
+                        let Some(c) = &conn else {
+                            continue;
+                        };
+                        let ack = ack.map(|id| -> Ack {
+                            let to = socket.clone();
+                            Box::new(move |reply: &RawValue| to.push(ack_frame(id, reply)))
+                        });
+                        let (st, on) = (state.clone(), c.clone());
+                        tokio::spawn(async move {
+                            socket::on_event(&st, &on, name, Some(data), ack).await;
+                        });
+                    }
+                    Inbound::Disconnect => break,
+                    Inbound::Ignore => {}
+                    Inbound::Refuse(why) => {
+                        tracing::debug!(reason = %why, "bad frame: connection closed");
+                        break;
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                if conn.is_none() && now >= connect_by {
+                    tracing::debug!("no CONNECT in time: connection closed");
+                    break;
+                }
+                match heartbeat.tick(now) {
+                    Beat::Wait => {}
+                    Beat::Ping => {
+                        let ping = VecDeque::from([EioPacket::Ping(String::new()).encode()]);
+                        if !write(state, &mut ws, ping, false).await {
+                            break;
+                        }
+                    }
+                    Beat::Dead => {
+                        tracing::debug!("no pong in time: connection closed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    socket.connected.store(false, Ordering::Release);
+    lock(&socket.outbox).frames.clear();
+    let _ = ws.close(None).await;
+    if let Some(conn) = conn {
+        socket::on_disconnect(state, &conn).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        // A fixed origin: only differences matter.
+        static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *ORIGIN.get_or_init(Instant::now) + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_heartbeat_pings_every_interval_after_the_pong() {
+        let (i, t) = (Duration::from_millis(1000), Duration::from_millis(300));
+        let mut hb = Heartbeat::new(at(0), i, t);
+        assert_eq!(hb.deadline(), at(1000));
+        assert_eq!(hb.tick(at(999)), Beat::Wait);
+        assert_eq!(hb.tick(at(1000)), Beat::Ping);
+        assert_eq!(
+            hb.deadline(),
+            at(1300),
+            "the pong is due within the timeout"
+        );
+        hb.pong(at(1100));
+        assert_eq!(
+            hb.deadline(),
+            at(2100),
+            "the next ping an interval after the pong"
+        );
+        assert_eq!(hb.tick(at(2000)), Beat::Wait);
+        assert_eq!(hb.tick(at(2100)), Beat::Ping);
+    }
+
+    #[test]
+    fn the_heartbeat_gives_up_when_the_pong_is_late() {
+        let mut hb = Heartbeat::new(
+            at(0),
+            Duration::from_millis(1000),
+            Duration::from_millis(300),
+        );
+        assert_eq!(hb.tick(at(1000)), Beat::Ping);
+        assert_eq!(hb.tick(at(1299)), Beat::Wait);
+        assert_eq!(hb.tick(at(1300)), Beat::Dead);
+    }
+
+    #[test]
+    fn an_unasked_pong_does_not_move_the_next_ping() {
+        let mut hb = Heartbeat::new(
+            at(0),
+            Duration::from_millis(1000),
+            Duration::from_millis(300),
+        );
+        hb.pong(at(500));
+        assert_eq!(hb.deadline(), at(1000));
+    }
+
+    #[test]
+    fn frames_are_read_as_the_gateway_needs_them() {
+        assert_eq!(read("3"), Inbound::Pong);
+        assert_eq!(read("2probe"), Inbound::Ping("probe".to_owned()));
+        assert_eq!(read("6"), Inbound::Ignore);
+        assert_eq!(read("1"), Inbound::Disconnect);
+        assert_eq!(read("41"), Inbound::Disconnect);
+        assert_eq!(read("40"), Inbound::Connect(None));
+        assert_eq!(
+            read(r#"40{"token":"t"}"#),
+            Inbound::Connect(Some(serde_json::json!({"token": "t"})))
+        );
+        assert_eq!(
+            read("40/admin,"),
+            Inbound::ConnectElsewhere("/admin".to_owned())
+        );
+        assert_eq!(
+            read(r#"4212["job:start:v1",{"a":1},"x"]"#),
+            Inbound::Event {
+                name: "job:start:v1".to_owned(),
+                data: serde_json::json!({"a": 1}),
+                ack: Some(12),
+            }
+        );
+        assert_eq!(
+            read(r#"42["probe:v1"]"#),
+            Inbound::Event {
+                name: "probe:v1".to_owned(),
+                data: Value::Null,
+                ack: None,
+            }
+        );
+        assert_eq!(read(r#"42/admin,["x"]"#), Inbound::Ignore);
+        assert_eq!(read(r#"431["ok"]"#), Inbound::Ignore);
+    }
+
+    #[test]
+    fn frames_the_gateway_does_not_take_close_the_connection() {
+        for frame in [
+            "",
+            "9",
+            "0{}",
+            "5",
+            "4",
+            "42",
+            "42{",
+            "42[1]",
+            r#"451-["x",{"_placeholder":true,"num":0}]"#,
+            r#"461-1[{"_placeholder":true,"num":0}]"#,
+            "40[1]",
+        ] {
+            assert!(
+                matches!(read(frame), Inbound::Refuse(_)),
+                "{frame:?}: {:?}",
+                read(frame)
+            );
+        }
+    }
+
+    #[test]
+    fn packets_are_written_as_socket_io_reads_them() {
+        let data = RawValue::from_string(r#"{"seq":1}"#.to_owned()).expect("JSON");
+        assert_eq!(event_frame("a:b\"c", &data), r#"42["a:b\"c",{"seq":1}]"#);
+        assert_eq!(ack_frame(7, &data), r#"437[{"seq":1}]"#);
+        assert_eq!(
+            connect_error_frame("/", "unauthorized"),
+            r#"44{"message":"unauthorized"}"#
+        );
+        assert_eq!(
+            connect_error_frame("/admin", "Invalid namespace"),
+            r#"44/admin,{"message":"Invalid namespace"}"#
+        );
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_and_closed_until_connected() {
+        let s = LeanSocket::new(2);
+        let data = RawValue::from_string("1".to_owned()).expect("JSON");
+        assert_eq!(s.emit("e", &data), Err(EmitError::Closed), "before CONNECT");
+        s.connected.store(true, Ordering::Release);
+        assert_eq!(s.emit("e", &data), Ok(()));
+        assert_eq!(s.emit("e", &data), Ok(()));
+        assert_eq!(s.emit("e", &data), Err(EmitError::Full));
+        let (frames, closing) = s.take();
+        assert_eq!(frames.len(), 2);
+        assert!(!closing);
+        assert_eq!(s.emit("e", &data), Ok(()), "room again once written");
+        assert_eq!(s.disconnect(), Ok(()));
+        assert_eq!(s.emit("e", &data), Err(EmitError::Closed), "closing");
+        let (frames, closing) = s.take();
+        assert_eq!((frames.len(), closing), (1, true));
+    }
+}
