@@ -14,13 +14,26 @@ fn node_dir() -> PathBuf {
 }
 
 async fn official_socket_io_client_connects_gets_ack_and_job_events(backend: Backend) {
+    official_client_session(Gateway::start(backend).await).await;
+}
+
+/// The same over socketioxide's WebSocket (`--socketioxide-websocket`)
+/// instead of the lean front.
+#[tokio::test]
+async fn official_websocket_client_over_the_socketioxide_front() {
+    let gw = Gateway::start_with(Backend::Memory, |c| c.lean_websocket = false).await;
+    official_client_session(gw).await;
+}
+
+/// The official client (WebSocket only) connects to `gw`, gets an ack and a
+/// job's events in order; a bad token gets the generic refusal.
+async fn official_client_session(gw: Gateway) {
     let dir = node_dir();
     assert!(
         dir.join("node_modules/socket.io-client").is_dir(),
         "socket.io-client is not installed: run `npm ci --prefix gateway/tests/node` \
          (scripts/setup.sh does)"
     );
-    let gw = Gateway::start(backend).await;
     let output = tokio::process::Command::new("node")
         .arg(dir.join("client.mjs"))
         .arg(format!("http://{}", gw.addr))

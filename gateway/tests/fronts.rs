@@ -1,0 +1,156 @@
+//! Both fronts, the lean one (the default for direct WebSocket connections)
+//! and socketioxide (`--socketioxide-websocket`), speak the same protocol:
+//! the heartbeat closes a peer that stops answering and releases its place,
+//! keeps one that answers, and a CONNECT to another namespace is refused
+//! while `/` stays open on the same connection.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Gateway, until_hub};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const PING: Duration = Duration::from_millis(300);
+
+async fn gateway(lean: bool) -> Gateway {
+    Gateway::start_with(Backend::Memory, |c| {
+        c.lean_websocket = lean;
+        c.ping_interval = PING;
+        c.ping_timeout = PING;
+    })
+    .await
+}
+
+/// The next text frame, or `None` once the server closed the connection.
+async fn next(ws: &mut Ws, within: Duration) -> Option<String> {
+    loop {
+        let frame = tokio::time::timeout(within, ws.next())
+            .await
+            .expect("neither a frame nor a close within the wait");
+        match frame {
+            Some(Ok(Message::Text(t))) => return Some(t.to_string()),
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// Opens a WebSocket session: the open packet, whose heartbeat is [`PING`].
+async fn open(gw: &Gateway) -> Ws {
+    let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", gw.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let open = next(&mut ws, Duration::from_secs(5)).await.unwrap();
+    let open: serde_json::Value = serde_json::from_str(open.strip_prefix('0').unwrap()).unwrap();
+    assert_eq!(open["pingInterval"], PING.as_millis() as u64, "{open}");
+    assert_eq!(open["upgrades"], serde_json::json!([]), "{open}");
+    ws
+}
+
+/// CONNECTs to `/` as `user`, reading up to the welcome (answering pings).
+async fn connect(gw: &Gateway, ws: &mut Ws, user: &str) {
+    let auth = serde_json::json!({ "token": gw.token(user) });
+    ws.send(Message::text(format!("40{auth}"))).await.unwrap();
+    loop {
+        let frame = next(ws, Duration::from_secs(5)).await.expect("open");
+        match frame.as_str() {
+            "2" => ws.send(Message::text("3")).await.unwrap(),
+            f if f.starts_with("40{\"sid\":") => {}
+            r#"42["session:welcome:v1",{"protocol":1}]"# => return,
+            f => panic!("unexpected frame while connecting: {f}"),
+        }
+    }
+}
+
+async fn a_peer_that_stops_answering_pings_is_closed_and_released(lean: bool) {
+    let gw = gateway(lean).await;
+    let mut ws = open(&gw).await;
+    connect(&gw, &mut ws, "quiet").await;
+    let hub = &gw.handle.state.hub;
+    assert_eq!(hub.sockets_of("quiet").await, 1);
+    // Pings are read and never answered: after one interval the ping, after
+    // the timeout the close.
+    let deadline = tokio::time::Instant::now() + (PING + PING) * 5;
+    let mut pings = 0;
+    while let Some(frame) = next(&mut ws, deadline - tokio::time::Instant::now()).await {
+        // socketioxide says so (an Engine.IO close) before it closes.
+        if frame == "1" {
+            continue;
+        }
+        assert_eq!(frame, "2", "only pings come to an idle socket");
+        pings += 1;
+    }
+    assert_eq!(pings, 1, "closed at the first unanswered ping");
+    until_hub(hub, "the silent socket is released", || async {
+        hub.sockets_of("quiet").await == 0
+    })
+    .await;
+    gw.stop().await;
+}
+
+async fn pongs_keep_a_quiet_connection_open(lean: bool) {
+    let gw = gateway(lean).await;
+    let mut ws = open(&gw).await;
+    connect(&gw, &mut ws, "steady").await;
+    // Four rounds of the heartbeat, each answered.
+    for _ in 0..4 {
+        let frame = next(&mut ws, PING * 5).await.expect("still open");
+        assert_eq!(frame, "2");
+        ws.send(Message::text("3")).await.unwrap();
+    }
+    // Still served: the liveness probe is answered.
+    ws.send(Message::text(r#"427["probe:v1"]"#)).await.unwrap();
+    loop {
+        match next(&mut ws, Duration::from_secs(5)).await.as_deref() {
+            Some("2") => ws.send(Message::text("3")).await.unwrap(),
+            Some(f) => {
+                assert!(f.starts_with("437[{\"ok\":true"), "{f}");
+                break;
+            }
+            None => panic!("closed although every ping was answered"),
+        }
+    }
+    assert_eq!(gw.handle.state.hub.sockets_of("steady").await, 1);
+    gw.stop().await;
+}
+
+async fn another_namespace_is_refused_and_the_connection_stays_usable(lean: bool) {
+    let gw = gateway(lean).await;
+    let mut ws = open(&gw).await;
+    ws.send(Message::text("40/admin,")).await.unwrap();
+    let refusal = loop {
+        match next(&mut ws, Duration::from_secs(5)).await.as_deref() {
+            Some("2") => ws.send(Message::text("3")).await.unwrap(),
+            Some(f) => break f.to_owned(),
+            None => panic!("closed instead of refusing the namespace"),
+        }
+    };
+    assert_eq!(refusal, r#"44/admin,{"message":"Invalid namespace"}"#);
+    connect(&gw, &mut ws, "nsp").await;
+    assert_eq!(gw.handle.state.hub.sockets_of("nsp").await, 1);
+    gw.stop().await;
+}
+
+macro_rules! on_both_fronts {
+    ($($name:ident),* $(,)?) => {
+        mod lean {
+            $(#[tokio::test]
+            async fn $name() { super::$name(true).await }) *
+        }
+        mod socketioxide {
+            $(#[tokio::test]
+            async fn $name() { super::$name(false).await }) *
+        }
+    };
+}
+
+on_both_fronts!(
+    a_peer_that_stops_answering_pings_is_closed_and_released,
+    pongs_keep_a_quiet_connection_open,
+    another_namespace_is_refused_and_the_connection_stays_usable,
+);
