@@ -9,7 +9,9 @@
 //!
 //! Per connection it keeps the WebSocket (its read buffer starts at 1 KiB),
 //! the heartbeat's two instants, and an outgoing queue that allocates only
-//! while it holds frames: no per-socket channel block, no second task.
+//! while it holds frames: no per-socket channel block, no second task. Each
+//! event is handled in a task of its own, at most [`MAX_IN_FLIGHT`] per
+//! connection at once (socketioxide's front has no such bound).
 //!
 //! What a client sees is what socketioxide serves: the open packet (no
 //! upgrades), a CONNECT to `/` answered with `{"sid"}` or refused with
@@ -20,7 +22,7 @@
 //! CONNECT within `connect_timeout`.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
@@ -44,6 +46,12 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use crate::AppState;
 use crate::conn::{Ack, Conn, EmitError, Session, Transport, lock};
 use crate::socket;
+
+/// Events of one connection handled at once at most. Past it the connection
+/// is not read until one ends: the client's frames wait in its TCP buffers
+/// (and it is slowed down by TCP), nothing is dropped, and the gateway holds
+/// a bounded number of handler tasks per connection.
+pub const MAX_IN_FLIGHT: usize = 32;
 
 /// What each WebSocket's read buffer starts with (tungstenite allocates it
 /// per connection, for the connection's life). Clients send small frames
@@ -241,6 +249,8 @@ struct LeanSocket {
     wake: Notify,
     /// The CONNECT reply went out and the connection is still open.
     connected: AtomicBool,
+    /// Its events being handled now (at most [`MAX_IN_FLIGHT`]).
+    in_flight: AtomicUsize,
 }
 
 impl LeanSocket {
@@ -251,6 +261,7 @@ impl LeanSocket {
             outbox: StdMutex::new(Outbox::default()),
             wake: Notify::new(),
             connected: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -455,6 +466,9 @@ fn write_stall(state: &AppState) -> Duration {
 /// Writes `frames` (then a DISCONNECT when `closing`); false when the
 /// connection failed or stalled.
 async fn write(state: &AppState, ws: &mut Ws, frames: VecDeque<String>, closing: bool) -> bool {
+    if frames.is_empty() && !closing {
+        return true;
+    }
     let send = async {
         for frame in frames {
             ws.feed(Message::text(frame)).await?;
@@ -519,7 +533,8 @@ async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::e
                     break;
                 }
             }
-            frame = ws.next() => {
+            // Not read while MAX_IN_FLIGHT of its events are being handled.
+            frame = ws.next(), if socket.in_flight.load(Ordering::Acquire) < MAX_IN_FLIGHT => {
                 let text = match frame {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
@@ -583,9 +598,13 @@ async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::e
                             let to = socket.clone();
                             Box::new(move |reply: &RawValue| to.push(ack_frame(id, reply)))
                         });
-                        let (st, on) = (state.clone(), c.clone());
+                        let (st, on, busy) = (state.clone(), c.clone(), socket.clone());
+                        busy.in_flight.fetch_add(1, Ordering::AcqRel);
                         tokio::spawn(async move {
                             socket::on_event(&st, &on, name, Some(data), ack).await;
+                            // Room for the next event: the task reads again.
+                            busy.in_flight.fetch_sub(1, Ordering::AcqRel);
+                            busy.wake.notify_one();
                         });
                     }
                     Inbound::Disconnect => break,
@@ -620,11 +639,15 @@ async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::e
     }
     socket.connected.store(false, Ordering::Release);
     lock(&socket.outbox).frames.clear();
-    let _ = ws.close(None).await;
     if let Some(conn) = conn {
         socket::on_disconnect(state, &conn).await;
     }
+    // A peer that stopped reading gets a moment for the close frame, no more.
+    let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(None)).await;
 }
+
+/// How long a closing connection waits for its close frame to go out.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

@@ -110,11 +110,22 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// Counts one client event in [`Metrics::handling`] while it lives.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The gateway's counters and histograms.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     connections: Gauge,
+    in_flight: Gauge,
     connects: Counter,
     refused: Counter,
     delivered: Counter,
@@ -135,6 +146,12 @@ impl Default for Metrics {
             "liveline_connections",
             "Socket.IO connections open on this node",
             connections.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "liveline_events_in_flight",
+            "Client events (actions, probes, replay requests) being handled now",
+            in_flight.clone(),
         );
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let c = Counter::default();
@@ -195,6 +212,7 @@ impl Default for Metrics {
         Self {
             registry,
             connections,
+            in_flight,
             connects,
             refused,
             delivered,
@@ -210,6 +228,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A client event is being handled until the guard drops.
+    pub fn handling(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Client events being handled now.
+    pub fn events_in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
     /// A socket connected.
     pub fn connected(&self) {
         self.connections.inc();

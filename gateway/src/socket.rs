@@ -262,6 +262,7 @@ pub async fn on_event(
     data: Option<Value>,
     ack: Option<Ack>,
 ) {
+    let _busy = state.metrics.handling();
     match name.as_str() {
         PROBE_V1 => {
             if let Some(ack) = ack {

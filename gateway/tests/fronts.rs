@@ -2,15 +2,18 @@
 //! and socketioxide (`--socketioxide-websocket`), speak the same protocol:
 //! the heartbeat closes a peer that stops answering and releases its place,
 //! keeps one that answers, and a CONNECT to another namespace is refused
-//! while `/` stays open on the same connection.
+//! while `/` stays open on the same connection. The lean front also bounds
+//! the events of one connection handled at once.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Gateway, until_hub};
+use common::{Backend, Gateway, RedisServer, eventually, spare_port, until_hub};
 use futures_util::{SinkExt, StreamExt};
+use liveline_gateway::lean::MAX_IN_FLIGHT;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws =
@@ -154,3 +157,52 @@ on_both_fronts!(
     pongs_keep_a_quiet_connection_open,
     another_namespace_is_refused_and_the_connection_stays_usable,
 );
+
+/// With Redis frozen, a flood of actions on one connection holds exactly
+/// [`MAX_IN_FLIGHT`] handlers (the rest wait unread in the socket); once
+/// Redis answers, every action is acked.
+#[tokio::test]
+async fn the_lean_front_handles_at_most_max_in_flight_events_of_a_connection_and_loses_none() {
+    let port = spare_port();
+    let redis = RedisServer::start(port).await;
+    let gw = Gateway::start_with(Backend::Redis, |c| {
+        c.redis_url = Some(format!("redis://127.0.0.1:{port}"));
+        c.redis_timeout = Duration::from_secs(30);
+        c.action_rate_per_sec = 100_000.0;
+        c.action_burst = 100_000;
+    })
+    .await;
+    let mut client = gw.connect("flood").await;
+    let metrics = &gw.handle.state.metrics;
+    redis.signal("-STOP");
+    let n = 4 * MAX_IN_FLIGHT;
+    for i in 0..n {
+        let action = json!(["job:start:v1", {"key": format!("flood-{i}"), "data": {"kind": "research", "params": {}}}]);
+        client.send_raw(format!("42{i}{action}")).await;
+    }
+    let bound = MAX_IN_FLIGHT as i64;
+    eventually("the connection's handlers reach the bound", || async {
+        metrics.events_in_flight() == bound
+    })
+    .await;
+    // And stay there while Redis is frozen (sampled: nothing else is awaited).
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(metrics.events_in_flight(), bound);
+    }
+    redis.signal("-CONT");
+    let mut acked = std::collections::BTreeSet::new();
+    while acked.len() < n {
+        let frame = client.next_frame().await;
+        let Some(rest) = frame.strip_prefix("43") else {
+            continue;
+        };
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let id: usize = rest[..digits].parse().unwrap();
+        let args: Vec<serde_json::Value> = serde_json::from_str(&rest[digits..]).unwrap();
+        assert_eq!(args[0]["ok"], true, "action {id}: {}", args[0]);
+        assert!(acked.insert(id), "action {id} acked twice");
+    }
+    assert_eq!(metrics.events_in_flight(), 0);
+    gw.stop().await;
+}
