@@ -160,7 +160,12 @@ test('actions in flight when the page reloads (gateway frozen with SIGSTOP) are 
       gw.signal('SIGCONT');
     }
     await waitState(page, 'c', 'connected', 20_000);
-    const settled = await waitFor('3 action:settled', () => page.evaluate(() => window.harness.settled('c').length >= 3 && window.harness.settled('c')), { timeout: 20_000 });
+    const settled = await waitFor('3 action:settled', () => page.evaluate(() => window.harness.settled('c').length >= 3 && window.harness.settled('c')), { timeout: 20_000 })
+      .catch(async (e) => {
+        // What the page and the gateway saw, for a failure that does not reproduce alone.
+        const seen = await page.evaluate(() => ({ settled: window.harness.settled('c'), snapshot: window.harness.snapshot('c') }));
+        throw new Error(`${e.message}\npage: ${JSON.stringify(seen)}\ngateway log (tail):\n${gw.log().slice(-4000)}`);
+      });
     assert.ok(settled.every((s) => s.ok === true && typeof s.data.jobId === 'string'), JSON.stringify(settled));
     assert.equal(new Set(settled.map((s) => s.data.jobId)).size, 3);
     await sleep(1000); // the old socket's frames, if the gateway reads them late
