@@ -20,6 +20,10 @@ use socketioxide::socket::Sid;
 use crate::auth::Claims;
 use crate::inbound::ResumePosition;
 
+/// The first event on every connection: `session:welcome:v1` with this
+/// argument tells the SDK it talks to a Liveline gateway.
+pub const WELCOME: &str = r#"{"protocol":1}"#;
+
 /// Why an emit (or a DISCONNECT) could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EmitError {
@@ -208,8 +212,7 @@ impl Conn {
         }
         let mut gate = lock(&s.welcome_gate);
         if gate.is_some() {
-            let hello =
-                RawValue::from_string(r#"{"protocol":1}"#.to_owned()).expect("the welcome is JSON");
+            let hello = RawValue::from_string(WELCOME.to_owned()).expect("the welcome is JSON");
             let out = self
                 .transport
                 .emit(liveline::contract::SESSION_WELCOME_V1, &hello);
@@ -229,6 +232,16 @@ impl Conn {
             gate.send_replace(true);
         }
         self.welcome();
+    }
+
+    /// The transport wrote the welcome itself, in the same write as its
+    /// CONNECT reply and before anything else: no emit sends it again, and
+    /// whoever waits in [`Conn::welcomed`] may go on.
+    pub fn welcome_written(&self) {
+        if let Some(gate) = lock(&self.session.welcome_gate).take() {
+            gate.send_replace(true);
+        }
+        self.session.welcome_sent.store(true, Ordering::Release);
     }
 
     /// Waits until the welcome is out, for an ack that must not overtake it:

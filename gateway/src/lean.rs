@@ -53,6 +53,12 @@ use crate::socket;
 /// a bounded number of handler tasks per connection.
 pub const MAX_IN_FLIGHT: usize = 32;
 
+/// Frames queued for one connection go out in one write up to this many
+/// bytes (tungstenite's write buffer target; every batch is flushed whole).
+/// The CONNECT reply and the welcome share one write; the buffer keeps the
+/// capacity of the largest batch, so it stays small.
+pub const WS_WRITE_BATCH: usize = 512;
+
 /// What each WebSocket's read buffer starts with (tungstenite allocates it
 /// per connection, for the connection's life). Clients send small frames
 /// (CONNECT with a token, actions, pongs); a larger one grows the buffer as
@@ -200,6 +206,15 @@ pub fn read(frame: &str) -> Inbound {
         }
         PacketType::Ack | PacketType::ConnectError => Inbound::Ignore,
     }
+}
+
+/// The frame of the welcome, the first event on every connection.
+pub fn welcome_frame() -> String {
+    format!(
+        r#"42["{}",{}]"#,
+        liveline::contract::SESSION_WELCOME_V1,
+        crate::conn::WELCOME
+    )
 }
 
 /// The frame of event `event` with one argument, `data`.
@@ -433,7 +448,7 @@ fn upgrade(state: Arc<AppState>, mut req: Request) -> Response {
         let max = state.config.max_message_bytes;
         let config = WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER)
-            .write_buffer_size(0)
+            .write_buffer_size(WS_WRITE_BATCH)
             .max_message_size(Some(max))
             .max_frame_size(Some(max));
         let ws =
@@ -561,12 +576,22 @@ async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::e
                             continue;
                         }
                         let c = Conn::new(socket.clone(), Arc::new(Session::welcoming()));
-                        let reply = match socket::admit(state, &c, auth).await {
-                            Ok(()) => format!("40{{\"sid\":\"{}\"}}", socket.id),
-                            Err(refused) => connect_error_frame("/", refused.0),
+                        let admitted = socket::admit(state, &c, auth).await;
+                        // Admitted, the welcome goes in the same write as the
+                        // CONNECT reply: it is the first event, and one write
+                        // (one syscall) less per handshake.
+                        let reply = match &admitted {
+                            Ok(()) => VecDeque::from([
+                                format!("40{{\"sid\":\"{}\"}}", socket.id),
+                                welcome_frame(),
+                            ]),
+                            Err(refused) => VecDeque::from([connect_error_frame("/", refused.0)]),
                         };
-                        let admitted = reply.starts_with("40");
-                        if !write(state, &mut ws, VecDeque::from([reply]), false).await {
+                        let admitted = admitted.is_ok();
+                        if admitted {
+                            c.welcome_written();
+                        }
+                        if !write(state, &mut ws, reply, false).await {
                             if admitted {
                                 socket::on_disconnect(state, &c).await;
                             }
@@ -768,6 +793,10 @@ mod tests {
         let data = RawValue::from_string(r#"{"seq":1}"#.to_owned()).expect("JSON");
         assert_eq!(event_frame("a:b\"c", &data), r#"42["a:b\"c",{"seq":1}]"#);
         assert_eq!(ack_frame(7, &data), r#"437[{"seq":1}]"#);
+        assert_eq!(
+            welcome_frame(),
+            r#"42["session:welcome:v1",{"protocol":1}]"#
+        );
         assert_eq!(
             connect_error_frame("/", "unauthorized"),
             r#"44{"message":"unauthorized"}"#
