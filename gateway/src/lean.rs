@@ -14,12 +14,14 @@
 //! connection at once (socketioxide's front has no such bound).
 //!
 //! What a client sees is what socketioxide serves: the open packet (no
-//! upgrades), a CONNECT to `/` answered with `{"sid"}` or refused with
-//! `{"message"}` (other namespaces: `Invalid namespace`), events and acks as
-//! JSON text, a ping every `ping_interval` answered within `ping_timeout`.
-//! A binary frame, a binary packet, a malformed packet or a message over
-//! [`crate::Config::max_message_bytes`] closes the connection; so does no
-//! CONNECT within `connect_timeout`.
+//! upgrades), a CONNECT to `/` answered with `{"sid"}` (the Engine.IO sid)
+//! and the welcome in the same write, or refused with `{"message"}` (other
+//! namespaces: `Invalid namespace`), events and acks as JSON text, a ping
+//! every `ping_interval` answered within `ping_timeout`. A binary frame, a
+//! binary packet, a malformed packet or a message over
+//! [`crate::Config::max_message_bytes`] closes the connection, as does no
+//! CONNECT within `connect_timeout` or a missed pong (the WebSocket closes
+//! without an Engine.IO close packet, which socketioxide sends first).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -590,6 +592,10 @@ async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::e
                         let admitted = admitted.is_ok();
                         if admitted {
                             c.welcome_written();
+                            // Open for emits before the client can read its
+                            // welcome (and act on it): what they queue now is
+                            // written by this task after the reply, in order.
+                            socket.connected.store(true, Ordering::Release);
                         }
                         if !write(state, &mut ws, reply, false).await {
                             if admitted {
@@ -603,7 +609,6 @@ async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::e
                             if let Some(a) = admission.take() {
                                 a.release();
                             }
-                            socket.connected.store(true, Ordering::Release);
                             let (st, on) = (state.clone(), c.clone());
                             tokio::spawn(async move { socket::on_connect(&st, &on).await });
                             conn = Some(c);
