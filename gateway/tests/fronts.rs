@@ -159,8 +159,9 @@ on_both_fronts!(
 );
 
 /// With Redis frozen, a flood of actions on one connection holds exactly
-/// [`MAX_IN_FLIGHT`] handlers (the rest wait unread in the socket); once
-/// Redis answers, every action is acked.
+/// [`MAX_IN_FLIGHT`] handlers (the rest wait unread in the socket), still
+/// after the connection's task ran again for a heartbeat; once Redis
+/// answers, every action is acked.
 #[tokio::test]
 async fn the_lean_front_handles_at_most_max_in_flight_events_of_a_connection_and_loses_none() {
     let port = spare_port();
@@ -170,30 +171,44 @@ async fn the_lean_front_handles_at_most_max_in_flight_events_of_a_connection_and
         c.redis_timeout = Duration::from_secs(30);
         c.action_rate_per_sec = 100_000.0;
         c.action_burst = 100_000;
+        // A ping soon, and its pong (unread while the bound holds) not due
+        // before the test ends.
+        c.ping_interval = PING;
+        c.ping_timeout = Duration::from_secs(30);
     })
     .await;
-    let mut client = gw.connect("flood").await;
+    let mut ws = open(&gw).await;
+    connect(&gw, &mut ws, "flood").await;
     let metrics = &gw.handle.state.metrics;
     redis.signal("-STOP");
     let n = 4 * MAX_IN_FLIGHT;
     for i in 0..n {
         let action = json!(["job:start:v1", {"key": format!("flood-{i}"), "data": {"kind": "research", "params": {}}}]);
-        client.send_raw(format!("42{i}{action}")).await;
+        ws.send(Message::text(format!("42{i}{action}")))
+            .await
+            .unwrap();
     }
     let bound = MAX_IN_FLIGHT as i64;
     eventually("the connection's handlers reach the bound", || async {
         metrics.events_in_flight() == bound
     })
     .await;
-    // And stay there while Redis is frozen (sampled: nothing else is awaited).
-    for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        assert_eq!(metrics.events_in_flight(), bound);
-    }
+    // The connection's task runs again (it sends the next ping) and still
+    // reads nothing more: without the bound, every frame sent above would
+    // be read and handled by then.
+    let frame = next(&mut ws, Duration::from_secs(5)).await;
+    assert_eq!(frame.as_deref(), Some("2"), "a heartbeat, nothing else");
+    assert_eq!(metrics.events_in_flight(), bound);
+    ws.send(Message::text("3")).await.unwrap();
     redis.signal("-CONT");
     let mut acked = std::collections::BTreeSet::new();
     while acked.len() < n {
-        let frame = client.next_frame().await;
+        let frame = next(&mut ws, Duration::from_secs(10)).await.expect("open");
+        if frame == "2" {
+            ws.send(Message::text("3")).await.unwrap();
+            continue;
+        }
+        // The jobs' queued statuses come too; the acks are counted.
         let Some(rest) = frame.strip_prefix("43") else {
             continue;
         };

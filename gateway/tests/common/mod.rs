@@ -432,12 +432,6 @@ impl Client {
         }
     }
 
-    /// The next text frame that is not a ping, as sent (pings are answered).
-    #[allow(dead_code)]
-    pub async fn next_frame(&mut self) -> String {
-        self.frame().await
-    }
-
     /// The next text frame that is not a ping (pings are answered).
     async fn frame(&mut self) -> String {
         loop {
