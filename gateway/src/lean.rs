@@ -359,11 +359,6 @@ impl Lean {
         let _ = open.wait_for(|n| *n == 0).await;
         self.shutdown.send_replace(false);
     }
-
-    /// How many connections the lean front holds open.
-    pub fn open(&self) -> usize {
-        *self.open.borrow()
-    }
 }
 
 /// Counts one open connection while it lives.

@@ -24,10 +24,7 @@ impl Transport for SioSocket {
     }
 
     fn emit(&self, event: &str, data: &RawValue) -> Result<(), EmitError> {
-        self.0.emit(event, data).map_err(|e| match e {
-            SendError::Socket(SocketError::InternalChannelFull) => EmitError::Full,
-            _ => EmitError::Closed,
-        })
+        self.0.emit(event, data).map_err(emit_error)
     }
 
     fn connected(&self) -> bool {
@@ -39,6 +36,14 @@ impl Transport for SioSocket {
             SocketError::InternalChannelFull => EmitError::Full,
             SocketError::Closed => EmitError::Closed,
         })
+    }
+}
+
+/// An emit's or an ack's failure as the gateway tells them apart.
+fn emit_error(e: SendError) -> EmitError {
+    match e {
+        SendError::Socket(SocketError::InternalChannelFull) => EmitError::Full,
+        _ => EmitError::Closed,
     }
 }
 
@@ -89,12 +94,8 @@ async fn admit(state: &Arc<AppState>, s: SocketRef, auth: Option<Value>) -> Resu
                 let Some(conn) = conn_of(&s) else {
                     return;
                 };
-                let ack: crate::conn::Ack = Box::new(move |reply: &RawValue| {
-                    ack.send(reply).map_err(|e| match e {
-                        SendError::Socket(SocketError::InternalChannelFull) => EmitError::Full,
-                        _ => EmitError::Closed,
-                    })
-                });
+                let ack: crate::conn::Ack =
+                    Box::new(move |reply: &RawValue| ack.send(reply).map_err(emit_error));
                 socket::on_event(&state, &conn, name, data.ok(), Some(ack)).await;
             }
         },
