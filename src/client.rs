@@ -1911,8 +1911,6 @@ mod tests {
         );
     }
 
-    /// A client connected to a plain Socket.IO server (no welcome), with
-    /// `connect` as that server's CONNECT reply.
     /// The retry timer fires at `at`: a fresh token, then the server's
     /// handshake (the client answers with its CONNECT).
     fn redial(c: &mut Client, at: u64) {
@@ -1921,6 +1919,8 @@ mod tests {
         c.handle_text(HANDSHAKE, at);
     }
 
+    /// A client connected to a plain Socket.IO server (no welcome), with
+    /// `connect` as that server's CONNECT reply.
     fn plain(connect: &str) -> Client {
         let mut c = Client::new(Config::new("http://io"), 1);
         c.connect(0);
