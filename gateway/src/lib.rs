@@ -470,9 +470,16 @@ impl AppState {
     /// was issued (`iat` at or before the revocation, in unix seconds).
     pub async fn authenticate(&self, token: &str) -> Result<Claims, TokenRefused> {
         let claims = self.auth.verify(token)?;
+        self.check_revoked(&claims).await?;
+        Ok(claims)
+    }
+
+    /// Refuses verified `claims` when their user was revoked after the
+    /// token was issued: the second half of [`AppState::authenticate`].
+    pub async fn check_revoked(&self, claims: &Claims) -> Result<(), TokenRefused> {
         match self.broker.tokens_revoked_at(&claims.sub).await? {
             Some(at) if claims.iat <= at => Err(TokenRefused::Revoked),
-            _ => Ok(claims),
+            _ => Ok(()),
         }
     }
 }
@@ -628,6 +635,10 @@ impl Handle {
         // Closing removed the namespace: register it again, so a late CONNECT
         // gets the draining refusal (`unavailable`), not "Invalid namespace".
         sio::register(&self.io, self.state.clone());
+        // The closed sessions' analytics, gathered but maybe not stored yet.
+        if let Err(e) = self.state.broker.flush_analytics().await {
+            tracing::warn!(error = %e, "analytics not stored at shutdown");
+        }
         told
     }
 

@@ -81,12 +81,8 @@ async fn check(state: &Arc<AppState>, conn: &Conn, auth: Option<Value>) -> Resul
         Err(ConnectRefusal::Unauthorized) => return Err(Refused(UNAUTHORIZED)),
         Err(ConnectRefusal::TooManyStreams) => return Err(Refused("too_many_streams")),
     };
-    let claims = match state.authenticate(&token).await {
+    let claims = match state.auth.verify(&token) {
         Ok(c) => c,
-        Err(e @ TokenRefused::Unavailable(_)) => {
-            tracing::error!(error = %e, "connect refused");
-            return Err(Refused("unavailable"));
-        }
         Err(e) => {
             tracing::info!(reason = %e, "connect refused");
             return Err(Refused(UNAUTHORIZED));
@@ -94,7 +90,31 @@ async fn check(state: &Arc<AppState>, conn: &Conn, auth: Option<Value>) -> Resul
     };
     let user = claims.sub.clone();
     let resuming = !resume.is_empty();
-    match state.hub.acquire(&user, conn, resuming).await {
+    // The revocation check and the place in the user's cap are asked
+    // together: one write to Redis and one read back, where one after the
+    // other took two round trips. A revoked token gives its place back.
+    let (revoked, acquired) = tokio::join!(
+        state.check_revoked(&claims),
+        state.hub.acquire(&user, conn, resuming)
+    );
+    let refused = match (revoked, &acquired) {
+        (Ok(()), _) => None,
+        (Err(e @ TokenRefused::Unavailable(_)), _) => {
+            tracing::error!(error = %e, "connect refused");
+            Some(Refused("unavailable"))
+        }
+        (Err(e), _) => {
+            tracing::info!(reason = %e, "connect refused");
+            Some(Refused(UNAUTHORIZED))
+        }
+    };
+    if let Some(refused) = refused {
+        if acquired.is_ok() {
+            state.hub.release(&user, conn.id()).await;
+        }
+        return Err(refused);
+    }
+    match acquired {
         Ok(()) => {}
         Err(AcquireError::TooManyConnections) => return Err(Refused("too_many_connections")),
         Err(e) => {
@@ -147,17 +167,13 @@ pub async fn on_disconnect(state: &Arc<AppState>, conn: &Conn) {
     }
     let since = lock(&session.since).take();
     let session = since.map(|since| since.elapsed().as_secs_f64());
-    // The place in the cap and the session statistics are independent: asked
-    // together, they share one write to Redis and one read back.
-    let record = async {
-        if let Some(secs) = session {
-            state.metrics.disconnected(secs);
-            if let Err(e) = state.broker.record_session(&today(), secs).await {
-                tracing::debug!(error = %e, "analytics: session not recorded");
-            }
+    if let Some(secs) = session {
+        state.metrics.disconnected(secs);
+        if let Err(e) = state.broker.record_session(&today(), secs).await {
+            tracing::debug!(error = %e, "analytics: session not recorded");
         }
-    };
-    tokio::join!(state.hub.release(&claims.sub, conn.id()), record);
+    }
+    state.hub.release(&claims.sub, conn.id()).await;
 }
 
 /// Why `user` may not act now, if so: over this node's limit (checked first,

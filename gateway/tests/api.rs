@@ -216,6 +216,35 @@ on_every_broker!(
     a_batch_is_published_over_http
 );
 
+/// The Redis broker gathers analytics and stores them together: they reach
+/// Redis by themselves soon after (no summary read needed), and a graceful
+/// shutdown stores the sessions its own close ended.
+#[tokio::test]
+async fn analytics_reach_redis_by_themselves_and_at_shutdown() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let mut clients = Vec::new();
+    for user in ["ann", "bob", "cy"] {
+        clients.push(gw.connect(user).await);
+    }
+    let day = liveline_gateway::broker::today();
+    let key = |what: &str| format!("{}{{an:{day}}}:{what}", gw.config.key_prefix);
+    let dau = redis::cmd("PFCOUNT").arg(key("dau")).clone();
+    common::eventually("3 active users in Redis", || {
+        let dau = dau.clone();
+        async move { common::redis_query::<u64>(common::REDIS_URL, &dau).await == 3 }
+    })
+    .await;
+    let sessions = redis::cmd("HGET").arg(key("sessions")).arg("count").clone();
+    let before: Option<u64> = common::redis_query(common::REDIS_URL, &sessions).await;
+    assert_eq!(before, None, "no session ended yet");
+    // The drain closes the three sessions and stores them before it returns.
+    assert_eq!(gw.handle.drain().await, 3);
+    let after: Option<u64> = common::redis_query(common::REDIS_URL, &sessions).await;
+    assert_eq!(after, Some(3));
+    drop(clients);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn started_job_goes_to_the_redis_actions_stream_once_per_idempotency_key() {
     let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;

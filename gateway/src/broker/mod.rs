@@ -6,6 +6,7 @@ pub mod circuit;
 mod group;
 mod memory;
 mod redis;
+mod tally;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -352,8 +353,15 @@ pub trait Analytics: Send + Sync {
         secs: f64,
     ) -> Result<(), BrokerError>;
 
-    /// The analytics of `day`.
+    /// The analytics of `day`, counting everything recorded before.
     async fn day_stats(&self, day: &str) -> Result<DayStats, BrokerError>;
+
+    /// Stores what was recorded and is still waiting: a broker may gather
+    /// records and store them together (the Redis broker does, for up to
+    /// 50 ms). A graceful shutdown calls this last.
+    async fn flush_analytics(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 }
 
 /// Everything a gateway needs from its backing store: one value of each

@@ -35,7 +35,7 @@
 //! pub/sub (`SPUBLISH`), which reaches one shard instead of every node.
 //!
 //! Stream keys and job records expire [`STREAM_TTL_SECS`] after their last
-//! event; analytics after [`ANALYTICS_TTL_SECS`].
+//! event; analytics after [`super::ANALYTICS_TTL_SECS`].
 //!
 //! Pub/sub runs on its own connection. When it drops (on a cluster: any
 //! node's), every route is closed at once (the hub then asks those users'
@@ -59,14 +59,14 @@ use redis::{AsyncCommands, Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Scrip
 
 use super::circuit::{Circuit, Guarded};
 use super::group;
+use super::tally;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    ANALYTICS_TTL_SECS, Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats,
-    EventLog, Feed, IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus,
-    LiveFeed, LiveMessage, QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP,
-    WorkQueue, random_hex,
+    Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
+    IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveFeed, LiveMessage,
+    QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP, WorkQueue, random_hex,
 };
 use crate::stream::Stream;
 
@@ -256,6 +256,8 @@ pub struct RedisBroker {
     /// Groups concurrent appends into one script call (one Redis only; on a
     /// cluster each append is a group of one).
     committer: Option<group::Committer>,
+    /// Gathers analytics and writes them together (see [`super::tally`]).
+    analytics: tally::Recorder,
     lease: Script,
     enqueue_once: Script,
     rate: Script,
@@ -375,6 +377,7 @@ impl RedisBroker {
         Ok(Self {
             prefix: prefix.to_owned(),
             history_len: history_len.max(1),
+            analytics: tally::Recorder::spawn(conn.clone(), prefix),
             conn,
             blocking,
             script,
@@ -1129,35 +1132,14 @@ impl Leases for RedisBroker {
 #[async_trait]
 impl Analytics for RedisBroker {
     async fn record_active(&self, user: &str, day: &str) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
-        let key = format!("{}{{an:{day}}}:dau", self.prefix);
-        let _: () = redis::pipe()
-            .cmd("PFADD")
-            .arg(&key)
-            .arg(user)
-            .ignore()
-            .expire(&key, ANALYTICS_TTL_SECS as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+        self.analytics.record(|t| {
+            t.active(day, user);
+        });
         Ok(())
     }
 
     async fn record_session(&self, day: &str, secs: f64) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
-        let key = format!("{}{{an:{day}}}:sessions", self.prefix);
-        let _: () = redis::pipe()
-            .hincr(&key, "count", 1)
-            .ignore()
-            .cmd("HINCRBYFLOAT")
-            .arg(&key)
-            .arg("seconds")
-            .arg(secs)
-            .ignore()
-            .expire(&key, ANALYTICS_TTL_SECS as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+        self.analytics.record(|t| t.session(day, secs));
         Ok(())
     }
 
@@ -1168,24 +1150,16 @@ impl Analytics for RedisBroker {
         outcome: &str,
         secs: f64,
     ) -> Result<(), BrokerError> {
-        let mut conn = self.conn.clone();
-        let key = format!("{}{{an:{day}}}:jobs", self.prefix);
-        let _: () = redis::pipe()
-            .hincr(&key, format!("{kind}|{outcome}|count"), 1)
-            .ignore()
-            .cmd("HINCRBYFLOAT")
-            .arg(&key)
-            .arg(format!("{kind}|{outcome}|seconds"))
-            .arg(secs)
-            .ignore()
-            .expire(&key, ANALYTICS_TTL_SECS as i64)
-            .ignore()
-            .query_async(&mut conn)
-            .await?;
+        self.analytics.record(|t| t.job(day, kind, outcome, secs));
         Ok(())
     }
 
+    async fn flush_analytics(&self) -> Result<(), BrokerError> {
+        self.analytics.flush().await
+    }
+
     async fn day_stats(&self, day: &str) -> Result<DayStats, BrokerError> {
+        self.analytics.flush().await?;
         let mut conn = self.conn.clone();
         let p = &self.prefix;
         let (dau, sessions, jobs): (u64, HashMap<String, String>, HashMap<String, String>) =
