@@ -237,9 +237,11 @@ async fn live_socket_gets_session_expired_then_is_closed_when_its_token_expires(
 }
 
 /// `Handle::revoke`: the user's tokens issued up to the revocation (by `iat`)
-/// are refused; tokens issued later, and other users' tokens, are not.
+/// are refused; tokens issued later, and other users' tokens, are not. A
+/// refused token takes no place in the user's cap (one here): the check and
+/// the place are asked together, and a revoked token gives its place back.
 async fn tokens_issued_before_a_revocation_are_refused(backend: Backend) {
-    let gw = Gateway::start(backend).await;
+    let gw = Gateway::start_with(backend, |c| c.max_connections_per_user = 1).await;
     let now = unix_secs();
     let token = |sub: &str, iat: u64| {
         gw.jwt()
@@ -263,14 +265,23 @@ async fn tokens_issued_before_a_revocation_are_refused(backend: Backend) {
         .close()
         .await;
     gw.handle.revoke("alice").await.unwrap();
-    refused(&gw, json!({"token": before})).await;
-    for ok in [later, bob] {
-        Client::connect(gw.addr, json!({"token": ok}))
-            .await
-            .unwrap()
-            .close()
-            .await;
+    for _ in 0..3 {
+        refused(&gw, json!({"token": before})).await;
     }
+    let alice = Client::connect(gw.addr, json!({"token": later.clone()}))
+        .await
+        .expect("the revoked tries left the one place free");
+    let full = Client::connect(gw.addr, json!({"token": later}))
+        .await
+        .err()
+        .expect("the cap of one holds");
+    assert_eq!(full, json!({"message": "too_many_connections"}));
+    alice.close().await;
+    Client::connect(gw.addr, json!({"token": bob}))
+        .await
+        .unwrap()
+        .close()
+        .await;
     gw.stop().await;
 }
 
