@@ -639,6 +639,26 @@ pub(crate) async fn dev_token(State(state): State<Arc<AppState>>, body: Body) ->
     }
 }
 
+/// Why a WebSocket or Socket.IO request with these `Origin` headers is
+/// refused, if it is: several of them, or one not in `allowed` (when
+/// `allowed` is not empty; no header passes, as from non-browser clients).
+pub fn origin_refusal<'a>(
+    mut origins: impl Iterator<Item = &'a [u8]>,
+    allowed: &[String],
+) -> Option<&'static str> {
+    let origin = origins.next();
+    if origins.next().is_some() {
+        return Some("several Origin headers");
+    }
+    match origin {
+        Some(origin) if !allowed.is_empty() => {
+            let ok = std::str::from_utf8(origin).is_ok_and(|o| allowed.iter().any(|a| a == o));
+            (!ok).then_some("origin not allowed")
+        }
+        _ => None,
+    }
+}
+
 /// Refuses (403) a request that upgrades, or that reaches the Socket.IO
 /// endpoint (WebSocket or long-polling), when its `Origin` is not exactly one
 /// of the allowed origins, or when it carries several `Origin` headers. An
@@ -653,18 +673,9 @@ pub async fn origin_check(
     let guarded =
         req.headers().contains_key(header::UPGRADE) || req.uri().path().starts_with("/socket.io");
     if guarded {
-        let mut origins = req.headers().get_all(header::ORIGIN).iter();
-        let origin = origins.next();
-        if origins.next().is_some() {
-            return (StatusCode::FORBIDDEN, "several Origin headers").into_response();
-        }
-        if let (Some(origin), false) = (origin, allowed.is_empty()) {
-            let ok = origin
-                .to_str()
-                .is_ok_and(|o| allowed.iter().any(|a| a == o));
-            if !ok {
-                return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
-            }
+        let origins = req.headers().get_all(header::ORIGIN).iter();
+        if let Some(why) = origin_refusal(origins.map(|o| o.as_bytes()), &allowed) {
+            return (StatusCode::FORBIDDEN, why).into_response();
         }
     }
     next.run(req).await

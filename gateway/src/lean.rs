@@ -7,6 +7,15 @@
 //! and polling sessions upgrading to WebSocket, stay with socketioxide
 //! ([`crate::sio`]); both feed the same hub and handlers ([`crate::socket`]).
 //!
+//! [`crate::serve`] hands it every new TCP connection first: it reads the
+//! first request head ([`read_head`], [`classify`]) and keeps a WebSocket
+//! open, answering the 101 and the Engine.IO open packet in one write
+//! ([`accept`]); anything else goes on to hyper with the bytes read. It
+//! checks the open as the HTTP stack would: `Sec-WebSocket-Version: 13` and
+//! a key (else 400), the `Origin` allowlist (else 403,
+//! [`crate::http::origin_refusal`]), a head of at most [`MAX_HEAD`] bytes
+//! (else 431), within the header timeout.
+//!
 //! Per connection it keeps the WebSocket (its read buffer starts at 1 KiB),
 //! the heartbeat's two instants, and an outgoing queue that allocates only
 //! while it holds frames: no per-socket channel block, no second task. Each
@@ -28,25 +37,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{self, StatusCode, header};
-use axum::middleware::Next;
-use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
-use hyper_util::rt::TokioIo;
 use liveline::protocol::{EioPacket, Handshake, Packet, PacketType};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::AppState;
 use crate::conn::{Ack, Conn, EmitError, Session, Transport, lock};
+use crate::edge::Evictable;
 use crate::socket;
 
 /// Events of one connection handled at once at most. Past it the connection
@@ -362,27 +369,65 @@ impl Lean {
 }
 
 /// Counts one open connection while it lives.
-struct Open<'a>(&'a watch::Sender<usize>);
+struct Counted<'a>(&'a watch::Sender<usize>);
 
-impl<'a> Open<'a> {
+impl<'a> Counted<'a> {
     fn new(open: &'a watch::Sender<usize>) -> Self {
         open.send_modify(|n| *n += 1);
         Self(open)
     }
 }
 
-impl Drop for Open<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
 }
 
-/// Whether `req` opens an Engine.IO v4 session directly over WebSocket.
-fn opens_websocket(req: &Request) -> bool {
-    if req.uri().path() != "/socket.io/" || req.method() != http::Method::GET {
+/// The most bytes of a WebSocket open's request head this front reads; a
+/// longer head is answered 431 and closed.
+pub const MAX_HEAD: usize = 16 * 1024;
+
+/// The most header lines of a request head this front parses (hyper's
+/// default); a head with more goes to the HTTP server, which refuses it.
+const MAX_HEADERS: usize = 100;
+
+/// What the first bytes of a connection are, as far as this front cares.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// Not a whole request head yet.
+    Partial,
+    /// Anything but a WebSocket open (HTTP requests, long-polling, a
+    /// polling session's upgrade, malformed heads): the HTTP server's.
+    Pass,
+    /// A WebSocket open (`GET /socket.io/?EIO=4&transport=websocket`, no
+    /// `sid`, `Upgrade: websocket`) whose head is `len` bytes.
+    Open(Open),
+    /// A WebSocket open whose head passed [`MAX_HEAD`].
+    TooLarge,
+}
+
+/// A WebSocket open, as read from its head.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Open {
+    /// The head's length in bytes; what follows is the client's.
+    pub len: usize,
+    /// `Sec-WebSocket-Key`.
+    pub key: Option<Vec<u8>>,
+    /// `Sec-WebSocket-Version` is 13.
+    pub version_13: bool,
+    /// Every `Origin` header.
+    pub origins: Vec<Vec<u8>>,
+}
+
+/// Whether a request line opens an Engine.IO v4 session over WebSocket.
+fn opens_websocket(method: &str, target: &str) -> bool {
+    let Some(("/socket.io/", query)) = target.split_once('?') else {
+        return false;
+    };
+    if method != "GET" {
         return false;
     }
-    let query = req.uri().query().unwrap_or_default();
     let (mut eio4, mut websocket) = (false, false);
     for pair in query.split('&') {
         match pair.split_once('=').unwrap_or((pair, "")) {
@@ -392,82 +437,197 @@ fn opens_websocket(req: &Request) -> bool {
             _ => {}
         }
     }
-    let upgrade = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    eio4 && websocket && upgrade
+    eio4 && websocket
 }
 
-/// Middleware: takes the requests the lean front serves, passes the rest on
-/// (to socketioxide and the HTTP routes).
-pub async fn intercept(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if !opens_websocket(&req) {
-        return next.run(req).await;
-    }
-    upgrade(state, req)
-}
-
-fn refuse(status: StatusCode, why: &'static str) -> Response {
-    let mut res = Response::new(Body::from(why));
-    *res.status_mut() = status;
-    res
-}
-
-/// Answers the WebSocket upgrade and spawns the connection's task.
-fn upgrade(state: Arc<AppState>, mut req: Request) -> Response {
-    let version_ok = req
-        .headers()
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v == "13");
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
-        return refuse(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+/// Reads the start of a connection (sans-IO): whether it is this front's.
+/// Decides as soon as the request line is in when it is not.
+pub fn classify(buf: &[u8]) -> Head {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let parsed = req.parse(buf);
+    let candidate = match (req.method, req.path) {
+        (Some(method), Some(target)) => opens_websocket(method, target),
+        _ => {
+            return if buf.len() > MAX_HEAD {
+                Head::Pass
+            } else {
+                Head::Partial
+            };
+        }
     };
-    if !version_ok {
-        return refuse(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
+    if !candidate {
+        return Head::Pass;
     }
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let admission = req
-        .extensions()
-        .get::<Arc<crate::edge::Admission>>()
-        .cloned();
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    drop(req);
-    tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "websocket upgrade failed");
-                return;
-            }
-        };
-        let max = state.config.max_message_bytes;
-        let config = WebSocketConfig::default()
-            .read_buffer_size(WS_READ_BUFFER)
-            .write_buffer_size(WS_WRITE_BATCH)
-            .max_message_size(Some(max))
-            .max_frame_size(Some(max));
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
-        serve(&state, ws, admission).await;
-    });
-    let mut res = Response::new(Body::empty());
-    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let headers = res.headers_mut();
-    headers.insert(header::UPGRADE, http::HeaderValue::from_static("websocket"));
-    headers.insert(
-        header::CONNECTION,
-        http::HeaderValue::from_static("Upgrade"),
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&accept) {
-        headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Head::TooLarge,
+        Ok(httparse::Status::Partial) => return Head::Partial,
+        Err(_) => return Head::Pass,
+    };
+    if len > MAX_HEAD {
+        return Head::TooLarge;
     }
-    res
+    let mut open = Open {
+        len,
+        key: None,
+        version_13: false,
+        origins: Vec::new(),
+    };
+    let mut upgrade = false;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = h.value.eq_ignore_ascii_case(b"websocket");
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-key") {
+            open.key = Some(h.value.to_vec());
+        } else if h.name.eq_ignore_ascii_case("sec-websocket-version") {
+            open.version_13 = h.value == b"13";
+        } else if h.name.eq_ignore_ascii_case("origin") {
+            open.origins.push(h.value.to_vec());
+        }
+    }
+    if upgrade {
+        Head::Open(open)
+    } else {
+        Head::Pass
+    }
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+/// What [`read_head`] found.
+pub enum Read {
+    /// A WebSocket open for this front, and every byte read.
+    Open(Open, Vec<u8>),
+    /// The HTTP server's connection, and the bytes read from it so far.
+    Pass(Vec<u8>),
+    /// A WebSocket open whose head is over [`MAX_HEAD`].
+    TooLarge,
+    /// The peer closed before a request.
+    Closed,
+}
+
+/// Reads a connection's first bytes until [`classify`] decides.
+pub async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> std::io::Result<Read> {
+    let mut buf = Vec::with_capacity(WS_READ_BUFFER);
+    loop {
+        buf.reserve(WS_READ_BUFFER);
+        if io.read_buf(&mut buf).await? == 0 {
+            return Ok(if buf.is_empty() {
+                Read::Closed
+            } else {
+                Read::Pass(buf)
+            });
+        }
+        match classify(&buf) {
+            Head::Partial => {}
+            Head::Pass => return Ok(Read::Pass(buf)),
+            Head::Open(open) => return Ok(Read::Open(open, buf)),
+            Head::TooLarge => return Ok(Read::TooLarge),
+        }
+    }
+}
+
+/// A short HTTP/1.1 answer that closes the connection.
+fn refusal(status: u16, reason: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The 101 response accepting `key`, and the Engine.IO open packet in a
+/// WebSocket frame after it: one write.
+fn accepted(key: &[u8], open: &str) -> Vec<u8> {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+    let mut out = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+    )
+    .into_bytes();
+    let frame = Frame::message(open.to_owned(), OpCode::Data(Data::Text), true);
+    // Writing to a Vec cannot fail.
+    let _ = frame.format(&mut out);
+    out
+}
+
+/// Serves a connection whose first bytes `read` (`Read::Open` or
+/// `Read::TooLarge`): answers the open (or refuses it), then runs the
+/// connection until it closes. `admission` counts it among unauthenticated
+/// peers until its CONNECT is admitted.
+pub async fn accept(
+    state: Arc<AppState>,
+    mut io: Evictable,
+    read: Read,
+    admission: Arc<crate::edge::Admission>,
+) {
+    let (open, buf) = match read {
+        Read::Open(open, buf) => (open, buf),
+        Read::TooLarge => {
+            let answer = refusal(
+                431,
+                "Request Header Fields Too Large",
+                "request head too large",
+            );
+            let _ = write_within(&state, &mut io, answer.as_bytes()).await;
+            return;
+        }
+        Read::Pass(_) | Read::Closed => return,
+    };
+    let key = match (&open.key, open.version_13) {
+        (None, _) => Err((400, "Bad Request", "missing Sec-WebSocket-Key")),
+        (Some(_), false) => Err((400, "Bad Request", "unsupported WebSocket version")),
+        (Some(key), true) => match crate::http::origin_refusal(
+            open.origins.iter().map(Vec::as_slice),
+            &state.config.allowed_origins,
+        ) {
+            Some(why) => Err((403, "Forbidden", why)),
+            None => Ok(key),
+        },
+    };
+    let key = match key {
+        Ok(key) => key,
+        Err((status, reason, why)) => {
+            let _ = write_within(&state, &mut io, refusal(status, reason, why).as_bytes()).await;
+            return;
+        }
+    };
+    let config = &state.config;
+    let socket = Arc::new(LeanSocket::new(config.max_buffer_packets));
+    let handshake = Handshake {
+        sid: socket.id.to_string(),
+        upgrades: Vec::new(),
+        ping_interval: config.ping_interval.as_millis() as u64,
+        ping_timeout: config.ping_timeout.as_millis() as u64,
+        max_payload: config.max_message_bytes as u64,
+    };
+    let answer = accepted(key, &EioPacket::Open(handshake).encode());
+    if !write_within(&state, &mut io, &answer).await {
+        return;
+    }
+    let max = config.max_message_bytes;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BATCH)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    // What the client sent after its head (it may not wait for the 101).
+    let rest = buf[open.len..].to_vec();
+    drop(buf);
+    let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_config)).await;
+    serve(&state, ws, socket, Some(admission)).await;
+}
+
+/// Writes `bytes`, giving up after [`write_stall`].
+async fn write_within(state: &AppState, io: &mut Evictable, bytes: &[u8]) -> bool {
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    matches!(
+        tokio::time::timeout(write_stall(state), write).await,
+        Ok(Ok(()))
+    )
+}
+
+type Ws = WebSocketStream<Evictable>;
 
 /// How long one write may wait for the client to read before the
 /// connection is given up.
@@ -496,30 +656,17 @@ async fn write(state: &AppState, ws: &mut Ws, frames: VecDeque<String>, closing:
     )
 }
 
-/// One connection, from the open packet to its close.
-async fn serve(state: &Arc<AppState>, mut ws: Ws, admission: Option<Arc<crate::edge::Admission>>) {
+/// One connection, from its open packet (written) to its close.
+async fn serve(
+    state: &Arc<AppState>,
+    mut ws: Ws,
+    socket: Arc<LeanSocket>,
+    admission: Option<Arc<crate::edge::Admission>>,
+) {
     let lean = &state.lean;
-    let _open = Open::new(&lean.open);
+    let _open = Counted::new(&lean.open);
     let mut shutdown = lean.shutdown.subscribe();
     let config = &state.config;
-    let socket = Arc::new(LeanSocket::new(config.max_buffer_packets));
-    let open = Handshake {
-        sid: socket.id.to_string(),
-        upgrades: Vec::new(),
-        ping_interval: config.ping_interval.as_millis() as u64,
-        ping_timeout: config.ping_timeout.as_millis() as u64,
-        max_payload: config.max_message_bytes as u64,
-    };
-    if !write(
-        state,
-        &mut ws,
-        VecDeque::from([EioPacket::Open(open).encode()]),
-        false,
-    )
-    .await
-    {
-        return;
-    }
     let mut admission = admission;
     let mut conn: Option<Conn> = None;
     let connect_by = Instant::now() + config.connect_timeout;
@@ -824,5 +971,60 @@ mod tests {
         assert_eq!(s.emit("e", &data), Err(EmitError::Closed), "closing");
         let (frames, closing) = s.take();
         assert_eq!((frames.len(), closing), (1, true));
+    }
+
+    #[test]
+    fn heads_are_classified_as_soon_as_they_can_be() {
+        let open = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket\r\nSec-WebSocket-Key: k==\r\nSec-WebSocket-Version: 13\r\nOrigin: https://a\r\n\r\n";
+        match classify(open.as_bytes()) {
+            Head::Open(o) => {
+                assert_eq!(o.len, open.len());
+                assert_eq!(o.key.as_deref(), Some(&b"k=="[..]));
+                assert!(o.version_13);
+                assert_eq!(o.origins, vec![b"https://a".to_vec()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Bytes after the head are the client's, not the head's.
+        let mut more = open.as_bytes().to_vec();
+        more.extend_from_slice(&[0x81, 0x82]);
+        assert!(matches!(classify(&more), Head::Open(o) if o.len == open.len()));
+        // Not whole yet: more is read.
+        assert_eq!(classify(&open.as_bytes()[..open.len() - 2]), Head::Partial);
+        assert_eq!(classify(b"GET /socket.io/?EI"), Head::Partial);
+        // Anything else passes once its request line is in, headers or not.
+        for other in [
+            "GET /healthz HTTP/1.1\r\nHo",
+            "POST /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n",
+            "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\n",
+            "GET /socket.io/?EIO=4&transport=websocket&sid=abc HTTP/1.1\r\n",
+            "GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\n",
+            "GET /socket.io?EIO=4&transport=websocket HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(other.as_bytes()), Head::Pass, "{other}");
+        }
+        // A whole head without `Upgrade: websocket` is the HTTP server's.
+        let plain = open.replace("Upgrade: WebSocket\r\n", "");
+        assert_eq!(classify(plain.as_bytes()), Head::Pass);
+        // An open whose head passes the bound, whole or not.
+        let pad = "x".repeat(MAX_HEAD);
+        let big = open.replace("Host: a", &format!("Host: {pad}"));
+        assert_eq!(classify(big.as_bytes()), Head::TooLarge);
+        assert_eq!(classify(&big.as_bytes()[..MAX_HEAD + 10]), Head::TooLarge);
+        // Garbage with no request line passes (hyper answers it) once it is long.
+        assert_eq!(classify(&vec![b'x'; MAX_HEAD + 1]), Head::Pass);
+    }
+
+    #[test]
+    fn the_accepting_answer_holds_the_101_and_the_open_packet() {
+        let answer = accepted(b"dGhlIHNhbXBsZSBub25jZQ==", "0{}");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        // One unmasked, final text frame of 3 bytes after the head.
+        assert!(answer.ends_with(&[0x81, 3, b'0', b'{', b'}']), "{answer:?}");
     }
 }

@@ -11,7 +11,7 @@
 //! let (router, handle) = liveline_gateway::build(config.clone()).await?;
 //! handle.start();
 //! let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await?;
-//! liveline_gateway::serve(listener, router, (&config).into(), std::future::pending()).await;
+//! liveline_gateway::serve(listener, router, (&handle).into(), std::future::pending()).await;
 //! # Ok(())
 //! # }
 //! ```
@@ -484,22 +484,27 @@ impl AppState {
     }
 }
 
-/// What [`serve`] bounds for every connection before its peer
-/// authenticates.
-#[derive(Debug, Clone, Copy)]
+/// How [`serve`] takes connections: what it bounds before a peer
+/// authenticates, and the lean WebSocket front, when it runs.
+#[derive(Debug, Clone)]
 pub struct ServeLimits {
     /// See [`Config::header_timeout`].
     pub header_timeout: Duration,
     /// See [`Config::max_pending_connections`] (lowered further to half of
     /// the process's open-file limit).
     pub max_pending_connections: usize,
+    /// The node whose lean front takes WebSocket opens straight from TCP
+    /// ([`lean`]), unless [`Config::lean_websocket`] is off.
+    pub lean: Option<Arc<AppState>>,
 }
 
-impl From<&Config> for ServeLimits {
-    fn from(config: &Config) -> Self {
+impl From<&Handle> for ServeLimits {
+    fn from(handle: &Handle) -> Self {
+        let config = &handle.state.config;
         Self {
             header_timeout: config.header_timeout,
             max_pending_connections: config.max_pending_connections,
+            lean: config.lean_websocket.then(|| handle.state.clone()),
         }
     }
 }
@@ -545,26 +550,51 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let (admission, evict) = pending.admit();
-        // Every request carries the admission: the Socket.IO session keeps
-        // its first request, and releases the admission on CONNECT.
-        let service = tower::ServiceExt::map_request(
-            router.clone(),
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(admission.clone());
-                edge::detach_head(&mut req);
-                req
-            },
-        );
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
-            .serve_connection(
-                TokioIo::new(edge::Evictable::new(stream, evict)),
-                hyper_util::service::TowerToHyperService::new(service),
-            )
-            .with_upgrades();
         let mut stop = stop_rx.clone();
+        let (router, lean, header_timeout) =
+            (router.clone(), limits.lean.clone(), limits.header_timeout);
         tokio::spawn(async move {
+            let mut io = edge::Evictable::new(stream, evict);
+            // The lean front reads the first request's head itself: a
+            // WebSocket open is answered there (the 101 and the open packet
+            // in one write), anything else goes to hyper with what was read.
+            let mut first = Vec::new();
+            if let Some(state) = lean {
+                let read = tokio::select! {
+                    read = tokio::time::timeout(header_timeout, lean::read_head(&mut io)) => read,
+                    () = async { drop(stop.wait_for(|stop| *stop).await) } => return,
+                };
+                match read {
+                    Ok(Ok(lean::Read::Pass(bytes))) => first = bytes,
+                    Ok(Ok(read @ (lean::Read::Open(..) | lean::Read::TooLarge))) => {
+                        // No longer the listener's to wait for, as an
+                        // upgraded hyper connection is not.
+                        drop(stop);
+                        lean::accept(state, io, read, admission).await;
+                        return;
+                    }
+                    // Closed, failed, or no head within the timeout.
+                    _ => return,
+                }
+            }
+            // Every request carries the admission: the Socket.IO session keeps
+            // its first request, and releases the admission on CONNECT.
+            let service = tower::ServiceExt::map_request(
+                router,
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(admission.clone());
+                    edge::detach_head(&mut req);
+                    req
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(
+                    TokioIo::new(edge::Prefixed::new(first, io)),
+                    hyper_util::service::TowerToHyperService::new(service),
+                )
+                .with_upgrades();
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,
@@ -802,14 +832,6 @@ fn assemble(config: Config, broker: Arc<dyn Broker>) -> anyhow::Result<(Router, 
     let allowed = Arc::new(config.allowed_origins.clone());
     let body_timeout = config.body_timeout;
     let router = router.layer(layer);
-    let router = if config.lean_websocket {
-        router.layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            lean::intercept,
-        ))
-    } else {
-        router
-    };
     let router = router
         .layer(cors(&config.allowed_origins))
         .layer(axum::middleware::from_fn_with_state(

@@ -416,7 +416,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("listening on http://{addr}");
     let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_handle = handle.clone();
-    let limits = liveline_gateway::ServeLimits::from(&config);
+    let limits = liveline_gateway::ServeLimits::from(&handle);
     let server = tokio::spawn(async move {
         liveline_gateway::serve(listener, router, limits, async move {
             let _ = stopped_rx.await;

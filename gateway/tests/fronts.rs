@@ -221,3 +221,129 @@ async fn the_lean_front_handles_at_most_max_in_flight_events_of_a_connection_and
     assert_eq!(metrics.events_in_flight(), 0);
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// The lean front reads each connection's first request head itself: what it
+// takes, what it passes on to the HTTP server, what it refuses.
+
+const WS_OPEN: &str = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// Reads from `tcp` until `done` holds for what arrived (or the peer closes).
+async fn read_until(tcp: &mut tokio::net::TcpStream, done: impl Fn(&str) -> bool) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&String::from_utf8_lossy(&got)) {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("the gateway answered within 5 s")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+async fn raw(gw: &Gateway, bytes: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tcp.write_all(bytes).await.unwrap();
+    tcp
+}
+
+#[tokio::test]
+async fn requests_that_are_not_websocket_opens_reach_the_http_server_whole() {
+    let gw = gateway(true).await;
+    // Two pipelined requests in one write: the first read holds both.
+    let two = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut tcp = raw(&gw, two.as_bytes()).await;
+    let got = read_until(&mut tcp, |s| s.matches("HTTP/1.1 200").count() == 2).await;
+    assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+    // Long-polling opens go to socketioxide.
+    let poll = "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut tcp = raw(&gw, poll.as_bytes()).await;
+    let got = read_until(&mut tcp, |s| s.contains("\"sid\"")).await;
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    // A malformed head gets the HTTP server's 400.
+    let mut tcp = raw(&gw, b"GET /x HTTP/1.1\r\nBad Header Line\r\n\r\n").await;
+    let got = read_until(&mut tcp, |s| s.contains("\r\n\r\n")).await;
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_open_is_read_in_pieces_or_with_the_first_frame_after_it() {
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let gw = gateway(true).await;
+    // The head in pieces of 7 bytes.
+    let head = format!("{WS_OPEN}\r\n");
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    for piece in head.as_bytes().chunks(7) {
+        tcp.write_all(piece).await.unwrap();
+        tcp.flush().await.unwrap();
+    }
+    let got = read_until(&mut tcp, |s| s.contains("\"pingInterval\"")).await;
+    assert!(got.starts_with("HTTP/1.1 101"), "{got}");
+    assert!(
+        got.contains("sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+        "{got}"
+    );
+    // The head and the CONNECT frame in one write: the frame is not lost.
+    let auth = json!({ "token": gw.token("eager") });
+    let mut frame = Frame::message(format!("40{auth}"), OpCode::Data(Data::Text), true);
+    frame.header_mut().mask = Some([7, 1, 9, 3]);
+    let mut bytes = head.into_bytes();
+    frame.format(&mut bytes).unwrap();
+    let mut tcp = raw(&gw, &bytes).await;
+    let got = read_until(&mut tcp, |s| s.contains("session:welcome:v1")).await;
+    assert!(got.contains("40{\"sid\":"), "{got}");
+    assert!(got.contains("session:welcome:v1"), "{got}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_opens_with_a_bad_head_are_refused_and_closed() {
+    let gw = Gateway::start_with(Backend::Memory, |c| {
+        c.allowed_origins = vec!["https://app.example".to_owned()];
+    })
+    .await;
+    let pad = "x".repeat(liveline_gateway::lean::MAX_HEAD);
+    let cases = [
+        (format!("{WS_OPEN}X-Pad: {pad}\r\n\r\n"), "HTTP/1.1 431"),
+        (
+            WS_OPEN.replace("Version: 13", "Version: 12") + "\r\n",
+            "HTTP/1.1 400",
+        ),
+        (
+            WS_OPEN.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "") + "\r\n",
+            "HTTP/1.1 400",
+        ),
+        (
+            format!("{WS_OPEN}Origin: https://evil.example\r\n\r\n"),
+            "HTTP/1.1 403",
+        ),
+        (
+            format!("{WS_OPEN}Origin: https://app.example\r\nOrigin: https://app.example\r\n\r\n"),
+            "HTTP/1.1 403",
+        ),
+    ];
+    for (head, want) in cases {
+        let mut tcp = raw(&gw, head.as_bytes()).await;
+        // Refused, then closed: the read ends.
+        let got = read_until(&mut tcp, |_| false).await;
+        assert!(got.starts_with(want), "{want}: {got}");
+    }
+    // A head just under the bound, from the allowed origin, is served.
+    let fits = format!(
+        "{WS_OPEN}Origin: https://app.example\r\nX-Pad: {}\r\n\r\n",
+        &pad[..liveline_gateway::lean::MAX_HEAD - WS_OPEN.len() - 64]
+    );
+    let mut tcp = raw(&gw, fits.as_bytes()).await;
+    let got = read_until(&mut tcp, |s| s.contains("\"pingInterval\"")).await;
+    assert!(got.starts_with("HTTP/1.1 101"), "{got}");
+    gw.stop().await;
+}

@@ -149,7 +149,7 @@ impl Gateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let served = router.clone();
-        let limits = liveline_gateway::ServeLimits::from(&config);
+        let limits = liveline_gateway::ServeLimits::from(&handle);
         let server = tokio::spawn(async move {
             liveline_gateway::serve(listener, served, limits, std::future::pending()).await;
         });
