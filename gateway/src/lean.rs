@@ -554,10 +554,25 @@ fn accepted(key: &[u8], open: &str) -> Vec<u8> {
 /// peers until its CONNECT is admitted.
 pub async fn accept(
     state: Arc<AppState>,
-    mut io: Evictable,
+    io: Evictable,
     read: Read,
     admission: Arc<crate::edge::Admission>,
 ) {
+    // The handshake's buffers (the head, the answer) and its future end
+    // with it (a `let`, not an `if let`, whose scrutinee would live on):
+    // they are not kept for the connection's life.
+    let Some((ws, socket)) = handshake(&state, io, read).await else {
+        return;
+    };
+    serve(&state, ws, socket, Some(admission)).await;
+}
+
+/// Answers the open in `read`: the 101 and the open packet, or a refusal.
+async fn handshake(
+    state: &AppState,
+    mut io: Evictable,
+    read: Read,
+) -> Option<(Ws, Arc<LeanSocket>)> {
     let (open, buf) = match read {
         Read::Open(open, buf) => (open, buf),
         Read::TooLarge => {
@@ -566,10 +581,10 @@ pub async fn accept(
                 "Request Header Fields Too Large",
                 "request head too large",
             );
-            let _ = write_within(&state, &mut io, answer.as_bytes()).await;
-            return;
+            let _ = write_within(state, &mut io, answer.as_bytes()).await;
+            return None;
         }
-        Read::Pass(_) | Read::Closed => return,
+        Read::Pass(_) | Read::Closed => return None,
     };
     let key = match (&open.key, open.version_13) {
         (None, _) => Err((400, "Bad Request", "missing Sec-WebSocket-Key")),
@@ -585,8 +600,8 @@ pub async fn accept(
     let key = match key {
         Ok(key) => key,
         Err((status, reason, why)) => {
-            let _ = write_within(&state, &mut io, refusal(status, reason, why).as_bytes()).await;
-            return;
+            let _ = write_within(state, &mut io, refusal(status, reason, why).as_bytes()).await;
+            return None;
         }
     };
     let config = &state.config;
@@ -599,8 +614,8 @@ pub async fn accept(
         max_payload: config.max_message_bytes as u64,
     };
     let answer = accepted(key, &EioPacket::Open(handshake).encode());
-    if !write_within(&state, &mut io, &answer).await {
-        return;
+    if !write_within(state, &mut io, &answer).await {
+        return None;
     }
     let max = config.max_message_bytes;
     let ws_config = WebSocketConfig::default()
@@ -610,9 +625,8 @@ pub async fn accept(
         .max_frame_size(Some(max));
     // What the client sent after its head (it may not wait for the 101).
     let rest = buf[open.len..].to_vec();
-    drop(buf);
     let ws = WebSocketStream::from_partially_read(io, rest, Role::Server, Some(ws_config)).await;
-    serve(&state, ws, socket, Some(admission)).await;
+    Some((ws, socket))
 }
 
 /// Writes `bytes`, giving up after [`write_stall`].
