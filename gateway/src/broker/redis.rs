@@ -416,8 +416,11 @@ impl RedisBroker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(channel.clone(), tx);
         let result = match &self.pubsub {
-            PubSub::Single(sink) => match sink.lock().await.as_mut() {
-                Some(sink) => within(PUBSUB_TIMEOUT, sink.subscribe(&channel)).await,
+            // A clone of the sink, the lock released before the round trip:
+            // subscriptions of concurrent handshakes share writes instead of
+            // waiting for each other's confirmation.
+            PubSub::Single(sink) => match sink.lock().await.clone() {
+                Some(mut sink) => within(PUBSUB_TIMEOUT, sink.subscribe(&channel)).await,
                 None => Err(redis::RedisError::from((
                     redis::ErrorKind::Io,
                     "pub/sub reconnecting",
@@ -444,7 +447,8 @@ impl RedisBroker {
             .remove(&channel);
         match &self.pubsub {
             PubSub::Single(sink) => {
-                if let Some(sink) = sink.lock().await.as_mut() {
+                let sink = sink.lock().await.clone();
+                if let Some(mut sink) = sink {
                     if let Ok(result) =
                         tokio::time::timeout(PUBSUB_TIMEOUT, sink.unsubscribe(&channel)).await
                     {
