@@ -219,11 +219,14 @@ pub fn read(frame: &str) -> Inbound {
 
 /// The frame of the welcome, the first event on every connection.
 pub fn welcome_frame() -> String {
-    format!(
-        r#"42["{}",{}]"#,
-        liveline::contract::SESSION_WELCOME_V1,
-        crate::conn::WELCOME
-    )
+    static FRAME: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            r#"42["{}",{}]"#,
+            liveline::contract::SESSION_WELCOME_V1,
+            crate::conn::WELCOME
+        )
+    });
+    FRAME.clone()
 }
 
 /// The frame of event `event` with one argument, `data`.

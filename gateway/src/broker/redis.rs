@@ -396,7 +396,7 @@ impl RedisBroker {
 
     /// The user's key `suffix`, in the slot of the user's streams.
     fn user_key(&self, user: &str, suffix: &str) -> String {
-        format!("{}{}:{suffix}", self.prefix, user_tag(user))
+        user_tagged(&self.prefix, user, &[":", suffix])
     }
 
     /// Whether this broker talks to a Redis Cluster.
@@ -493,17 +493,33 @@ async fn within<T>(
     })
 }
 
-/// The hash tag of everything of `user`'s: `{u:LEN:USER}` (LEN = bytes).
-fn user_tag(user: &str) -> String {
-    format!("{{u:{}:{user}}}", user.len())
+/// `parts` joined, in one allocation of their length: keys are built on
+/// every connection and event, and `format!` costs several times as much.
+fn joined(parts: &[&str]) -> String {
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
+}
+
+/// `prefix`, the hash tag of everything of `user`'s, `{u:LEN:USER}` (LEN =
+/// bytes), then `rest`.
+fn user_tagged(prefix: &str, user: &str, rest: &[&str]) -> String {
+    let mut len = itoa::Buffer::new();
+    let head = [prefix, "{u:", len.format(user.len()), ":", user, "}"];
+    let size = head.iter().chain(rest).map(|p| p.len()).sum();
+    let mut out = String::with_capacity(size);
+    for part in head.iter().chain(rest) {
+        out.push_str(part);
+    }
+    out
 }
 
 /// The key `suffix` of `stream` (the module's key layout).
 fn stream_key(prefix: &str, stream: &Stream, suffix: &str) -> String {
     match stream {
-        Stream::Private { user, name } => {
-            format!("{prefix}{}:s:{name}:{suffix}", user_tag(user))
-        }
+        Stream::Private { user, name } => user_tagged(prefix, user, &[":s:", name, ":", suffix]),
         Stream::Job { .. } | Stream::Topic { .. } => {
             format!("{prefix}{{{}}}:{suffix}", stream.tag())
         }
@@ -513,8 +529,8 @@ fn stream_key(prefix: &str, stream: &Stream, suffix: &str) -> String {
 /// The live channel of `feed`, in the slot of the streams it carries.
 fn live_channel(prefix: &str, feed: Feed<'_>) -> String {
     match feed {
-        Feed::User(user) => format!("{prefix}{}:live", user_tag(user)),
-        Feed::Topic(topic) => format!("{prefix}{{topic:{topic}}}:live"),
+        Feed::User(user) => user_tagged(prefix, user, &[":live"]),
+        Feed::Topic(topic) => joined(&[prefix, "{topic:", topic, "}:live"]),
     }
 }
 
@@ -1293,6 +1309,26 @@ mod tests {
     use super::{Feed, Slot, Stream, idempotency_key, job_id_in_slot_of, live_channel, stream_key};
 
     const OWNERS: [&str; 6] = ["alice", "bob", "a}b", "{x}", "o:1", "\u{7528}\u{6237}"];
+
+    /// The layout workers in other languages build keys by (the module docs).
+    #[test]
+    fn keys_are_laid_out_as_documented() {
+        let private = Stream::Private {
+            user: "\u{7528}\u{6237}".into(),
+            name: "notes".into(),
+        };
+        assert_eq!(
+            stream_key("ll:", &private, "seq"),
+            "ll:{u:6:\u{7528}\u{6237}}:s:notes:seq"
+        );
+        assert_eq!(live_channel("p:", Feed::User("a}b")), "p:{u:3:a}b}:live");
+        assert_eq!(
+            live_channel("p:", Feed::Topic("market:BTC")),
+            "p:{topic:market:BTC}:live"
+        );
+        let job = Stream::Job { id: "42".into() };
+        assert_eq!(stream_key("ll:", &job, "rec"), "ll:{job:42}:rec");
+    }
 
     #[test]
     fn a_jobs_keys_share_the_slot_of_its_owners_live_channel() {
