@@ -280,9 +280,9 @@ pub async fn job_cancel(state: &AppState, user: &str, payload: Value) -> AckRepl
 }
 
 /// Whether `name` is an app's action this gateway forwards to workers: a
-/// well-formed `domain:name:vN` outside [`RESERVED_DOMAINS`], and in
-/// [`crate::Config::actions`] when that list is set (see
-/// [`crate::inbound::RESERVED_DOMAINS`]).
+/// well-formed `domain:name:vN` outside the layer's reserved domains
+/// ([`crate::inbound::RESERVED_DOMAINS`]), and in [`crate::Config::actions`]
+/// when that list is set.
 pub fn is_app_action(state: &AppState, name: &str) -> bool {
     crate::inbound::app_action_name(name)
         && (state.config.actions.is_empty() || state.config.actions.iter().any(|a| a == name))

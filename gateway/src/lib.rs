@@ -519,6 +519,12 @@ impl From<&Handle> for ServeLimits {
 /// authenticated may be open at once: past that, the oldest is closed to
 /// make room (see [`edge::Pending`]). So clients that open TCP connections and stall cannot pile up
 /// open files or lock new clients out.
+///
+/// With the lean front (`limits.lean`), each connection's first request
+/// head is read by [`lean::read_head`] first, within the header timeout: a
+/// WebSocket open stays with the lean front, anything else goes to hyper
+/// with the bytes read (a request line that is in passes at once; hyper's
+/// own header timeout then applies to the rest of its head).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
