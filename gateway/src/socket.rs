@@ -97,13 +97,13 @@ async fn check(state: &Arc<AppState>, conn: &Conn, auth: Option<Value>) -> Resul
         state.check_revoked(&claims),
         state.hub.acquire(&user, conn, resuming)
     );
-    let refused = match (revoked, &acquired) {
-        (Ok(()), _) => None,
-        (Err(e @ TokenRefused::Unavailable(_)), _) => {
+    let refused = match revoked {
+        Ok(()) => None,
+        Err(e @ TokenRefused::Unavailable(_)) => {
             tracing::error!(error = %e, "connect refused");
             Some(Refused("unavailable"))
         }
-        (Err(e), _) => {
+        Err(e) => {
             tracing::info!(reason = %e, "connect refused");
             Some(Refused(UNAUTHORIZED))
         }
