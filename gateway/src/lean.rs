@@ -498,14 +498,20 @@ pub fn classify(buf: &[u8]) -> Head {
 
 /// What [`read_head`] found.
 pub enum Read {
-    /// A WebSocket open for this front, and every byte read.
-    Open(Open, Vec<u8>),
+    /// A WebSocket open for this front (or one refused for its size).
+    Lean(Opening),
     /// The HTTP server's connection, and the bytes read from it so far.
     Pass(Vec<u8>),
-    /// A WebSocket open whose head is over [`MAX_HEAD`].
-    TooLarge,
     /// The peer closed before a request.
     Closed,
+}
+
+/// A WebSocket open, for [`accept`].
+pub enum Opening {
+    /// Its head, and every byte read (the head and what followed it).
+    Open(Open, Vec<u8>),
+    /// Its head is over [`MAX_HEAD`].
+    TooLarge,
 }
 
 /// Reads a connection's first bytes until [`classify`] decides.
@@ -523,8 +529,8 @@ pub async fn read_head<S: AsyncRead + Unpin>(io: &mut S) -> std::io::Result<Read
         match classify(&buf) {
             Head::Partial => {}
             Head::Pass => return Ok(Read::Pass(buf)),
-            Head::Open(open) => return Ok(Read::Open(open, buf)),
-            Head::TooLarge => return Ok(Read::TooLarge),
+            Head::Open(open) => return Ok(Read::Lean(Opening::Open(open, buf))),
+            Head::TooLarge => return Ok(Read::Lean(Opening::TooLarge)),
         }
     }
 }
@@ -551,34 +557,33 @@ fn accepted(key: &[u8], open: &str) -> Vec<u8> {
     out
 }
 
-/// Serves a connection whose first bytes `read` (`Read::Open` or
-/// `Read::TooLarge`): answers the open (or refuses it), then runs the
-/// connection until it closes. `admission` counts it among unauthenticated
+/// Serves a connection that opens as WebSocket: answers the open (or
+/// refuses it), then runs the connection until it closes. `admission` counts it among unauthenticated
 /// peers until its CONNECT is admitted.
 pub async fn accept(
     state: Arc<AppState>,
     io: Evictable,
-    read: Read,
+    opening: Opening,
     admission: Arc<crate::edge::Admission>,
 ) {
     // The handshake's buffers (the head, the answer) and its future end
     // with it (a `let`, not an `if let`, whose scrutinee would live on):
     // they are not kept for the connection's life.
-    let Some((ws, socket)) = handshake(&state, io, read).await else {
+    let Some((ws, socket)) = handshake(&state, io, opening).await else {
         return;
     };
-    serve(&state, ws, socket, Some(admission)).await;
+    serve(&state, ws, socket, admission).await;
 }
 
-/// Answers the open in `read`: the 101 and the open packet, or a refusal.
+/// Answers `opening`: the 101 and the open packet, or a refusal.
 async fn handshake(
     state: &AppState,
     mut io: Evictable,
-    read: Read,
+    opening: Opening,
 ) -> Option<(Ws, Arc<LeanSocket>)> {
-    let (open, buf) = match read {
-        Read::Open(open, buf) => (open, buf),
-        Read::TooLarge => {
+    let (open, buf) = match opening {
+        Opening::Open(open, buf) => (open, buf),
+        Opening::TooLarge => {
             let answer = refusal(
                 431,
                 "Request Header Fields Too Large",
@@ -587,7 +592,6 @@ async fn handshake(
             let _ = write_within(state, &mut io, answer.as_bytes()).await;
             return None;
         }
-        Read::Pass(_) | Read::Closed => return None,
     };
     let key = match (&open.key, open.version_13) {
         (None, _) => Err((400, "Bad Request", "missing Sec-WebSocket-Key")),
@@ -678,13 +682,13 @@ async fn serve(
     state: &Arc<AppState>,
     mut ws: Ws,
     socket: Arc<LeanSocket>,
-    admission: Option<Arc<crate::edge::Admission>>,
+    admission: Arc<crate::edge::Admission>,
 ) {
     let lean = &state.lean;
     let _open = Counted::new(&lean.open);
     let mut shutdown = lean.shutdown.subscribe();
     let config = &state.config;
-    let mut admission = admission;
+    let mut admission = Some(admission);
     let mut conn: Option<Conn> = None;
     let connect_by = Instant::now() + config.connect_timeout;
     let mut heartbeat = Heartbeat::new(Instant::now(), config.ping_interval, config.ping_timeout);

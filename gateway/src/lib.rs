@@ -572,12 +572,12 @@ pub async fn serve(
                 };
                 match read {
                     Ok(Ok(lean::Read::Pass(bytes))) => first = bytes,
-                    Ok(Ok(read @ (lean::Read::Open(..) | lean::Read::TooLarge))) => {
+                    Ok(Ok(lean::Read::Lean(opening))) => {
                         // A task of its own, no longer the listener's to wait
                         // for (as an upgraded hyper connection is not), and
                         // sized for the lean connection alone: this task's
                         // future also holds hyper's connection state.
-                        tokio::spawn(lean::accept(state, io, read, admission));
+                        tokio::spawn(lean::accept(state, io, opening, admission));
                         return;
                     }
                     // Closed, failed, or no head within the timeout.

@@ -42,7 +42,6 @@ struct Day {
 #[derive(Debug, Default)]
 pub struct Tally {
     days: BTreeMap<String, Day>,
-    users: usize,
     /// Users not counted because [`MAX_USERS`] were waiting.
     dropped: u64,
 }
@@ -57,16 +56,15 @@ impl Tally {
 
     /// Counts `user` active on `day`; false when [`MAX_USERS`] already wait.
     pub fn active(&mut self, day: &str, user: &str) -> bool {
-        if self.users >= MAX_USERS {
-            if !self.days.get(day).is_some_and(|d| d.active.contains(user)) {
-                self.dropped += 1;
-                return false;
-            }
+        if self.days.get(day).is_some_and(|d| d.active.contains(user)) {
             return true;
         }
-        if self.day(day).active.insert(user.to_owned()) {
-            self.users += 1;
+        let waiting: usize = self.days.values().map(|d| d.active.len()).sum();
+        if waiting >= MAX_USERS {
+            self.dropped += 1;
+            return false;
         }
+        self.day(day).active.insert(user.to_owned());
         true
     }
 
