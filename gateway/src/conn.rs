@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 use socketioxide::socket::Sid;
 
 use crate::auth::Claims;
+use crate::broker::LiveMessage;
 use crate::inbound::ResumePosition;
 
 /// The first event on every connection: `session:welcome:v1` with this
@@ -39,9 +40,10 @@ pub enum EmitError {
 pub trait Transport: Send + Sync + 'static {
     /// The socket's id (its Engine.IO session id).
     fn id(&self) -> Sid;
-    /// Queues event `event` with one argument, `data` (JSON, encoded once
-    /// by the caller).
-    fn emit(&self, event: &str, data: &RawValue) -> Result<(), EmitError>;
+    /// Queues event `event` with one argument, `data`: the text of one JSON
+    /// value, encoded once by the caller (a [`RawValue`]'s, or a live
+    /// message's checked envelope).
+    fn emit(&self, event: &str, data: &str) -> Result<(), EmitError>;
     /// Whether the socket is connected (its CONNECT reply went out, and it
     /// has not closed since).
     fn connected(&self) -> bool;
@@ -161,6 +163,15 @@ impl Conn {
 
     /// [`Conn::emit`] for data encoded once for many sockets.
     pub fn emit_raw(&self, event: &str, data: &RawValue) -> Result<(), EmitError> {
+        self.emit_json(event, data.get())
+    }
+
+    /// A live event, as it came from the broker.
+    pub fn emit_live(&self, msg: &LiveMessage) -> Result<(), EmitError> {
+        self.emit_json(&msg.event, msg.envelope())
+    }
+
+    fn emit_json(&self, event: &str, data: &str) -> Result<(), EmitError> {
         if !self.welcome() {
             return Err(EmitError::Closed);
         }
@@ -180,11 +191,20 @@ impl Conn {
             self.close();
             return false;
         };
+        self.emit_paced_json(event, raw.get()).await
+    }
+
+    /// [`Conn::emit_paced`] of a live event, as it came from the broker.
+    pub async fn emit_paced_live(&self, msg: &LiveMessage) -> bool {
+        self.emit_paced_json(&msg.event, msg.envelope()).await
+    }
+
+    async fn emit_paced_json(&self, event: &str, data: &str) -> bool {
         let deadline = tokio::time::Instant::now() + REPLAY_STALL;
         let mut wait = Duration::from_millis(1);
         self.welcomed().await;
         loop {
-            match self.emit_raw(event, &raw) {
+            match self.emit_json(event, data) {
                 Ok(()) => return true,
                 Err(EmitError::Full) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(wait).await;
@@ -212,10 +232,9 @@ impl Conn {
         }
         let mut gate = lock(&s.welcome_gate);
         if gate.is_some() {
-            let hello = RawValue::from_string(WELCOME.to_owned()).expect("the welcome is JSON");
             let out = self
                 .transport
-                .emit(liveline::contract::SESSION_WELCOME_V1, &hello);
+                .emit(liveline::contract::SESSION_WELCOME_V1, WELCOME);
             if out.is_err() {
                 return false;
             }

@@ -358,11 +358,11 @@ impl Hub {
                 std::mem::take(buffer)
             };
             for msg in batch {
-                let env = &msg.envelope;
-                if last.get(&env.stream).is_some_and(|(_, l)| env.seq <= *l) {
+                let at = &msg.position;
+                if last.get(&at.stream).is_some_and(|(_, l)| at.seq <= *l) {
                     continue;
                 }
-                if !socket.emit_paced(&msg.event, env).await {
+                if !socket.emit_paced_live(&msg).await {
                     shared.members.lock().await.resuming.remove(&sid);
                     return;
                 }
@@ -531,24 +531,16 @@ async fn dispatch(mut rx: LiveFeed, shared: Arc<UserShared>, metrics: Arc<Metric
             conn.close();
             false
         });
-        let env = &msg.envelope;
-        // Encoded once for every socket in the room.
-        let data = match serde_json::value::to_raw_value(env) {
-            Ok(data) => data,
-            Err(e) => {
-                tracing::error!(error = %e, "live event not encodable");
-                continue;
-            }
-        };
+        let at = &msg.position;
         let mut delivered = 0u64;
         for conn in members.room.values() {
             let session = conn.session();
-            if session.is_cut_off() || session.replayed(env) {
+            if session.is_cut_off() || session.replayed(at) {
                 continue;
             }
             // A socket not marked connected yet fails like a closed one;
             // its client fills the gap from history.
-            match conn.emit_raw(&msg.event, &data) {
+            match conn.emit_live(&msg) {
                 Ok(()) => delivered += 1,
                 Err(EmitError::Full) => {
                     tracing::info!(sid = %conn.id(), "slow client cut off: outgoing buffer full");
@@ -559,7 +551,7 @@ async fn dispatch(mut rx: LiveFeed, shared: Arc<UserShared>, metrics: Arc<Metric
             }
         }
         if delivered > 0 {
-            metrics.delivered(delivered, env.ts);
+            metrics.delivered(delivered, at.ts);
         }
         drop(members);
     }

@@ -229,14 +229,24 @@ pub fn welcome_frame() -> String {
     FRAME.clone()
 }
 
-/// The frame of event `event` with one argument, `data`.
-pub fn event_frame(event: &str, data: &RawValue) -> String {
-    let name = serde_json::to_string(event).unwrap_or_else(|_| "\"\"".to_owned());
-    let mut out = String::with_capacity(5 + name.len() + data.get().len());
-    out.push_str("42[");
-    out.push_str(&name);
-    out.push(',');
-    out.push_str(data.get());
+/// The frame of event `event` with one argument, `data` (JSON text).
+pub fn event_frame(event: &str, data: &str) -> String {
+    // Contract names ("job:chunk:v1") need no escaping: written as they are.
+    let plain = event
+        .bytes()
+        .all(|b| b != b'"' && b != b'\\' && (0x20..0x7f).contains(&b));
+    let escaped;
+    let name = if plain {
+        event
+    } else {
+        escaped = serde_json::to_string(event).unwrap_or_else(|_| "\"\"".to_owned());
+        &escaped[1..escaped.len() - 1]
+    };
+    let mut out = String::with_capacity(7 + name.len() + data.len());
+    out.push_str("42[\"");
+    out.push_str(name);
+    out.push_str("\",");
+    out.push_str(data);
     out.push(']');
     out
 }
@@ -322,7 +332,7 @@ impl Transport for LeanSocket {
         self.id
     }
 
-    fn emit(&self, event: &str, data: &RawValue) -> Result<(), EmitError> {
+    fn emit(&self, event: &str, data: &str) -> Result<(), EmitError> {
         self.push(event_frame(event, data))
     }
 
@@ -959,7 +969,12 @@ mod tests {
     #[test]
     fn packets_are_written_as_socket_io_reads_them() {
         let data = RawValue::from_string(r#"{"seq":1}"#.to_owned()).expect("JSON");
-        assert_eq!(event_frame("a:b\"c", &data), r#"42["a:b\"c",{"seq":1}]"#);
+        assert_eq!(
+            event_frame("a:b\"c", data.get()),
+            r#"42["a:b\"c",{"seq":1}]"#
+        );
+        assert_eq!(event_frame("job:chunk:v1", "2"), r#"42["job:chunk:v1",2]"#);
+        assert_eq!(event_frame("é\n", "2"), r#"42["é\n",2]"#);
         assert_eq!(ack_frame(7, &data), r#"437[{"seq":1}]"#);
         assert_eq!(
             welcome_frame(),
@@ -978,18 +993,18 @@ mod tests {
     #[test]
     fn the_outbox_is_bounded_and_closed_until_connected() {
         let s = LeanSocket::new(2);
-        let data = RawValue::from_string("1".to_owned()).expect("JSON");
-        assert_eq!(s.emit("e", &data), Err(EmitError::Closed), "before CONNECT");
+        let data = "1";
+        assert_eq!(s.emit("e", data), Err(EmitError::Closed), "before CONNECT");
         s.connected.store(true, Ordering::Release);
-        assert_eq!(s.emit("e", &data), Ok(()));
-        assert_eq!(s.emit("e", &data), Ok(()));
-        assert_eq!(s.emit("e", &data), Err(EmitError::Full));
+        assert_eq!(s.emit("e", data), Ok(()));
+        assert_eq!(s.emit("e", data), Ok(()));
+        assert_eq!(s.emit("e", data), Err(EmitError::Full));
         let (frames, closing) = s.take();
         assert_eq!(frames.len(), 2);
         assert!(!closing);
-        assert_eq!(s.emit("e", &data), Ok(()), "room again once written");
+        assert_eq!(s.emit("e", data), Ok(()), "room again once written");
         assert_eq!(s.disconnect(), Ok(()));
-        assert_eq!(s.emit("e", &data), Err(EmitError::Closed), "closing");
+        assert_eq!(s.emit("e", data), Err(EmitError::Closed), "closing");
         let (frames, closing) = s.take();
         assert_eq!((frames.len(), closing), (1, true));
     }

@@ -23,8 +23,11 @@ impl Transport for SioSocket {
         self.0.id
     }
 
-    fn emit(&self, event: &str, data: &RawValue) -> Result<(), EmitError> {
-        self.0.emit(event, data).map_err(emit_error)
+    fn emit(&self, event: &str, data: &str) -> Result<(), EmitError> {
+        // socketioxide takes what serializes: the text checked once more
+        // (long-polling only; WebSocket opens are the lean front's).
+        let data = RawValue::from_string(data.to_owned()).map_err(|_| EmitError::Closed)?;
+        self.0.emit(event, &data).map_err(emit_error)
     }
 
     fn connected(&self) -> bool {

@@ -127,22 +127,11 @@ impl Inner {
             state.history.pop_front();
         }
         let channel = feed.channel();
-        // The live path carries the data as JSON text, as it comes from
+        // The live path carries the envelope as JSON text, as it comes from
         // Redis; written only when someone here listens.
-        let live = self.live.get(&channel).and_then(|tx| {
-            let data = serde_json::value::to_raw_value(&envelope.data).ok()?;
-            Some((tx, data))
-        });
-        if let Some((tx, data)) = live {
-            let msg = LiveMessage {
-                user: match feed {
-                    Feed::User(user) => user.to_owned(),
-                    Feed::Topic(_) => String::new(),
-                },
-                event: event.to_owned(),
-                envelope: envelope.clone().map(|_| data),
-            };
-            if tx.send(Arc::new(msg)).is_err() {
+        if let Some(tx) = self.live.get(&channel) {
+            let sent = LiveMessage::new(event, &envelope).map(|msg| tx.send(Arc::new(msg)));
+            if matches!(sent, Ok(Err(_))) {
                 self.live.remove(&channel);
             }
         }

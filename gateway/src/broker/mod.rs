@@ -4,8 +4,11 @@
 
 pub mod circuit;
 mod group;
+mod live;
 mod memory;
 mod redis;
+mod resp;
+mod subscriber;
 mod tally;
 
 use std::collections::BTreeMap;
@@ -16,25 +19,12 @@ use liveline::contract::{Envelope, JobState};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
+pub use self::live::LiveMessage;
 pub use self::memory::MemoryBroker;
 pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, PUBLISH_LUA, RedisBroker};
 use crate::stream::Stream;
-
-/// One event on its way to a user's sockets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LiveMessage {
-    /// The owner: the event goes to room `user:{user}`.
-    pub user: String,
-    /// The contract name, e.g. `job:status:v1`.
-    pub event: String,
-    /// The envelope, emitted as the event's single argument. Its data stays
-    /// the JSON text it arrived as: the gateway reads the envelope's
-    /// position, never the payload, and emits the text as it is.
-    pub envelope: Envelope<Box<RawValue>>,
-}
 
 /// Where a stream is: its epoch and the seq of its newest event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

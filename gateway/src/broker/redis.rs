@@ -47,11 +47,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use liveline::contract::{Envelope, JobState};
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream,
-};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::Slot;
@@ -59,13 +56,14 @@ use redis::{AsyncCommands, Cmd, Pipeline, PushInfo, PushKind, RedisFuture, Scrip
 
 use super::circuit::{Circuit, Guarded};
 use super::group;
+use super::subscriber::{Inbox, Routes, Subscriber};
 use super::tally;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
     Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
-    IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveFeed, LiveMessage,
+    IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveFeed,
     QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP, WorkQueue, random_hex,
 };
 use crate::stream::Stream;
@@ -152,8 +150,6 @@ end
 return 0
 ";
 
-type Routes = Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Arc<LiveMessage>>>>>;
-
 /// A connection to one Redis or to a Redis Cluster; both reconnect by
 /// themselves (a cluster connection also follows a new topology after a
 /// failover).
@@ -238,7 +234,7 @@ impl Target {
 /// RESP3 cluster connection whose sharded subscriptions (SSUBSCRIBE) the
 /// client routes to each channel's shard.
 enum PubSub {
-    Single(Arc<tokio::sync::Mutex<Option<PubSubSink>>>),
+    Single(Subscriber),
     Cluster(ClusterConnection),
 }
 
@@ -266,7 +262,8 @@ pub struct RedisBroker {
     pubsub: PubSub,
     routes: Routes,
     control_rx: Mutex<Option<mpsc::UnboundedReceiver<ControlMessage>>>,
-    reader: tokio::task::JoinHandle<()>,
+    /// The cluster's pub/sub reader (one Redis: the [`Subscriber`]'s own).
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RedisBroker {
@@ -280,7 +277,9 @@ impl std::fmt::Debug for RedisBroker {
 
 impl Drop for RedisBroker {
     fn drop(&mut self) {
-        self.reader.abort();
+        if let Some(reader) = &self.reader {
+            reader.abort();
+        }
     }
 }
 
@@ -323,18 +322,15 @@ impl RedisBroker {
                         )
                         .await?,
                 );
-                let (mut sink, stream) = client.get_async_pubsub().await?.split();
-                sink.subscribe(&control).await?;
-                let sink = Arc::new(tokio::sync::Mutex::new(Some(sink)));
-                let reader = tokio::spawn(read_pubsub(
-                    client,
-                    stream,
-                    sink.clone(),
-                    routes.clone(),
-                    control.clone(),
+                let inbox = Inbox {
+                    routes: routes.clone(),
+                    control: control.clone(),
                     control_tx,
-                ));
-                (conn, blocking, PubSub::Single(sink), reader)
+                };
+                let subscriber =
+                    Subscriber::connect(client.get_connection_info(), command_timeout, inbox)
+                        .await?;
+                (conn, blocking, PubSub::Single(subscriber), None)
             }
             Target::Cluster(nodes) => {
                 let conn = Target::cluster(&nodes, command_timeout, command_timeout)
@@ -353,17 +349,17 @@ impl RedisBroker {
                     .get_async_connection()
                     .await?;
                 pubsub.ssubscribe(&control).await?;
-                let reader = tokio::spawn(read_pushes(
-                    push_rx,
-                    routes.clone(),
-                    control.clone(),
+                let inbox = Inbox {
+                    routes: routes.clone(),
+                    control: control.clone(),
                     control_tx,
-                ));
+                };
+                let reader = tokio::spawn(read_pushes(push_rx, inbox));
                 (
                     Conn::Cluster(conn),
                     Conn::Cluster(blocking),
                     PubSub::Cluster(pubsub),
-                    reader,
+                    Some(reader),
                 )
             }
         };
@@ -416,26 +412,23 @@ impl RedisBroker {
             .unwrap_or_else(|e| e.into_inner())
             .insert(channel.clone(), tx);
         let result = match &self.pubsub {
-            // A clone of the sink, the lock released before the round trip:
-            // subscriptions of concurrent handshakes share writes instead of
-            // waiting for each other's confirmation.
-            PubSub::Single(sink) => match sink.lock().await.clone() {
-                Some(mut sink) => within(PUBSUB_TIMEOUT, sink.subscribe(&channel)).await,
-                None => Err(redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "pub/sub reconnecting",
-                ))),
-            },
-            PubSub::Cluster(conn) => {
-                within(PUBSUB_TIMEOUT, conn.clone().ssubscribe(&channel)).await
+            // Concurrent subscriptions share writes: the subscriber writes
+            // whatever was asked meanwhile at once.
+            PubSub::Single(subscriber) => {
+                tokio::time::timeout(PUBSUB_TIMEOUT, subscriber.subscribe(&channel))
+                    .await
+                    .unwrap_or_else(|_| Err(pubsub_timed_out().into()))
             }
+            PubSub::Cluster(conn) => within(PUBSUB_TIMEOUT, conn.clone().ssubscribe(&channel))
+                .await
+                .map_err(BrokerError::from),
         };
         if let Err(e) = result {
             self.routes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&channel);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(rx)
     }
@@ -446,14 +439,13 @@ impl RedisBroker {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&channel);
         match &self.pubsub {
-            PubSub::Single(sink) => {
-                let sink = sink.lock().await.clone();
-                if let Some(mut sink) = sink {
-                    if let Ok(result) =
-                        tokio::time::timeout(PUBSUB_TIMEOUT, sink.unsubscribe(&channel)).await
-                    {
-                        result?;
-                    }
+            // Given up after the timeout: the route is gone, and a message
+            // still coming on the channel finds none.
+            PubSub::Single(subscriber) => {
+                if let Ok(result) =
+                    tokio::time::timeout(PUBSUB_TIMEOUT, subscriber.unsubscribe(&channel)).await
+                {
+                    result?;
                 }
             }
             PubSub::Cluster(conn) => {
@@ -485,12 +477,13 @@ async fn within<T>(
     limit: Duration,
     call: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
-    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-        Err(redis::RedisError::from((
-            redis::ErrorKind::Io,
-            "pub/sub command timed out",
-        )))
-    })
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or_else(|_| Err(pubsub_timed_out()))
+}
+
+fn pubsub_timed_out() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "pub/sub command timed out"))
 }
 
 /// `parts` joined, in one allocation of their length: keys are built on
@@ -579,113 +572,30 @@ async fn ensure_group(
     }
 }
 
-/// Reads pub/sub messages, reconnecting with backoff when the connection drops.
-async fn read_pubsub(
-    client: redis::Client,
-    mut stream: PubSubStream,
-    sink: Arc<tokio::sync::Mutex<Option<PubSubSink>>>,
-    routes: Routes,
-    control: String,
-    control_tx: mpsc::UnboundedSender<ControlMessage>,
-) {
-    loop {
-        while let Some(msg) = stream.next().await {
-            let channel = msg.get_channel_name().to_owned();
-            if channel == control {
-                match serde_json::from_slice::<ControlMessage>(msg.get_payload_bytes()) {
-                    Ok(m) => {
-                        let _ = control_tx.send(m);
-                    }
-                    Err(_) => tracing::warn!("dropping a control message that does not parse"),
-                }
-                continue;
-            }
-            let Ok(msg) = serde_json::from_slice::<LiveMessage>(msg.get_payload_bytes()) else {
-                tracing::warn!(%channel, "dropping a live message that does not parse");
-                continue;
-            };
-            let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(tx) = routes.get(&channel) {
-                let _ = tx.send(Arc::new(msg));
-            }
-        }
-        // Lost: no new subscription may go to the dead connection, and every
-        // current subscriber is told (its receiver closes) so it can resume.
-        *sink.lock().await = None;
-        routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        tracing::error!("redis pub/sub connection lost; reconnecting");
-        let mut backoff = Duration::from_millis(50);
-        stream = loop {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
-            let Ok(pubsub) = client.get_async_pubsub().await else {
-                continue;
-            };
-            let (mut new_sink, new_stream) = pubsub.split();
-            let subscribed =
-                tokio::time::timeout(PUBSUB_TIMEOUT, new_sink.subscribe(&control)).await;
-            if !matches!(subscribed, Ok(Ok(()))) {
-                continue;
-            }
-            *sink.lock().await = Some(new_sink);
-            tracing::info!("redis pub/sub reconnected");
-            break new_stream;
-        };
-    }
-}
-
 /// Reads a cluster's pub/sub pushes. A node connection that drops (a master
 /// killed, a failover) closes every route, as on one Redis: the client
 /// subscribes again by itself, but what was published meanwhile is gone,
 /// so the hub must ask those sockets to resume. A channel the cluster
 /// unsubscribed us from (its slot moved) closes its route the same way.
-async fn read_pushes(
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    routes: Routes,
-    control: String,
-    control_tx: mpsc::UnboundedSender<ControlMessage>,
-) {
+async fn read_pushes(mut pushes: mpsc::UnboundedReceiver<PushInfo>, inbox: Inbox) {
     while let Some(push) = pushes.recv().await {
-        let channel = push
-            .data
-            .first()
-            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok());
+        let bytes = |i: usize| match push.data.get(i) {
+            Some(redis::Value::BulkString(b)) => Some(b.as_slice()),
+            _ => None,
+        };
         match push.kind {
             PushKind::Message | PushKind::SMessage => {
-                let (Some(channel), Some(payload)) = (channel, push.data.get(1)) else {
-                    continue;
-                };
-                let Ok(payload) = redis::from_redis_value_ref::<Vec<u8>>(payload) else {
-                    continue;
-                };
-                if channel == control {
-                    match serde_json::from_slice::<ControlMessage>(&payload) {
-                        Ok(m) => {
-                            let _ = control_tx.send(m);
-                        }
-                        Err(_) => tracing::warn!("dropping a control message that does not parse"),
-                    }
-                    continue;
-                }
-                let Ok(msg) = serde_json::from_slice::<LiveMessage>(&payload) else {
-                    tracing::warn!(%channel, "dropping a live message that does not parse");
-                    continue;
-                };
-                let routes = routes.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(tx) = routes.get(&channel) {
-                    let _ = tx.send(Arc::new(msg));
+                if let (Some(channel), Some(payload)) = (bytes(0), bytes(1)) {
+                    inbox.deliver(channel, payload);
                 }
             }
             PushKind::Disconnection => {
                 tracing::error!("a redis cluster node's connection dropped; live routes closed");
-                routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                inbox.close_all();
             }
             PushKind::SUnsubscribe => {
-                if let Some(channel) = channel {
-                    routes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&channel);
+                if let Some(channel) = bytes(0).and_then(|c| std::str::from_utf8(c).ok()) {
+                    inbox.close(channel);
                 }
             }
             _ => {}
@@ -695,7 +605,7 @@ async fn read_pushes(
     // every subscriber is told (its sockets resume, and fail until a node
     // restart gives the broker a new connection).
     tracing::error!("redis cluster pub/sub connection closed; live routes closed");
-    routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    inbox.close_all();
 }
 
 /// A random job id whose stream keys (`{job:ID}`) share the slot of the

@@ -492,6 +492,11 @@ pub struct RedisServer(std::process::Child);
 impl RedisServer {
     /// Starts one on `port` and returns once it says it accepts connections.
     pub async fn start(port: u16) -> RedisServer {
+        Self::start_with(port, &[]).await
+    }
+
+    /// [`RedisServer::start`] with more of redis-server's options (`--requirepass x`).
+    pub async fn start_with(port: u16, options: &[&str]) -> RedisServer {
         use std::io::BufRead;
         let mut child = std::process::Command::new("redis-server")
             .args([
@@ -502,6 +507,7 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            .args(options)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("redis-server must be on PATH");
