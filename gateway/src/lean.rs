@@ -702,11 +702,18 @@ async fn serve(
     let mut conn: Option<Conn> = None;
     let connect_by = Instant::now() + config.connect_timeout;
     let mut heartbeat = Heartbeat::new(Instant::now(), config.ping_interval, config.ping_timeout);
+    // The timer lives across turns of the loop: made anew on every turn, it
+    // cost a timer entry (registered, then removed) per event written.
+    let timer = tokio::time::sleep_until(connect_by.min(heartbeat.deadline()));
+    tokio::pin!(timer);
     loop {
         let deadline = match conn {
             Some(_) => heartbeat.deadline(),
             None => connect_by.min(heartbeat.deadline()),
         };
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             biased;
             () = async { drop(shutdown.wait_for(|s| *s).await) } => {
@@ -818,7 +825,7 @@ async fn serve(
                     }
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = &mut timer => {
                 let now = Instant::now();
                 if conn.is_none() && now >= connect_by {
                     tracing::debug!("no CONNECT in time: connection closed");
