@@ -706,10 +706,14 @@ async fn serve(
     // cost a timer entry (registered, then removed) per event written.
     let timer = tokio::time::sleep_until(connect_by.min(heartbeat.deadline()));
     tokio::pin!(timer);
+    // When the admitted socket's token expires: watched by this loop's timer,
+    // not by a task of its own.
+    let mut expires: Option<Instant> = None;
     loop {
-        let deadline = match conn {
-            Some(_) => heartbeat.deadline(),
-            None => connect_by.min(heartbeat.deadline()),
+        let deadline = match (&conn, expires) {
+            (Some(_), Some(at)) => at.min(heartbeat.deadline()),
+            (Some(_), None) => heartbeat.deadline(),
+            (None, _) => connect_by.min(heartbeat.deadline()),
         };
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
@@ -789,6 +793,9 @@ async fn serve(
                             if let Some(a) = admission.take() {
                                 a.release();
                             }
+                            // (An expiry past what an Instant holds: never.)
+                            expires = socket::expires_in(state, &c)
+                                .and_then(|d| Instant::now().checked_add(d));
                             let (st, on) = (state.clone(), c.clone());
                             tokio::spawn(async move { socket::on_connect(&st, &on).await });
                             conn = Some(c);
@@ -830,6 +837,13 @@ async fn serve(
                 if conn.is_none() && now >= connect_by {
                     tracing::debug!("no CONNECT in time: connection closed");
                     break;
+                }
+                if let (Some(c), Some(at)) = (&conn, expires) {
+                    if now >= at {
+                        // Queues the notice and the close: written next turn.
+                        expires = None;
+                        socket::expire(c);
+                    }
                 }
                 match heartbeat.tick(now) {
                     Beat::Wait => {}

@@ -79,6 +79,7 @@ async fn admit(state: &Arc<AppState>, s: SocketRef, auth: Option<Value>) -> Resu
     let session = Arc::new(Session::welcoming());
     let conn = Conn::new(Arc::new(SioSocket(s.clone())), session.clone());
     socket::admit(state, &conn, auth).await?;
+    socket::arm_expiry(state, &conn);
     // Authenticated: this connection no longer counts against the cap of
     // unauthenticated ones (see `edge::Pending`).
     if let Some(admission) = s

@@ -62,8 +62,10 @@ impl std::fmt::Display for Refused {
 
 /// Checks a CONNECT to `/` with payload `auth`: the token, the resume
 /// request, the user's connection cap. Admitted, `conn` is counted in its
-/// user's live feed (buffered while it resumes) and its token expiry armed;
-/// the transport then sends the CONNECT reply and calls [`on_connect`].
+/// user's live feed (buffered while it resumes); the transport then sends
+/// the CONNECT reply, calls [`on_connect`], and closes the socket with
+/// [`expire`] once [`expires_in`] passes ([`arm_expiry`] does it with a
+/// timer task of its own; the lean front in the connection's own loop).
 pub async fn admit(state: &Arc<AppState>, conn: &Conn, auth: Option<Value>) -> Result<(), Refused> {
     let result = check(state, conn, auth).await;
     if result.is_err() {
@@ -122,31 +124,44 @@ async fn check(state: &Arc<AppState>, conn: &Conn, auth: Option<Value>) -> Resul
             return Err(Refused("unavailable"));
         }
     }
-    let exp = claims.exp;
     let session = conn.session();
     let _ = session.claims.set(claims);
     if resuming {
         *lock(&session.resume) = Some(resume);
     }
-    arm_expiry(state, conn, exp);
     Ok(())
 }
 
-/// Closes `conn` with [`SESSION_EXPIRED_V1`] when `exp` plus the leeway passes.
-fn arm_expiry(state: &Arc<AppState>, conn: &Conn, exp: u64) {
+/// How long until the admitted `conn`'s token expires, leeway included.
+pub fn expires_in(state: &AppState, conn: &Conn) -> Option<Duration> {
+    let exp = conn.session().claims.get()?.exp;
     let deadline = exp.saturating_add(state.auth.leeway());
-    let wait = deadline.saturating_sub(unix_secs());
+    Some(Duration::from_secs(deadline.saturating_sub(unix_secs())))
+}
+
+/// Tells `conn` its token expired ([`SESSION_EXPIRED_V1`]) and closes it.
+pub fn expire(conn: &Conn) {
+    if !conn.connected() {
+        return;
+    }
+    let exp = conn.session().claims.get().map_or(0, |c| c.exp);
+    let _ = conn.emit(
+        SESSION_EXPIRED_V1,
+        &json!({"reason": "token_expired", "exp": exp}),
+    );
+    conn.close();
+}
+
+/// Runs [`expire`] on the admitted `conn` when [`expires_in`] passes, on a
+/// timer task of its own (cancelled by [`on_disconnect`]).
+pub fn arm_expiry(state: &Arc<AppState>, conn: &Conn) {
+    let Some(wait) = expires_in(state, conn) else {
+        return;
+    };
     let socket = conn.clone();
     let task = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(wait)).await;
-        if !socket.connected() {
-            return;
-        }
-        let _ = socket.emit(
-            SESSION_EXPIRED_V1,
-            &json!({"reason": "token_expired", "exp": exp}),
-        );
-        socket.close();
+        tokio::time::sleep(wait).await;
+        expire(&socket);
     });
     *lock(&conn.session().expiry) = Some(task.abort_handle());
 }

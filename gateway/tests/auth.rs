@@ -229,10 +229,29 @@ async fn live_socket_gets_session_expired_then_is_closed_when_its_token_expires(
         .collect();
     assert_eq!(expired.len(), 1, "{seen:?}");
     assert_eq!(expired[0].1["reason"], "token_expired");
-    // A socket with a long-lived token stays open meanwhile.
+    // A socket with a long-lived token stays open meanwhile, as one whose
+    // token expires further than any clock reaches.
     let mut bob = gw.connect("bob").await;
+    let far = liveline_gateway::auth::Claims {
+        sub: "carol".to_owned(),
+        exp: u64::MAX - 1,
+        iat: liveline_gateway::auth::unix_secs(),
+        nbf: None,
+        iss: gw.config.jwt_issuer.clone(),
+        aud: gw.config.jwt_audience.clone(),
+        role: None,
+        topics: Vec::new(),
+    };
+    let far = gw.jwt().mint_claims(&far).unwrap();
+    let mut carol = Client::connect(gw.addr, json!({ "token": far }))
+        .await
+        .unwrap();
     assert!(bob.maybe_event(Duration::from_millis(200)).await.is_none());
+    assert!(carol.maybe_event(Duration::from_millis(10)).await.is_none());
+    let ack = carol.call("probe:v1", json!({})).await;
+    assert!(ack.is_object(), "carol's socket still answers: {ack}");
     bob.close().await;
+    carol.close().await;
     gw.stop().await;
 }
 
