@@ -4,10 +4,10 @@
 //!
 //! The script always writes that layout, with its fields in that order.
 //! [`LiveMessage::parse`] reads the head's fields where they stand and
-//! checks the data is one JSON value, in one pass. Anything else (another order, escapes
-//! in a name, spaces) goes through serde_json field by field, which reads
-//! the same message the same way at about five times the cost
-//! (docs/benchmarks.md).
+//! checks the data is one JSON value, in one pass. Anything else (another
+//! order, escapes in a name, spaces) goes through serde_json field by field,
+//! which reads the same message the same way in two passes and about 2.5
+//! times the instructions (docs/benchmarks.md).
 
 use liveline::contract::Envelope;
 use serde::de::IgnoredAny;
