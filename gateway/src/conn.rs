@@ -4,8 +4,8 @@
 //! as sets of [`Conn`]s, so live fan-out never asks the Socket.IO layer who
 //! is in a room.
 //!
-//! Every event goes out through [`Conn::emit`] (or [`Conn::emit_raw`] for one
-//! encoding shared by many sockets), after the connection's
+//! Every event goes out through [`Conn::emit`] (or [`Conn::emit_live`] for a
+//! live event, its envelope's text as it came), after the connection's
 //! `session:welcome:v1`; every ack waits for it in [`Conn::welcomed`].
 
 use std::collections::{HashMap, HashSet};
@@ -158,12 +158,7 @@ impl Conn {
             tracing::error!(error = %e, "event not encodable");
             EmitError::Closed
         })?;
-        self.emit_raw(event, &raw)
-    }
-
-    /// [`Conn::emit`] for data encoded once for many sockets.
-    pub fn emit_raw(&self, event: &str, data: &RawValue) -> Result<(), EmitError> {
-        self.emit_json(event, data.get())
+        self.emit_json(event, raw.get())
     }
 
     /// A live event, as it came from the broker.

@@ -36,19 +36,24 @@ fn note(seq: u64, data: &str) -> String {
 /// Connects `user` again until the gateway admits it (its Redis may be on
 /// the way back).
 async fn reconnect(gw: &Gateway, user: &str) -> Client {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let attempt = Client::connect(gw.addr, json!({"token": gw.token(user)}));
-        if let Ok(Ok(c)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
-            return c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never admitted again"
-        );
-        // A pause between tries, as a client's backoff.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let admitted = std::sync::Mutex::new(None);
+    let slot = &admitted;
+    common::eventually_within(
+        "admitted again",
+        Duration::from_secs(10),
+        move || async move {
+            let attempt = Client::connect(gw.addr, json!({"token": gw.token(user)}));
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(c)) => {
+                    *slot.lock().unwrap() = Some(c);
+                    true
+                }
+                _ => false,
+            }
+        },
+    )
+    .await;
+    admitted.into_inner().unwrap().unwrap()
 }
 
 async fn live_again(gw: &Gateway, url: &str, user: &str) {

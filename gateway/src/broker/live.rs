@@ -37,11 +37,7 @@ impl LiveMessage {
     /// is not kept: the channel it came on already says whose it is.
     pub fn parse(json: &[u8]) -> Result<Self, serde_json::Error> {
         let text = std::str::from_utf8(json).map_err(serde::de::Error::custom)?;
-        match fast(text) {
-            Some(Ok(msg)) => Ok(msg),
-            Some(Err(e)) => Err(e),
-            None => slow(text),
-        }
+        fast(text).unwrap_or_else(|| slow(text))
     }
 
     /// The message of an envelope published here (the memory broker).

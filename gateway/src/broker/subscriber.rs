@@ -105,14 +105,12 @@ struct Request {
 }
 
 /// Where Redis listens.
-#[derive(Clone)]
 enum Addr {
     Tcp(String, u16),
     Unix(std::path::PathBuf),
 }
 
 /// How to reach Redis and sign in.
-#[derive(Clone)]
 struct Dial {
     addr: Addr,
     username: Option<String>,
