@@ -274,8 +274,19 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[global_allocator]
 static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads exist (a thread's first allocation picks
+    // its arena): as many arenas as the runtime has workers, tokio's default.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let _ = liveline_gateway::trim::tune_malloc(workers);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     liveline_gateway::init_logging(
         &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
     );

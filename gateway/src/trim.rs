@@ -1,4 +1,5 @@
-//! Giving freed memory back to the system after connections close.
+//! Giving freed memory back to the system after connections close, and
+//! growing the heap in steps ([`tune_malloc`]).
 //!
 //! glibc's malloc keeps the pages of freed chunks for reuse: after a spike of
 //! connections, or under steady churn, a gateway's RSS stays at its high-water
@@ -64,9 +65,67 @@ pub fn release_free_memory() {
     }
 }
 
+/// How far glibc's malloc grows its main heap past what it needs at once:
+/// 256 KiB (one `brk` call per 256 KiB). The pad is address space: a page
+/// counts in RSS only once it is used.
+pub const TOP_PAD: usize = 256 << 10;
+
+/// Tunes glibc's malloc for many small, long-lived allocations (a task and
+/// its buffers per connection); a no-op with another libc or global
+/// allocator. Whether malloc took both settings.
+///
+/// - At most `arenas` arenas (`M_ARENA_MAX`): one per worker thread. By
+///   default a thread that meets a locked arena makes another, up to eight
+///   per core, and those grow by `mprotect`, one call per 4 KiB page: two per
+///   handshake, about a tenth of a handshake's CPU on one core
+///   (docs/benchmarks.md). With one worker, every thread shares the main
+///   arena, which grows by `brk` in [`TOP_PAD`] steps.
+/// - A top pad of [`TOP_PAD`] (`M_TOP_PAD`), where glibc pads nothing.
+///   Setting it also fixes the mmap threshold at its default (128 KiB),
+///   which otherwise rises to the largest block freed: blocks that large
+///   keep being mapped and returned whole.
+///
+/// Process-wide: the gateway's binary calls it, not the library.
+#[allow(unsafe_code)] // two FFI calls, below
+pub fn tune_malloc(arenas: usize) -> bool {
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        not(feature = "mimalloc"),
+        not(feature = "jemalloc")
+    ))]
+    // SAFETY: mallopt only sets one of glibc's malloc parameters, under its
+    // own lock; it has no preconditions. It returns 1 on success.
+    unsafe {
+        let arenas = libc::c_int::try_from(arenas.max(1)).unwrap_or(libc::c_int::MAX);
+        libc::mallopt(libc::M_ARENA_MAX, arenas) == 1
+            && libc::mallopt(libc::M_TOP_PAD, TOP_PAD as libc::c_int) == 1
+    }
+    #[cfg(not(all(
+        target_os = "linux",
+        target_env = "gnu",
+        not(feature = "mimalloc"),
+        not(feature = "jemalloc")
+    )))]
+    {
+        let _ = arenas;
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn glibc_takes_the_settings() {
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        assert!(tune_malloc(workers));
+        // Out of range asks for as many as C can count.
+        assert!(tune_malloc(usize::MAX));
+        assert!(tune_malloc(workers));
+    }
 
     #[test]
     fn a_few_closes_never_trim() {
