@@ -388,7 +388,12 @@ impl Hub {
 
     /// The id of socket `sid` among a user's connections on every node.
     fn connection_id(&self, sid: Sid) -> String {
-        format!("{}:{sid}", self.node)
+        let sid = sid.as_str();
+        let mut id = String::with_capacity(self.node.len() + 1 + sid.len());
+        id.push_str(&self.node);
+        id.push(':');
+        id.push_str(sid);
+        id
     }
 
     /// Keeps this node's sockets counted in their users' shared caps: the

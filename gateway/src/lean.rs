@@ -796,8 +796,15 @@ async fn serve(
                             // (An expiry past what an Instant holds: never.)
                             expires = socket::expires_in(state, &c)
                                 .and_then(|d| Instant::now().checked_add(d));
-                            let (st, on) = (state.clone(), c.clone());
-                            tokio::spawn(async move { socket::on_connect(&st, &on).await });
+                            // `on_connect` in two halves: the start waits on
+                            // nothing (a task of its own cost more than its
+                            // work); the replay waits on the broker, off this
+                            // loop, and only when the client resumes.
+                            socket::started(state, &c).await;
+                            if socket::resuming(&c) {
+                                let (st, on) = (state.clone(), c.clone());
+                                tokio::spawn(async move { socket::resume(&st, &on).await });
+                            }
                             conn = Some(c);
                         }
                     }

@@ -457,6 +457,13 @@ async fn replay_request(state: &AppState, conn: &Conn, payload: Value) -> AckRep
 /// The CONNECT reply went out: the welcome, the session's start, then the
 /// replay of every stream the client resumes, and its live events after.
 pub async fn on_connect(state: &Arc<AppState>, conn: &Conn) {
+    started(state, conn).await;
+    resume(state, conn).await;
+}
+
+/// The first half of [`on_connect`]: the welcome and the session's start.
+/// It waits on nothing but the analytics tally.
+pub async fn started(state: &Arc<AppState>, conn: &Conn) {
     // The first event on every connection: it tells the SDK this is a
     // Liveline gateway (`liveline::contract::SESSION_WELCOME_V1`).
     conn.ready();
@@ -469,6 +476,20 @@ pub async fn on_connect(state: &Arc<AppState>, conn: &Conn) {
     if let Err(e) = state.broker.record_active(&claims.sub, &today()).await {
         tracing::debug!(error = %e, "analytics: active user not recorded");
     }
+}
+
+/// Whether the admitted `conn` asked to resume streams ([`resume`] has work).
+pub fn resuming(conn: &Conn) -> bool {
+    lock(&conn.session().resume).is_some()
+}
+
+/// The second half of [`on_connect`]: the replay of every stream the client
+/// resumes, then its live events. It waits on the broker.
+pub async fn resume(state: &Arc<AppState>, conn: &Conn) {
+    let session = conn.session();
+    let Some(claims) = session.claims.get() else {
+        return;
+    };
     let Some(resume) = lock(&session.resume).take() else {
         return;
     };

@@ -424,9 +424,20 @@ pub fn utc_day(unix_secs: u64) -> String {
     )
 }
 
-/// Today, UTC.
+/// Today, UTC. Every connection asks twice (analytics of its start and its
+/// end): the day is written once per day and thread, then copied.
 pub fn today() -> String {
-    utc_day(crate::auth::unix_secs())
+    thread_local! {
+        static DAY: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = crate::auth::unix_secs();
+    DAY.with_borrow_mut(|(day, text)| {
+        if *day != secs / 86_400 {
+            *day = secs / 86_400;
+            *text = utc_day(secs);
+        }
+        text.clone()
+    })
 }
 
 /// How long idempotency records are kept, in seconds.
