@@ -1,5 +1,5 @@
 //! Giving freed memory back to the system after connections close, and
-//! growing the heap in steps ([`tune_malloc`]).
+//! one malloc arena per worker thread ([`tune_malloc`]).
 //!
 //! glibc's malloc keeps the pages of freed chunks for reuse: after a spike of
 //! connections, or under steady churn, a gateway's RSS stays at its high-water
@@ -65,28 +65,21 @@ pub fn release_free_memory() {
     }
 }
 
-/// How far glibc's malloc grows its main heap past what it needs at once:
-/// 256 KiB (one `brk` call per 256 KiB). The pad is address space: a page
-/// counts in RSS only once it is used.
-pub const TOP_PAD: usize = 256 << 10;
-
 /// Tunes glibc's malloc for many small, long-lived allocations (a task and
-/// its buffers per connection); a no-op with another libc or global
-/// allocator. Whether malloc took both settings.
+/// its buffers per connection): at most `arenas` arenas (`M_ARENA_MAX`), one
+/// per worker thread. A no-op with another libc or global allocator; whether
+/// malloc took it.
 ///
-/// - At most `arenas` arenas (`M_ARENA_MAX`): one per worker thread. By
-///   default a thread that meets a locked arena makes another, up to eight
-///   per core, and those grow by `mprotect`, one call per 4 KiB page: two per
-///   handshake, about a tenth of a handshake's CPU on one core
-///   (docs/benchmarks.md). With one worker, every thread shares the main
-///   arena, which grows by `brk` in [`TOP_PAD`] steps.
-/// - A top pad of [`TOP_PAD`] (`M_TOP_PAD`), where glibc pads nothing.
-///   Setting it also fixes the mmap threshold at its default (128 KiB),
-///   which otherwise rises to the largest block freed: blocks that large
-///   keep being mapped and returned whole.
+/// By default a thread that meets a locked arena makes another, up to eight
+/// per core, and those arenas grow by `mprotect`, one call per 4 KiB page: two
+/// per handshake, about a tenth of a handshake's CPU on one core
+/// (docs/benchmarks.md). The main arena grows by `brk`, 128 KiB at a time
+/// (glibc's default top pad); with one worker, every thread shares it.
 ///
-/// Process-wide: the gateway's binary calls it, not the library.
-#[allow(unsafe_code)] // two FFI calls, below
+/// Process-wide, and to be called before the runtime's threads exist (a
+/// thread's first allocation picks its arena): the gateway's binary calls
+/// it, not the library.
+#[allow(unsafe_code)] // one FFI call, below
 pub fn tune_malloc(arenas: usize) -> bool {
     #[cfg(all(
         target_os = "linux",
@@ -99,7 +92,6 @@ pub fn tune_malloc(arenas: usize) -> bool {
     unsafe {
         let arenas = libc::c_int::try_from(arenas.max(1)).unwrap_or(libc::c_int::MAX);
         libc::mallopt(libc::M_ARENA_MAX, arenas) == 1
-            && libc::mallopt(libc::M_TOP_PAD, TOP_PAD as libc::c_int) == 1
     }
     #[cfg(not(all(
         target_os = "linux",
