@@ -50,19 +50,8 @@ impl TrimPolicy {
 /// Returns malloc's free pages to the system (glibc's `malloc_trim(0)`); a
 /// no-op with another libc or global allocator. It walks the heap: call it
 /// off the async workers (`spawn_blocking`).
-#[allow(unsafe_code)] // one FFI call, below
 pub fn release_free_memory() {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        not(feature = "mimalloc"),
-        not(feature = "jemalloc")
-    ))]
-    // SAFETY: malloc_trim only walks and releases glibc's own free lists;
-    // it takes glibc's arena locks and has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    glibc::trim();
 }
 
 /// Tunes glibc's malloc for many small, long-lived allocations (a task and
@@ -79,28 +68,46 @@ pub fn release_free_memory() {
 /// Process-wide, and to be called before the runtime's threads exist (a
 /// thread's first allocation picks its arena): the gateway's binary calls
 /// it, not the library.
-#[allow(unsafe_code)] // one FFI call, below
 pub fn tune_malloc(arenas: usize) -> bool {
-    #[cfg(all(
-        target_os = "linux",
-        target_env = "gnu",
-        not(feature = "mimalloc"),
-        not(feature = "jemalloc")
-    ))]
-    // SAFETY: mallopt only sets one of glibc's malloc parameters, under its
-    // own lock; it has no preconditions. It returns 1 on success.
-    unsafe {
-        let arenas = libc::c_int::try_from(arenas.max(1)).unwrap_or(libc::c_int::MAX);
-        libc::mallopt(libc::M_ARENA_MAX, arenas) == 1
+    glibc::arena_max(arenas)
+}
+
+/// glibc's malloc, when it is the process's allocator.
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(feature = "mimalloc"),
+    not(feature = "jemalloc")
+))]
+#[allow(unsafe_code)] // two FFI calls, below
+mod glibc {
+    pub fn trim() {
+        // SAFETY: malloc_trim only walks and releases glibc's own free
+        // lists; it takes glibc's arena locks and has no preconditions.
+        unsafe {
+            libc::malloc_trim(0);
+        }
     }
-    #[cfg(not(all(
-        target_os = "linux",
-        target_env = "gnu",
-        not(feature = "mimalloc"),
-        not(feature = "jemalloc")
-    )))]
-    {
-        let _ = arenas;
+
+    pub fn arena_max(arenas: usize) -> bool {
+        let arenas = libc::c_int::try_from(arenas.max(1)).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets one of glibc's malloc parameters, under
+        // its own lock; it has no preconditions. It returns 1 on success.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) == 1 }
+    }
+}
+
+/// Another allocator: nothing to do.
+#[cfg(not(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(feature = "mimalloc"),
+    not(feature = "jemalloc")
+)))]
+mod glibc {
+    pub fn trim() {}
+
+    pub fn arena_max(_arenas: usize) -> bool {
         false
     }
 }
