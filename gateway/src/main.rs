@@ -276,11 +276,16 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
     // Before the runtime's threads exist (a thread's first allocation picks
-    // its arena): as many arenas as the runtime has workers, tokio's default.
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    // its arena): as many arenas as the runtime will have workers, counted as
+    // tokio counts them (`TOKIO_WORKER_THREADS`, else the CPUs this process
+    // may run on).
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let _ = liveline_gateway::trim::tune_malloc(workers);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
         .enable_all()
         .build()?
         .block_on(run())
