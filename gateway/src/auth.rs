@@ -9,10 +9,9 @@
 //! logged: refusals log only the reason, and oversized tokens are refused
 //! before any parsing.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-use std::borrow::Cow;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -200,9 +199,14 @@ fn refused(kind: ErrorKind) -> AuthError {
 
 /// One base64url part of a token (no padding, as JWS writes it).
 fn part(b64: &str) -> Result<Vec<u8>, AuthError> {
-    URL_SAFE_NO_PAD
+    Ok(URL_SAFE_NO_PAD
         .decode(b64)
-        .map_err(|e| AuthError::Invalid(e.into()))
+        .map_err(jsonwebtoken::errors::Error::from)?)
+}
+
+/// A decoded part read as JSON.
+fn json<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, AuthError> {
+    Ok(serde_json::from_slice(bytes).map_err(jsonwebtoken::errors::Error::from)?)
 }
 
 impl JwtAuth {
@@ -299,8 +303,7 @@ impl JwtAuth {
             .split_once('.')
             .ok_or_else(|| refused(ErrorKind::InvalidToken))?;
         let header = part(header)?;
-        let head: Head =
-            serde_json::from_slice(&header).map_err(|e| AuthError::Invalid(e.into()))?;
+        let head: Head = json(&header)?;
         if head.alg != self.algorithm.algorithm() {
             return Err(refused(ErrorKind::InvalidAlgorithm));
         }
@@ -324,8 +327,7 @@ impl JwtAuth {
             return Err(refused(ErrorKind::InvalidSignature));
         }
         // `exp`, `sub`, `iss` and `aud` are required by the type.
-        let claims: Claims =
-            serde_json::from_slice(&part(payload)?).map_err(|e| AuthError::Invalid(e.into()))?;
+        let claims: Claims = json(&part(payload)?)?;
         if claims.exp.saturating_add(self.leeway) < now {
             return Err(refused(ErrorKind::ExpiredSignature));
         }
