@@ -116,7 +116,12 @@ mod glibc {
 mod tests {
     use super::*;
 
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(
+        target_os = "linux",
+        target_env = "gnu",
+        not(feature = "mimalloc"),
+        not(feature = "jemalloc")
+    ))]
     #[test]
     fn glibc_takes_the_settings() {
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
