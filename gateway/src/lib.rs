@@ -509,6 +509,17 @@ impl From<&Handle> for ServeLimits {
     }
 }
 
+/// Sets TCP_NODELAY on `listener`; true when its accepted sockets inherit
+/// it (Linux copies a listening socket's options to the sockets it
+/// accepts), so that no socket needs a `setsockopt` of its own: one system
+/// call less per connection.
+fn nodelay_inherited(listener: &tokio::net::TcpListener) -> bool {
+    cfg!(target_os = "linux")
+        && socket2::SockRef::from(listener)
+            .set_tcp_nodelay(true)
+            .is_ok()
+}
+
 /// Serves `router` on `listener` over HTTP/1.1 (with upgrades, for the
 /// WebSocket) until `shutdown` resolves, then waits for the requests in
 /// flight (not for upgraded WebSockets: [`Handle::drain`] tells those to go).
@@ -540,6 +551,7 @@ pub async fn serve(
     // resolves once the last one has finished.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
+    let inherited = nodelay_inherited(&listener);
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -554,7 +566,9 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
+        if !inherited {
+            let _ = stream.set_nodelay(true);
+        }
         let (admission, evict) = pending.admit();
         let mut stop = stop_rx.clone();
         let (router, lean, header_timeout) =
@@ -882,5 +896,27 @@ mod tests {
             Some(LevelFilter::DEBUG)
         );
         assert_eq!(hint("trace"), Some(LevelFilter::TRACE));
+    }
+
+    /// `serve` sets TCP_NODELAY once, on the listener, and not on each
+    /// socket it accepts: only sound where accepted sockets inherit it.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let inherited = super::nodelay_inherited(&listener);
+        assert_eq!(inherited, cfg!(target_os = "linux"));
+        let addr = listener.local_addr().expect("its address");
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let (stream, _) = accepted.expect("a connection accepted");
+        drop(client);
+        if inherited {
+            assert!(
+                stream.nodelay().expect("TCP_NODELAY read"),
+                "the accepted socket lost TCP_NODELAY"
+            );
+        }
     }
 }
