@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use socketioxide::socket::Sid;
 use tokio::sync::Mutex;
 
-use crate::broker::{Broker, BrokerError, Feed, LiveFeed, LiveMessage};
+use crate::broker::{Broker, BrokerError, Feed, Hold, LiveFeed, LiveMessage};
 use crate::conn::{Conn, EmitError};
 use crate::metrics::Metrics;
 
@@ -41,7 +41,11 @@ pub enum AcquireError {
     /// The user already has the maximum number of sockets on this node.
     #[error("too many connections for this user")]
     TooManyConnections,
-    /// The live subscription failed; retry later.
+    /// The token was issued at or before its user was revoked.
+    #[error("token revoked")]
+    Revoked,
+    /// The broker could not be asked (the revocation record and the shared
+    /// cap, or the live subscription); retry later.
     #[error(transparent)]
     Broker(#[from] BrokerError),
 }
@@ -261,15 +265,17 @@ impl Hub {
         }
     }
 
-    /// Counts socket `conn` of `user`, subscribing to the user's live events
-    /// when none runs, and puts it in the user's room. With `resuming`, live
-    /// events for this socket are buffered until [`Hub::finish_resume`]
-    /// instead.
+    /// Counts socket `conn` of `user`, whose token was issued at `issued`
+    /// (unix seconds), unless the user's tokens were revoked since; then
+    /// subscribes to the user's live events when none runs, and puts it in
+    /// the user's room. With `resuming`, live events for this socket are
+    /// buffered until [`Hub::finish_resume`] instead.
     pub async fn acquire(
         &self,
         user: &str,
         conn: &Conn,
         resuming: bool,
+        issued: u64,
     ) -> Result<(), AcquireError> {
         let sid = conn.id();
         loop {
@@ -283,19 +289,17 @@ impl Hub {
                 return Err(AcquireError::TooManyConnections);
             }
             let id = self.connection_id(sid);
-            if new {
-                let ttl = CONNECTION_TTL;
-                match self
-                    .broker
-                    .hold_connection(user, &id, self.max_per_user, ttl)
-                    .await
-                {
-                    Ok(true) => {}
-                    Ok(false) => return Err(AcquireError::TooManyConnections),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "shared connection cap unavailable; the node's holds");
-                    }
-                }
+            // The revocation check and the shared cap in one step; held
+            // already, the socket's place is renewed. Unread, the revocation
+            // record refuses the socket, to be safe.
+            match self
+                .broker
+                .hold_connection(user, &id, self.max_per_user, CONNECTION_TTL, issued)
+                .await?
+            {
+                Hold::Held => {}
+                Hold::Full => return Err(AcquireError::TooManyConnections),
+                Hold::Revoked => return Err(AcquireError::Revoked),
             }
             if let Err(e) = self.ensure_live(Feed::User(user), &mut state).await {
                 if new {

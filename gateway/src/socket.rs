@@ -32,6 +32,7 @@ use liveline::contract::{
 };
 use serde_json::{Value, json};
 
+use crate::AppState;
 use crate::actions;
 use crate::auth::{Claims, unix_secs};
 use crate::broker::{BrokerError, Feed, today};
@@ -39,7 +40,6 @@ use crate::conn::{Ack, Conn, lock};
 use crate::hub::AcquireError;
 use crate::inbound::{self, ConnectRefusal, ResumePosition};
 use crate::stream::{Stream, may_read};
-use crate::{AppState, TokenRefused};
 
 /// The message of every refused CONNECT. The reason is never told to the client.
 pub const UNAUTHORIZED: &str = "unauthorized";
@@ -90,37 +90,20 @@ async fn check(state: &Arc<AppState>, conn: &Conn, auth: Option<Value>) -> Resul
             return Err(Refused(UNAUTHORIZED));
         }
     };
-    let user = claims.sub.clone();
     let resuming = !resume.is_empty();
-    // The revocation check and the place in the user's cap are asked
-    // together: one write to Redis and one read back, where one after the
-    // other took two round trips. A revoked token gives its place back.
-    let (revoked, acquired) = tokio::join!(
-        state.check_revoked(&claims),
-        state.hub.acquire(&user, conn, resuming)
-    );
-    let refused = match revoked {
-        Ok(()) => None,
-        Err(e @ TokenRefused::Unavailable(_)) => {
-            tracing::error!(error = %e, "connect refused");
-            Some(Refused("unavailable"))
-        }
-        Err(e) => {
-            tracing::info!(reason = %e, "connect refused");
-            Some(Refused(UNAUTHORIZED))
-        }
-    };
-    if let Some(refused) = refused {
-        if acquired.is_ok() {
-            state.hub.release(&user, conn.id()).await;
-        }
-        return Err(refused);
-    }
-    match acquired {
+    match state
+        .hub
+        .acquire(&claims.sub, conn, resuming, claims.iat)
+        .await
+    {
         Ok(()) => {}
         Err(AcquireError::TooManyConnections) => return Err(Refused("too_many_connections")),
+        Err(AcquireError::Revoked) => {
+            tracing::info!(reason = "token revoked", "connect refused");
+            return Err(Refused(UNAUTHORIZED));
+        }
         Err(e) => {
-            tracing::error!(error = %e, "live subscription failed");
+            tracing::error!(error = %e, "connect refused");
             return Err(Refused("unavailable"));
         }
     }

@@ -258,7 +258,7 @@ async fn live_socket_gets_session_expired_then_is_closed_when_its_token_expires(
 /// `Handle::revoke`: the user's tokens issued up to the revocation (by `iat`)
 /// are refused; tokens issued later, and other users' tokens, are not. A
 /// refused token takes no place in the user's cap (one here): the check and
-/// the place are asked together, and a revoked token gives its place back.
+/// the place are one step.
 async fn tokens_issued_before_a_revocation_are_refused(backend: Backend) {
     let gw = Gateway::start_with(backend, |c| c.max_connections_per_user = 1).await;
     let now = unix_secs();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{Backend, Client, Gateway};
 use futures_util::StreamExt;
+use liveline_gateway::broker::Hold;
 use liveline_gateway::stream::{Stream, TopicRules};
 use serde_json::json;
 
@@ -205,29 +206,43 @@ async fn a_connection_not_renewed_lapses(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let broker = &gw.handle.state.broker;
     let ttl = Duration::from_millis(300);
-    assert!(
-        broker
-            .hold_connection("carol", "dead:1", 1, ttl)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !broker
-            .hold_connection("carol", "live:1", 1, ttl)
-            .await
-            .unwrap()
-    );
+    let hold = |id: &'static str| broker.hold_connection("carol", id, 1, ttl, 0);
+    assert_eq!(hold("dead:1").await.unwrap(), Hold::Held);
+    assert_eq!(hold("live:1").await.unwrap(), Hold::Full);
     broker
         .renew_connections("carol", &["dead:1".to_owned()], ttl)
         .await
         .unwrap();
     common::eventually("the unrenewed connection lapses", || async {
-        broker
-            .hold_connection("carol", "live:1", 1, ttl)
-            .await
-            .unwrap()
+        hold("live:1").await.unwrap() == Hold::Held
     })
     .await;
+    gw.stop().await;
+}
+
+/// The revocation check and the place are one step: a token issued at or
+/// before the user's revocation (to the second) takes no place, one issued a
+/// second later does; another user's tokens are not affected.
+async fn a_revoked_token_takes_no_place(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let broker = &gw.handle.state.broker;
+    let ttl = Duration::from_secs(60);
+    let at = 1_700_000_000;
+    broker
+        .revoke_tokens("dave", at, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let hold = |user: &'static str, id: &'static str, issued: u64| {
+        broker.hold_connection(user, id, 1, ttl, issued)
+    };
+    assert_eq!(hold("dave", "n:1", 0).await.unwrap(), Hold::Revoked);
+    assert_eq!(hold("dave", "n:2", at).await.unwrap(), Hold::Revoked);
+    assert_eq!(hold("erin", "n:3", at).await.unwrap(), Hold::Held);
+    // The refused tries left dave's one place free.
+    assert_eq!(hold("dave", "n:4", at + 1).await.unwrap(), Hold::Held);
+    assert_eq!(hold("dave", "n:5", at + 1).await.unwrap(), Hold::Full);
+    // Held already: renewed, whatever the cap.
+    assert_eq!(hold("dave", "n:4", at + 1).await.unwrap(), Hold::Held);
     gw.stop().await;
 }
 
@@ -280,6 +295,7 @@ async fn the_node_renews_every_place_within_a_round_of_buckets() {
 
 on_every_broker!(
     a_connection_not_renewed_lapses,
+    a_revoked_token_takes_no_place,
     oversized_message_closes_the_socket,
     rate_limited_user_gets_rate_limited_acks_then_is_disconnected_others_unaffected,
     connections_per_user_are_capped,

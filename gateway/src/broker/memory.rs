@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, mpsc};
 
 use super::{
-    Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
+    Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed, Hold,
     Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveFeed, LiveMessage, QueuedAction,
     Revocations, SharedLimits, StreamHead, TOPIC_HISTORY_LEN, WorkQueue, new_epoch,
 };
@@ -439,16 +439,21 @@ impl SharedLimits for MemoryBroker {
         id: &str,
         max: usize,
         ttl: Duration,
-    ) -> Result<bool, BrokerError> {
+        issued: u64,
+    ) -> Result<Hold, BrokerError> {
         let now = tokio::time::Instant::now();
         let mut inner = self.lock();
+        let revoked = inner.revoked.get(user).filter(|(_, until)| *until > now);
+        if revoked.is_some_and(|(at, _)| issued <= *at) {
+            return Ok(Hold::Revoked);
+        }
         let held = inner.connections.entry(user.to_owned()).or_default();
         held.retain(|_, until| *until > now);
         if !held.contains_key(id) && held.len() >= max {
-            return Ok(false);
+            return Ok(Hold::Full);
         }
         held.insert(id.to_owned(), now + ttl);
-        Ok(true)
+        Ok(Hold::Held)
     }
 
     async fn drop_connection(&self, user: &str, id: &str) -> Result<(), BrokerError> {

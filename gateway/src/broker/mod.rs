@@ -373,6 +373,17 @@ pub trait Broker:
     async fn ping(&self) -> Result<(), BrokerError>;
 }
 
+/// What [`SharedLimits::hold_connection`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Counted.
+    Held,
+    /// The user already has the most connections allowed: not counted.
+    Full,
+    /// The token was issued at or before its user was revoked: not counted.
+    Revoked,
+}
+
 /// Per-user limits every node shares (the node's own limits stay as a
 /// second line in front of them).
 #[async_trait]
@@ -382,17 +393,23 @@ pub trait SharedLimits: Send + Sync {
     /// when the user is over it ([`crate::limits::gcra`]).
     async fn take_action(&self, user: &str, per_sec: f64, burst: u32) -> Result<bool, BrokerError>;
 
-    /// Counts connection `id` (unique across nodes) among `user`'s
-    /// connections on every node, unless the user already has `max`; `false`
-    /// then. A counted connection lapses after `ttl` unless renewed, so a
-    /// node that dies without saying so frees its share.
+    /// Counts connection `id` (unique across nodes), whose token was issued
+    /// at `issued` (its `iat`, unix seconds), among `user`'s connections on
+    /// every node: [`Hold::Revoked`] when the user's tokens issued at or
+    /// before then were revoked ([`Revocations`]), else [`Hold::Full`] when
+    /// the user already has `max`, else [`Hold::Held`]. The check and the
+    /// count are one step (on one Redis, one script call). A counted
+    /// connection lapses after `ttl` unless renewed, so a node that dies
+    /// without saying so frees its share. Holding an `id` already counted
+    /// renews it.
     async fn hold_connection(
         &self,
         user: &str,
         id: &str,
         max: usize,
         ttl: Duration,
-    ) -> Result<bool, BrokerError>;
+        issued: u64,
+    ) -> Result<Hold, BrokerError>;
 
     /// Uncounts connection `id` of `user` (idempotent).
     async fn drop_connection(&self, user: &str, id: &str) -> Result<(), BrokerError>;

@@ -62,7 +62,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed,
+    Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed, Hold,
     IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveFeed,
     QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP, WorkQueue, random_hex,
 };
@@ -115,9 +115,17 @@ return 1
 ";
 
 /// Counts a connection of a user across nodes. KEYS: the user's connections
-/// (sorted set, member = connection id, score = when it lapses, ms). ARGV:
-/// id, most connections, ttl ms. Returns 1 when counted, 0 when full.
+/// (sorted set, member = connection id, score = when it lapses, ms), then
+/// (on one Redis) the user's revocation record. ARGV: id, most connections,
+/// ttl ms, when the token was issued (unix seconds). Returns 1 when counted,
+/// 0 when full, -1 when the token was issued at or before the recorded
+/// revocation (nothing counted). On a cluster the record is in another slot:
+/// the broker reads it beside the call.
 const HOLD_LUA: &str = r"
+if KEYS[2] then
+  local at = redis.call('GET', KEYS[2])
+  if at and tonumber(ARGV[4]) <= tonumber(at) then return -1 end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -393,6 +401,11 @@ impl RedisBroker {
     /// The user's key `suffix`, in the slot of the user's streams.
     fn user_key(&self, user: &str, suffix: &str) -> String {
         user_tagged(&self.prefix, user, &[":", suffix])
+    }
+
+    /// When `user`'s tokens were last revoked (unix seconds).
+    fn revoked_key(&self, user: &str) -> String {
+        format!("{}revoked:{user}", self.prefix)
     }
 
     /// Whether this broker talks to a Redis Cluster.
@@ -1029,18 +1042,14 @@ impl Revocations for RedisBroker {
     async fn revoke_tokens(&self, user: &str, at: u64, ttl: Duration) -> Result<(), BrokerError> {
         let mut conn = self.conn.clone();
         let _: () = conn
-            .set_ex(
-                format!("{}revoked:{user}", self.prefix),
-                at,
-                ttl.as_secs().max(1),
-            )
+            .set_ex(self.revoked_key(user), at, ttl.as_secs().max(1))
             .await?;
         Ok(())
     }
 
     async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
         let mut conn = self.conn.clone();
-        Ok(conn.get(format!("{}revoked:{user}", self.prefix)).await?)
+        Ok(conn.get(self.revoked_key(user)).await?)
     }
 }
 
@@ -1150,17 +1159,39 @@ impl SharedLimits for RedisBroker {
         id: &str,
         max: usize,
         ttl: Duration,
-    ) -> Result<bool, BrokerError> {
+        issued: u64,
+    ) -> Result<Hold, BrokerError> {
         let mut conn = self.conn.clone();
-        let held: i64 = self
-            .hold
-            .key(self.user_key(user, "conns"))
-            .arg(id)
+        let mut call = self.hold.key(self.user_key(user, "conns"));
+        let cluster = self.is_cluster();
+        if !cluster {
+            call.key(self.revoked_key(user));
+        }
+        call.arg(id)
             .arg(max)
             .arg(ttl.as_millis().max(1) as u64)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(held == 1)
+            .arg(issued);
+        let hold = |held: i64| match held {
+            1 => Hold::Held,
+            0 => Hold::Full,
+            _ => Hold::Revoked,
+        };
+        if !cluster {
+            return Ok(hold(call.invoke_async(&mut conn).await?));
+        }
+        // Asked together: one round trip; a revoked token gives its place back.
+        let (revoked, held) = tokio::join!(
+            self.tokens_revoked_at(user),
+            call.invoke_async::<i64>(&mut conn)
+        );
+        let held = hold(held?);
+        if revoked?.is_some_and(|at| issued <= at) {
+            if held == Hold::Held {
+                self.drop_connection(user, id).await?;
+            }
+            return Ok(Hold::Revoked);
+        }
+        Ok(held)
     }
 
     async fn drop_connection(&self, user: &str, id: &str) -> Result<(), BrokerError> {
