@@ -410,6 +410,167 @@ async fn the_script_refuses_a_batch_over_256_events() {
     gw.stop().await;
 }
 
+/// The script takes as data exactly the JSON every reader takes: what it
+/// stores, the gateway and the clients parse. cjson alone also takes NaN,
+/// Infinity, hex and out-of-range numbers, raw control characters in
+/// strings, and deeper nesting than serde_json reads; each is refused with
+/// `INVALID` and nothing is stored. The verdict is held to serde_json's on
+/// the data inside an envelope, and what is stored the SDK's reader takes in
+/// its event packet; cjson's own settings are left as found.
+#[tokio::test]
+async fn the_script_takes_only_data_every_reader_parses() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let p = &gw.config.key_prefix;
+    let base = format!("{p}{{u:5:alice}}:s:strict:");
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let call = r#"{"stream":"strict","event":"note:added:v1","user":"alice"}"#;
+    let publish = |data: &str| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
+        for suffix in ["seq", "epoch", "hist", "rec"] {
+            cmd.arg(format!("{base}{suffix}"));
+        }
+        cmd.arg(call).arg(data);
+        cmd
+    };
+    let mut cases: Vec<String> = [
+        r#"{"a":1}"#,
+        r#"{"a":NaN}"#,
+        r#"{"a":nan}"#,
+        r#"{"a":-nan}"#,
+        r#"{"a":Infinity}"#,
+        r#"{"a":-Infinity}"#,
+        r#"{"a":inf}"#,
+        r#"{"a":0x10}"#,
+        r#"{"a":0X1f}"#,
+        "1e999",
+        "-1e999",
+        "1e308",
+        "-0",
+        "0.5e-400",
+        "[1,2,]",
+        r#"{"a":1}x"#,
+        " {\"a\": 1} ",
+        "\"x\u{10}y\"",
+        "\"x\\u0010y\"",
+        "\"x\ny\"",
+        "\"x\ty\"",
+        "\"x\ry\"",
+        "\"x\u{7f}y\"",
+        "{\n \"a\": \"x\\ny\",\t\"b\": [1.5e10, -0, \"q\\\"z\"]\r\n}",
+        "\"\\\"\n\"",
+        "\"\\\\\"",
+        r#""\ud800""#,
+        r#""\ud83d\ude00""#,
+        "\"é ✓\"",
+        "null",
+        "true",
+        "\"\"",
+        "[]",
+        "{}",
+        "",
+        " ",
+        "01",
+        "1.",
+        "+1",
+        "'a'",
+        r#"{"a" 1}"#,
+        "1.e5",
+        "-.5",
+        ".5",
+        "1E5",
+        "-0.0e-0",
+        "1.5e308",
+        "1.8e308",
+        "-1.8e308",
+        r#"{"t":"Step 1. then -.5 and 1e999, NaN or 0x10."}"#,
+        r#"["a\"b", 1.]"#,
+        r#"["a\\", 1.5]"#,
+        r#"["a\\\"", -.5]"#,
+        r#"["\\", "\"", "x."]"#,
+        "[\"a\",\n\"b\\\\\",\t\"c\"]",
+        "[\"a\\\\\n\"]",
+        "[\"a\\\\\\n\"]",
+    ]
+    .iter()
+    .map(|d| d.to_string())
+    .collect();
+    for c in ["\u{0}", "\u{8}", "\u{b}", "\u{c}", "\u{1f}"] {
+        cases.push(format!("\"a{c}b\""));
+        cases.push(format!("[1,{c}2]"));
+    }
+    for digits in [308, 309, 400] {
+        cases.push("9".repeat(digits));
+        cases.push(format!(
+            r#"["{}", 1{}]"#,
+            "9".repeat(digits),
+            "0".repeat(digits - 1)
+        ));
+    }
+    for depth in 120..=130 {
+        cases.push(format!("{}{}", "[".repeat(depth), "]".repeat(depth)));
+        cases.push(format!(
+            "{}1{}",
+            r#"{"a":"#.repeat(depth),
+            "}".repeat(depth)
+        ));
+    }
+    let mut stored = 0;
+    for data in &cases {
+        let parses = serde_json::from_str::<Value>(&format!(r#"{{"data":{data}}}"#)).is_ok();
+        let reply: redis::RedisResult<String> = publish(data).query_async(&mut conn).await;
+        match reply {
+            Ok(envelope) => {
+                assert!(parses, "stored what serde_json refuses: {data:?}");
+                let env: Value = serde_json::from_str(&envelope)
+                    .unwrap_or_else(|e| panic!("{data:?} stored as {envelope:?}: {e}"));
+                // What the SDK reads: the event packet around the envelope.
+                let packet = format!(r#"["note:added:v1",{envelope}]"#);
+                liveline::json::validate(&packet)
+                    .unwrap_or_else(|e| panic!("the SDK refuses {data:?}: {e}"));
+                stored += 1;
+                assert_eq!(env["seq"], stored, "{data:?}");
+            }
+            Err(e) => {
+                assert!(!parses, "refused what serde_json parses: {data:?}: {e}");
+                assert_eq!(e.code(), Some("INVALID"), "{data:?}: {e}");
+            }
+        }
+    }
+    let seq: Option<u64> = redis::cmd("GET")
+        .arg(format!("{base}seq"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(seq, Some(stored), "only the data taken is stored");
+    // cjson's settings (shared by every script of this Redis) as found.
+    for (numbers, depth) in [("false", 7), ("true", 1000)] {
+        let _: () = redis::cmd("EVAL")
+            .arg(format!(
+                "cjson.decode_invalid_numbers({numbers}) cjson.decode_max_depth({depth})"
+            ))
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: String = publish("[[1]]").query_async(&mut conn).await.unwrap();
+        let _: redis::RedisResult<String> = publish("NaN").query_async(&mut conn).await;
+        let now: String = redis::cmd("EVAL")
+            .arg("return tostring(cjson.decode_invalid_numbers()) .. ' ' .. cjson.decode_max_depth()")
+            .arg(0)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(
+            now,
+            format!("{numbers} {depth}"),
+            "the script changed cjson's settings"
+        );
+    }
+    gw.stop().await;
+}
+
 /// A group (ARGV[1] an array of calls, what the gateway's group commit
 /// sends): each call is stored or refused alone, the reply has one outcome
 /// per call, and a group of the wrong shape is refused whole, storing nothing.

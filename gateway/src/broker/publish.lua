@@ -20,7 +20,8 @@
 --   topic    true for a topic (so a missing user is never taken for a topic)
 --   history  events kept (approximate; default 1000; topics at most 256)
 --   ttl      seconds the stream's keys live after its last event (default 604800)
--- ARGV[2]: the event's data, JSON text, stored and sent as is. More data
+-- ARGV[2]: the event's data, JSON text as RFC 8259 writes it (nested at most
+--   126 deep), stored and sent as is. More data
 --   (ARGV[3], ARGV[4], ... up to 256 in all) publish a batch: one event
 --   each, with consecutive seqs, in one step (a job:status:v1 goes alone).
 --
@@ -47,6 +48,81 @@ local function decode(text)
   local ok, value = pcall(cjson.decode, text)
   if ok then return value end
   return nil
+end
+
+-- Whether every number in a decoded value is finite (1e999 decodes to inf).
+local function finite(value)
+  local t = type(value)
+  if t == 'number' then
+    return value == value and value ~= math.huge and value ~= -math.huge
+  end
+  if t == 'table' then
+    for _, item in pairs(value) do
+      if not finite(item) then return false end
+    end
+  end
+  return true
+end
+
+-- The deepest data (arrays and objects within each other) the gateway reads
+-- inside an envelope: serde_json's limit, 128 levels, less the envelope's own.
+local MAX_DEPTH = 126
+
+-- Digits enough for a number past what a double holds, written without an
+-- exponent.
+local LONG = string.rep('%d', 309)
+
+-- Whether `text` is one JSON value as every reader parses it (RFC 8259),
+-- cjson's settings made strict by the caller ([`strict_data`]). cjson alone
+-- also takes hex, out-of-range numbers and numbers written 1. or -.5, raw
+-- control characters in strings, and deeper nesting, which would be stored,
+-- sent, and fail in the gateway and the clients. (Lua's pattern matching
+-- costs about a microsecond per scan of a short text: the text is scanned
+-- whole once, the checks then read what stands between its strings.)
+local function strict(text)
+  local ok, value = pcall(cjson.decode, text)
+  if not ok then return false end
+  -- cjson read it: between strings stand only structure, numbers, literals
+  -- and whitespace; with the escapes taken out, a string is a quote, no
+  -- quote, a quote.
+  local plain = text
+  if string.find(text, '\\', 1, true) then plain = string.gsub(text, '\\.', '') end
+  local between = string.gsub(plain, '"[^"%c]*"', '#')
+  if string.find(between, '"', 1, true) then
+    -- A string holds a control character (or DEL, which may stand there).
+    for str in string.gmatch(plain, '"[^"]*"') do
+      if string.find(str, '[%z\1-\31]') then return false end
+    end
+    between = string.gsub(plain, '"[^"]*"', '#')
+  end
+  if string.find(between, '.', 1, true) then
+    local padded = between .. ' '
+    if string.find(padded, '%.[^%d]') or string.find(padded, '%-%.') then return false end
+  end
+  if (string.find(between, '%d[eE]') or (#between > 308 and string.find(between, LONG)))
+      and not finite(value) then
+    return false
+  end
+  return true
+end
+
+-- The index of the first of ARGV[first .. first + count - 1] that is not
+-- strict JSON data ([`strict`]), or nil. cjson's settings (shared by every
+-- script on this Redis) are made strict for the check and left as found.
+local function strict_data(first, count)
+  local lenient, depth = cjson.decode_invalid_numbers(), cjson.decode_max_depth()
+  cjson.decode_invalid_numbers(false)
+  cjson.decode_max_depth(MAX_DEPTH)
+  local bad
+  for i = first, first + count - 1 do
+    if not strict(ARGV[i]) then
+      bad = i
+      break
+    end
+  end
+  cjson.decode_invalid_numbers(lenient)
+  cjson.decode_max_depth(depth)
+  return bad
 end
 
 local now, node
@@ -79,10 +155,10 @@ local function append(call, k, first, count, envelopes)
   if user ~= nil and (type(user) ~= 'string' or user == '') then
     return nil, 'INVALID user must be a non-empty string when given'
   end
-  for i = first, first + count - 1 do
-    if not pcall(cjson.decode, ARGV[i]) then
-      return nil, 'INVALID ARGV[' .. i .. '] must be the data, JSON text'
-    end
+  local bad = strict_data(first, count)
+  if bad then
+    return nil, 'INVALID ARGV[' .. bad .. '] must be the data, JSON text (RFC 8259: no NaN, '
+      .. 'Infinity, hex or out-of-range numbers, no raw control characters in strings)'
   end
   local seqkey, epochkey, histkey, reckey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
   local prefix = string.match(seqkey or '', '^(.-){')
