@@ -1185,13 +1185,13 @@ impl SharedLimits for RedisBroker {
             call.invoke_async::<i64>(&mut conn)
         );
         let held = hold(held?);
-        if revoked?.is_some_and(|at| issued <= at) {
-            if held == Hold::Held {
-                self.drop_connection(user, id).await?;
-            }
-            return Ok(Hold::Revoked);
+        let revoked = revoked.map(|at| at.is_some_and(|at| issued <= at));
+        if held == Hold::Held && !matches!(revoked, Ok(false)) {
+            // Revoked, or the record unread (the connect is refused): the
+            // place goes back.
+            self.drop_connection(user, id).await?;
         }
-        Ok(held)
+        Ok(if revoked? { Hold::Revoked } else { held })
     }
 
     async fn drop_connection(&self, user: &str, id: &str) -> Result<(), BrokerError> {
