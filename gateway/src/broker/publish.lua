@@ -68,10 +68,6 @@ end
 -- inside an envelope: serde_json's limit, 128 levels, less the envelope's own.
 local MAX_DEPTH = 126
 
--- Digits enough for a number past what a double holds, written without an
--- exponent.
-local LONG = string.rep('%d', 309)
-
 -- Whether `text` is one JSON value as every reader parses it (RFC 8259),
 -- cjson's settings made strict by the caller ([`strict_data`]). cjson alone
 -- also takes hex, out-of-range numbers and numbers written 1. or -.5, raw
@@ -99,7 +95,8 @@ local function strict(text)
     local padded = between .. ' '
     if string.find(padded, '%.[^%d]') or string.find(padded, '%-%.') then return false end
   end
-  if (string.find(between, '%d[eE]') or (#between > 308 and string.find(between, LONG)))
+  -- An exponent, or digits enough for a number past a double's range.
+  if (string.find(between, '%d[eE]') or (#between > 308 and string.find(between, string.rep('%d', 309))))
       and not finite(value) then
     return false
   end
