@@ -98,8 +98,8 @@ async fn check(state: &Arc<AppState>, conn: &Conn, auth: Option<Value>) -> Resul
     {
         Ok(()) => {}
         Err(AcquireError::TooManyConnections) => return Err(Refused("too_many_connections")),
-        Err(AcquireError::Revoked) => {
-            tracing::info!(reason = "token revoked", "connect refused");
+        Err(e @ AcquireError::Revoked) => {
+            tracing::info!(reason = %e, "connect refused");
             return Err(Refused(UNAUTHORIZED));
         }
         Err(e) => {

@@ -343,12 +343,7 @@ impl Revocations for MemoryBroker {
     }
 
     async fn tokens_revoked_at(&self, user: &str) -> Result<Option<u64>, BrokerError> {
-        let inner = self.lock();
-        Ok(inner
-            .revoked
-            .get(user)
-            .filter(|(_, until)| *until > tokio::time::Instant::now())
-            .map(|(at, _)| *at))
+        Ok(self.lock().revoked_at(user, tokio::time::Instant::now()))
     }
 }
 
@@ -443,8 +438,7 @@ impl SharedLimits for MemoryBroker {
     ) -> Result<Hold, BrokerError> {
         let now = tokio::time::Instant::now();
         let mut inner = self.lock();
-        let revoked = inner.revoked.get(user).filter(|(_, until)| *until > now);
-        if revoked.is_some_and(|(at, _)| issued <= *at) {
+        if inner.revoked_at(user, now).is_some_and(|at| issued <= at) {
             return Ok(Hold::Revoked);
         }
         let held = inner.connections.entry(user.to_owned()).or_default();
@@ -494,6 +488,15 @@ impl Broker for MemoryBroker {
 }
 
 impl Inner {
+    /// When `user`'s tokens were last revoked, unless that record lapsed
+    /// by `now`.
+    fn revoked_at(&self, user: &str, now: tokio::time::Instant) -> Option<u64> {
+        self.revoked
+            .get(user)
+            .filter(|(_, until)| *until > now)
+            .map(|(at, _)| *at)
+    }
+
     fn day(&mut self, day: &str) -> &mut (HashSet<String>, DayStats) {
         self.days.entry(day.to_owned()).or_insert_with(|| {
             (
