@@ -372,6 +372,27 @@ async fn a_batch_is_published_in_one_step_with_consecutive_seqs(backend: Backend
 
 on_every_broker!(a_batch_is_published_in_one_step_with_consecutive_seqs);
 
+/// `EVAL` of the publish script on the stream whose keys start with `base`
+/// (`{prefix}{tag}:`), with `call` (ARGV[1]); the data is added by the caller.
+fn eval_publish(base: &str, call: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
+    for suffix in ["seq", "epoch", "hist", "rec"] {
+        cmd.arg(format!("{base}{suffix}"));
+    }
+    cmd.arg(call);
+    cmd
+}
+
+/// The head seq of the stream whose keys start with `base`, if stored.
+async fn stored_seq(conn: &mut redis::aio::MultiplexedConnection, base: &str) -> Option<u64> {
+    redis::cmd("GET")
+        .arg(format!("{base}seq"))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
 /// The script's own bound: a worker calling it with more than 256 events'
 /// data gets `INVALID`, and nothing is stored.
 #[tokio::test]
@@ -383,12 +404,7 @@ async fn the_script_refuses_a_batch_over_256_events() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let call = r#"{"stream":"big","event":"note:added:v1","user":"alice"}"#;
     let run = |n: usize| {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
-        for suffix in ["seq", "epoch", "hist", "rec"] {
-            cmd.arg(format!("{base}{suffix}"));
-        }
-        cmd.arg(call);
+        let mut cmd = eval_publish(&base, call);
         for i in 0..n {
             cmd.arg(format!("{{\"n\":{i}}}"));
         }
@@ -397,12 +413,7 @@ async fn the_script_refuses_a_batch_over_256_events() {
     let over: redis::RedisResult<String> = run(257).query_async(&mut conn).await;
     let err = over.expect_err("257 events are refused");
     assert_eq!(err.code(), Some("INVALID"), "{err}");
-    let seq: Option<u64> = redis::cmd("GET")
-        .arg(format!("{base}seq"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(seq, None, "nothing stored");
+    assert_eq!(stored_seq(&mut conn, &base).await, None, "nothing stored");
     let most: String = run(256).query_async(&mut conn).await.unwrap();
     let envs: Vec<Value> = serde_json::from_str(&most).unwrap();
     assert_eq!(envs.len(), 256);
@@ -426,12 +437,8 @@ async fn the_script_takes_only_data_every_reader_parses() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let call = r#"{"stream":"strict","event":"note:added:v1","user":"alice"}"#;
     let publish = |data: &str| {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
-        for suffix in ["seq", "epoch", "hist", "rec"] {
-            cmd.arg(format!("{base}{suffix}"));
-        }
-        cmd.arg(call).arg(data);
+        let mut cmd = eval_publish(&base, call);
+        cmd.arg(data);
         cmd
     };
     let mut cases: Vec<String> = [
@@ -538,12 +545,11 @@ async fn the_script_takes_only_data_every_reader_parses() {
             }
         }
     }
-    let seq: Option<u64> = redis::cmd("GET")
-        .arg(format!("{base}seq"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(seq, Some(stored), "only the data taken is stored");
+    assert_eq!(
+        stored_seq(&mut conn, &base).await,
+        Some(stored),
+        "only the data taken is stored"
+    );
     // cjson's settings (shared by every script of this Redis) as found.
     for (numbers, depth) in [("false", 7), ("true", 1000)] {
         let _: () = redis::cmd("EVAL")
