@@ -5,6 +5,7 @@
 #
 #   bash bench/publish-script.sh                 # 30,000 calls per case, 3 runs
 #   SCRIPT=old.lua CASES=job bash bench/publish-script.sh  # another version, one case
+#   CHECKED=1 bash bench/publish-script.sh       # calls say "checked": true, as the gateway's
 #
 # Cases: an event on a user's private stream, a job:chunk:v1 on a job's
 # stream (its record is read in the same step), a batch of 16 chunks on a
@@ -19,6 +20,8 @@ script=${SCRIPT:-gateway/src/broker/publish.lua}
 calls=${CALLS:-30000}
 runs=${RUNS:-3}
 cases=${CASES:-private job batch group}
+ev='"event":"job:chunk:v1"'
+[ "${CHECKED:-0}" = 1 ] && ev="$ev,\"checked\":true"
 command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed (bash scripts/setup.sh)" >&2; exit 1; }
 
 source scripts/ports.sh
@@ -53,16 +56,16 @@ run_case() { # NAME CALL EVENTS-PER-CALL STREAM-KEY-BASE...
     "$(sed -n "$(((runs + 1) / 2))p" <<<"$sorted")"
 }
 
-echo "$script, $calls calls per run, usec_per_call of EVALSHA per event:"
+echo "$script, $calls calls per run$([ "${CHECKED:-0}" = 1 ] && echo ", checked"), usec_per_call of EVALSHA per event:"
 for c in $cases; do
   case $c in
-  private) run_case private '{"stream":"notes","event":"job:chunk:v1","user":"alice"}' 1 'll:{u:5:alice}:s:notes:' ;;
-  job) run_case job '{"stream":"job:j1","event":"job:chunk:v1"}' 1 'll:{job:j1}:' ;;
-  batch) run_case batch '{"stream":"job:j1","event":"job:chunk:v1"}' 16 'll:{job:j1}:' ;;
+  private) run_case private "{\"stream\":\"notes\",$ev,\"user\":\"alice\"}" 1 'll:{u:5:alice}:s:notes:' ;;
+  job) run_case job "{\"stream\":\"job:j1\",$ev}" 1 'll:{job:j1}:' ;;
+  batch) run_case batch "{\"stream\":\"job:j1\",$ev}" 16 'll:{job:j1}:' ;;
   group)
     group=() bases=()
     for j in $(seq 16); do
-      group+=("{\"stream\":\"job:j$j\",\"event\":\"job:chunk:v1\"}")
+      group+=("{\"stream\":\"job:j$j\",$ev}")
       bases+=("ll:{job:j$j}:")
     done
     run_case group "[$(IFS=,; echo "${group[*]}")]" 16 "${bases[@]}"

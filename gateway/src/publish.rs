@@ -10,7 +10,7 @@ use std::sync::Arc;
 use liveline::contract::{Envelope, JOB_STATUS_V1, JobStatus};
 use serde_json::Value;
 
-use crate::broker::{Appended, Broker, BrokerError, MAX_BATCH};
+use crate::broker::{Appended, Broker, BrokerError, MAX_BATCH, MAX_DATA_DEPTH, nested_within};
 use crate::stream::Stream;
 
 /// Why an event was not published.
@@ -158,6 +158,11 @@ impl Publisher {
             )));
         }
         for item in &data {
+            if !nested_within(item, MAX_DATA_DEPTH) {
+                return Err(PublishError::Invalid(format!(
+                    "data must nest at most {MAX_DATA_DEPTH} levels deep"
+                )));
+            }
             check_record_event(stream, event, item)?;
         }
         match self.broker.append(stream, event, data, owner).await? {

@@ -262,6 +262,48 @@ async fn every_key_of_a_stream_keeps_an_expiry(backend: Backend) {
         // The epoch key lost (as if expired alone): the next event writes a new one.
         let _: () = common::redis_query(&url, redis::cmd("DEL").arg(format!("{base}epoch"))).await;
     }
+
+    // Refreshed once they have lost a hundredth of their time (here all but
+    // 100 s, as after days without an event): the next event gives them all
+    // of it again, and keeps the epoch.
+    let ttl = liveline_gateway::broker::STREAM_TTL_SECS as i64;
+    let publish = || async {
+        publisher
+            .publish_for("alice", &notes, "note:added:v1", serde_json::json!({}))
+            .await
+            .unwrap()
+    };
+    let expire_all = |secs: i64| {
+        let (url, base) = (url.clone(), base.clone());
+        async move {
+            for suffix in ["seq", "hist", "epoch"] {
+                let _: () = common::redis_query(
+                    &url,
+                    redis::cmd("EXPIRE")
+                        .arg(format!("{base}{suffix}"))
+                        .arg(secs),
+                )
+                .await;
+            }
+        }
+    };
+    let epoch = publish().await.epoch;
+    expire_all(100).await;
+    assert_eq!(publish().await.epoch, epoch, "the epoch kept");
+    let seen = ttls().await;
+    assert!(
+        seen.iter().all(|(_, t)| *t > ttl - 60),
+        "not refreshed: {seen:?}"
+    );
+    // Not on every event: keys that have lost less than a hundredth keep
+    // their expiry.
+    expire_all(ttl - 600).await;
+    publish().await;
+    let seen = ttls().await;
+    assert!(
+        seen.iter().all(|(_, t)| *t <= ttl - 600),
+        "refreshed early: {seen:?}"
+    );
     gw.stop().await;
 }
 
@@ -279,7 +321,7 @@ async fn every_key_of_a_stream_keeps_an_expiry_on_the_cluster() {
 /// order; the bounds refused with `invalid_payload`, an ended job with
 /// `job_ended`.
 async fn a_batch_is_published_in_one_step_with_consecutive_seqs(backend: Backend) {
-    use liveline_gateway::broker::MAX_BATCH;
+    use liveline_gateway::broker::{MAX_BATCH, MAX_DATA_DEPTH};
     use liveline_gateway::publish::PublishError;
     use liveline_gateway::stream::Stream;
     let gw = Gateway::start_with(backend, |c| c.demo.enabled = false).await;
@@ -340,6 +382,25 @@ async fn a_batch_is_published_in_one_step_with_consecutive_seqs(backend: Backend
         ),
         "invalid_payload"
     );
+    // Data nested deeper than every reader parses, refused before the
+    // broker (the script then trusts the gateway's data); as deep as they
+    // parse, stored, live and in history.
+    let nested = |depth: usize| {
+        let text = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        serde_json::from_str::<Value>(&text).unwrap()
+    };
+    assert_eq!(
+        refused(
+            publisher
+                .publish_batch(
+                    &job,
+                    "job:chunk:v1",
+                    vec![chunk(22), nested(MAX_DATA_DEPTH + 1)]
+                )
+                .await
+        ),
+        "invalid_payload"
+    );
     // Nothing of the refused batches was stored.
     assert_eq!(
         gw.handle
@@ -352,6 +413,15 @@ async fn a_batch_is_published_in_one_step_with_consecutive_seqs(backend: Backend
             .seq,
         21
     );
+    let deep = publisher
+        .publish(&job, "job:chunk:v1", nested(MAX_DATA_DEPTH))
+        .await
+        .unwrap();
+    assert_eq!(deep.seq, 22);
+    let (_, env) = alice.event().await;
+    assert_eq!(env["data"], nested(MAX_DATA_DEPTH), "live");
+    let history = gw.handle.state.broker.history(&job, 21).await.unwrap();
+    assert_eq!(history[0].1.data, nested(MAX_DATA_DEPTH), "in history");
     let done =
         serde_json::json!({"jobId": id, "status": "completed", "progress": 1.0, "message": ""});
     publisher
@@ -426,10 +496,12 @@ async fn the_script_refuses_a_batch_over_256_events() {
 /// Infinity, hex and out-of-range numbers, raw control characters in
 /// strings, and deeper nesting than serde_json reads; each is refused with
 /// `INVALID` and nothing is stored. The verdict is held to serde_json's on
-/// the data inside an envelope, and what is stored the SDK's reader takes in
-/// its event packet; cjson's own settings are left as found.
+/// the data inside an event packet (what a Rust client parses whole), and
+/// what is stored the SDK's reader takes in its event packet; cjson's own
+/// settings are left as found.
 #[tokio::test]
 async fn the_script_takes_only_data_every_reader_parses() {
+    use liveline_gateway::broker::{MAX_DATA_DEPTH, nested_within};
     let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
     let p = &gw.config.key_prefix;
     let base = format!("{p}{{u:5:alice}}:s:strict:");
@@ -525,7 +597,13 @@ async fn the_script_takes_only_data_every_reader_parses() {
     }
     let mut stored = 0;
     for data in &cases {
-        let parses = serde_json::from_str::<Value>(&format!(r#"{{"data":{data}}}"#)).is_ok();
+        let packet = format!(r#"["note:added:v1",{{"seq":1,"data":{data}}}]"#);
+        let parses = serde_json::from_str::<Value>(&packet).is_ok();
+        // The gateway's own check of the data it sends `checked` (it writes
+        // them itself, so only their depth is left to check) agrees.
+        if let Ok(alone) = serde_json::from_str::<Value>(data) {
+            assert_eq!(nested_within(&alone, MAX_DATA_DEPTH), parses, "{data:?}");
+        }
         let reply: redis::RedisResult<String> = publish(data).query_async(&mut conn).await;
         match reply {
             Ok(envelope) => {
@@ -550,6 +628,40 @@ async fn the_script_takes_only_data_every_reader_parses() {
         Some(stored),
         "only the data taken is stored"
     );
+    // `checked: true` (and only `true`) takes the caller's word for the
+    // data: the script does not decode it, so what the caller vouched for
+    // is stored as is. The call and the keys are still checked.
+    let vouched = |checked: &str, base: &str, event: &str, data: &str| {
+        let call = format!(
+            r#"{{"stream":"strict","event":"{event}","user":"alice","checked":{checked}}}"#
+        );
+        let mut cmd = eval_publish(base, &call);
+        cmd.arg(data);
+        cmd
+    };
+    let taken: String = vouched("true", &base, "note:added:v1", "NaN")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(taken.ends_with(r#","data":NaN}"#), "{taken}");
+    let wrong_keys = format!("{p}{{u:3:bob}}:s:strict:");
+    for (checked, base, event) in [
+        ("\"yes\"", base.as_str(), "note:added:v1"),
+        ("1", base.as_str(), "note:added:v1"),
+        ("true", wrong_keys.as_str(), "note:added:v1"),
+        ("true", base.as_str(), "Note:added"),
+    ] {
+        let err = vouched(checked, base, event, "NaN")
+            .query_async::<String>(&mut conn)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            err.code(),
+            Some("INVALID"),
+            "{checked} {base} {event}: {err}"
+        );
+    }
+    assert_eq!(stored_seq(&mut conn, &base).await, Some(stored + 1));
     // cjson's settings (shared by every script of this Redis) as found.
     for (numbers, depth) in [("false", 7), ("true", 1000)] {
         let _: () = redis::cmd("EVAL")

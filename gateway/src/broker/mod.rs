@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 
 pub use self::live::LiveMessage;
 pub use self::memory::MemoryBroker;
-pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, PUBLISH_LUA, RedisBroker};
+pub use self::redis::{DEFAULT_COMMAND_TIMEOUT, PUBLISH_LUA, RedisBroker, STREAM_TTL_SECS};
 use crate::stream::Stream;
 
 /// Where a stream is: its epoch and the seq of its newest event.
@@ -149,6 +149,57 @@ pub enum BrokerError {
 /// Most events one append (a batch) may carry; the publish script has the
 /// same bound.
 pub const MAX_BATCH: usize = 256;
+
+/// Deepest an event's data may nest (arrays and objects within each other):
+/// a client parsing the whole event packet (`["event", envelope]`) with
+/// serde_json reads 127 levels, and the packet and the envelope take two.
+/// The publish script has the same bound.
+pub const MAX_DATA_DEPTH: usize = 125;
+
+/// Whether `data` nests at most `max` levels deep (`[]` is one level, a
+/// scalar none). Walks with a stack of its own, so data of any depth is
+/// answered without recursion.
+pub fn nested_within(data: &Value, max: usize) -> bool {
+    /// The values of one array or object not yet looked at.
+    enum Level<'a> {
+        Items(std::slice::Iter<'a, Value>),
+        Fields(serde_json::map::Values<'a>),
+    }
+    fn level(value: &Value) -> Option<Level<'_>> {
+        match value {
+            Value::Array(items) => Some(Level::Items(items.iter())),
+            Value::Object(fields) => Some(Level::Fields(fields.values())),
+            _ => None,
+        }
+    }
+    let Some(top) = level(data) else {
+        return true;
+    };
+    if max == 0 {
+        return false;
+    }
+    let mut open = vec![top];
+    while let Some(last) = open.last_mut() {
+        let next = match last {
+            Level::Items(items) => items.next(),
+            Level::Fields(fields) => fields.next(),
+        };
+        match next {
+            Some(child) => {
+                if let Some(inner) = level(child) {
+                    if open.len() == max {
+                        return false;
+                    }
+                    open.push(inner);
+                }
+            }
+            None => {
+                open.pop();
+            }
+        }
+    }
+    true
+}
 
 /// What an append did: the events as stored, or why a record stream refused them.
 #[derive(Debug, Clone, PartialEq)]
@@ -472,7 +523,56 @@ pub fn random_hex() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::utc_day;
+    use super::{MAX_DATA_DEPTH, nested_within, utc_day};
+    use serde_json::{Value, json};
+
+    /// `depth` arrays within each other, or objects when `objects`.
+    fn nested(depth: usize, objects: bool) -> Value {
+        let mut value = json!(1);
+        for _ in 0..depth {
+            // (Built by hand: `json!` would copy `value` at every level.)
+            value = if objects {
+                let mut fields = serde_json::Map::new();
+                fields.insert("a".into(), json!(1));
+                fields.insert("b".into(), value);
+                Value::Object(fields)
+            } else {
+                Value::Array(vec![json!(0), value, json!(2)])
+            };
+        }
+        value
+    }
+
+    #[test]
+    fn data_nests_at_most_the_bound() {
+        for objects in [false, true] {
+            assert!(nested_within(
+                &nested(MAX_DATA_DEPTH, objects),
+                MAX_DATA_DEPTH
+            ));
+            assert!(!nested_within(
+                &nested(MAX_DATA_DEPTH + 1, objects),
+                MAX_DATA_DEPTH
+            ));
+        }
+        // The deepest branch decides, wherever it stands.
+        let wide = json!([[], {"a": [[[]]]}, [1, [2]]]);
+        assert!(nested_within(&wide, 5));
+        assert!(!nested_within(&wide, 4));
+        assert!(nested_within(&json!("text"), 0));
+        assert!(!nested_within(&json!([]), 0));
+        assert!(nested_within(&json!({}), 1));
+        // Far past any stack a recursive walk would have (dropped by hand:
+        // serde_json's own Drop recurses).
+        let deep = nested(200_000, false);
+        assert!(!nested_within(&deep, MAX_DATA_DEPTH));
+        let mut rest = vec![deep];
+        while let Some(mut v) = rest.pop() {
+            if let Value::Array(items) = &mut v {
+                rest.append(items);
+            }
+        }
+    }
 
     #[test]
     fn utc_day_formats_known_dates() {

@@ -64,12 +64,17 @@ use tokio::sync::mpsc;
 use super::{
     Analytics, Appended, Broker, BrokerError, ControlMessage, DayStats, EventLog, Feed, Hold,
     IDEMPOTENCY_TTL_SECS, Idempotency, JobRecord, JobStore, Leases, LiveBus, LiveFeed,
-    QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP, WorkQueue, random_hex,
+    MAX_DATA_DEPTH, QueuedAction, Revocations, SharedLimits, StreamHead, WORKER_GROUP, WorkQueue,
+    nested_within, random_hex,
 };
 use crate::stream::Stream;
 
 /// How long a stream's keys and job record live after their last event.
 pub const STREAM_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// The publish script's defaults for a call's `ttl` and `history`.
+const SCRIPT_TTL_SECS: u64 = 604_800;
+const SCRIPT_HISTORY: usize = 1000;
 
 /// Longest a Redis command (or a reconnect) may take before the call fails
 /// and the circuit opens (`--redis-timeout`).
@@ -689,13 +694,23 @@ impl EventLog for RedisBroker {
         data: Vec<Value>,
         owner: Option<&str>,
     ) -> Result<Appended, BrokerError> {
-        let mut call = serde_json::json!({
-            "stream": stream.name(),
-            "event": event,
-            "history": self.history_len,
-            "ttl": STREAM_TTL_SECS,
-            "count": data.len(),
-        });
+        let mut call = serde_json::json!({"stream": stream.name(), "event": event});
+        // Fields the script defaults to are left out: it decodes every call.
+        if self.history_len != SCRIPT_HISTORY {
+            call["history"] = self.history_len.into();
+        }
+        if STREAM_TTL_SECS != SCRIPT_TTL_SECS {
+            call["ttl"] = STREAM_TTL_SECS.into();
+        }
+        if data.len() != 1 {
+            call["count"] = data.len().into();
+        }
+        // Serialized by serde_json (RFC 8259) and its depth checked here, the
+        // data need not be decoded again by the script (the costliest part
+        // of its checks).
+        if data.iter().all(|d| nested_within(d, MAX_DATA_DEPTH)) {
+            call["checked"] = Value::Bool(true);
+        }
         match stream {
             Stream::Topic { .. } => call["topic"] = Value::Bool(true),
             Stream::Private { user, .. } => call["user"] = Value::String(user.clone()),
