@@ -144,8 +144,8 @@ local function whoami()
 end
 
 -- Appends the `count` events whose data start at ARGV[first] to the stream of
--- `call`, whose keys start at KEYS[k]. Returns epoch, first seq, ts, and the
--- envelopes when `envelopes`; or nil and the error.
+-- `call`, whose keys start at KEYS[k]. Returns the epoch (JSON text), the
+-- first seq (text), ts, and the envelopes when `envelopes`; or nil and the error.
 local function append(call, k, first, count, envelopes)
   if type(call) ~= 'table' then return nil, 'INVALID a call must be a JSON object' end
   local stream, event, user = call['stream'], call['event'], call['user']
@@ -246,11 +246,14 @@ local function append(call, k, first, count, envelopes)
   end
   local publish = here ~= '-' and 'SPUBLISH' or 'PUBLISH'
   -- (The event name's pattern needs no escaping.)
-  local head = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. cjson.encode(epoch) .. ',"seq":'
+  local qepoch = cjson.encode(epoch)
+  local head = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. qepoch .. ',"seq":'
   local live = '{"user":' .. cjson.encode(owner) .. ',"event":"' .. event .. '","envelope":'
   local envs = envelopes and {} or nil
+  local firsts
   for i = 0, count - 1 do
     local seqs = string.format('%d', seq + i)
+    firsts = firsts or seqs
     local env = head .. seqs .. ',"ts":' .. ts .. ',"data":' .. ARGV[first + i] .. '}'
     redis.call('XADD', histkey, 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
     redis.call(publish, channel, live .. env .. '}')
@@ -264,7 +267,7 @@ local function append(call, k, first, count, envelopes)
     redis.call('EXPIRE', histkey, ttl)
     if kind == 'job' then redis.call('EXPIRE', reckey, ttl) end
   end
-  return epoch, seq, ts, envs
+  return qepoch, firsts, ts, envs
 end
 
 local calls = decode(ARGV[1])
@@ -288,25 +291,27 @@ if calls[1] == nil then
 end
 
 -- A group: check its shape whole before storing anything.
+local n = #calls
 local counts, total = {}, 0
-for i, call in ipairs(calls) do
-  local n = type(call) == 'table' and call['count'] or 1
-  if type(n) ~= 'number' or n < 1 or n % 1 ~= 0 then
+for i = 1, n do
+  local call = calls[i]
+  local c = type(call) == 'table' and call['count'] or 1
+  if type(c) ~= 'number' or c < 1 or c % 1 ~= 0 then
     return redis.error_reply('INVALID call ' .. i .. ': count must be a whole number from 1')
   end
-  counts[i], total = n, total + n
+  counts[i], total = c, total + c
 end
-if #KEYS ~= 4 * #calls then
-  return redis.error_reply('INVALID KEYS must be 4 per call: ' .. 4 * #calls .. ' for ' .. #calls .. ' calls, not ' .. #KEYS)
+if #KEYS ~= 4 * n then
+  return redis.error_reply('INVALID KEYS must be 4 per call: ' .. 4 * n .. ' for ' .. n .. ' calls, not ' .. #KEYS)
 end
 if total ~= data then
   return redis.error_reply('INVALID the calls count ' .. total .. ' events, ARGV[2..] holds ' .. data)
 end
 local out, first = {}, 2
-for i, call in ipairs(calls) do
-  local epoch, seq, ts = append(call, 4 * i - 3, first, counts[i], false)
+for i = 1, n do
+  local epoch, seq, ts = append(calls[i], 4 * i - 3, first, counts[i], false)
   if epoch then
-    out[i] = '{"epoch":' .. cjson.encode(epoch) .. ',"seq":' .. string.format('%d', seq) .. ',"ts":' .. ts .. '}'
+    out[i] = '{"epoch":' .. epoch .. ',"seq":' .. seq .. ',"ts":' .. ts .. '}'
   else
     out[i] = '{"error":' .. cjson.encode(seq) .. '}'
   end
