@@ -6,6 +6,8 @@
 #   bash bench/publish-script.sh                 # 30,000 calls per case, 3 runs
 #   SCRIPT=old.lua CASES=job bash bench/publish-script.sh  # another version, one case
 #   CHECKED=1 bash bench/publish-script.sh       # calls say "checked": true, as the gateway's
+#   INSTRUCTIONS=1 bash bench/publish-script.sh  # instructions Redis executes per event
+#                                                # (under callgrind: stable on a noisy box)
 #
 # Cases: an event on a user's private stream, a job:chunk:v1 on a job's
 # stream (its record is read in the same step), a batch of 16 chunks on a
@@ -17,8 +19,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 script=${SCRIPT:-gateway/src/broker/publish.lua}
-calls=${CALLS:-30000}
-runs=${RUNS:-3}
+instructions=${INSTRUCTIONS:-0}
+if [ "$instructions" = 1 ]; then
+  # Counted, not timed: the same calls give the same count, one run is enough.
+  calls=${CALLS:-2000}
+  runs=${RUNS:-1}
+  command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
+else
+  calls=${CALLS:-30000}
+  runs=${RUNS:-3}
+fi
 cases=${CASES:-private job batch group}
 ev='"event":"job:chunk:v1"'
 [ "${CHECKED:-0}" = 1 ] && ev="$ev,\"checked\":true"
@@ -27,8 +37,37 @@ command -v redis-benchmark >/dev/null || { echo "redis-benchmark is needed (bash
 source scripts/ports.sh
 dir=$(mktemp -d)
 trap 'kill "$(cat "$dir/redis.pid" 2>/dev/null)" 2>/dev/null || true; rm -rf "$dir"' EXIT
-port=$(private_redis "$dir")
+if [ "$instructions" = 1 ]; then
+  port=$(free_port)
+  valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" redis-server --port "$port" \
+    --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/valgrind.log" 2>&1 &
+  echo $! >"$dir/redis.pid"
+  # Wait for the server (valgrind starts it slowly), at most 60 s.
+  for _ in $(seq 600); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+else
+  port=$(private_redis "$dir")
+fi
 cli() { redis-cli -p "$port" "$@"; }
+
+# Instructions Redis executed while `redis-benchmark ARGS...` ran (one client).
+count_instructions() {
+  local pid f=
+  pid=$(cat "$dir/redis.pid")
+  redis-benchmark -p "$port" -n 200 -c 1 -q "$@" >/dev/null # warm up
+  rm -f "$dir"/cg.*
+  callgrind_control -z "$pid" >/dev/null
+  redis-benchmark -p "$port" -c 1 -q "$@" >/dev/null
+  callgrind_control -d "$pid" >/dev/null
+  for _ in $(seq 300); do # until the dump is written whole
+    f=$(ls "$dir"/cg.* 2>/dev/null | head -1 || true)
+    [ -n "$f" ] && grep -q '^summary:' "$f" && break
+    sleep 0.1
+  done
+  grep -m1 '^summary:' "$f" | awk '{ print $2 }'
+}
 
 sha=$(cli script load "$(cat "$script")")
 data='{"jobId":"j1","index":12,"text":"a few tokens of an answer, streamed"}'
@@ -43,6 +82,12 @@ run_case() { # NAME CALL EVENTS-PER-CALL STREAM-KEY-BASE...
     for j in "$@"; do
       case $j in *'{job:'*) cli hset "${j}rec" owner alice kind research status running >/dev/null ;; esac
     done
+    if [ "$instructions" = 1 ]; then
+      local ir
+      ir=$(count_instructions -n "$calls" EVALSHA "$sha" "${#keys[@]}" "${keys[@]}" "$call" "${items[@]}")
+      out+=("$((ir / calls / per))")
+      continue
+    fi
     cli config resetstat >/dev/null
     redis-benchmark -p "$port" -n "$calls" -c 4 -q EVALSHA "$sha" "${#keys[@]}" \
       "${keys[@]}" "$call" "${items[@]}" >/dev/null
@@ -52,11 +97,17 @@ run_case() { # NAME CALL EVENTS-PER-CALL STREAM-KEY-BASE...
   done
   local sorted
   sorted=$(printf '%s\n' "${out[@]}" | sort -n)
-  printf '%-10s runs: %-30s median %s us per event\n' "$name" "${out[*]}" \
-    "$(sed -n "$(((runs + 1) / 2))p" <<<"$sorted")"
+  printf '%-10s runs: %-30s median %s %s per event\n' "$name" "${out[*]}" \
+    "$(sed -n "$(((runs + 1) / 2))p" <<<"$sorted")" "$unit"
 }
 
-echo "$script, $calls calls per run$([ "${CHECKED:-0}" = 1 ] && echo ", checked"), usec_per_call of EVALSHA per event:"
+if [ "$instructions" = 1 ]; then
+  unit=instructions
+  echo "$script, $calls calls per run$([ "${CHECKED:-0}" = 1 ] && echo ", checked"), instructions of Redis per event:"
+else
+  unit=us
+  echo "$script, $calls calls per run$([ "${CHECKED:-0}" = 1 ] && echo ", checked"), usec_per_call of EVALSHA per event:"
+fi
 for c in $cases; do
   case $c in
   private) run_case private "{\"stream\":\"notes\",$ev,\"user\":\"alice\"}" 1 'll:{u:5:alice}:s:notes:' ;;
