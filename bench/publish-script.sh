@@ -58,14 +58,15 @@ count_instructions() {
   pid=$(cat "$dir/redis.pid")
   redis-benchmark -p "$port" -n 200 -c 1 -q "$@" >/dev/null # warm up
   rm -f "$dir"/cg.*
-  callgrind_control -z "$pid" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
   redis-benchmark -p "$port" -c 1 -q "$@" >/dev/null
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   for _ in $(seq 300); do # until the dump is written whole
     f=$(ls "$dir"/cg.* 2>/dev/null | head -1 || true)
     [ -n "$f" ] && grep -q '^summary:' "$f" && break
     sleep 0.1
   done
+  [ -n "$f" ] || { echo "callgrind wrote no counts:" >&2; tail -5 "$dir/valgrind.log" >&2; return 1; }
   grep -m1 '^summary:' "$f" | awk '{ print $2 }'
 }
 
