@@ -201,22 +201,47 @@ async fn a_user_on_three_nodes_meets_one_shared_connection_cap(backend: Backend)
     }
 }
 
-/// A connection whose node stopped renewing it (it died) lapses.
+/// A connection whose node stopped renewing it (it died) lapses, also while
+/// the user's other places are renewed (and their key lives on).
 async fn a_connection_not_renewed_lapses(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let broker = &gw.handle.state.broker;
     let ttl = Duration::from_millis(300);
-    let hold = |id: &'static str| broker.hold_connection("carol", id, 1, ttl, 0);
+    let hold = |id: &'static str| broker.hold_connection("carol", id, 2, ttl, 0);
     assert_eq!(hold("dead:1").await.unwrap(), Hold::Held);
+    assert_eq!(hold("kept:1").await.unwrap(), Hold::Held);
     assert_eq!(hold("live:1").await.unwrap(), Hold::Full);
     broker
         .renew_connections("carol", &["dead:1".to_owned()], ttl)
         .await
         .unwrap();
     common::eventually("the unrenewed connection lapses", || async {
+        broker
+            .renew_connections("carol", &["kept:1".to_owned()], ttl)
+            .await
+            .unwrap();
         hold("live:1").await.unwrap() == Hold::Held
     })
     .await;
+    // The kept place still counts: the cap is full again.
+    assert_eq!(hold("more:1").await.unwrap(), Hold::Full);
+    gw.stop().await;
+}
+
+/// A refused connection leaves nothing behind: once a place is free, the
+/// next connection takes it and the one refused before is still refused.
+async fn a_refused_connection_takes_no_place(backend: Backend) {
+    let gw = Gateway::start(backend).await;
+    let broker = &gw.handle.state.broker;
+    let ttl = Duration::from_secs(60);
+    let hold = |id: &'static str| broker.hold_connection("fay", id, 1, ttl, 0);
+    assert_eq!(hold("n:1").await.unwrap(), Hold::Held);
+    assert_eq!(hold("n:2").await.unwrap(), Hold::Full);
+    broker.drop_connection("fay", "n:1").await.unwrap();
+    assert_eq!(hold("n:3").await.unwrap(), Hold::Held);
+    assert_eq!(hold("n:2").await.unwrap(), Hold::Full);
+    // Held already: renewed, not refused.
+    assert_eq!(hold("n:3").await.unwrap(), Hold::Held);
     gw.stop().await;
 }
 
@@ -295,6 +320,7 @@ async fn the_node_renews_every_place_within_a_round_of_buckets() {
 
 on_every_broker!(
     a_connection_not_renewed_lapses,
+    a_refused_connection_takes_no_place,
     a_revoked_token_takes_no_place,
     oversized_message_closes_the_socket,
     rate_limited_user_gets_rate_limited_acks_then_is_disconnected_others_unaffected,

@@ -122,10 +122,13 @@ return 1
 /// Counts a connection of a user across nodes. KEYS: the user's connections
 /// (sorted set, member = connection id, score = when it lapses, ms), then
 /// (on one Redis) the user's revocation record. ARGV: id, most connections,
-/// ttl ms, when the token was issued (unix seconds). Returns 1 when counted,
-/// 0 when full, -1 when the token was issued at or before the recorded
-/// revocation (nothing counted). On a cluster the record is in another slot:
-/// the broker reads it beside the call.
+/// ttl ms, when the token was issued (unix seconds). Returns 1 when counted
+/// (an id held already is renewed), 0 when full, -1 when the token was
+/// issued at or before the recorded revocation (nothing counted). Lapsed
+/// places (their node died) are swept only when a new one would not fit:
+/// the set never holds more than the cap, and the common connect runs two
+/// commands fewer. On a cluster the record is in another slot: the broker
+/// reads it beside the call.
 const HOLD_LUA: &str = r"
 if KEYS[2] then
   local at = redis.call('GET', KEYS[2])
@@ -133,12 +136,15 @@ if KEYS[2] then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1])
-    and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+local max = tonumber(ARGV[2])
+if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) == 1
+    and redis.call('ZCARD', KEYS[1]) > max then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) > max then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    return 0
+  end
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 ";
