@@ -24,10 +24,14 @@ if [ "$instructions" = 1 ]; then
   # Counted, not timed: the same calls give the same count, one run is enough.
   calls=${CALLS:-2000}
   runs=${RUNS:-1}
+  unit=instructions
+  what="instructions of Redis"
   command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 else
   calls=${CALLS:-30000}
   runs=${RUNS:-3}
+  unit=us
+  what="usec_per_call of EVALSHA"
 fi
 cases=${CASES:-private job batch group}
 ev='"event":"job:chunk:v1"'
@@ -42,11 +46,12 @@ if [ "$instructions" = 1 ]; then
   valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" redis-server --port "$port" \
     --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/valgrind.log" 2>&1 &
   echo $! >"$dir/redis.pid"
-  # Wait for the server (valgrind starts it slowly), at most 60 s.
-  for _ in $(seq 600); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  # valgrind starts it slowly: at most 60 s.
+  redis_answers "$port" 1200 || {
+    echo "redis-server under valgrind did not answer:" >&2
+    tail -5 "$dir/valgrind.log" >&2
+    exit 1
+  }
 else
   port=$(private_redis "$dir")
 fi
@@ -102,13 +107,7 @@ run_case() { # NAME CALL EVENTS-PER-CALL STREAM-KEY-BASE...
     "$(sed -n "$(((runs + 1) / 2))p" <<<"$sorted")" "$unit"
 }
 
-if [ "$instructions" = 1 ]; then
-  unit=instructions
-  echo "$script, $calls calls per run$([ "${CHECKED:-0}" = 1 ] && echo ", checked"), instructions of Redis per event:"
-else
-  unit=us
-  echo "$script, $calls calls per run$([ "${CHECKED:-0}" = 1 ] && echo ", checked"), usec_per_call of EVALSHA per event:"
-fi
+echo "$script, $calls calls per run$([ "${CHECKED:-0}" = 1 ] && echo ", checked"), $what per event:"
 for c in $cases; do
   case $c in
   private) run_case private "{\"stream\":\"notes\",$ev,\"user\":\"alice\"}" 1 'll:{u:5:alice}:s:notes:' ;;

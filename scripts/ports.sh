@@ -23,10 +23,16 @@ private_redis() {
   port=$(free_port) || return 1
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
     --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" --dir "$dir" >/dev/null
-  for _ in $(seq 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && echo "$port" && return 0
+  redis_answers "$port" 100 && echo "$port" && return 0
+  echo "redis-server on port $port did not answer; see $dir/redis.log" >&2
+  return 1
+}
+
+# Whether a redis-server answers on port $1 within $2 tries, 0.05 s apart.
+redis_answers() {
+  for _ in $(seq "$2"); do
+    redis-cli -p "$1" ping >/dev/null 2>&1 && return 0
     sleep 0.05 # the server is starting
   done
-  echo "redis-server on port $port did not answer; see $dir/redis.log" >&2
   return 1
 }
