@@ -508,12 +508,12 @@ async fn the_script_takes_only_data_every_reader_parses() {
     let client = redis::Client::open(REDIS_URL).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let call = r#"{"stream":"strict","event":"note:added:v1","user":"alice"}"#;
-    let publish = |data: &str| {
+    let publish = |data: &[u8]| {
         let mut cmd = eval_publish(&base, call);
         cmd.arg(data);
         cmd
     };
-    let mut cases: Vec<String> = [
+    let mut cases: Vec<Vec<u8>> = [
         r#"{"a":1}"#,
         r#"{"a":NaN}"#,
         r#"{"a":nan}"#,
@@ -573,53 +573,91 @@ async fn the_script_takes_only_data_every_reader_parses() {
         "[\"a\\\\\\n\"]",
     ]
     .iter()
-    .map(|d| d.to_string())
+    .map(|d| d.as_bytes().to_vec())
     .collect();
     for c in ["\u{0}", "\u{8}", "\u{b}", "\u{c}", "\u{1f}"] {
-        cases.push(format!("\"a{c}b\""));
-        cases.push(format!("[1,{c}2]"));
+        cases.push(format!("\"a{c}b\"").into_bytes());
+        cases.push(format!("[1,{c}2]").into_bytes());
     }
     for digits in [308, 309, 400] {
-        cases.push("9".repeat(digits));
-        cases.push(format!(
-            r#"["{}", 1{}]"#,
-            "9".repeat(digits),
-            "0".repeat(digits - 1)
-        ));
+        cases.push("9".repeat(digits).into_bytes());
+        cases.push(
+            format!(r#"["{}", 1{}]"#, "9".repeat(digits), "0".repeat(digits - 1)).into_bytes(),
+        );
     }
     for depth in 120..=130 {
-        cases.push(format!("{}{}", "[".repeat(depth), "]".repeat(depth)));
-        cases.push(format!(
-            "{}1{}",
-            r#"{"a":"#.repeat(depth),
-            "}".repeat(depth)
-        ));
+        cases.push(format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes());
+        cases.push(format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth)).into_bytes());
+    }
+    // Text that is not UTF-8 (RFC 3629), which cjson passes through: a stray
+    // or missing continuation byte, overlong forms, surrogates, past
+    // U+10FFFF, bytes that never start a character, and a bad lead before a
+    // good character (no two pieces may join into one). Then the edges that
+    // are UTF-8.
+    for bytes in [
+        &b"\"\xff\""[..],
+        b"\"\x80\"",
+        b"\"a\xc3\"",
+        b"\"\xc3(\"",
+        b"\"\xc0\xaf\"",
+        b"\"\xc1\xbf\"",
+        b"\"\xe0\x80\x80\"",
+        b"\"\xe0\x9f\xbf\"",
+        b"\"\xed\xa0\x80\"",
+        b"\"\xed\xbf\xbf\"",
+        b"\"\xf0\x8f\xbf\xbf\"",
+        b"\"\xf4\x90\x80\x80\"",
+        b"\"\xf5\x80\x80\x80\"",
+        b"\"\xf8\x88\x80\x80\x80\"",
+        b"\"\xe2\x82\"",
+        b"\"\xf0\x9f\x98\"",
+        b"\"\xe0\xc3\xa9\xa0\x80\"",
+        b"{\"\xff\":1}",
+        b"[\"ok\",\"\xfe\"]",
+        b"\"\xc2\x80\"",
+        b"\"\xdf\xbf\"",
+        b"\"\xe0\xa0\x80\"",
+        b"\"\xed\x9f\xbf\"",
+        b"\"\xee\x80\x80\"",
+        b"\"\xef\xbf\xbf\"",
+        b"\"\xf0\x90\x80\x80\"",
+        b"\"\xf4\x8f\xbf\xbf\"",
+        b"{\"\xc3\xa9\":[\"\xe2\x9c\x93\",\"\xf0\x9f\x98\x80\"]}",
+    ] {
+        cases.push(bytes.to_vec());
     }
     let mut stored = 0;
     for data in &cases {
-        let packet = format!(r#"["note:added:v1",{{"seq":1,"data":{data}}}]"#);
-        let parses = serde_json::from_str::<Value>(&packet).is_ok();
+        let shown = String::from_utf8_lossy(data);
+        let mut packet = br#"["note:added:v1",{"seq":1,"data":"#.to_vec();
+        packet.extend_from_slice(data);
+        packet.extend_from_slice(b"}]");
+        let parses = serde_json::from_slice::<Value>(&packet).is_ok();
         // The gateway's own check of the data it sends `checked` (it writes
         // them itself, so only their depth is left to check) agrees.
-        if let Ok(alone) = serde_json::from_str::<Value>(data) {
-            assert_eq!(nested_within(&alone, MAX_DATA_DEPTH), parses, "{data:?}");
+        if let Ok(alone) = serde_json::from_slice::<Value>(data) {
+            assert_eq!(nested_within(&alone, MAX_DATA_DEPTH), parses, "{shown:?}");
         }
-        let reply: redis::RedisResult<String> = publish(data).query_async(&mut conn).await;
+        let reply: redis::RedisResult<Vec<u8>> = publish(data).query_async(&mut conn).await;
         match reply {
             Ok(envelope) => {
-                assert!(parses, "stored what serde_json refuses: {data:?}");
+                assert!(
+                    parses,
+                    "stored what serde_json refuses: {data:?} ({shown:?})"
+                );
+                let envelope = String::from_utf8(envelope).expect("stored as UTF-8");
                 let env: Value = serde_json::from_str(&envelope)
-                    .unwrap_or_else(|e| panic!("{data:?} stored as {envelope:?}: {e}"));
+                    .unwrap_or_else(|e| panic!("{shown:?} stored as {envelope:?}: {e}"));
                 // What the SDK reads: the event packet around the envelope.
                 let packet = format!(r#"["note:added:v1",{envelope}]"#);
                 liveline::json::validate(&packet)
-                    .unwrap_or_else(|e| panic!("the SDK refuses {data:?}: {e}"));
+                    .unwrap_or_else(|e| panic!("the SDK refuses {shown:?}: {e}"));
                 stored += 1;
-                assert_eq!(env["seq"], stored, "{data:?}");
+                assert_eq!(env["seq"], stored, "{shown:?}");
             }
             Err(e) => {
-                assert!(!parses, "refused what serde_json parses: {data:?}: {e}");
-                assert_eq!(e.code(), Some("INVALID"), "{data:?}: {e}");
+                assert!(!parses, "refused what serde_json parses: {shown:?}: {e}");
+                assert_eq!(e.code(), Some("INVALID"), "{shown:?}: {e}");
             }
         }
     }
@@ -672,8 +710,8 @@ async fn the_script_takes_only_data_every_reader_parses() {
             .query_async(&mut conn)
             .await
             .unwrap();
-        let _: String = publish("[[1]]").query_async(&mut conn).await.unwrap();
-        let _: redis::RedisResult<String> = publish("NaN").query_async(&mut conn).await;
+        let _: String = publish(b"[[1]]").query_async(&mut conn).await.unwrap();
+        let _: redis::RedisResult<String> = publish(b"NaN").query_async(&mut conn).await;
         let now: String = redis::cmd("EVAL")
             .arg("return tostring(cjson.decode_invalid_numbers()) .. ' ' .. cjson.decode_max_depth()")
             .arg(0)
@@ -685,6 +723,76 @@ async fn the_script_takes_only_data_every_reader_parses() {
             format!("{numbers} {depth}"),
             "the script changed cjson's settings"
         );
+    }
+    gw.stop().await;
+}
+
+/// The stream's and the user's names go into every envelope as they are,
+/// and cjson takes any byte: a name that is not UTF-8 is refused and nothing
+/// is stored; names that are, multibyte ones included, are taken (checked or
+/// not: a checked call's caller vouches for its names, as the gateway's
+/// Rust strings do).
+#[tokio::test]
+async fn the_script_refuses_names_that_are_not_utf8() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let p = gw.config.key_prefix.as_bytes();
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (stream, user, checked, utf8) in [
+        (&b"n\xffotes"[..], &b"alice"[..], false, false),
+        (b"notes", b"al\xc3ice", false, false),
+        (b"n\xed\xa0\x80tes", b"alice", false, false),
+        (b"notes", b"\xc0\xafalice", false, false),
+        (b"n\xc3\xb6tes", b"\xc3\xa4lice", false, true),
+        (b"notes\xf0\x9f\x98\x80", b"alice\xe2\x9c\x93", true, true),
+    ] {
+        let shown = (
+            String::from_utf8_lossy(stream),
+            String::from_utf8_lossy(user),
+        );
+        let mut base = p.to_vec();
+        base.extend_from_slice(format!("{{u:{}:", user.len()).as_bytes());
+        base.extend_from_slice(user);
+        base.extend_from_slice(b"}:s:");
+        base.extend_from_slice(stream);
+        base.push(b':');
+        let key = |suffix: &str| [base.as_slice(), suffix.as_bytes()].concat();
+        let mut call = br#"{"stream":""#.to_vec();
+        call.extend_from_slice(stream);
+        call.extend_from_slice(br#"","event":"note:added:v1","user":""#);
+        call.extend_from_slice(user);
+        call.extend_from_slice(if checked {
+            br#"","checked":true}"#.as_slice()
+        } else {
+            br#""}"#
+        });
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
+        for suffix in ["seq", "epoch", "hist", "rec"] {
+            cmd.arg(key(suffix));
+        }
+        cmd.arg(call).arg(r#"{"a":1}"#);
+        let reply: redis::RedisResult<Vec<u8>> = cmd.query_async(&mut conn).await;
+        let seq: Option<u64> = redis::cmd("GET")
+            .arg(key("seq"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if utf8 {
+            let envelope = String::from_utf8(reply.unwrap()).expect("stored as UTF-8");
+            let env: Value = serde_json::from_str(&envelope).unwrap();
+            assert_eq!(
+                env["stream"].as_str().unwrap().as_bytes(),
+                stream,
+                "{shown:?}"
+            );
+            assert_eq!(seq, Some(1), "{shown:?}");
+        } else {
+            let err = reply.expect_err("refused");
+            assert_eq!(err.code(), Some("INVALID"), "{shown:?}: {err}");
+            assert!(err.to_string().contains("UTF-8"), "{shown:?}: {err}");
+            assert_eq!(seq, None, "{shown:?}: nothing stored");
+        }
     }
     gw.stop().await;
 }

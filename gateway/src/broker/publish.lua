@@ -21,12 +21,13 @@
 --   history  events kept (approximate; default 1000; topics at most 256)
 --   ttl      seconds the stream's keys live after its last event (default 604800)
 --   checked  true: the caller vouches its data is JSON text as ARGV[2] says
---            (its JSON writer follows RFC 8259 and it checked the depth),
---            and the script does not decode it again. Data that is not
---            would be stored and break every reader: leave it out unless
---            sure (the gateway's own publisher sends it)
--- ARGV[2]: the event's data, JSON text as RFC 8259 writes it (nested at most
---   125 deep), stored and sent as is. More data
+--            (its JSON writer follows RFC 8259 and it checked the depth)
+--            and its names are UTF-8, and the script does not check them
+--            again. Data that is not would be stored and break every
+--            reader: leave it out unless sure (the gateway's own publisher
+--            sends it)
+-- ARGV[2]: the event's data, JSON text as RFC 8259 writes it (UTF-8, nested at
+--   most 125 deep), stored and sent as is. More data
 --   (ARGV[3], ARGV[4], ... up to 256 in all) publish a batch: one event
 --   each, with consecutive seqs, in one step (a job:status:v1 goes alone).
 --
@@ -69,6 +70,23 @@ local function finite(value)
   return true
 end
 
+-- Whether `text` is UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+-- past U+10FFFF). cjson passes any byte through, and text that is not UTF-8
+-- is refused by every reader. Each valid sequence of two to four bytes is
+-- replaced by one ASCII byte (so no two pieces can join into a sequence); a
+-- byte of 128 or more left over is not UTF-8.
+local function utf8(text)
+  if not string.find(text, '[\128-\255]') then return true end
+  local s = string.gsub(text, '[\194-\223][\128-\191]', '_')
+  s = string.gsub(s, '\224[\160-\191][\128-\191]', '_')
+  s = string.gsub(s, '[\225-\236\238\239][\128-\191][\128-\191]', '_')
+  s = string.gsub(s, '\237[\128-\159][\128-\191]', '_')
+  s = string.gsub(s, '\240[\144-\191][\128-\191][\128-\191]', '_')
+  s = string.gsub(s, '[\241-\243][\128-\191][\128-\191][\128-\191]', '_')
+  s = string.gsub(s, '\244[\128-\143][\128-\191][\128-\191]', '_')
+  return not string.find(s, '[\128-\255]')
+end
+
 -- The deepest data (arrays and objects within each other) a client parsing
 -- the whole event packet with serde_json reads: its limit, 127 levels, less
 -- the packet's array and the envelope.
@@ -86,12 +104,14 @@ local function strict(text)
   if not ok then return false end
   -- cjson read it: between strings stand only structure, numbers, literals
   -- and whitespace; with the escapes taken out, a string is a quote, no
-  -- quote, a quote.
+  -- quote, a quote. (Bytes past ASCII can stand only in strings.)
   local plain = text
   if string.find(text, '\\', 1, true) then plain = string.gsub(text, '\\.', '') end
-  local between = string.gsub(plain, '"[^"%c]*"', '#')
+  local between = string.gsub(plain, '"[^"%c\128-\255]*"', '#')
   if string.find(between, '"', 1, true) then
-    -- A string holds a control character (or DEL, which may stand there).
+    -- A string holds bytes past ASCII (the text, escapes and all, must be
+    -- UTF-8), or a control character (or DEL, which may stand there).
+    if not utf8(text) then return false end
     for str in string.gmatch(plain, '"[^"]*"') do
       if string.find(str, '[%z\1-\31]') then return false end
     end
@@ -159,9 +179,15 @@ local function append(call, k, first, count, envelopes)
     return nil, 'INVALID user must be a non-empty string when given'
   end
   local bad
-  if call['checked'] ~= true then bad = strict_data(first, count) end
+  if call['checked'] ~= true then
+    -- The names go into every envelope as they are.
+    if not utf8(stream) or (user and not utf8(user)) then
+      return nil, 'INVALID stream and user must be UTF-8 text'
+    end
+    bad = strict_data(first, count)
+  end
   if bad then
-    return nil, 'INVALID ARGV[' .. bad .. '] must be the data, JSON text (RFC 8259: no NaN, '
+    return nil, 'INVALID ARGV[' .. bad .. '] must be the data, JSON text (RFC 8259: UTF-8, no NaN, '
       .. 'Infinity, hex or out-of-range numbers, no raw control characters in strings)'
   end
   local seqkey, epochkey, histkey, reckey = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
