@@ -444,20 +444,24 @@ on_every_broker!(a_batch_is_published_in_one_step_with_consecutive_seqs);
 
 /// `EVAL` of the publish script on the stream whose keys start with `base`
 /// (`{prefix}{tag}:`), with `call` (ARGV[1]); the data is added by the caller.
-fn eval_publish(base: &str, call: &str) -> redis::Cmd {
+/// Both as bytes, so that a test can send what is not UTF-8.
+fn eval_publish(base: impl AsRef<[u8]>, call: impl AsRef<[u8]>) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
     for suffix in ["seq", "epoch", "hist", "rec"] {
-        cmd.arg(format!("{base}{suffix}"));
+        cmd.arg([base.as_ref(), suffix.as_bytes()].concat());
     }
-    cmd.arg(call);
+    cmd.arg(call.as_ref());
     cmd
 }
 
 /// The head seq of the stream whose keys start with `base`, if stored.
-async fn stored_seq(conn: &mut redis::aio::MultiplexedConnection, base: &str) -> Option<u64> {
+async fn stored_seq(
+    conn: &mut redis::aio::MultiplexedConnection,
+    base: impl AsRef<[u8]>,
+) -> Option<u64> {
     redis::cmd("GET")
-        .arg(format!("{base}seq"))
+        .arg([base.as_ref(), b"seq"].concat())
         .query_async(conn)
         .await
         .unwrap()
@@ -756,7 +760,6 @@ async fn the_script_refuses_names_that_are_not_utf8() {
         base.extend_from_slice(b"}:s:");
         base.extend_from_slice(stream);
         base.push(b':');
-        let key = |suffix: &str| [base.as_slice(), suffix.as_bytes()].concat();
         let mut call = br#"{"stream":""#.to_vec();
         call.extend_from_slice(stream);
         call.extend_from_slice(br#"","event":"note:added:v1","user":""#);
@@ -766,18 +769,11 @@ async fn the_script_refuses_names_that_are_not_utf8() {
         } else {
             br#""}"#
         });
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(liveline_gateway::broker::PUBLISH_LUA).arg(4);
-        for suffix in ["seq", "epoch", "hist", "rec"] {
-            cmd.arg(key(suffix));
-        }
-        cmd.arg(call).arg(r#"{"a":1}"#);
-        let reply: redis::RedisResult<Vec<u8>> = cmd.query_async(&mut conn).await;
-        let seq: Option<u64> = redis::cmd("GET")
-            .arg(key("seq"))
+        let reply: redis::RedisResult<Vec<u8>> = eval_publish(&base, &call)
+            .arg(r#"{"a":1}"#)
             .query_async(&mut conn)
-            .await
-            .unwrap();
+            .await;
+        let seq = stored_seq(&mut conn, &base).await;
         if utf8 {
             let envelope = String::from_utf8(reply.unwrap()).expect("stored as UTF-8");
             let env: Value = serde_json::from_str(&envelope).unwrap();
