@@ -322,9 +322,17 @@ async fn events(state: &AppState, headers: &HeaderMap, id: &str, q: EventsQuery)
         (Err(e), _) | (_, Err(e)) => return unavailable(e),
     };
     let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
-    let complete = events
-        .first()
-        .map_or(after >= seq, |(_, e)| e.seq == after + 1);
+    // Complete: history reaches back to after+1 and has no hole (an entry
+    // no reader takes is left out of it).
+    let mut next = after + 1;
+    let complete = if events.is_empty() {
+        after >= seq
+    } else {
+        events.iter().all(|(_, e)| {
+            next += 1;
+            e.seq == next - 1
+        })
+    };
     let events: Vec<Value> = events
         .into_iter()
         .map(|(event, envelope)| json!({"event": event, "envelope": envelope}))

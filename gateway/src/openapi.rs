@@ -168,7 +168,8 @@ pub struct StreamEvents {
     epoch: String,
     /// The head seq.
     seq: u64,
-    /// False when history no longer reaches back to after+1: reload the snapshot.
+    /// False when history no longer reaches back to after+1, or has a hole:
+    /// reload the snapshot.
     complete: bool,
     events: Vec<StreamEvent>,
 }

@@ -301,3 +301,97 @@ async fn metrics_need_the_scrape_token_or_a_service_token_when_one_is_set() {
     );
     gw.stop().await;
 }
+
+/// A history entry no reader takes (written by an older script, or by a
+/// worker that marked bad data `checked`) is left out of history, not an
+/// error: a resume across it reports the history lost, from the head (an
+/// error closed the socket on every resume of the stream for as long as the
+/// entry was kept), a resume after it replays, and REST says the events
+/// across it are not complete.
+#[tokio::test]
+async fn an_unreadable_history_entry_reads_as_history_lost_across_it() {
+    use liveline_gateway::stream::Stream;
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let id = common::create_running_job(&gw, "alice").await;
+    let job = Stream::Job { id: id.clone() };
+    let publisher = &gw.handle.state.publisher;
+    let chunk = |n: u64| json!({"jobId": id, "index": n, "text": "t"});
+    for n in 1..=3 {
+        publisher
+            .publish(&job, "job:chunk:v1", chunk(n))
+            .await
+            .unwrap();
+    }
+    let epoch = gw
+        .handle
+        .state
+        .broker
+        .head(&job)
+        .await
+        .unwrap()
+        .unwrap()
+        .epoch;
+    // Seq 4 holds bytes that are not UTF-8, seq 5 a NaN; both stored as an
+    // older script did, past every check.
+    let base = format!("{}{{job:{id}}}:", gw.config.key_prefix);
+    let head = format!(r#"{{"stream":"job:{id}","epoch":"{epoch}","seq":"#);
+    let entries = [
+        [head.as_bytes(), br#"4,"ts":1,"data":"caf"#, b"\xe9\"}"].concat(),
+        [head.as_bytes(), br#"5,"ts":1,"data":NaN}"#].concat(),
+    ];
+    for (seq, env) in [4, 5].into_iter().zip(entries) {
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(format!("{base}hist")).arg(format!("0-{seq}"));
+        xadd.arg("event").arg("job:chunk:v1").arg("env").arg(env);
+        let _: String = common::redis_query(common::REDIS_URL, &xadd).await;
+    }
+    let _: u64 = common::redis_query(
+        common::REDIS_URL,
+        redis::cmd("INCRBY").arg(format!("{base}seq")).arg(2),
+    )
+    .await;
+    let six = publisher
+        .publish(&job, "job:chunk:v1", chunk(6))
+        .await
+        .unwrap();
+    assert_eq!(six.seq, 6);
+
+    let history = gw.handle.state.broker.history(&job, 0).await.unwrap();
+    let seqs: Vec<u64> = history.iter().map(|(_, e)| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 6], "the unreadable entries left out");
+
+    let stream = format!("job:{id}");
+    let resume = |seq: u64| json!({"token": gw.token("alice"), "resume": {&stream: {"epoch": &epoch, "seq": seq}}});
+    let mut across = common::Client::connect(gw.addr, resume(2)).await.unwrap();
+    let (name, rec) = across.event().await;
+    assert_eq!(name, "stream:recovered:v1");
+    assert_eq!(
+        (&rec["recovered"], &rec["seq"], &rec["epoch"]),
+        (&json!(false), &json!(6), &json!(epoch)),
+        "{rec}"
+    );
+    across.close().await;
+    let mut after = common::Client::connect(gw.addr, resume(5)).await.unwrap();
+    let (name, env) = after.event().await;
+    assert_eq!((name.as_str(), &env["seq"]), ("job:chunk:v1", &json!(6)));
+    let (name, rec) = after.event().await;
+    assert_eq!(name, "stream:recovered:v1");
+    assert_eq!((&rec["recovered"], &rec["seq"]), (&json!(true), &json!(6)));
+    after.close().await;
+
+    let token = Some(gw.token("alice"));
+    for (after, complete, seqs) in [(2, false, vec![3, 6]), (5, true, vec![6])] {
+        let uri = format!("/api/v1/jobs/{id}/events?after={after}");
+        let (status, body, _) = call(&gw, "GET", &uri, token.clone(), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["complete"], complete, "after {after}: {body}");
+        let got: Vec<u64> = body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["envelope"]["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(got, seqs, "after {after}");
+    }
+    gw.stop().await;
+}

@@ -652,6 +652,20 @@ fn job_id_in_slot_of(prefix: &str, owner: &str) -> String {
     }
 }
 
+/// The event name and envelope of one history entry.
+fn history_entry(
+    mut fields: HashMap<String, Vec<u8>>,
+) -> Result<(String, Envelope<Value>), BrokerError> {
+    let mut text = |name: &str| {
+        let bytes = fields
+            .remove(name)
+            .ok_or_else(|| BrokerError::Corrupt(format!("no {name}")))?;
+        String::from_utf8(bytes).map_err(|e| BrokerError::Corrupt(format!("{name}: {e}")))
+    };
+    let event = text("event")?;
+    Ok((event, parse_envelope(&text("env")?)?))
+}
+
 fn parse_envelope(s: &str) -> Result<Envelope<Value>, BrokerError> {
     serde_json::from_str(s).map_err(|e| BrokerError::Corrupt(format!("envelope: {e}")))
 }
@@ -779,24 +793,27 @@ impl EventLog for RedisBroker {
         after_seq: u64,
     ) -> Result<Vec<(String, Envelope<Value>)>, BrokerError> {
         let mut conn = self.conn.clone();
-        let entries: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        let entries: Vec<(String, HashMap<String, Vec<u8>>)> = redis::cmd("XRANGE")
             .arg(self.key(stream, "hist"))
             .arg(format!("0-{}", after_seq.saturating_add(1)))
             .arg("+")
             .query_async(&mut conn)
             .await?;
-        entries
+        // An entry no reader takes (written by an older script, or by a
+        // caller that marked bad data `checked`) is left out, not an error:
+        // the hole it leaves makes a resume across it report the history
+        // lost (`recovered: false`, from the head), where an error would
+        // fail every resume of the stream for as long as the entry is kept.
+        Ok(entries
             .into_iter()
-            .map(|(id, mut fields)| {
-                let event = fields
-                    .remove("event")
-                    .ok_or_else(|| BrokerError::Corrupt(format!("entry {id} lacks event")))?;
-                let env = fields
-                    .remove("env")
-                    .ok_or_else(|| BrokerError::Corrupt(format!("entry {id} lacks env")))?;
-                Ok((event, parse_envelope(&env)?))
+            .filter_map(|(id, fields)| match history_entry(fields) {
+                Ok(entry) => Some(entry),
+                Err(e) => {
+                    tracing::warn!(stream = %stream.name(), %id, error = %e, "history: leaving out an entry no reader takes");
+                    None
+                }
             })
-            .collect()
+            .collect())
     }
 
     async fn head(&self, stream: &Stream) -> Result<Option<StreamHead>, BrokerError> {
