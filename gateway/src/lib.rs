@@ -333,8 +333,11 @@ impl Config {
         if self.max_buffer_packets < 8 {
             return err("--max-buffer-packets", "must be at least 8");
         }
-        if self.history_len == 0 {
-            return err("--history-len", "must be at least 1");
+        if !(1..=broker::MAX_HISTORY_LEN).contains(&self.history_len) {
+            return err(
+                "--history-len",
+                &format!("must be from 1 to {}", broker::MAX_HISTORY_LEN),
+            );
         }
         if self.max_connections_per_user == 0 {
             return err("--max-connections-per-user", "must be at least 1");
@@ -882,6 +885,25 @@ mod tests {
     use tracing_subscriber::Registry;
     use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::Filter;
+
+    /// `--history-len` is refused outside what the publish script keeps (a
+    /// Redis broker would have every publish refused), its edges taken.
+    #[test]
+    fn history_len_is_refused_outside_the_scripts_bounds() {
+        use super::{Config, broker::MAX_HISTORY_LEN};
+        let with = |history_len| Config {
+            history_len,
+            ..Config::default()
+        };
+        for refused in [0, MAX_HISTORY_LEN + 1, usize::MAX] {
+            let err = with(refused).validate().expect_err("refused");
+            assert_eq!(err.field, "--history-len");
+            assert!(err.problem.contains("2147483647"), "{}", err.problem);
+        }
+        for taken in [1, 1000, MAX_HISTORY_LEN] {
+            with(taken).validate().expect("taken");
+        }
+    }
 
     /// The log filter's level reaches `log::max_level` through its hint: a
     /// filter without one would let every dependency's `log::trace!` through

@@ -495,6 +495,160 @@ async fn the_script_refuses_a_batch_over_256_events() {
     gw.stop().await;
 }
 
+/// A batch goes live in as few messages as fit: its envelopes together,
+/// at most 64 KiB of them in one message (an envelope larger than that
+/// alone), in order; one event alone in the one-event layout. The gateway
+/// delivers every event of them, in order.
+#[tokio::test]
+async fn a_batch_goes_live_in_few_messages_of_at_most_64_kib() {
+    use futures_util::StreamExt;
+    const LIVE_BYTES: usize = 65536;
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let p = &gw.config.key_prefix;
+    let mut alice = gw.connect("alice").await;
+    let base = format!("{p}{{u:5:alice}}:s:big:");
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(format!("{p}{{u:5:alice}}:live"))
+        .await
+        .unwrap();
+    let mut live = pubsub.on_message();
+    let call = r#"{"stream":"big","event":"note:added:v1","user":"alice"}"#;
+    let data = |kib: usize, i: usize| format!(r#"{{"i":{i},"pad":"{}"}}"#, "x".repeat(kib << 10));
+    // Each batch and the events of each live message it goes in: small ones
+    // together; 8 KiB ones 7 to a message (8 would pass 64 KiB); one of
+    // 100 KiB alone, the small ones beside it apart from it; one event alone.
+    let batches: [(Vec<usize>, Vec<usize>); 4] = [
+        (vec![0; 16], vec![16]),
+        (vec![8; 20], vec![7, 7, 6]),
+        (vec![0, 100, 0, 0], vec![1, 1, 2]),
+        (vec![0], vec![1]),
+    ];
+    let mut i = 0;
+    for (sizes, messages) in batches {
+        let mut cmd = eval_publish(&base, call);
+        for &kib in &sizes {
+            cmd.arg(data(kib, i));
+            i += 1;
+        }
+        let _: String = cmd.query_async(&mut conn).await.unwrap();
+        let mut counts = Vec::new();
+        while counts.iter().sum::<usize>() < sizes.len() {
+            let msg = live.next().await.expect("a live message");
+            let text = String::from_utf8(msg.get_payload_bytes().to_vec()).unwrap();
+            let wire: serde_json::Map<String, Value> = serde_json::from_str(&text).unwrap();
+            let raw: Vec<Box<serde_json::value::RawValue>> = if sizes.len() == 1 {
+                assert!(
+                    wire.contains_key("envelope"),
+                    "one event's layout: {text:.80}"
+                );
+                vec![
+                    serde_json::from_str(&text)
+                        .map(|w: OneWire| w.envelope)
+                        .unwrap(),
+                ]
+            } else {
+                serde_json::from_str(&text)
+                    .map(|w: BatchWire| w.envelopes)
+                    .unwrap()
+            };
+            let bytes: usize = raw.iter().map(|e| e.get().len()).sum();
+            assert!(
+                raw.len() == 1 || bytes <= LIVE_BYTES,
+                "{} envelopes of {bytes} bytes in one message",
+                raw.len()
+            );
+            counts.push(raw.len());
+        }
+        assert_eq!(counts, messages, "events per live message of {sizes:?}");
+    }
+    for n in 0..i {
+        let (name, env) = alice.event().await;
+        assert_eq!(name, "note:added:v1");
+        assert_eq!(
+            (env["seq"].as_u64(), env["data"]["i"].as_u64()),
+            (Some(n as u64 + 1), Some(n as u64)),
+            "delivered, in order"
+        );
+    }
+    alice.close().await;
+    gw.stop().await;
+}
+
+#[derive(serde::Deserialize)]
+struct OneWire {
+    envelope: Box<serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchWire {
+    envelopes: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// A `ttl` or `history` the script could not keep is refused with
+/// `INVALID` before anything is written (Redis itself refuses such a number
+/// only after the seq has moved, or with a ttl of 0 drops the stream's keys
+/// once the event is stored); the edges are taken.
+#[tokio::test]
+async fn the_script_refuses_a_ttl_or_history_it_cannot_keep() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let p = &gw.config.key_prefix;
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let refused = [
+        "0",
+        "-5",
+        "1.5",
+        "1e300",
+        "2147483648",
+        "\"60\"",
+        "null",
+        "true",
+    ];
+    let taken = ["1", "2147483647"];
+    let cases = ["ttl", "history"].into_iter().flat_map(|field| {
+        let bad = refused.iter().map(move |v| (field, *v, false));
+        bad.chain(taken.iter().map(move |v| (field, *v, true)))
+    });
+    for (n, (field, value, ok)) in cases.enumerate() {
+        let base = format!("{p}{{u:5:alice}}:s:n{n}:");
+        let call = format!(
+            r#"{{"stream":"n{n}","event":"note:added:v1","user":"alice","{field}":{value}}}"#
+        );
+        let reply: redis::RedisResult<String> = eval_publish(&base, &call)
+            .arg("1")
+            .query_async(&mut conn)
+            .await;
+        let seq = stored_seq(&mut conn, &base).await;
+        if ok {
+            reply.unwrap_or_else(|e| panic!("{field} {value}: {e}"));
+            assert_eq!(seq, Some(1), "{field} {value}");
+            let ttl: i64 = redis::cmd("TTL")
+                .arg(format!("{base}seq"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let want: i64 = if field == "ttl" {
+                value.parse().unwrap()
+            } else {
+                604_800
+            };
+            assert!(
+                (want - 1..=want).contains(&ttl),
+                "{field} {value}: ttl {ttl}"
+            );
+        } else {
+            let err = reply.expect_err("refused");
+            assert_eq!(err.code(), Some("INVALID"), "{field} {value}: {err}");
+            assert!(err.to_string().contains(field), "{field} {value}: {err}");
+            assert_eq!(seq, None, "{field} {value}: nothing stored");
+        }
+    }
+    gw.stop().await;
+}
+
 /// The script takes as data exactly the JSON every reader takes: what it
 /// stores, the gateway and the clients parse. cjson alone also takes NaN,
 /// Infinity, hex and out-of-range numbers, raw control characters in

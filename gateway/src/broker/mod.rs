@@ -150,6 +150,10 @@ pub enum BrokerError {
 /// same bound.
 pub const MAX_BATCH: usize = 256;
 
+/// Most events a stream's history may be asked to keep; the publish script
+/// has the same bound (`history`, and `ttl` in seconds).
+pub const MAX_HISTORY_LEN: usize = 2_147_483_647;
+
 /// Deepest an event's data may nest (arrays and objects within each other):
 /// a client parsing the whole event packet (`["event", envelope]`) with
 /// serde_json reads 127 levels, and the packet and the envelope take two.

@@ -11,15 +11,20 @@
 --   The event goes live on P{u:LEN:OWNER}:live (a job's or private stream's
 --   owner) or P{topic:NAME}:live. On a Redis Cluster both share the keys'
 --   slot (the gateway picks job ids so that they do), and the script uses
---   sharded pub/sub (SPUBLISH); on one Redis, PUBLISH.
+--   sharded pub/sub (SPUBLISH); on one Redis, PUBLISH. One event goes as
+--   {"user":U,"event":E,"envelope":ENVELOPE}; a batch's together, as
+--   {"user":U,"event":E,"envelopes":[ENVELOPE,...]}, at most LIVE_BYTES of
+--   envelopes in one message (the gateway reads both).
 -- ARGV[1]: the call, a JSON object with named fields:
 --   stream   required  the stream's name as clients see it ("job:42", "notes", "market:BTC-USD")
 --   event    required  the event name, "domain:name:vN"
 --   user     the owner; required for a private stream, checked against the
 --            job's owner when given, absent for a topic
 --   topic    true for a topic (so a missing user is never taken for a topic)
---   history  events kept (approximate; default 1000; topics at most 256)
---   ttl      seconds the stream's keys live after its last event (default 604800)
+--   history  events kept (approximate; default 1000; topics at most 256), a
+--            whole number from 1 to 2147483647
+--   ttl      seconds the stream's keys live after its last event (default
+--            604800), a whole number from 1 to 2147483647
 --   checked  true: the caller vouches its data is JSON text as ARGV[2] says
 --            (its JSON writer follows RFC 8259 and it checked the depth)
 --            and its names are UTF-8, and the script does not check them
@@ -148,6 +153,18 @@ local function strict_data(first, count)
   return bad
 end
 
+-- The most bytes of envelopes one live message of a batch carries: the
+-- gateway reads a message whole before it delivers any of it.
+local LIVE_BYTES = 65536
+
+-- The largest ttl (seconds) and history (events) a call may ask for.
+local MAX_WHOLE = 2147483647
+
+-- Whether `n` is a whole number from 1 to MAX_WHOLE.
+local function whole(n)
+  return type(n) == 'number' and n >= 1 and n <= MAX_WHOLE and n % 1 == 0
+end
+
 local now, node
 -- Redis's clock and, on a cluster, this master's id: asked at most once per
 -- call of the script.
@@ -165,8 +182,9 @@ end
 
 -- Appends the `count` events whose data start at ARGV[first] to the stream of
 -- `call`, whose keys start at KEYS[k]. Returns the epoch (JSON text), the
--- first seq (text), ts, and the envelopes when `envelopes`; or nil and the error.
-local function append(call, k, first, count, envelopes)
+-- first seq (text), ts, and when `reply`, the envelope (JSON text; a JSON
+-- array of them for several); or nil and the error.
+local function append(call, k, first, count, reply)
   if type(call) ~= 'table' then return nil, 'INVALID a call must be a JSON object' end
   local stream, event, user = call['stream'], call['event'], call['user']
   if type(stream) ~= 'string' or stream == '' then
@@ -177,6 +195,19 @@ local function append(call, k, first, count, envelopes)
   end
   if user ~= nil and (type(user) ~= 'string' or user == '') then
     return nil, 'INVALID user must be a non-empty string when given'
+  end
+  -- Checked before anything is written: Redis refuses such a number only
+  -- once the seq has moved (or, for a ttl of 0, drops the keys after).
+  local ttl, keep = call['ttl'], call['history']
+  if ttl == nil then
+    ttl = 604800
+  elseif not whole(ttl) then
+    return nil, 'INVALID ttl must be whole seconds from 1 to ' .. MAX_WHOLE
+  end
+  if keep == nil then
+    keep = 1000
+  elseif not whole(keep) then
+    return nil, 'INVALID history must be a whole number of events from 1 to ' .. MAX_WHOLE
   end
   local bad
   if call['checked'] ~= true then
@@ -213,9 +244,9 @@ local function append(call, k, first, count, envelopes)
     return nil, 'INVALID KEYS must be ' .. base .. 'seq, epoch, hist, rec'
   end
 
-  local ttl = tonumber(call['ttl']) or 604800
-  local keep = tonumber(call['history']) or 1000
   if kind == 'topic' and keep > 256 then keep = 256 end
+  -- Formatted once, not by redis.call on every XADD.
+  local keeps = keep == 1000 and '1000' or string.format('%d', keep)
   local owner = user or ''
   local data = ARGV[first]
   local t = clock()
@@ -274,16 +305,45 @@ local function append(call, k, first, count, envelopes)
   -- (The event name's pattern needs no escaping.)
   local qepoch = cjson.encode(epoch)
   local head = '{"stream":' .. cjson.encode(stream) .. ',"epoch":' .. qepoch .. ',"seq":'
-  local live = '{"user":' .. cjson.encode(owner) .. ',"event":"' .. event .. '","envelope":'
-  local envs = envelopes and {} or nil
+  local live = '{"user":' .. cjson.encode(owner) .. ',"event":"' .. event .. '","envelope'
+  -- Lua hashes every byte of every string it makes (Redis's Lua), so each
+  -- text is made once, whole: table.concat over its parts.
+  local parts = reply and count > 1 and {'['} or nil -- the reply's
+  local one -- the reply: the only envelope
+  -- Live: {..."envelope":ENV} for one event. A batch's go together,
+  -- {..."envelopes":[ENV,ENV,...]}, each message holding LIVE_BYTES of
+  -- envelopes at most (or one envelope, when it is larger).
+  local batch, size
   local firsts
   for i = 0, count - 1 do
     local seqs = string.format('%d', seq + i)
     firsts = firsts or seqs
     local env = head .. seqs .. ',"ts":' .. ts .. ',"data":' .. ARGV[first + i] .. '}'
-    redis.call('XADD', histkey, 'MAXLEN', '~', keep, '0-' .. seqs, 'event', event, 'env', env)
-    redis.call(publish, channel, live .. env .. '}')
-    if envs then envs[i + 1] = env end
+    redis.call('XADD', histkey, 'MAXLEN', '~', keeps, '0-' .. seqs, 'event', event, 'env', env)
+    if count == 1 then
+      redis.call(publish, channel, live .. '":' .. env .. '}')
+      one = env
+    else
+      if batch and size + #env > LIVE_BYTES then
+        batch[#batch + 1] = ']}'
+        redis.call(publish, channel, table.concat(batch))
+        batch = nil
+      end
+      if batch then
+        batch[#batch + 1], batch[#batch + 2], size = ',', env, size + #env
+      else
+        batch, size = {live .. 's":[', env}, #env
+      end
+      if parts then parts[2 * i + 2], parts[2 * i + 3] = env, ',' end
+    end
+  end
+  if batch then
+    batch[#batch + 1] = ']}'
+    redis.call(publish, channel, table.concat(batch))
+  end
+  if parts then
+    parts[#parts] = ']'
+    one = table.concat(parts)
   end
   -- The keys live `ttl` after the last event, give or take a hundredth of it:
   -- refreshed once they have lost that much, not on every event.
@@ -293,7 +353,7 @@ local function append(call, k, first, count, envelopes)
     redis.call('EXPIRE', histkey, ttl)
     if kind == 'job' then redis.call('EXPIRE', reckey, ttl) end
   end
-  return qepoch, firsts, ts, envs
+  return qepoch, firsts, ts, one
 end
 
 local calls = decode(ARGV[1])
@@ -310,10 +370,9 @@ if calls[1] == nil then
   if calls['count'] ~= nil and calls['count'] ~= data then
     return redis.error_reply('INVALID count is ' .. tostring(calls['count']) .. ', ARGV[2..] holds ' .. data)
   end
-  local epoch, seq, ts, envs = append(calls, 1, 2, data, true)
+  local epoch, seq, ts, reply = append(calls, 1, 2, data, true)
   if not epoch then return redis.error_reply(seq) end
-  if data == 1 then return envs[1] end
-  return '[' .. table.concat(envs, ',') .. ']'
+  return reply
 end
 
 -- A group: check its shape whole before storing anything.
@@ -333,14 +392,16 @@ end
 if total ~= data then
   return redis.error_reply('INVALID the calls count ' .. total .. ' events, ARGV[2..] holds ' .. data)
 end
-local out, first = {}, 2
+local out, first = {'['}, 2
 for i = 1, n do
   local epoch, seq, ts = append(calls[i], 4 * i - 3, first, counts[i], false)
   if epoch then
-    out[i] = '{"epoch":' .. epoch .. ',"seq":' .. seq .. ',"ts":' .. ts .. '}'
+    out[2 * i] = '{"epoch":' .. epoch .. ',"seq":' .. seq .. ',"ts":' .. ts .. '}'
   else
-    out[i] = '{"error":' .. cjson.encode(seq) .. '}'
+    out[2 * i] = '{"error":' .. cjson.encode(seq) .. '}'
   end
+  out[2 * i + 1] = ','
   first = first + counts[i]
 end
-return '[' .. table.concat(out, ',') .. ']'
+out[#out] = ']'
+return table.concat(out)

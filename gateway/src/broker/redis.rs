@@ -304,7 +304,8 @@ impl Drop for RedisBroker {
 
 impl RedisBroker {
     /// Connects to `url` (e.g. `redis://127.0.0.1:6379`), with every key
-    /// starting with `prefix` and at most about `history_len` events kept per stream.
+    /// starting with `prefix` and at most about `history_len` events kept per
+    /// stream (1 to [`MAX_HISTORY_LEN`](super::MAX_HISTORY_LEN)).
     pub async fn connect(url: &str, prefix: &str, history_len: usize) -> Result<Self, BrokerError> {
         Self::connect_with(url, prefix, history_len, DEFAULT_COMMAND_TIMEOUT).await
     }
@@ -391,7 +392,7 @@ impl RedisBroker {
         };
         Ok(Self {
             prefix: prefix.to_owned(),
-            history_len: history_len.max(1),
+            history_len: history_len.clamp(1, super::MAX_HISTORY_LEN),
             analytics: tally::Recorder::spawn(conn.clone(), prefix),
             conn,
             blocking,

@@ -47,13 +47,15 @@ impl Inbox {
             }
             return;
         }
-        let Ok(msg) = LiveMessage::parse(payload) else {
+        let Ok(msgs) = LiveMessage::parse(payload) else {
             tracing::warn!(%channel, "dropping a live message that does not parse");
             return;
         };
         let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = routes.get(channel) {
-            let _ = tx.send(Arc::new(msg));
+            for msg in msgs {
+                let _ = tx.send(Arc::new(msg));
+            }
         }
     }
 
