@@ -324,14 +324,12 @@ async fn events(state: &AppState, headers: &HeaderMap, id: &str, q: EventsQuery)
     let (epoch, seq) = head.map(|h| (h.epoch, h.seq)).unwrap_or_default();
     // Complete: history reaches back to after+1 and has no hole (an entry
     // no reader takes is left out of it).
-    let mut next = after + 1;
     let complete = if events.is_empty() {
         after >= seq
     } else {
-        events.iter().all(|(_, e)| {
-            next += 1;
-            e.seq == next - 1
-        })
+        (after.saturating_add(1)..)
+            .zip(&events)
+            .all(|(want, (_, e))| e.seq == want)
     };
     let events: Vec<Value> = events
         .into_iter()
