@@ -322,34 +322,26 @@ async fn an_unreadable_history_entry_reads_as_history_lost_across_it() {
             .await
             .unwrap();
     }
-    let epoch = gw
-        .handle
-        .state
-        .broker
-        .head(&job)
-        .await
-        .unwrap()
-        .unwrap()
-        .epoch;
+    let head = gw.handle.state.broker.head(&job).await.unwrap().unwrap();
+    let epoch = head.epoch;
     // Seq 4 holds bytes that are not UTF-8, seq 5 a NaN; both stored as an
     // older script did, past every check.
     let base = format!("{}{{job:{id}}}:", gw.config.key_prefix);
-    let head = format!(r#"{{"stream":"job:{id}","epoch":"{epoch}","seq":"#);
+    let start = format!(r#"{{"stream":"job:{id}","epoch":"{epoch}","seq":"#);
     let entries = [
-        [head.as_bytes(), br#"4,"ts":1,"data":"caf"#, b"\xe9\"}"].concat(),
-        [head.as_bytes(), br#"5,"ts":1,"data":NaN}"#].concat(),
+        [start.as_bytes(), br#"4,"ts":1,"data":"caf"#, b"\xe9\"}"].concat(),
+        [start.as_bytes(), br#"5,"ts":1,"data":NaN}"#].concat(),
     ];
+    let mut conn = common::RedisConn::open(common::REDIS_URL).await;
     for (seq, env) in [4, 5].into_iter().zip(entries) {
         let mut xadd = redis::cmd("XADD");
         xadd.arg(format!("{base}hist")).arg(format!("0-{seq}"));
         xadd.arg("event").arg("job:chunk:v1").arg("env").arg(env);
-        let _: String = common::redis_query(common::REDIS_URL, &xadd).await;
+        let _: String = conn.query(&xadd).await;
     }
-    let _: u64 = common::redis_query(
-        common::REDIS_URL,
-        redis::cmd("INCRBY").arg(format!("{base}seq")).arg(2),
-    )
-    .await;
+    let _: u64 = conn
+        .query(redis::cmd("INCRBY").arg(format!("{base}seq")).arg(2))
+        .await;
     let six = publisher
         .publish(&job, "job:chunk:v1", chunk(6))
         .await

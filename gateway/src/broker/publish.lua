@@ -157,6 +157,13 @@ end
 -- gateway reads a message whole before it delivers any of it.
 local LIVE_BYTES = 65536
 
+-- Publishes the live message of a batch gathered in `parts` (its head and
+-- envelopes, commas between): made once, whole.
+local function send_batch(command, channel, parts)
+  parts[#parts + 1] = ']}'
+  redis.call(command, channel, table.concat(parts))
+end
+
 -- The largest ttl (seconds) and history (events) a call may ask for.
 local MAX_WHOLE = 2147483647
 
@@ -325,8 +332,7 @@ local function append(call, k, first, count, reply)
       one = env
     else
       if batch and size + #env > LIVE_BYTES then
-        batch[#batch + 1] = ']}'
-        redis.call(publish, channel, table.concat(batch))
+        send_batch(publish, channel, batch)
         batch = nil
       end
       if batch then
@@ -337,10 +343,7 @@ local function append(call, k, first, count, reply)
       if parts then parts[2 * i + 2], parts[2 * i + 3] = env, ',' end
     end
   end
-  if batch then
-    batch[#batch + 1] = ']}'
-    redis.call(publish, channel, table.concat(batch))
-  end
+  if batch then send_batch(publish, channel, batch) end
   if parts then
     parts[#parts] = ']'
     one = table.concat(parts)
