@@ -641,6 +641,52 @@ async fn the_script_refuses_a_ttl_or_history_it_cannot_keep() {
     gw.stop().await;
 }
 
+/// Redis's TIME in ms, and whether its microseconds were below `below`.
+async fn redis_ms(conn: &mut redis::aio::MultiplexedConnection, below: u64) -> (u64, bool) {
+    let (secs, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await.unwrap();
+    (secs * 1000 + us / 1000, us < below)
+}
+
+/// Every event's `ts` is Redis's clock in ms, as the script cuts it from
+/// TIME's text (the microseconds padded to six digits): each call is
+/// bracketed by TIME before and after, until calls have run wholly within
+/// the first 10 ms of a second (microseconds of at most four digits, the
+/// padding at its widest).
+#[tokio::test]
+async fn every_event_is_stamped_with_redis_time_in_ms() {
+    let gw = Gateway::start_with(Backend::Redis, |c| c.demo.enabled = false).await;
+    let base = format!("{}{{u:5:alice}}:s:clock:", gw.config.key_prefix);
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let call = r#"{"stream":"clock","event":"note:added:v1","user":"alice"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut padded = 0;
+    while padded < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no call within a second's first 10 ms"
+        );
+        let (before, early) = redis_ms(&mut conn, 10_000).await;
+        let env: String = eval_publish(&base, call)
+            .arg("1")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let (after, still) = redis_ms(&mut conn, 10_000).await;
+        let ts = serde_json::from_str::<Value>(&env).unwrap()["ts"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("ts is a whole number: {env}"));
+        assert!(
+            (before..=after).contains(&ts),
+            "{before} <= {ts} <= {after}"
+        );
+        if early && still && after - before < 10 {
+            padded += 1;
+        }
+    }
+    gw.stop().await;
+}
+
 /// The script takes as data exactly the JSON every reader takes: what it
 /// stores, the gateway and the clients parse. cjson alone also takes NaN,
 /// Infinity, hex and out-of-range numbers, raw control characters in
