@@ -41,6 +41,16 @@ async fn call(
     )
 }
 
+/// The seqs of the events a `GET /api/v1/jobs/{id}/events` answered, in order.
+fn event_seqs(body: &Value) -> Vec<u64> {
+    body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["envelope"]["seq"].as_u64().unwrap())
+        .collect()
+}
+
 async fn jobs_list_events_after_publish_analytics_and_metrics(backend: Backend) {
     let gw = Gateway::start(backend).await;
     let mut alice = gw.connect("alice").await;
@@ -59,13 +69,10 @@ async fn jobs_list_events_after_publish_analytics_and_metrics(backend: Backend) 
     assert_eq!(status, StatusCode::OK);
     assert_eq!(after["complete"], true);
     assert_eq!(after["seq"], events.len() as u64);
-    let seqs: Vec<u64> = after["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["envelope"]["seq"].as_u64().unwrap())
-        .collect();
-    assert_eq!(seqs, (3..=events.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        event_seqs(&after),
+        (3..=events.len() as u64).collect::<Vec<_>>()
+    );
     let (status, _, _) = call(&gw, "GET", &uri, Some(gw.token("bob")), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
@@ -377,13 +384,7 @@ async fn an_unreadable_history_entry_reads_as_history_lost_across_it() {
         let (status, body, _) = call(&gw, "GET", &uri, token.clone(), None).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["complete"], complete, "after {after}: {body}");
-        let got: Vec<u64> = body["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["envelope"]["seq"].as_u64().unwrap())
-            .collect();
-        assert_eq!(got, seqs, "after {after}");
+        assert_eq!(event_seqs(&body), seqs, "after {after}");
     }
     gw.stop().await;
 }
